@@ -1,0 +1,53 @@
+"""Shared fixtures: one moto server per test session, on 127.0.0.1, reset per test.
+
+Everything under test talks to it over real HTTP through AWS_ENDPOINT_URL; nothing in
+the SDK is patched.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from trailproc.sandbox import MotoServer, TrailSandbox
+
+REPO = Path(__file__).resolve().parent.parent
+# CI checks the project out with shared/ beside it; a developer checkout has it one up too.
+SHARED = Path(os.environ.get("TRAILPROC_SHARED_DIR", REPO.parent / "shared"))
+CORPUS = SHARED / "corpus" / "real"
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[MotoServer]:
+    server = MotoServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(moto: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> MotoServer:
+    """A clean moto and the environment variables a user would set to reach it."""
+    moto.reset()
+    for name, value in moto.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("TRAILPROC_STATE_DIR", str(tmp_path / "state"))
+    return moto
+
+
+@pytest.fixture
+def sandbox(aws_env: MotoServer) -> TrailSandbox:
+    """Trail bucket + SNS topic + SQS queue (with DLQ), subscribed as CloudTrail users do."""
+    return TrailSandbox(aws_env.url).create()
+
+
+@pytest.fixture
+def corpus() -> Path:
+    if not CORPUS.is_dir():
+        pytest.fail(f"shared corpus not found at {CORPUS}; set TRAILPROC_SHARED_DIR")
+    return CORPUS

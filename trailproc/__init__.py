@@ -1,0 +1,1 @@
+"""trailproc: process AWS CloudTrail log deliveries."""

@@ -1,0 +1,61 @@
+"""The checkpoint store interface: what is done, what is in progress, who holds a file.
+
+A log file is identified by bucket + key + ETag (or version id), so an overwritten object
+with new content is a new file, while a redelivered notification for the same object is not.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Claim", "ClaimState", "CheckpointStore", "FileId"]
+
+
+@dataclass(frozen=True, slots=True)
+class FileId:
+    """The identity of one log file's content."""
+
+    bucket: str
+    key: str
+    etag: str = ""
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}#{self.etag}"
+
+
+class ClaimState(str, enum.Enum):
+    NEW = "new"  # never seen: start at record 0
+    RESUME = "resume"  # a previous attempt committed `position` records: continue there
+    DONE = "done"  # completed before: hand nothing over again
+    BUSY = "busy"  # another live worker holds the lease: try later
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    state: ClaimState
+    position: int = 0  # index of the first record not yet handed over
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where progress lives. Every method is safe to call from one event loop."""
+
+    async def claim(self, file: FileId, owner: str, lease_seconds: float) -> Claim:
+        """Take (or renew) the lease on `file` for `owner` and say where to start."""
+
+    async def commit(self, file: FileId, owner: str, position: int) -> None:
+        """Record that records [0, position) were handed over and returned."""
+
+    async def complete(self, file: FileId, owner: str, records: int) -> None:
+        """Mark `file` done for good; its lease ends."""
+
+    async def release(self, file: FileId, owner: str) -> None:
+        """Give the lease up after a failure, keeping committed progress."""
+
+    async def is_done(self, file: FileId) -> bool:
+        """True if `file` was completed before."""
+
+    async def close(self) -> None:
+        """Flush and free resources."""
