@@ -42,7 +42,9 @@ _LOG_RE = _log_pattern("CloudTrail")
 _INSIGHT_RE = _log_pattern("CloudTrail-Insight")
 _DIGEST_RE = re.compile(
     _PREFIX + _ORG + r"(?P<account>\d{12})/CloudTrail-Digest/(?P<region>[a-z0-9-]+)/" + _DATE
-    + r"(?P=account)_CloudTrail-Digest_(?P=region)_(?P<trail>.+)_"
+    # Trail names may contain "_" (so the greedy match leaves the *last* region-shaped
+    # field to the home region) but never "/", which would mean another folder level.
+    + r"(?P=account)_CloudTrail-Digest_(?P=region)_(?P<trail>[^/]+)_"
     r"(?P<home>[a-z]{2}(?:-[a-z]+)+-\d)_(?P<ts>\d{8}T\d{6}Z)\.json\.gz$"
 )
 # Looser fallback: anything under .../AWSLogs/[org/]account/CloudTrail/region/... is a log
