@@ -1,1 +1,76 @@
-"""trailproc: process AWS CloudTrail log deliveries."""
+"""trailproc: process AWS CloudTrail log deliveries from SQS/S3, losslessly and fast.
+
+The public API is what this module exports; everything else is private.
+
+    import trailproc
+
+    class Alerts(trailproc.EventProcessor):
+        def process(self, events):
+            for e in events:
+                if e.event_name == "StopLogging":
+                    print("trail stopped by", e.principal_arn)
+
+    trailproc.run(Alerts(), queue_url="https://sqs.us-east-1.amazonaws.com/1234/trail")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .config import Config, ConfigError, load_config
+from .errors import (
+    BadLogFile,
+    BadMessage,
+    DecompressedTooLarge,
+    FetchError,
+    HandlerError,
+    Refused,
+    TrailprocError,
+)
+from .pipeline.events import Delivery, Event
+from .pipeline.keys import FileRef, KeyInfo, ObjectKind, classify_key
+from .pipeline.notifications import BadNotification, Notification, parse_notification
+from .processor import EventProcessor, Handlers, ProgressInfo, ProgressState, Source
+
+if TYPE_CHECKING:  # the runners pull in aioboto3; import them only when used
+    from .app import RunResult, process_paths, run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadLogFile",
+    "BadMessage",
+    "BadNotification",
+    "Config",
+    "ConfigError",
+    "DecompressedTooLarge",
+    "Delivery",
+    "Event",
+    "EventProcessor",
+    "FetchError",
+    "FileRef",
+    "HandlerError",
+    "Handlers",
+    "KeyInfo",
+    "Notification",
+    "ObjectKind",
+    "ProgressInfo",
+    "ProgressState",
+    "Refused",
+    "RunResult",
+    "Source",
+    "TrailprocError",
+    "classify_key",
+    "load_config",
+    "parse_notification",
+    "process_paths",
+    "run",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run", "process_paths", "RunResult"):
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'trailproc' has no attribute {name!r}")

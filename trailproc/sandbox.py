@@ -126,18 +126,20 @@ def log_key(
     return "/".join([*parts, name])
 
 
+# (source, name, read-only, category, weight): mostly routine reads, a few rare writes.
 _EVENTS = [
-    ("s3.amazonaws.com", "GetObject", True, "Data"),
-    ("s3.amazonaws.com", "PutObject", False, "Data"),
-    ("ec2.amazonaws.com", "DescribeInstances", True, "Management"),
-    ("ec2.amazonaws.com", "RunInstances", False, "Management"),
-    ("iam.amazonaws.com", "AttachRolePolicy", False, "Management"),
-    ("sts.amazonaws.com", "AssumeRole", True, "Management"),
-    ("kms.amazonaws.com", "Decrypt", True, "Management"),
-    ("signin.amazonaws.com", "ConsoleLogin", False, "Management"),
-    ("cloudtrail.amazonaws.com", "StopLogging", False, "Management"),
-    ("lambda.amazonaws.com", "Invoke", False, "Data"),
+    ("s3.amazonaws.com", "GetObject", True, "Data", 30),
+    ("s3.amazonaws.com", "PutObject", False, "Data", 12),
+    ("ec2.amazonaws.com", "DescribeInstances", True, "Management", 20),
+    ("ec2.amazonaws.com", "RunInstances", False, "Management", 3),
+    ("iam.amazonaws.com", "AttachRolePolicy", False, "Management", 1),
+    ("sts.amazonaws.com", "AssumeRole", True, "Management", 15),
+    ("kms.amazonaws.com", "Decrypt", True, "Management", 12),
+    ("signin.amazonaws.com", "ConsoleLogin", False, "Management", 2),
+    ("cloudtrail.amazonaws.com", "StopLogging", False, "Management", 0.3),
+    ("lambda.amazonaws.com", "Invoke", False, "Data", 5),
 ]
+_WEIGHTS = [e[4] for e in _EVENTS]
 
 
 def make_records(
@@ -154,7 +156,7 @@ def make_records(
     users = [f"user-{i:02d}" for i in range(12)]
     out = []
     for i in range(count):
-        source, name, read_only, category = rng.choice(_EVENTS)
+        source, name, read_only, category, _w = rng.choices(_EVENTS, _WEIGHTS)[0]
         user = rng.choice(users)
         when = start + dt.timedelta(seconds=i * 3 + rng.randint(0, 2))
         role_session = rng.random() < 0.5

@@ -1,0 +1,66 @@
+"""AWS clients, created the way the AWS CLI would: standard credential chain, region,
+profile and AWS_ENDPOINT_URL all honoured; nothing read from anywhere else.
+
+aioboto3 is imported here, lazily, so `import trailproc` stays fast.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+from .config import Config
+
+__all__ = ["AwsClients", "botocore_config"]
+
+
+def botocore_config(config: Config, *, pool: int = 10) -> Any:
+    from botocore.config import Config as BotoConfig
+
+    return BotoConfig(
+        # botocore's own quick retries first; tenacity rides out longer storms on top.
+        retries={"mode": "standard", "max_attempts": 4},
+        max_pool_connections=max(pool, 10),
+        connect_timeout=10,
+        read_timeout=max(30, config.wait_time_seconds + 10),
+        tcp_keepalive=True,
+    )
+
+
+class AwsClients:
+    """An async context manager handing out aioboto3 clients that share one session."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._stack = AsyncExitStack()
+        self._clients: dict[str, Any] = {}
+        self._session: Any = None
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            import aioboto3
+
+            self._session = aioboto3.Session(
+                profile_name=self.config.profile, region_name=self.config.region
+            )
+        return self._session
+
+    async def client(self, service: str) -> Any:
+        if service not in self._clients:
+            kwargs: dict[str, Any] = {
+                "config": botocore_config(self.config, pool=self.config.download_concurrency + 4)
+            }
+            if self.config.endpoint_url:
+                kwargs["endpoint_url"] = self.config.endpoint_url
+            self._clients[service] = await self._stack.enter_async_context(
+                self.session.client(service, **kwargs)
+            )
+        return self._clients[service]
+
+    async def __aenter__(self) -> AwsClients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+        self._clients.clear()

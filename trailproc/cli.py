@@ -1,0 +1,148 @@
+"""The `trailproc` command: thin shells over the library (see `trailproc.app`)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .config import Config, ConfigError, load_config
+from .observe import configure_logging, get_logger
+
+log = get_logger("trailproc.cli")
+
+
+def _common(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options every processing command shares."""
+    options = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG."),
+        click.option("--handler", "handlers", multiple=True, metavar="MODULE:ATTR",
+                     help="Processor or handler registry to load (repeatable), or an entry "
+                          "point name in the 'trailproc.handlers' group."),
+        click.option("--output", metavar="PATH|-",
+                     help="Append each record as one line of JSON to PATH ('-' = stdout)."),
+        click.option("--max-events-per-emit", type=int, help="Most events per process() call."),
+        click.option("--state-dir", help="Folder for the checkpoint database (.trailproc)."),
+        click.option("--checkpoint", metavar="SPEC",
+                     help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE"),
+        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"])),
+        click.option("--log-format", type=click.Choice(["auto", "console", "json"])),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _load(config_path: str | None, **flags: Any) -> Config:
+    handlers = flags.pop("handlers", ())
+    if handlers:
+        flags["handlers"] = list(handlers)
+    try:
+        config = load_config(config_path, **flags)
+    except ConfigError as exc:
+        raise click.UsageError(f"invalid configuration: {exc}") from None
+    configure_logging(config.log_level, config.log_format)
+    return config
+
+
+def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected failures into one clear line and exit 1 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, KeyboardInterrupt):
+            raise
+        except (ValueError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+        except Exception as exc:
+            if type(exc).__module__.startswith(("botocore", "aiobotocore")):
+                raise click.ClickException(f"AWS error: {exc}") from None
+            raise
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="trailproc")
+def main() -> None:
+    """Process AWS CloudTrail log deliveries: SQS → S3 → your handlers."""
+
+
+@main.command()
+@_common
+@click.option("--queue-url", help="SQS queue with the trail's notifications.")
+@click.option("--visibility-timeout", type=int, help="Seconds; extended while working.")
+@click.option("--wait-time", "wait_time_seconds", type=int, help="Long-poll seconds (0-20).")
+@click.option("--exit-when-idle", is_flag=True, default=None,
+              help="Exit 0 once the queue is empty and nothing is in flight.")  # fmt: skip
+@click.option("--delete-on-failure", is_flag=True, default=None,
+              help="Delete messages even when processing failed (not recommended).")  # fmt: skip
+@click.option("--shutdown-timeout", type=float, help="Seconds to finish work on SIGTERM.")
+@_fail_cleanly
+def run(config_path: str | None, **flags: Any) -> None:
+    """Poll SQS and hand every CloudTrail record to the handlers (daemon)."""
+    from .app import run as run_daemon
+
+    config = _load(config_path, **flags)
+    if not config.queue_url:
+        raise click.UsageError("no queue: give --queue-url or set TRAILPROC_QUEUE_URL")
+    result = run_daemon(config=config)
+    if result.files_failed:
+        log.warning("some files failed; their messages stay on the queue for retry",
+                    failed=result.files_failed)  # fmt: skip
+
+
+@main.command()
+@_common
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@_fail_cleanly
+def process(paths: tuple[str, ...], config_path: str | None, **flags: Any) -> None:
+    """Run local log files or folders through the handlers (no AWS needed)."""
+    from .app import process_paths
+
+    config = _load(config_path, **flags)
+    result = process_paths(paths, config=config)
+    click.echo(
+        f"{result.files_ok} file(s), {result.records} record(s) handed over, "
+        f"{result.files_failed} file(s) failed",
+        err=True,
+    )
+    if result.files_failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--files", default=4, show_default=True, help="Log files to deliver.")
+@click.option("--records", default=25, show_default=True, help="Records per file.")
+@click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto")
+@_fail_cleanly
+def demo(files: int, records: int, log_format: str) -> None:
+    """Start a local moto server, deliver sample CloudTrail logs, process them."""
+    from .demo import run_demo
+
+    configure_logging("warning", log_format)
+    sys.exit(asyncio.run(run_demo(files=files, records=records)))
+
+
+def _register_optional_commands() -> None:
+    # Commands that live with their feature; each imports its stack only when run.
+    import importlib
+
+    for module, attr in (("trailproc.integrity.cli", "validate_command"),):
+        try:
+            main.add_command(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):  # pragma: no cover - feature not installed
+            pass
+
+
+_register_optional_commands()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

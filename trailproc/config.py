@@ -1,0 +1,253 @@
+"""One typed configuration, loaded from a TOML file, TRAILPROC_* variables, CLI flags or Python.
+
+Precedence, lowest first: defaults < config file < environment < explicit overrides (CLI
+flags or keyword arguments). The Java CloudTrail Processing Library's `.properties` keys
+are accepted too, so a migration can start from the old file unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+ENV_PREFIX = "TRAILPROC_"
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[int, msgspec.Meta(ge=0, le=43200)]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the offending key."""
+
+
+def _doc(text: str) -> msgspec.Meta:
+    return msgspec.Meta(description=text)
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every setting trailproc reads. Field docs feed the generated configuration reference."""
+
+    # --- where ---------------------------------------------------------------------------
+    queue_url: Annotated[str | None, _doc("SQS queue receiving the notifications.")] = None
+    region: Annotated[
+        str | None, _doc("AWS region; default: the standard chain (AWS_REGION, profile).")
+    ] = None
+    profile: Annotated[str | None, _doc("AWS shared-config profile (like AWS_PROFILE).")] = None
+    endpoint_url: Annotated[
+        str | None, _doc("Endpoint override for every service; AWS_ENDPOINT_URL also works.")
+    ] = None
+
+    # --- receiving -----------------------------------------------------------------------
+    visibility_timeout: Annotated[
+        Seconds, _doc("Seconds a received message stays hidden; extended while working.")
+    ] = 60
+    wait_time_seconds: Annotated[
+        int, msgspec.Meta(ge=0, le=20, description="SQS long-poll wait per receive.")
+    ] = 20
+    max_messages_per_receive: Annotated[
+        int, msgspec.Meta(ge=1, le=10, description="Messages asked for per ReceiveMessage.")
+    ] = 10
+    max_in_flight_messages: Annotated[
+        Positive, _doc("Messages being worked on at once (bounds memory with the file size).")
+    ] = 16
+    download_concurrency: Annotated[Positive, _doc("Concurrent S3 GetObject calls.")] = 8
+    process_kinds: Annotated[
+        list[Literal["log", "insight", "digest", "other"]],
+        _doc("Object kinds handed to user code; others are skipped with a reason."),
+    ] = msgspec.field(default_factory=lambda: ["log", "insight"])
+
+    # --- handing over --------------------------------------------------------------------
+    max_events_per_emit: Annotated[Positive, _doc("Most events per process() call.")] = 100
+    max_decompressed_bytes: Annotated[
+        Positive, _doc("A log file inflating beyond this fails (gzip-bomb guard).")
+    ] = 1 << 30
+    handlers: Annotated[
+        list[str], _doc("Handlers to load: 'module:attr' or a 'trailproc.handlers' entry point.")
+    ] = msgspec.field(default_factory=list)
+    output: Annotated[
+        str | None, _doc("Write each record as one JSON line to this file ('-' = stdout).")
+    ] = None
+    handlers_in_thread: Annotated[
+        bool, _doc("Run synchronous process() in a worker thread so heartbeats keep going.")
+    ] = True
+
+    # --- acknowledging -------------------------------------------------------------------
+    delete_on_failure: Annotated[
+        bool, _doc("Delete a message even when processing failed (Java parity; off).")
+    ] = False
+    exit_when_idle: Annotated[
+        bool, _doc("Exit 0 once a receive is empty and nothing is in flight.")
+    ] = False
+    failure_visibility_base: Annotated[
+        Seconds, _doc("Visibility after a failure, doubled per receive (backoff).")
+    ] = 30
+    failure_visibility_max: Annotated[Seconds, _doc("Cap for the failure backoff.")] = 900
+    max_receive_count: Annotated[
+        int | None, _doc("After this many receives a failing message goes to dlq_url.")
+    ] = None
+    dlq_url: Annotated[str | None, _doc("Queue trailproc moves poison messages to.")] = None
+    shutdown_timeout: Annotated[
+        float, msgspec.Meta(ge=0, description="Seconds to finish in-flight work on SIGTERM.")
+    ] = 30.0
+
+    # --- trust ---------------------------------------------------------------------------
+    allowed_buckets: Annotated[
+        list[str], _doc("If set, refuse notifications naming any other bucket.")
+    ] = msgspec.field(default_factory=list)
+    allowed_accounts: Annotated[
+        list[str], _doc("If set, refuse log files of any other account id.")
+    ] = msgspec.field(default_factory=list)
+    allowed_topic_arns: Annotated[
+        list[str], _doc("If set, refuse SNS notifications from any other topic.")
+    ] = msgspec.field(default_factory=list)
+
+    # --- state ---------------------------------------------------------------------------
+    state_dir: Annotated[str, _doc("Folder for the embedded checkpoint database.")] = ".trailproc"
+    checkpoint: Annotated[
+        str | None,
+        _doc("Checkpoint store: 'sqlite' (default), 'memory' or 'dynamodb://TABLE'."),
+    ] = None
+    worker_id: Annotated[
+        str | None, _doc("Lease owner name; default: host name and process id.")
+    ] = None
+
+    # --- operations ----------------------------------------------------------------------
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"], _doc("Lowest level logged.")
+    ] = "info"
+    log_format: Annotated[
+        Literal["auto", "console", "json"], _doc("'auto': console on a terminal, else JSON.")
+    ] = "auto"
+    metrics_port: Annotated[
+        int | None, _doc("Serve Prometheus metrics on this port (127.0.0.1 by default).")
+    ] = None
+    health_port: Annotated[int | None, _doc("Serve /livez and /readyz on this port.")] = None
+    stats_interval: Annotated[
+        float, msgspec.Meta(ge=0, description="Seconds between summary log lines (0: off).")
+    ] = 60.0
+
+    def replace(self, **changes: Any) -> Config:
+        """A validated copy with `changes` applied."""
+        return _convert({**msgspec.structs.asdict(self), **changes})
+
+
+# The Java library's properties → ours. Credentials are deliberately not mapped: boto3's
+# standard chain (env, profile, instance role) replaces accessKey/secretKey.
+JAVA_PROPERTIES: dict[str, str] = {
+    "sqsUrl": "queue_url",
+    "sqsRegion": "region",
+    "s3Region": "region",
+    "visibilityTimeout": "visibility_timeout",
+    "threadCount": "download_concurrency",
+    "threadTerminationDelaySeconds": "shutdown_timeout",
+    "maxEventsPerEmit": "max_events_per_emit",
+    "enableRawEventInfo": "",  # raw bytes are always available as event.raw
+    "deleteMessageUponFailure": "delete_on_failure",
+    "accessKey": "",
+    "secretKey": "",
+}
+
+_FIELDS = set(Config.__struct_fields__)
+_LIST_FIELDS = {"process_kinds", "handlers", "allowed_buckets", "allowed_accounts",
+                "allowed_topic_arns"}  # fmt: skip
+
+
+def _convert(data: Mapping[str, Any]) -> Config:
+    unknown = sorted(set(data) - _FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown configuration key {unknown[0]!r}")
+    try:
+        # strict=False lets "30" from the environment or a properties file become 30.
+        return msgspec.convert(dict(data), Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def _explain(exc: msgspec.ValidationError) -> str:
+    # msgspec says "Expected `int` >= 1 - at `$.max_events_per_emit`"; lead with the key.
+    text = str(exc)
+    if " - at `$." in text:
+        what, _, path = text.rpartition(" - at `$.")
+        return f"{path.rstrip('`')}: {what}"
+    return text
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in _FIELDS:
+            continue  # other TRAILPROC_* variables (e.g. TRAILPROC_HANDLER for Lambda)
+        out[key] = [v.strip() for v in value.split(",") if v.strip()] if key in _LIST_FIELDS else value
+    return out
+
+
+def _read_properties(text: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        sep = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
+        if sep < 0:
+            continue
+        key, value = line[:sep].strip(), line[sep + 1 :].strip()
+        if key in JAVA_PROPERTIES:
+            if JAVA_PROPERTIES[key]:
+                out[JAVA_PROPERTIES[key]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Settings from a TOML file (top level or a [trailproc] table) or a .properties file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    if p.suffix == ".properties":
+        return _read_properties(text)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    data = data.get("trailproc", data)
+    # Java-style camelCase keys are accepted in TOML too.
+    return {JAVA_PROPERTIES.get(k) or k: v for k, v in data.items() if JAVA_PROPERTIES.get(k, k)}
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Build the configuration: defaults < file < TRAILPROC_* env < overrides.
+
+    `path` defaults to $TRAILPROC_CONFIG. Overrides whose value is None are ignored, so
+    CLI flags that were not given do not mask the file or the environment.
+    """
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    path = path or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        data.update(read_file(path))
+    data.update(_from_env(env))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return _convert(data)

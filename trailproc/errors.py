@@ -1,0 +1,193 @@
+"""The error taxonomy and the one retry policy.
+
+Every failure trailproc reports is a `TrailprocError` carrying where it happened (message
+id, bucket, key), so a single log line tells an operator what broke and where. Errors are
+either *transient* (worth retrying now: throttling, 5xx, resets) or *permanent* (the same
+call would fail again: missing object, access denied, bad content). Permanent errors are
+never retried in-process; the SQS message stays and comes back later or goes to the DLQ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import tenacity
+
+__all__ = [
+    "BadLogFile",
+    "BadMessage",
+    "Refused",
+    "DecompressedTooLarge",
+    "FetchError",
+    "HandlerError",
+    "TrailprocError",
+    "is_transient",
+    "retry_transient",
+]
+
+T = TypeVar("T")
+
+
+class TrailprocError(Exception):
+    """Base class. `where` names the message id, bucket and key involved, when known."""
+
+    reason = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        message_id: str | None = None,
+        bucket: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.message_id = message_id
+        self.bucket = bucket
+        self.key = key
+
+    def located(
+        self, *, message_id: str | None = None, bucket: str | None = None, key: str | None = None
+    ) -> TrailprocError:
+        """Fill in location fields that are still unknown (returns self)."""
+        self.message_id = self.message_id or message_id
+        self.bucket = self.bucket or bucket
+        self.key = self.key or key
+        return self
+
+    @property
+    def where(self) -> str:
+        parts = []
+        if self.message_id:
+            parts.append(f"message {self.message_id}")
+        if self.bucket or self.key:
+            parts.append(f"s3://{self.bucket or '?'}/{self.key or ''}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.where})" if self.where else self.message
+
+
+class FetchError(TrailprocError):
+    """GetObject failed (after retries, if it was transient)."""
+
+    reason = "fetch_failed"
+
+    def __init__(self, message: str, *, code: str | None = None, **where: Any) -> None:
+        super().__init__(message, **where)
+        self.code = code
+
+
+class BadLogFile(TrailprocError):
+    """The object is not a CloudTrail log file we can read: corrupt gzip, not JSON, ..."""
+
+    reason = "bad_log_file"
+
+
+class DecompressedTooLarge(BadLogFile):
+    """Decompressing would exceed `max_decompressed_bytes` (a gzip bomb or a huge file)."""
+
+    reason = "too_large"
+
+
+class BadMessage(TrailprocError):
+    """An SQS message body trailproc cannot understand (kept for retry/DLQ, never deleted)."""
+
+    reason = "bad_notification"
+
+
+class Refused(TrailprocError):
+    """A notification outside the configured allow-lists (bucket, account, topic)."""
+
+    reason = "refused"
+
+
+class HandlerError(TrailprocError):
+    """User code raised while processing a batch."""
+
+    reason = "handler_failed"
+
+
+_TRANSIENT_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "Unavailable",
+        "503",
+        "500",
+        "502",
+        "504",
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures that a retry may cure (throttling, 5xx, timeouts, resets)."""
+    if isinstance(exc, FetchError):
+        return exc.code in _TRANSIENT_CODES or exc.code == "connection"
+    # Imported lazily: botocore is heavy and this module is imported at start-up.
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code in _TRANSIENT_CODES or int(status or 0) >= 500
+    if isinstance(
+        exc,
+        ConnectionClosedError
+        | ConnectTimeoutError
+        | EndpointConnectionError
+        | ReadTimeoutError
+        | ResponseStreamingError,
+    ):
+        return True
+    if isinstance(exc, BotoCoreError):
+        return "connection" in str(exc).lower()
+    # aiohttp raises its own errors for resets mid-body; treat any OS/connection error alike.
+    return isinstance(exc, ConnectionError | TimeoutError | OSError) or type(
+        exc
+    ).__module__.startswith("aiohttp")
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]], *, attempts: int = 5, max_wait: float = 8.0
+) -> T:
+    """Run `call`, retrying transient failures with exponential backoff and jitter.
+
+    This sits on top of botocore's own retries, so a burst of throttling that outlasts
+    the SDK's few quick attempts is ridden out instead of failing the file.
+    """
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        wait=tenacity.wait_exponential_jitter(initial=0.2, max=max_wait),
+        stop=tenacity.stop_after_attempt(attempts),
+        reraise=True,
+    )
+
+    async def attempt() -> T:
+        # A coroutine *function* for tenacity: it only awaits what such functions return.
+        return await call()
+
+    return await retrying(attempt)

@@ -1,0 +1,386 @@
+"""User code: the `EventProcessor` base class, handler plugins, and how they are loaded.
+
+A processor overrides only what it needs (Powertools-style): `process` is required;
+`filter_source`, `filter_event`, `on_error` and the progress hooks have sensible
+defaults. Handler plugins are plain functions registered with filters on a `Handlers`
+registry, loaded from `module:attr` or the `trailproc.handlers` entry-point group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import fnmatch
+import importlib
+import inspect
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from .errors import TrailprocError
+from .observe import get_logger
+from .pipeline.events import Event
+from .pipeline.keys import FileRef
+
+__all__ = [
+    "EventProcessor",
+    "Handlers",
+    "ProgressInfo",
+    "ProgressState",
+    "Source",
+    "combine",
+    "load_processor",
+]
+
+log = get_logger("trailproc.processor")
+
+
+class ProgressState(str, enum.Enum):
+    """The operations reported to `report_start`/`report_end` (Java ProgressReporter parity)."""
+
+    POLL = "poll"  # one ReceiveMessage call
+    PARSE_MESSAGE = "parse_message"  # turning a message body into file references
+    PROCESS_SOURCE = "process_source"  # all files of one message
+    DOWNLOAD = "download"  # GetObject of one file
+    PROCESS_LOG = "process_log"  # decoding and handing over one file
+    DELETE = "delete"  # deleting one message
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressInfo:
+    """What `report_end` learns: success, and where."""
+
+    success: bool
+    message_id: str | None = None
+    bucket: str | None = None
+    key: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One notification about to be processed (what the Java library calls a source)."""
+
+    message_id: str | None
+    refs: tuple[FileRef, ...]
+    receive_count: int = 1
+    sent_at: float | None = None  # epoch seconds (SQS SentTimestamp)
+    topic_arn: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def account_ids(self) -> set[str]:
+        return {r.info.account_id for r in self.refs if r.info.account_id}
+
+
+class EventProcessor:
+    """Subclass and override `process` (sync or `async def`); everything else is optional.
+
+    `process` receives up to `max_events_per_emit` events of one log file, in file order.
+    When it returns, that batch counts as handed over and its progress is checkpointed;
+    when it raises, the file fails, and the message stays for retry.
+    """
+
+    def process(self, events: list[Event]) -> None | Awaitable[None]:
+        raise NotImplementedError("EventProcessor subclasses must implement process()")
+
+    def filter_source(self, source: Source) -> bool:
+        """Return False to skip (and delete) a whole notification before any download."""
+        return True
+
+    def filter_event(self, event: Event) -> bool:
+        """Return False to leave one event out of the batches."""
+        return True
+
+    def on_error(self, error: TrailprocError) -> None:
+        """Called once per failure; the default logs nothing extra (trailproc logs it)."""
+
+    def report_start(self, state: ProgressState, info: ProgressInfo) -> Any:
+        """Called before each operation; what it returns is passed to `report_end`."""
+        return None
+
+    def report_end(self, state: ProgressState, info: ProgressInfo, token: Any) -> None:
+        """Called after each operation with its outcome."""
+
+    def start(self) -> None | Awaitable[None]:
+        """Called once before the first event (open connections, files...)."""
+        return None
+
+    def close(self) -> None | Awaitable[None]:
+        """Called once at the end, also after failures."""
+        return None
+
+
+async def maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+# --- handler plugins ------------------------------------------------------------------
+
+
+def _matcher(value: str | Iterable[str] | None) -> Callable[[str | None], bool]:
+    if value is None:
+        return lambda _v: True
+    patterns = [value] if isinstance(value, str) else list(value)
+    exact = {p for p in patterns if not any(ch in p for ch in "*?[")}
+    globs = [p for p in patterns if p not in exact]
+
+    def match(candidate: str | None) -> bool:
+        if candidate is None:
+            return False
+        return candidate in exact or any(fnmatch.fnmatchcase(candidate, g) for g in globs)
+
+    return match
+
+
+@dataclass
+class _Registration:
+    func: Callable[..., Any]
+    batch: bool
+    predicate: Callable[[Event], bool]
+    name: str
+
+
+class Handlers(EventProcessor):
+    """A registry of handler functions, each with its own filter; itself a processor.
+
+    >>> handlers = Handlers()
+    >>> @handlers.on(event_source="iam.amazonaws.com", event_name="Create*")
+    ... def new_iam_thing(event): ...
+    """
+
+    def __init__(self) -> None:
+        self._registered: list[_Registration] = []
+
+    def _register(
+        self,
+        func: Callable[..., Any],
+        *,
+        batch: bool,
+        event_source: str | Iterable[str] | None,
+        event_name: str | Iterable[str] | None,
+        where: Callable[[Event], bool] | None,
+    ) -> Callable[..., Any]:
+        by_source, by_name = _matcher(event_source), _matcher(event_name)
+
+        def predicate(event: Event) -> bool:
+            return (
+                by_source(event.event_source)
+                and by_name(event.event_name)
+                and (where is None or bool(where(event)))
+            )
+
+        name = f"{getattr(func, '__module__', '?')}.{getattr(func, '__qualname__', func)}"
+        self._registered.append(_Registration(func, batch, predicate, name))
+        return func
+
+    def on(
+        self,
+        *,
+        event_source: str | Iterable[str] | None = None,
+        event_name: str | Iterable[str] | None = None,
+        where: Callable[[Event], bool] | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register `func(event)` for matching events (names accept `*` globs)."""
+        return lambda func: self._register(
+            func, batch=False, event_source=event_source, event_name=event_name, where=where
+        )
+
+    def on_batch(
+        self,
+        *,
+        event_source: str | Iterable[str] | None = None,
+        event_name: str | Iterable[str] | None = None,
+        where: Callable[[Event], bool] | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register `func(events)` receiving the matching events of each batch as a list."""
+        return lambda func: self._register(
+            func, batch=True, event_source=event_source, event_name=event_name, where=where
+        )
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self._registered]
+
+    async def process(self, events: list[Event]) -> None:  # type: ignore[override]
+        for reg in self._registered:
+            matching = [e for e in events if reg.predicate(e)]
+            if not matching:
+                continue
+            if reg.batch:
+                await maybe_await(reg.func(matching))
+            else:
+                for event in matching:
+                    await maybe_await(reg.func(event))
+
+
+class _Combined(EventProcessor):
+    """Several processors as one: each batch goes to each, in order."""
+
+    def __init__(self, processors: Sequence[EventProcessor]) -> None:
+        self.processors = list(processors)
+
+    async def process(self, events: list[Event]) -> None:  # type: ignore[override]
+        for p in self.processors:
+            await maybe_await(p.process(events))
+
+    def filter_source(self, source: Source) -> bool:
+        return all(p.filter_source(source) for p in self.processors)
+
+    def filter_event(self, event: Event) -> bool:
+        return any(p.filter_event(event) for p in self.processors)
+
+    def on_error(self, error: TrailprocError) -> None:
+        for p in self.processors:
+            p.on_error(error)
+
+    def report_start(self, state: ProgressState, info: ProgressInfo) -> Any:
+        return [p.report_start(state, info) for p in self.processors]
+
+    def report_end(self, state: ProgressState, info: ProgressInfo, token: Any) -> None:
+        for p, t in zip(self.processors, token or [None] * len(self.processors)):
+            p.report_end(state, info, t)
+
+    async def start(self) -> None:  # type: ignore[override]
+        for p in self.processors:
+            await maybe_await(p.start())
+
+    async def close(self) -> None:  # type: ignore[override]
+        for p in self.processors:
+            await maybe_await(p.close())
+
+
+def combine(processors: Sequence[EventProcessor]) -> EventProcessor:
+    """One processor for many (the identity for one)."""
+    if len(processors) == 1:
+        return processors[0]
+    return _Combined(processors)
+
+
+class JsonLinesOutput(EventProcessor):
+    """Writes each record as one line of its original JSON, flushed before returning."""
+
+    def __init__(self, target: str | IO[bytes]) -> None:
+        self._target = target
+        self._file: IO[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        if self._file is None:
+            if self._target == "-":
+                self._file = sys.stdout.buffer
+            elif isinstance(self._target, str):
+                self._file = open(self._target, "ab")  # noqa: SIM115 - closed in close()
+            else:
+                self._file = self._target
+
+    def process(self, events: list[Event]) -> None:
+        if self._file is None:
+            self.start()
+        assert self._file is not None
+        data = b"".join(e.compact() + b"\n" for e in events)
+        with self._lock:
+            self._file.write(data)
+            # The batch counts as done only once its lines left our buffers.
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None and isinstance(self._target, str) and self._target != "-":
+            self._file.close()
+        self._file = None
+
+
+class FunctionProcessor(EventProcessor):
+    """Wraps a plain `func(event)` handler."""
+
+    def __init__(self, func: Callable[[Event], Any]) -> None:
+        self.func = func
+
+    async def process(self, events: list[Event]) -> None:  # type: ignore[override]
+        for event in events:
+            await maybe_await(self.func(event))
+
+
+def _to_processor(obj: Any, spec: str) -> EventProcessor:
+    if isinstance(obj, EventProcessor):
+        return obj
+    if isinstance(obj, type) and issubclass(obj, EventProcessor):
+        return obj()
+    if callable(obj):
+        return FunctionProcessor(obj)
+    raise TypeError(
+        f"handler {spec!r} is a {type(obj).__name__}; expected an EventProcessor subclass or "
+        "instance, a Handlers registry, or a function taking an event"
+    )
+
+
+def load_processor(spec: str) -> EventProcessor:
+    """Load `module:attr`, or a name from the `trailproc.handlers` entry-point group."""
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ValueError(f"cannot import handler module {module_name!r}: {exc}") from exc
+        obj: Any = module
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise ValueError(f"handler {spec!r}: {module_name} has no {attr!r}") from None
+        return _to_processor(obj, spec)
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group="trailproc.handlers") if ep.name == spec]
+    if not found:
+        raise ValueError(
+            f"no handler {spec!r}: give 'module:attr' or the name of an entry point in the "
+            "'trailproc.handlers' group"
+        )
+    return _to_processor(found[0].load(), spec)
+
+
+def installed_handler_names() -> list[str]:
+    """Names of the handlers installed in the `trailproc.handlers` entry-point group."""
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group="trailproc.handlers"))
+
+
+class Dispatcher:
+    """Calls user code: `async def process` on the loop; sync `process` on one thread.
+
+    One dedicated thread (not a pool) means a synchronous processor is never called
+    concurrently with itself, so user code needs no locks, while the event loop keeps
+    receiving and sending visibility heartbeats during a slow batch.
+    """
+
+    def __init__(self, processor: EventProcessor, *, in_thread: bool = True) -> None:
+        self.processor = processor
+        self._is_async = inspect.iscoroutinefunction(processor.process)
+        self._in_thread = in_thread and not self._is_async
+        self._executor: Any = None
+
+    async def __call__(self, events: list[Event]) -> None:
+        if self._is_async:
+            await self.processor.process(events)  # type: ignore[misc]
+            return
+        if not self._in_thread:
+            await maybe_await(self.processor.process(events))
+            return
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="trailproc-handler")
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self.processor.process, events)
+        await maybe_await(result)
+
+    def shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
