@@ -135,7 +135,11 @@ def _register_optional_commands() -> None:
     # Commands that live with their feature; each imports its stack only when run.
     import importlib
 
-    for module, attr in (("trailproc.integrity.cli", "validate_command"),):
+    for module, attr in (
+        ("trailproc.integrity.cli", "validate_command"),
+        ("trailproc.backfill", "backfill_command"),
+        ("trailproc.ops.check", "check_command"),
+    ):
         try:
             main.add_command(getattr(importlib.import_module(module), attr))
         except (ImportError, AttributeError):  # pragma: no cover - feature not installed

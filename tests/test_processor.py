@@ -1,0 +1,116 @@
+"""User-code surface: Handlers filters, plugin loading, batching via process_paths."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+import trailproc
+from trailproc.pipeline.events import Delivery, Event
+from trailproc.pipeline.keys import FileRef
+from trailproc.processor import load_processor
+from trailproc.sandbox import encode_log, make_records
+
+
+def _events(records: list[dict[str, object]]) -> list[Event]:
+    delivery = Delivery(FileRef.of("b", "k"), "m")
+    return [Event(json.dumps(r).encode(), delivery, i) for i, r in enumerate(records)]
+
+
+def test_handlers_match_by_source_name_globs_and_predicate() -> None:
+    handlers = trailproc.Handlers()
+    seen: dict[str, list[str | None]] = {"iam": [], "deletes": [], "errors": []}
+
+    @handlers.on(event_source="iam.amazonaws.com")
+    def iam(event: Event) -> None:
+        seen["iam"].append(event.event_name)
+
+    @handlers.on_batch(event_name="Delete*")
+    def deletes(events: list[Event]) -> None:
+        seen["deletes"] += [e.event_name for e in events]
+
+    @handlers.on(where=lambda e: e.error_code is not None)
+    async def errors(event: Event) -> None:
+        seen["errors"].append(event.error_code)
+
+    events = _events(
+        [
+            {"eventSource": "iam.amazonaws.com", "eventName": "CreateUser"},
+            {"eventSource": "iam.amazonaws.com", "eventName": "DeleteUser"},
+            {"eventSource": "s3.amazonaws.com", "eventName": "DeleteBucket",
+             "errorCode": "AccessDenied"},
+            {"eventSource": "s3.amazonaws.com", "eventName": "GetObject"},
+        ]
+    )  # fmt: skip
+    asyncio.run(handlers.process(events))
+    assert seen == {
+        "iam": ["CreateUser", "DeleteUser"],
+        "deletes": ["DeleteUser", "DeleteBucket"],
+        "errors": ["AccessDenied"],
+    }
+    assert len(handlers.names) == 3
+
+
+def test_load_processor_errors_are_clear() -> None:
+    with pytest.raises(ValueError, match="cannot import handler module 'no_such_mod'"):
+        load_processor("no_such_mod:x")
+    with pytest.raises(ValueError, match="has no 'nothing'"):
+        load_processor("tests.plugin_handlers:nothing")
+    with pytest.raises(ValueError, match="trailproc.handlers"):
+        load_processor("not-an-entry-point")
+    with pytest.raises(TypeError, match="expected an EventProcessor"):
+        load_processor("tests.plugin_handlers:counts")
+
+
+def test_load_processor_accepts_class_instance_registry_and_function() -> None:
+    assert isinstance(load_processor("tests.plugin_handlers:CountingProcessor"),
+                      trailproc.EventProcessor)  # fmt: skip
+    assert load_processor("tests.plugin_handlers:handlers") is not None
+    func = load_processor("tests.plugin_handlers:on_sts")
+    assert isinstance(func, trailproc.EventProcessor)
+
+
+def test_process_paths_batches_in_file_order(tmp_path: Path) -> None:
+    records = make_records(23, seed=1)
+    (tmp_path / "a.json.gz").write_bytes(encode_log(records))
+    sizes: list[int] = []
+    order: list[int] = []
+
+    class P(trailproc.EventProcessor):
+        def process(self, events: list[Event]) -> None:
+            sizes.append(len(events))
+            order.extend(e.index for e in events)
+
+    result = trailproc.process_paths([tmp_path], P(), max_events_per_emit=5)
+    assert sizes == [5, 5, 5, 5, 3]
+    assert order == list(range(23))
+    assert result.records == 23 and result.files_ok == 1
+
+
+def test_handler_exception_fails_the_file_with_location(tmp_path: Path) -> None:
+    path = tmp_path / "x.json.gz"
+    path.write_bytes(gzip.compress(json.dumps({"Records": make_records(3)}).encode()))
+    errors: list[trailproc.TrailprocError] = []
+
+    class Boom(trailproc.EventProcessor):
+        def process(self, events: list[Event]) -> None:
+            raise RuntimeError("kaput")
+
+        def on_error(self, error: trailproc.TrailprocError) -> None:
+            errors.append(error)
+
+    result = trailproc.process_paths([path], Boom())
+    assert result.files_failed == 1
+    assert isinstance(errors[0], trailproc.HandlerError)
+    assert "handler raised RuntimeError: kaput" in str(errors[0])
+    assert errors[0].key == str(path)
+
+
+def test_processor_without_process_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_bytes(encode_log(make_records(1), compress=False))
+    result = trailproc.process_paths([tmp_path], trailproc.EventProcessor())
+    assert result.files_failed == 1
