@@ -1,1 +1,46 @@
-"""integrity."""
+"""Integrity validation of CloudTrail log files against their signed hourly digests."""
+
+from .inline import InlineVerifier, Mismatch
+from .keys import (
+    CloudTrailPublicKeys,
+    KeyNotUsable,
+    PublicKeyRing,
+    PublicKeySource,
+    fingerprints,
+    load_public_key,
+)
+from .model import FileKind, FileResult, Gap, Status, ValidationReport
+from .signing import signing_string, verify_signature
+from .validator import ProgressHook, TrailArn, ValidationError, parse_time, validate
+
+__all__ = [
+    "CloudTrailPublicKeys",
+    "FileKind",
+    "FileResult",
+    "Gap",
+    "InlineVerifier",
+    "KeyNotUsable",
+    "Mismatch",
+    "ProgressHook",
+    "PublicKeyRing",
+    "PublicKeySource",
+    "Status",
+    "TrailArn",
+    "ValidationError",
+    "ValidationReport",
+    "fingerprints",
+    "load_public_key",
+    "parse_time",
+    "signing_string",
+    "validate",
+    "verify_signature",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The signer pulls in test helpers; import it only when asked for.
+    if name == "DigestChainSigner":
+        from .testing import DigestChainSigner
+
+        return DigestChainSigner
+    raise AttributeError(name)

@@ -1,0 +1,551 @@
+"""Digest-chain validation: walk each region's digests newest to oldest, verify every
+signature, then hash the log files each valid digest vouches for, concurrently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from ..pipeline.keys import ObjectKind, classify_key
+from .keys import CloudTrailPublicKeys, KeyNotUsable, PublicKeyRing, PublicKeySource
+from .model import FileKind, FileResult, Gap, Status, ValidationReport
+from .signing import NotGzipError, gunzip, gunzip_sha256, signing_string, verify_signature
+from .storage import LocalStore, NotFound, ObjectStore, ReadError, S3Store
+
+__all__ = ["ProgressHook", "TrailArn", "ValidationError", "parse_time", "validate"]
+
+log = structlog.get_logger(__name__)
+
+HOUR = dt.timedelta(hours=1)
+_ARN_RE = re.compile(
+    r"^arn:(?P<partition>aws[a-z-]*):cloudtrail:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
+    r"trail/(?P<name>[A-Za-z0-9._-]{1,128})$"
+)
+_KEY_TS_RE = re.compile(
+    r"^(?P<dir>.*/)?(?P<y>\d{4})/(?P<m>\d{2})/(?P<d>\d{2})/(?P<stem>[^/]+_)"
+    r"(?P<ts>\d{8}T\d{6}Z)\.json\.gz$"
+)
+
+
+class ValidationError(Exception):
+    """Validation could not run at all (bad ARN, bucket unreadable, ...)."""
+
+
+@dataclass(frozen=True)
+class TrailArn:
+    partition: str
+    region: str
+    account_id: str
+    name: str
+
+    @classmethod
+    def parse(cls, arn: str) -> TrailArn:
+        m = _ARN_RE.match(arn.strip())
+        if not m:
+            raise ValidationError(
+                f"not a trail ARN: {arn!r} (expected arn:aws:cloudtrail:REGION:ACCOUNT:trail/NAME)"
+            )
+        return cls(m["partition"], m["region"], m["account"], m["name"])
+
+
+def parse_time(text: str) -> dt.datetime:
+    """ISO 8601 (`2026-11-01T00:00:00Z`, offsets, no seconds) or `YYYY-MM-DD`; naive = UTC."""
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        when = dt.datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            when = dt.datetime.strptime(value, "%Y%m%dT%H%M%S%z")
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 time or YYYY-MM-DD date: {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc)
+
+
+def _parse_json_time(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
+
+
+class ProgressHook(Protocol):
+    """Told how many log files there are to check and when each one is done."""
+
+    def add_total(self, n: int) -> None: ...
+
+    def advance(self, n: int) -> None: ...
+
+
+@dataclass
+class _Digest:
+    bucket: str
+    key: str
+    region: str
+    ts: dt.datetime  # from the key: the digest end time
+    raw: bytes | None = None  # the gunzipped bytes, exactly
+    doc: dict[str, Any] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    problem: FileResult | None = None
+
+    @property
+    def moved(self) -> bool:
+        return self.doc is not None and (
+            self.doc.get("digestS3Bucket"),
+            self.doc.get("digestS3Object"),
+        ) != (self.bucket, self.key)
+
+    @property
+    def start(self) -> dt.datetime | None:
+        return _parse_json_time(self.doc.get("digestStartTime")) if self.doc else None
+
+    @property
+    def end(self) -> dt.datetime:
+        parsed = _parse_json_time(self.doc.get("digestEndTime")) if self.doc else None
+        return parsed or self.ts
+
+
+@dataclass
+class _Link:
+    """What a newer digest says about the one before it."""
+
+    bucket: str | None
+    key: str | None
+    signature: str | None
+    trusted: bool  # the newer digest's own signature verified
+    newer_start: dt.datetime | None
+
+    @property
+    def ts(self) -> dt.datetime | None:
+        return classify_key(self.key).delivered_at if self.key else None
+
+
+_REQUIRED = ("digestEndTime", "digestS3Bucket", "digestS3Object", "digestPublicKeyFingerprint")
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line (error bodies can be whole HTML pages)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shift_key(key: str, when: dt.datetime) -> str | None:
+    """`key` with its date folder and timestamp moved to `when` (an inferred digest key)."""
+    m = _KEY_TS_RE.match(key)
+    if not m:
+        return None
+    return f"{m['dir'] or ''}{when:%Y/%m/%d}/{m['stem']}{when:%Y%m%dT%H%M%SZ}.json.gz"
+
+
+class _Run:
+    def __init__(
+        self,
+        *,
+        trail: TrailArn,
+        bucket: str,
+        prefix: str,
+        account_id: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        store: ObjectStore,
+        keys: PublicKeySource,
+        pool: ThreadPoolExecutor,
+        regions: Sequence[str] | None,
+        progress: ProgressHook | None,
+    ) -> None:
+        self.trail = trail
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.account_id = account_id
+        self.start = start
+        self.end = end
+        self.store = store
+        self.keys = keys
+        self.pool = pool
+        self.regions = regions
+        self.progress = progress
+        self.digests: list[FileResult] = []
+        self.log_futures: list[Future[FileResult]] = []
+        self.gaps: list[Gap] = []
+        self.found_start: dt.datetime | None = None
+        self.found_end: dt.datetime | None = None
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def _account_roots(self) -> list[str]:
+        root = (self.prefix + "/" if self.prefix else "") + "AWSLogs/"
+        roots = [f"{root}{self.account_id}/"]
+        try:
+            folders = self.store.list_folders(self.bucket, root)
+        except (ReadError, NotFound) as exc:
+            raise ValidationError(f"cannot list s3://{self.bucket}/{root}: {exc}") from exc
+        # Organization trails: AWSLogs/<o-org-id>/<account>/...
+        roots += [f"{root}{org}/{self.account_id}/" for org in folders if org.startswith("o-")]
+        return roots
+
+    def _digest_keys(self) -> dict[tuple[str, str], list[str]]:
+        """(account root, delivering region) → digest keys of this trail within the range."""
+        chains: dict[tuple[str, str], list[str]] = {}
+        for root in self._account_roots():
+            digest_root = f"{root}CloudTrail-Digest/"
+            try:
+                regions = self.store.list_folders(self.bucket, digest_root)
+            except (ReadError, NotFound) as exc:
+                raise ValidationError(
+                    f"cannot list s3://{self.bucket}/{digest_root}: {exc}"
+                ) from exc
+            for region in sorted(regions):
+                if self.regions and region not in self.regions:
+                    continue
+                found: list[str] = []
+                day = self.start.date()
+                while day <= self.end.date():
+                    stem = (
+                        f"{digest_root}{region}/{day:%Y/%m/%d}/{self.account_id}_CloudTrail-Digest_"
+                        f"{region}_{self.trail.name}_{self.trail.region}_"
+                    )
+                    try:
+                        candidates = list(self.store.list_keys(self.bucket, stem))
+                    except (ReadError, NotFound) as exc:
+                        raise ValidationError(
+                            f"cannot list s3://{self.bucket}/{stem}: {exc}"
+                        ) from exc
+                    for key in candidates:
+                        info = classify_key(key)
+                        if (
+                            info.kind is ObjectKind.DIGEST
+                            and info.trail_name == self.trail.name
+                            and info.home_region == self.trail.region
+                            and info.delivered_at is not None
+                            and self.start <= info.delivered_at <= self.end
+                        ):
+                            found.append(key)
+                    day += dt.timedelta(days=1)
+                if found:
+                    chains[(root, region)] = found
+        return chains
+
+    # -- digests ---------------------------------------------------------------------------
+
+    def _load(self, key: str, region: str) -> _Digest:
+        ts = classify_key(key).delivered_at
+        assert ts is not None
+        d = _Digest(self.bucket, key, region, ts)
+
+        def problem(status: Status, detail: str | None = None) -> _Digest:
+            d.problem = self._digest_result(d, status, detail)
+            return d
+
+        try:
+            body, d.metadata = self.store.get(self.bucket, key)
+        except NotFound:
+            return problem(Status.NOT_FOUND)
+        except ReadError as exc:
+            return problem(Status.ERROR, f"ERROR: {_one_line(exc)}")
+        try:
+            d.raw = gunzip(body)
+            doc = json.loads(d.raw)
+        except (NotGzipError, ValueError, UnicodeDecodeError):
+            return problem(Status.INVALID_FORMAT)
+        if not isinstance(doc, dict) or not all(isinstance(doc.get(f), str) for f in _REQUIRED):
+            return problem(Status.INVALID_FORMAT)
+        if not isinstance(doc.get("logFiles", []), list):
+            return problem(Status.INVALID_FORMAT)
+        d.doc = doc
+        return d
+
+    def _digest_result(
+        self, d: _Digest, status: Status, detail: str | None = None, *, inferred: bool = False
+    ) -> FileResult:
+        return FileResult(
+            kind=FileKind.DIGEST,
+            bucket=d.bucket,
+            key=d.key,
+            status=status,
+            detail=detail,
+            region=d.region,
+            start_time=str(d.doc.get("digestStartTime")) if d.doc else None,
+            end_time=str(d.doc.get("digestEndTime")) if d.doc else None,
+            inferred=inferred,
+        )
+
+    def _verify(self, d: _Digest, signature: str | None) -> FileResult:
+        doc = d.doc
+        assert doc is not None and d.raw is not None
+        fingerprint = str(doc["digestPublicKeyFingerprint"])
+        try:
+            key = self.keys.get(d.region, fingerprint, d.end)
+        except KeyNotUsable:
+            return self._digest_result(
+                d, Status.PUBLIC_KEY_NOT_FOUND, "INVALID: unable to load PKCS #1 key"
+            )
+        except Exception as exc:  # ListPublicKeys failed (access denied, throttled, ...)
+            log.warning("public key lookup failed", region=d.region, error=_one_line(exc))
+            return self._digest_result(
+                d, Status.ERROR, f"ERROR: unable to get public keys: {_one_line(exc)}"
+            )
+        if key is None:
+            return self._digest_result(d, Status.PUBLIC_KEY_NOT_FOUND)
+        if not signature:
+            log.debug("digest has no signature", key=d.key)
+            return self._digest_result(d, Status.SIGNATURE_FAILED)
+        previous = doc.get("previousDigestSignature")
+        message = signing_string(
+            str(doc["digestEndTime"]),
+            d.bucket,
+            d.key,
+            hashlib.sha256(d.raw).hexdigest(),
+            previous if isinstance(previous, str) else None,
+        )
+        if not verify_signature(key, signature, message):
+            return self._digest_result(d, Status.SIGNATURE_FAILED)
+        return self._digest_result(d, Status.VALID)
+
+    def _missing(self, link: _Link, region: str, older: _Digest | None) -> None:
+        """The digest `link` names is gone; so is every hourly digest down to `older`."""
+        assert link.key is not None
+        bucket = link.bucket or self.bucket
+        self.digests.append(
+            FileResult(FileKind.DIGEST, bucket, link.key, Status.NOT_FOUND, region=region)
+        )
+        link_ts = link.ts
+        if older is None or link_ts is None:
+            return
+        slots = round((link_ts - older.end) / HOUR)
+        for k in range(1, slots):
+            key = _shift_key(link.key, link_ts - k * HOUR)
+            if key is None:
+                break
+            self.digests.append(
+                FileResult(
+                    FileKind.DIGEST, bucket, key, Status.NOT_FOUND, region=region, inferred=True
+                )
+            )
+
+    def _walk(self, region: str, keys: list[str]) -> None:
+        loaded = list(self.pool.map(lambda k: self._load(k, region), keys))
+        loaded.sort(key=lambda d: (d.ts, d.key), reverse=True)
+        link: _Link | None = None
+        for d in loaded:
+            if d.problem is None and d.moved:
+                # A copy away from where CloudTrail put it: report, but it is no chain link.
+                self.digests.append(self._digest_result(d, Status.MOVED))
+                continue
+            signature = d.metadata.get("signature")
+            if link is not None:
+                if link.key is None:
+                    # The newer digest started a chain: nothing was signed in between.
+                    if link.newer_start is not None and d.problem is None:
+                        self.gaps.append(Gap(d.end, link.newer_start, region))
+                    link = None
+                elif (link.bucket or self.bucket, link.key) == (d.bucket, d.key):
+                    if link.trusted and link.signature:
+                        signature = link.signature
+                    link = None
+                elif link.ts is not None and link.ts > d.ts:
+                    self._missing(link, region, d if d.problem is None else None)
+                    link = None
+                # else: `d` is newer than the digest the chain expects next; keep waiting.
+            if d.problem is not None:
+                self.digests.append(d.problem)
+                continue
+            result = self._verify(d, signature)
+            self.digests.append(result)
+            self._note_range(d)
+            doc = d.doc
+            assert doc is not None
+            prev_key = doc.get("previousDigestS3Object")
+            link = _Link(
+                bucket=doc.get("previousDigestS3Bucket") or None,
+                key=prev_key if isinstance(prev_key, str) and prev_key else None,
+                signature=doc.get("previousDigestSignature") or None,
+                trusted=result.ok,
+                newer_start=d.start,
+            )
+            if result.ok:
+                self._check_logs(d)
+        if (
+            link is not None
+            and link.key is not None
+            and link.ts is not None
+            and link.ts >= self.start
+        ):
+            self._missing(link, region, None)
+
+    def _note_range(self, d: _Digest) -> None:
+        start, end = d.start, d.end
+        if start is not None and (self.found_start is None or start < self.found_start):
+            self.found_start = start
+        if self.found_end is None or end > self.found_end:
+            self.found_end = end
+
+    # -- log files -------------------------------------------------------------------------
+
+    def _check_logs(self, d: _Digest) -> None:
+        assert d.doc is not None
+        entries = [e for e in d.doc.get("logFiles") or [] if isinstance(e, dict)]
+        if self.progress and entries:
+            self.progress.add_total(len(entries))
+        for entry in entries:
+            self.log_futures.append(self.pool.submit(self._check_log, d, entry))
+
+    def _check_log(self, d: _Digest, entry: dict[str, Any]) -> FileResult:
+        bucket = str(entry.get("s3Bucket") or d.bucket)
+        key = str(entry.get("s3Object") or "")
+        expected = str(entry.get("hashValue") or "").lower()
+        algorithm = str(entry.get("hashAlgorithm") or "SHA-256")
+
+        def result(status: Status, detail: str | None = None) -> FileResult:
+            if self.progress:
+                self.progress.advance(1)
+            return FileResult(
+                FileKind.LOG, bucket, key, status, detail, region=d.region, digest_key=d.key
+            )
+
+        if algorithm.upper().replace("-", "") != "SHA256":
+            return result(Status.ERROR, f"ERROR: unsupported hash algorithm {algorithm}")
+        try:
+            with self.store.open(bucket, key) as stream:
+                actual = gunzip_sha256(stream)
+        except NotFound:
+            return result(Status.NOT_FOUND)
+        except NotGzipError:
+            return result(Status.INVALID_FORMAT)
+        except ReadError as exc:
+            return result(Status.ERROR, f"ERROR: {_one_line(exc)}")
+        except Exception as exc:  # a connection dropped mid-stream and the like
+            return result(Status.ERROR, f"ERROR: {type(exc).__name__}: {_one_line(exc)}")
+        return result(Status.VALID if actual == expected else Status.HASH_MISMATCH)
+
+    # -- all -------------------------------------------------------------------------------
+
+    def run(self) -> ValidationReport:
+        for (_root, region), keys in self._digest_keys().items():
+            self._walk(region, keys)
+        report = ValidationReport(
+            trail_arn="",
+            requested_start=self.start,
+            requested_end=self.end,
+            digests=self.digests,
+            log_files=[f.result() for f in self.log_futures],
+            gaps=self.gaps,
+            found_start=self.found_start,
+            found_end=self.found_end,
+        )
+        return report
+
+
+def _key_source(
+    public_keys: PublicKeySource | Iterable[str | os.PathLike[str] | bytes] | None,
+    client_factory: Callable[[str], Any],
+    start: dt.datetime,
+    end: dt.datetime,
+) -> PublicKeySource:
+    if public_keys is None:
+        return CloudTrailPublicKeys(client_factory, start - HOUR, end + HOUR)
+    if isinstance(public_keys, PublicKeySource):
+        return public_keys
+    if isinstance(public_keys, (bytes, str, os.PathLike)):
+        public_keys = [public_keys]
+    ring = PublicKeyRing.empty()
+    for item in public_keys:
+        if isinstance(item, bytes):
+            ring.add(item)
+        else:
+            with open(item, "rb") as f:
+                ring.add(f.read())
+    return ring
+
+
+def validate(
+    trail_arn: str,
+    s3_bucket: str,
+    start_time: dt.datetime,
+    end_time: dt.datetime | None = None,
+    *,
+    s3_prefix: str = "",
+    account_id: str | None = None,
+    regions: Sequence[str] | None = None,
+    public_keys: PublicKeySource | Iterable[str | os.PathLike[str] | bytes] | None = None,
+    local_dir: str | os.PathLike[str] | None = None,
+    s3_client: Any = None,
+    session: Any = None,
+    max_workers: int = 16,
+    progress: ProgressHook | None = None,
+) -> ValidationReport:
+    """Validate a trail's digest chain and the log files it lists, for `[start_time, end_time]`.
+
+    Digests are those whose end time (the timestamp in their key) lies in the range, in
+    every delivering region found under the account's `CloudTrail-Digest/` folder (or only
+    `regions`). Each region's chain is walked newest to oldest; log files listed by a digest
+    whose signature verified are hashed concurrently (`max_workers` threads).
+
+    `public_keys`: None to ask CloudTrail `ListPublicKeys` in each delivering region; or key
+    files / PEM or DER bytes (offline); or any object with `get(region, fingerprint, when)`.
+    `local_dir`: read from a local mirror of the bucket instead of S3 (`<dir>/<key>`, with
+    each digest's signature in `<dir>/<key>.signature`). The S3 bucket and keys are still
+    what is signed and reported.
+    """
+    trail = TrailArn.parse(trail_arn)
+    start = start_time.astimezone(dt.timezone.utc)
+    end = (end_time or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+    if end < start:
+        raise ValidationError("end time is before start time")
+    if session is None and ((s3_client is None and local_dir is None) or public_keys is None):
+        import boto3
+
+        session = boto3.session.Session()
+
+    store: ObjectStore
+    if local_dir is not None:
+        store = LocalStore(local_dir)
+    else:
+        if s3_client is None:
+            from botocore.config import Config
+
+            s3_client = session.client(
+                "s3", config=Config(max_pool_connections=max(10, max_workers))
+            )
+        store = S3Store(s3_client)
+
+    def cloudtrail_client(region: str) -> Any:
+        return session.client("cloudtrail", region_name=region)
+
+    keys = _key_source(public_keys, cloudtrail_client, start, end)
+    log.debug(
+        "validating digest chain", trail=trail_arn, bucket=s3_bucket, start=str(start), end=str(end)
+    )
+    with ThreadPoolExecutor(
+        max_workers=max(1, max_workers), thread_name_prefix="trailproc-validate"
+    ) as pool:
+        run = _Run(
+            trail=trail,
+            bucket=s3_bucket,
+            prefix=s3_prefix,
+            account_id=account_id or trail.account_id,
+            start=start,
+            end=end,
+            store=store,
+            keys=keys,
+            pool=pool,
+            regions=regions,
+            progress=progress,
+        )
+        report = run.run()
+    report.trail_arn = trail_arn
+    return report
