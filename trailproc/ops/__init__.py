@@ -1,0 +1,1 @@
+"""Operating trailproc: metrics and health endpoints, `trailproc check`, generated references."""
