@@ -1,0 +1,427 @@
+"""Backfill / replay: run log files already in a bucket through the same pipeline.
+
+    trailproc backfill --bucket my-trail-bucket --start-time 2024-01-01 --end-time 2024-02-01 \\
+        --account-id 111122223333 --region us-east-1 --handler myapp.handlers:handlers
+
+Keys come from `trailproc.sources.s3_listing` (date folders of the range only, never a
+whole-bucket scan). Each file goes through `FilePipeline`, with the daemon's checkpoint
+store by default: files the daemon (or an earlier backfill) completed are skipped, and an
+interrupted backfill resumes where it stopped, inside a file too. `force=True` ignores
+earlier progress by recording this run under a fresh checkpoint *namespace*; a named
+`namespace` keeps a replay's progress apart from the live daemon's while staying
+resumable (run again with the same name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from .checkpoint import open_store
+from .checkpoint.base import CheckpointStore, Claim, FileId
+from .config import Config, ConfigError, load_config
+from .errors import TrailprocError
+from .observe import Metrics, configure_logging, get_logger
+from .pipeline.engine import FileOutcome
+from .processor import EventProcessor, maybe_await
+from .sources.s3_listing import ListingQuery, iter_log_refs, parse_time
+
+__all__ = ["BackfillResult", "NamespacedStore", "backfill", "backfill_async", "backfill_command"]
+
+log = get_logger("trailproc.backfill")
+
+_KINDS = ("log", "insight", "digest", "other")
+
+
+class NamespacedStore:
+    """A view of a checkpoint store in which every file id carries a namespace.
+
+    Progress recorded through it never marks the plain file done (and vice versa), so a
+    replay can re-process files the daemon finished, and still resume after a crash.
+    """
+
+    def __init__(self, store: CheckpointStore, namespace: str) -> None:
+        self.store = store
+        self.namespace = namespace
+
+    def _id(self, file: FileId) -> FileId:
+        return FileId(file.bucket, file.key, f"{file.etag}|{self.namespace}")
+
+    async def claim(self, file: FileId, owner: str, lease_seconds: float) -> Claim:
+        return await self.store.claim(self._id(file), owner, lease_seconds)
+
+    async def commit(self, file: FileId, owner: str, position: int) -> None:
+        await self.store.commit(self._id(file), owner, position)
+
+    async def complete(self, file: FileId, owner: str, records: int) -> None:
+        await self.store.complete(self._id(file), owner, records)
+
+    async def release(self, file: FileId, owner: str) -> None:
+        await self.store.release(self._id(file), owner)
+
+    async def is_done(self, file: FileId) -> bool:
+        return await self.store.is_done(self._id(file))
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+@dataclass
+class BackfillResult:
+    """What a backfill did."""
+
+    metrics: Metrics
+    listed: int = 0
+    namespace: str | None = None
+    interrupted: bool = False
+    failed_files: list[FileOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def _files(self, *outcomes: str) -> int:
+        m = self.metrics
+        return int(
+            sum(
+                m.value("trailproc_files_total", kind=k, outcome=o)
+                for k in _KINDS
+                for o in outcomes
+            )
+        )
+
+    @property
+    def records(self) -> int:
+        return int(self.metrics.value("trailproc_records_total"))
+
+    @property
+    def files_done(self) -> int:
+        """Files processed (completely) by this run."""
+        return self._files("done")
+
+    @property
+    def files_skipped(self) -> int:
+        """Files already done before this run (by its checkpoint namespace)."""
+        return self._files("already_done")
+
+    @property
+    def files_failed(self) -> int:
+        """Files that failed (or were busy in another worker) in this run."""
+        return len(self.failed_files)
+
+    @property
+    def bytes(self) -> int:
+        return int(self.metrics.value("trailproc_bytes_compressed_total"))
+
+    @property
+    def ok(self) -> bool:
+        return not self.files_failed and not self.interrupted
+
+
+class _Progress:
+    """A tqdm bar on a terminal; otherwise one structlog line every `interval` seconds."""
+
+    def __init__(self, result: BackfillResult, *, bar: bool, interval: float) -> None:
+        self.result = result
+        self.interval = interval
+        self.started = time.monotonic()
+        self.last_log = self.started
+        self.bar: Any = None
+        if bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, unit="file", desc="backfill", file=sys.stderr,
+                            dynamic_ncols=True)  # fmt: skip
+
+    def _numbers(self) -> dict[str, Any]:
+        r = self.result
+        elapsed = max(1e-6, time.monotonic() - self.started)
+        return {
+            "listed": r.listed,
+            "done": r.files_done,
+            "skipped": r.files_skipped,
+            "failed": r.files_failed,
+            "records": r.records,
+            "bytes_per_second": int(r.bytes / elapsed),
+        }
+
+    def listed(self) -> None:
+        if self.bar is not None:
+            self.bar.total = self.result.listed
+            self.bar.refresh()
+
+    def finished_file(self) -> None:
+        now = time.monotonic()
+        if self.bar is not None:
+            n = self._numbers()
+            self.bar.update(1)
+            self.bar.set_postfix(
+                records=n["records"],
+                failed=n["failed"],
+                rate=f"{n['bytes_per_second'] / 1e6:.1f}MB/s",
+                refresh=False,
+            )
+        elif now - self.last_log >= self.interval:
+            self.last_log = now
+            log.info("backfill progress", **self._numbers())
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _namespace(force: bool, namespace: str | None) -> str | None:
+    if force and namespace:
+        raise ValueError("force starts a fresh checkpoint namespace; do not also name one")
+    if force:
+        return "force-" + dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    return namespace or None
+
+
+async def backfill_async(
+    bucket: str,
+    config: Config,
+    processor: EventProcessor | Sequence[EventProcessor] | None = None,
+    *,
+    prefix: str | None = None,
+    account_ids: Iterable[str] = (),
+    regions: Iterable[str] = (),
+    start_time: dt.datetime | dt.date | str | None = None,
+    end_time: dt.datetime | dt.date | str | None = None,
+    insights: bool = False,
+    force: bool = False,
+    namespace: str | None = None,
+    concurrency: int | None = None,
+    progress: bool | None = None,
+    log_interval: float = 10.0,
+    stopping: asyncio.Event | None = None,
+    metrics: Metrics | None = None,
+) -> BackfillResult:
+    """List the selected log files and run each through the pipeline (see module doc).
+
+    `concurrency` files are in flight at once (default `config.download_concurrency`).
+    Setting `stopping` stops starting new files; files in flight finish.
+    `progress`: True for a tqdm bar, False for log lines, None: a bar on a terminal.
+    """
+    from .app import _pipeline, build_processor
+    from .aws import AwsClients
+    from .pipeline.fetch import S3Fetcher
+
+    query = ListingQuery.build(
+        bucket, prefix=prefix, account_ids=account_ids, regions=regions,
+        start=start_time, end=end_time, insights=insights,
+    )  # fmt: skip
+    ns = _namespace(force, namespace)
+    workers = max(1, concurrency or config.download_concurrency)
+    user = build_processor(config, processor)
+    metrics = metrics or Metrics()
+    stopping = stopping or asyncio.Event()
+    result = BackfillResult(metrics, namespace=ns)
+    base_store = open_store(config.checkpoint, config.state_dir)
+    store: CheckpointStore = NamespacedStore(base_store, ns) if ns else base_store
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    meter = _Progress(result, bar=show_bar, interval=log_interval)
+    started = time.monotonic()
+    log.info("backfill starting", bucket=bucket, root=query.root,
+             accounts=list(query.account_ids) or "all", regions=list(query.regions) or "all",
+             start=query.start.isoformat() if query.start else None,
+             end=query.end.isoformat() if query.end else None,
+             namespace=ns, concurrency=workers)  # fmt: skip
+
+    await maybe_await(user.start())
+    try:
+        async with AwsClients(config) as clients:
+            s3 = await clients.client("s3")
+            pipeline = _pipeline(
+                config, user, store, S3Fetcher(s3, concurrency=workers), metrics
+            )
+            queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=workers * 4)
+
+            async def produce() -> None:
+                try:
+                    async for ref in iter_log_refs(s3, query, concurrency=workers):
+                        if stopping.is_set():
+                            break
+                        result.listed += 1
+                        meter.listed()
+                        await queue.put(ref)
+                finally:
+                    for _ in range(workers):
+                        await queue.put(None)
+
+            async def work() -> None:
+                while True:
+                    ref = await queue.get()
+                    if ref is None:
+                        return
+                    if stopping.is_set():
+                        continue  # drain without starting new files
+                    try:
+                        outcome = await pipeline.run(ref)
+                    except Exception as exc:  # e.g. the checkpoint store is unreachable
+                        log.exception("unexpected error processing file", key=ref.key)
+                        error = TrailprocError(f"internal error: {exc!r}", bucket=ref.bucket,
+                                               key=ref.key)  # fmt: skip
+                        pipeline.fail(error)
+                        outcome = FileOutcome(ref, "failed", error=error)
+                    if not outcome.ok:
+                        result.failed_files.append(outcome)
+                    meter.finished_file()
+
+            producer = asyncio.create_task(produce())
+            try:
+                await asyncio.gather(producer, *(work() for _ in range(workers)))
+            finally:
+                producer.cancel()
+                await pipeline.close()
+    finally:
+        meter.close()
+        await maybe_await(user.close())
+        await store.close()
+    result.interrupted = stopping.is_set()
+    result.seconds = time.monotonic() - started
+    log.info("backfill finished", listed=result.listed, done=result.files_done,
+             skipped=result.files_skipped, failed=result.files_failed, records=result.records,
+             bytes=result.bytes, seconds=round(result.seconds, 3), namespace=ns,
+             interrupted=result.interrupted)  # fmt: skip
+    return result
+
+
+def backfill(
+    bucket: str,
+    processor: EventProcessor | Sequence[EventProcessor] | None = None,
+    *,
+    config: Config | None = None,
+    prefix: str | None = None,
+    account_ids: Iterable[str] = (),
+    regions: Iterable[str] = (),
+    start_time: dt.datetime | dt.date | str | None = None,
+    end_time: dt.datetime | dt.date | str | None = None,
+    insights: bool = False,
+    force: bool = False,
+    namespace: str | None = None,
+    concurrency: int | None = None,
+    progress: bool | None = None,
+    **overrides: Any,
+) -> BackfillResult:
+    """Blocking `backfill_async`; `overrides` are configuration keys (handlers, checkpoint...).
+
+    >>> backfill("trail-bucket", MyProcessor(), start_time="2024-01-01")  # doctest: +SKIP
+    """
+    config = config.replace(**overrides) if config else load_config(**overrides)
+    job = backfill_async(
+        bucket, config, processor, prefix=prefix, account_ids=account_ids,
+        regions=regions, start_time=start_time, end_time=end_time, insights=insights,
+        force=force, namespace=namespace, concurrency=concurrency, progress=progress,
+    )  # fmt: skip
+    return asyncio.run(job)
+
+
+# --- the command ---------------------------------------------------------------------
+
+
+class _Time(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, dt.datetime):
+            return value
+        try:
+            return parse_time(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.command("backfill")
+@click.option("--bucket", required=True, help="The trail's S3 bucket.")
+@click.option("--prefix", help="The trail's S3 key prefix (the part before AWSLogs/).")
+@click.option("--account-id", "account_ids", multiple=True, metavar="ACCOUNT",
+              help="Only this account (repeatable); default: every account in the bucket, "
+                   "organization trails included.")
+@click.option("--region", "regions", multiple=True, metavar="REGION",
+              help="Only this region (repeatable); default: every region found.")
+@click.option("--start-time", type=_Time(),
+              help="First delivery time to include (UTC unless an offset is given).")
+@click.option("--end-time", type=_Time(), help="Delivery time to stop before (exclusive).")
+@click.option("--insights", is_flag=True, help="Also process CloudTrail Insights files.")
+@click.option("--force", is_flag=True,
+              help="Process files again even if done before (fresh checkpoint namespace).")
+@click.option("--namespace", metavar="NAME",
+              help="Keep this replay's progress under NAME (run again with it to resume).")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Files in flight at once.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG.")
+@click.option("--handler", "handlers", multiple=True, metavar="MODULE:ATTR",
+              help="Processor or handler registry to load (repeatable).")
+@click.option("--output", metavar="PATH|-",
+              help="Append each record as one line of JSON to PATH ('-' = stdout).")
+@click.option("--max-events-per-emit", type=int, help="Most events per process() call.")
+@click.option("--checkpoint", metavar="SPEC",
+              help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE")
+@click.option("--state-dir", help="Folder for the checkpoint database (.trailproc).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar (default: when stderr is a terminal).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-format", type=click.Choice(["auto", "console", "json"]))
+def backfill_command(
+    bucket: str,
+    prefix: str | None,
+    account_ids: tuple[str, ...],
+    regions: tuple[str, ...],
+    start_time: dt.datetime | None,
+    end_time: dt.datetime | None,
+    insights: bool,
+    force: bool,
+    namespace: str | None,
+    concurrency: int | None,
+    config_path: str | None,
+    handlers: tuple[str, ...],
+    progress: bool | None,
+    **flags: Any,
+) -> None:
+    """Process log files already in a bucket (history loads, replays, new handlers)."""
+    from .app import _install_signal_handlers
+
+    if handlers:
+        flags["handlers"] = list(handlers)
+    try:
+        config = load_config(config_path, **flags)
+    except ConfigError as exc:
+        raise click.UsageError(f"invalid configuration: {exc}") from None
+    configure_logging(config.log_level, config.log_format)
+
+    async def main() -> BackfillResult:
+        stopping = asyncio.Event()
+        _install_signal_handlers(stopping)
+        return await backfill_async(
+            bucket, config, prefix=prefix, account_ids=account_ids, regions=regions,
+            start_time=start_time, end_time=end_time, insights=insights, force=force,
+            namespace=namespace, concurrency=concurrency, progress=progress, stopping=stopping,
+        )  # fmt: skip
+
+    try:
+        result = asyncio.run(main())
+    except (ValueError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except Exception as exc:
+        if type(exc).__module__.startswith(("botocore", "aiobotocore")):
+            raise click.ClickException(f"AWS error: {exc}") from None
+        raise
+    click.echo(
+        f"{result.listed} file(s) listed: {result.files_done} processed, "
+        f"{result.files_skipped} already done, {result.files_failed} failed; "
+        f"{result.records} record(s) handed over"
+        + (f" (checkpoint namespace {result.namespace})" if result.namespace else "")
+        + (" - interrupted" if result.interrupted else ""),
+        err=True,
+    )
+    if not result.ok:
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    backfill_command()

@@ -1,0 +1,334 @@
+"""The S3 listing source: CloudTrail log keys already in a bucket, found by their layout.
+
+CloudTrail writes ``[prefix/]AWSLogs/[o-org/]ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/`` with
+file names ``ACCOUNT_CloudTrail_REGION_YYYYMMDDTHHmmZ_UNIQUE.json.gz``. So a time range
+never needs a scan of the whole bucket:
+
+* accounts, organization folders and regions are discovered with ``Delimiter="/"``
+  listings (one small call per level) unless given;
+* only the date folders of the range are listed (discovered year → month → day when the
+  range has no start);
+* inside a folder keys sort by their delivery timestamp, so ``StartAfter`` skips to the
+  range's start and listing stops at its end;
+* each key is filtered by the delivery timestamp in its name (``start <= t < end``).
+
+Objects that are not log files (digests, Config checks, folder markers) are never
+returned. Everything here only lists; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import retry_transient
+from ..observe import get_logger
+from ..pipeline.keys import FileRef, ObjectKind
+
+__all__ = ["DayFolder", "ListingQuery", "iter_day_folders", "iter_log_refs", "parse_time"]
+
+log = get_logger("trailproc.s3_listing")
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_ORG = re.compile(r"^o-[a-z0-9]{10,32}$")
+_REGION = re.compile(r"^[a-z0-9-]+$")
+_FOLDERS = {ObjectKind.LOG: "CloudTrail", ObjectKind.INSIGHT: "CloudTrail-Insight"}
+
+
+def parse_time(text: str) -> dt.datetime:
+    """`2024-01-31`, `2024-01-31T05:00`, `2024-01-31 05:00:00Z`, `...+02:00` → aware UTC.
+
+    A time without an offset is UTC (CloudTrail's folders and file names are UTC).
+    """
+    value = text.strip()
+    if value.endswith(("Z", "z")):
+        value = value[:-1] + "+00:00"
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"cannot read time {text!r}: expected e.g. 2024-01-31 or 2024-01-31T05:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.astimezone(dt.timezone.utc)
+
+
+def _utc(value: dt.datetime | dt.date | str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_time(value)
+    if not isinstance(value, dt.datetime):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
+
+
+@dataclass(frozen=True)
+class ListingQuery:
+    """What to list. Empty `account_ids`/`regions` mean "every one found in the bucket"."""
+
+    bucket: str
+    root: str = "AWSLogs/"  # the folder holding the account folders: "[prefix/]AWSLogs/"
+    account_ids: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    start: dt.datetime | None = None  # inclusive, by file-name delivery time
+    end: dt.datetime | None = None  # exclusive
+    kinds: frozenset[ObjectKind] = frozenset({ObjectKind.LOG})
+
+    @classmethod
+    def build(
+        cls,
+        bucket: str,
+        *,
+        prefix: str | None = None,
+        account_ids: Iterable[str] = (),
+        regions: Iterable[str] = (),
+        start: dt.datetime | dt.date | str | None = None,
+        end: dt.datetime | dt.date | str | None = None,
+        insights: bool = False,
+    ) -> ListingQuery:
+        """Validate and normalise the user's selection."""
+        if not bucket:
+            raise ValueError("a bucket is required")
+        accounts = tuple(dict.fromkeys(a.strip() for a in account_ids if a.strip()))
+        for account in accounts:
+            if not _ACCOUNT.match(account):
+                raise ValueError(f"account id {account!r} is not 12 digits")
+        region_list = tuple(dict.fromkeys(r.strip() for r in regions if r.strip()))
+        for region in region_list:
+            if not _REGION.match(region):
+                raise ValueError(f"region {region!r} is not a region name like us-east-1")
+        start_at, end_at = _utc(start), _utc(end)
+        if start_at and end_at and end_at <= start_at:
+            raise ValueError(
+                f"end time {end_at.isoformat()} is not after start time {start_at.isoformat()}"
+            )
+        kinds = frozenset({ObjectKind.LOG, ObjectKind.INSIGHT} if insights else {ObjectKind.LOG})
+        return cls(bucket, _root(prefix), accounts, region_list, start_at, end_at, kinds)
+
+
+def _root(prefix: str | None) -> str:
+    """The folder holding `AWSLogs/` given a trail prefix (`p`, `p/`, `p/AWSLogs/`...)."""
+    text = (prefix or "").strip("/")
+    if text == "AWSLogs":
+        return "AWSLogs/"
+    if text.endswith("/AWSLogs"):
+        text = text[: -len("/AWSLogs")]
+    return f"{text}/AWSLogs/" if text else "AWSLogs/"
+
+
+@dataclass(frozen=True)
+class DayFolder:
+    """One `.../CloudTrail/REGION/YYYY/MM/DD/` folder to list."""
+
+    path: str
+    account_id: str
+    region: str
+    day: dt.date
+    kind: ObjectKind
+    org_id: str | None = None
+
+
+class _Lister:
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.calls = 0
+
+    async def _page(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        response: dict[str, Any] = await retry_transient(
+            lambda: self.s3.list_objects_v2(Bucket=self.bucket, **kwargs)
+        )
+        return response
+
+    async def children(self, folder: str) -> list[str]:
+        """Names of the sub-folders of `folder` (which ends with '/')."""
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Prefix": folder, "Delimiter": "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self._page(**kwargs)
+            for common in page.get("CommonPrefixes", []):
+                name = str(common["Prefix"])[len(folder) :].rstrip("/")
+                if name:
+                    names.append(name)
+            if not page.get("IsTruncated"):
+                return names
+            token = page.get("NextContinuationToken")
+
+    async def objects(
+        self, folder: str, start_after: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Objects directly in `folder` (keys in S3's lexicographic order), page by page."""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Prefix": folder, "Delimiter": "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            elif start_after:
+                kwargs["StartAfter"] = start_after
+            page = await self._page(**kwargs)
+            for item in page.get("Contents", []):
+                yield item
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+
+
+async def _account_folders(
+    lister: _Lister, query: ListingQuery
+) -> list[tuple[str, str, str | None]]:
+    """(folder, account, org) for each account folder selected, org trails included."""
+    top = await lister.children(query.root)
+    wanted = set(query.account_ids)
+    found: list[tuple[str, str, str | None]] = []
+    for name in sorted(top):
+        if _ACCOUNT.match(name):
+            if not wanted or name in wanted:
+                found.append((f"{query.root}{name}/", name, None))
+        elif _ORG.match(name):
+            org_folder = f"{query.root}{name}/"
+            for member in sorted(await lister.children(org_folder)):
+                if _ACCOUNT.match(member) and (not wanted or member in wanted):
+                    found.append((f"{org_folder}{member}/", member, name))
+    missing = wanted - {account for _f, account, _o in found}
+    if missing:
+        log.warning("no log folder for account(s) in the bucket", bucket=query.bucket,
+                    root=query.root, accounts=sorted(missing))  # fmt: skip
+    return found
+
+
+def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+async def _discover_days(
+    lister: _Lister, region_folder: str, last: dt.date
+) -> list[dt.date]:
+    """Date folders that exist under a region folder, up to `last` (no start given)."""
+    days: list[dt.date] = []
+    for year in sorted(y for y in await lister.children(region_folder) if y.isdigit()):
+        if int(year) > last.year:
+            break
+        months = await lister.children(f"{region_folder}{year}/")
+        for month in sorted(m for m in months if m.isdigit()):
+            if (int(year), int(month)) > (last.year, last.month):
+                break
+            for day in sorted(await lister.children(f"{region_folder}{year}/{month}/")):
+                try:
+                    date = dt.date(int(year), int(month), int(day))
+                except ValueError:
+                    continue
+                if date <= last:
+                    days.append(date)
+    return days
+
+
+async def iter_day_folders(
+    s3: Any, query: ListingQuery, *, now: dt.datetime | None = None
+) -> AsyncIterator[DayFolder]:
+    """Every date folder of the selection, account by account, region by region."""
+    lister = _Lister(s3, query.bucket)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    # The end is exclusive: a range ending at midnight does not need that day's folder.
+    end = query.end or now
+    last = (end - dt.timedelta(microseconds=1)).date()
+    for account_folder, account, org in await _account_folders(lister, query):
+        for kind in sorted(query.kinds, key=lambda k: k.value):
+            kind_folder = f"{account_folder}{_FOLDERS[kind]}/"
+            present = await lister.children(kind_folder)
+            regions = [r for r in sorted(present) if _REGION.match(r)]
+            if query.regions:
+                regions = [r for r in regions if r in query.regions]
+            for region in regions:
+                region_folder = f"{kind_folder}{region}/"
+                if query.start is not None:
+                    days = _days(query.start.date(), last)
+                else:
+                    days = await _discover_days(lister, region_folder, last)
+                for day in days:
+                    yield DayFolder(
+                        f"{region_folder}{day:%Y/%m/%d}/", account, region, day, kind, org
+                    )
+
+
+def _stamp(when: dt.datetime) -> str:
+    return when.strftime("%Y%m%dT%H%MZ")
+
+
+async def _folder_refs(
+    lister: _Lister, query: ListingQuery, folder: DayFolder
+) -> AsyncIterator[FileRef]:
+    name_prefix = f"{folder.path}{folder.account_id}_{_FOLDERS[folder.kind]}_{folder.region}_"
+    start_after = None
+    if query.start is not None and query.start.date() == folder.day:
+        # Keys in a folder share this prefix and then sort by delivery time: everything
+        # strictly before the start minute sorts before "<prefix><start stamp>".
+        floor = query.start.replace(second=0, microsecond=0)
+        if floor > dt.datetime.combine(folder.day, dt.time(), dt.timezone.utc):
+            start_after = name_prefix + _stamp(floor)
+    async for item in lister.objects(folder.path, start_after):
+        key = str(item["Key"])
+        ref = FileRef.of(
+            query.bucket, key, etag=item.get("ETag"), size=item.get("Size")
+        )
+        info = ref.info
+        if info.kind not in query.kinds or key.endswith("/"):
+            continue
+        when = info.delivered_at
+        if when is None:  # unusual file name: the folder's day already matched
+            yield ref
+            continue
+        if query.start is not None and when < query.start.replace(second=0, microsecond=0):
+            continue
+        if query.end is not None and when >= query.end:
+            if key.startswith(name_prefix):
+                return  # time-ordered from here on: nothing later can be in range
+            continue
+        yield ref
+
+
+async def iter_log_refs(
+    s3: Any,
+    query: ListingQuery,
+    *,
+    concurrency: int = 8,
+    now: dt.datetime | None = None,
+) -> AsyncIterator[FileRef]:
+    """File references for every log file of the selection.
+
+    Up to `concurrency` date folders are listed at once; references come out folder by
+    folder, in key order within a folder, folders in listing order.
+    """
+    lister = _Lister(s3, query.bucket)
+    folders = iter_day_folders(s3, query, now=now)
+    limit = max(1, concurrency)
+    pending: list[asyncio.Task[list[FileRef]]] = []
+
+    async def collect(folder: DayFolder) -> list[FileRef]:
+        return [ref async for ref in _folder_refs(lister, query, folder)]
+
+    try:
+        async for folder in folders:
+            pending.append(asyncio.ensure_future(collect(folder)))
+            if len(pending) >= limit:
+                for ref in await pending.pop(0):
+                    yield ref
+        while pending:
+            for ref in await pending.pop(0):
+                yield ref
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
