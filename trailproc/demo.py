@@ -12,6 +12,7 @@ import collections
 import os
 import tempfile
 import time
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,6 +20,9 @@ from .config import load_config
 from .pipeline.events import Event
 from .processor import EventProcessor
 from .sandbox import TrailSandbox, make_records, moto_server
+
+if TYPE_CHECKING:
+    from .app import RunResult
 
 SUSPICIOUS = {"StopLogging", "DeleteTrail", "AttachRolePolicy", "PutUserPolicy"}
 
@@ -44,6 +48,25 @@ class DemoProcessor(EventProcessor):
                 self.alerts.append(
                     f"{event.event_time_text}  {'ConsoleLogin no MFA':<18} by {event.principal_arn}"
                 )
+
+
+async def run_on_sample_data(
+    processor: EventProcessor, *, files: int = 4, records: int = 25, echo: Any = click.echo
+) -> RunResult:
+    """Run `processor` over sample deliveries in a throw-away local sandbox."""
+    from .app import run_async
+
+    with moto_server() as server, tempfile.TemporaryDirectory() as state:
+        os.environ.update(server.env())
+        sandbox = TrailSandbox(server.url).create()
+        for i in range(files):
+            sandbox.deliver(make_records(records, seed=i))
+        echo(f"delivered {files} sample log files to a local moto server at {server.url}")
+        config = load_config(
+            env={}, queue_url=sandbox.queue_url, endpoint_url=server.url, region=sandbox.region,
+            wait_time_seconds=1, exit_when_idle=True, state_dir=state, stats_interval=0,
+        )  # fmt: skip
+        return await run_async(config, processor)
 
 
 async def run_demo(*, files: int = 4, records: int = 25) -> int:

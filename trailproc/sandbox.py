@@ -238,6 +238,17 @@ def make_records(
             record["eventType"] = "AwsConsoleSignIn"
             record["responseElements"] = {"ConsoleLogin": "Success"}
             record["additionalEventData"] = {"MFAUsed": rng.choice(["Yes", "No"])}
+            if rng.random() < 0.3:
+                record["userIdentity"] = {
+                    "type": "Root",
+                    "principalId": account,
+                    "arn": f"arn:aws:iam::{account}:root",
+                    "accountId": account,
+                }
+        elif rng.random() < 0.04:
+            record["errorCode"] = "AccessDenied"
+            record["errorMessage"] = f"User is not authorized to perform: {name}"
+            record["responseElements"] = None
         out.append(record)
     return out
 

@@ -1,0 +1,36 @@
+"""Print one line per CloudTrail event, like `tail -f` for your trail.
+
+Run as a daemon handler:  trailproc run --handler samples.tail:Tail --queue-url URL
+Run stand-alone:          python samples/tail.py [--queue-url URL | PATH...]
+"""
+
+from __future__ import annotations
+
+import sys
+
+import trailproc
+
+
+class Tail(trailproc.EventProcessor):
+    """Writes `time  region  source:name  principal  [error]` per event to stdout."""
+
+    def __init__(self, stream=None) -> None:  # type: ignore[no-untyped-def]
+        self.stream = stream or sys.stdout
+
+    def process(self, events: list[trailproc.Event]) -> None:
+        lines = []
+        for e in events:
+            error = f"  !{e.error_code}" if e.error_code else ""
+            lines.append(
+                f"{e.event_time_text or '-':20}  {e.aws_region or '-':14}  "
+                f"{(e.event_source or '-').removesuffix('.amazonaws.com')}:{e.event_name or '-'}"
+                f"  {e.principal_arn or '-'}{error}\n"
+            )
+        self.stream.write("".join(lines))
+        self.stream.flush()
+
+
+if __name__ == "__main__":
+    from _runner import main
+
+    main(Tail(), __doc__.splitlines()[0])
