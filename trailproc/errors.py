@@ -17,10 +17,11 @@ import tenacity
 __all__ = [
     "BadLogFile",
     "BadMessage",
-    "Refused",
+    "CheckpointError",
     "DecompressedTooLarge",
     "FetchError",
     "HandlerError",
+    "Refused",
     "TrailprocError",
     "is_transient",
     "retry_transient",
@@ -104,6 +105,12 @@ class Refused(TrailprocError):
     reason = "refused"
 
 
+class CheckpointError(TrailprocError):
+    """The checkpoint store failed (after retries): the file is kept for a later attempt."""
+
+    reason = "checkpoint_failed"
+
+
 class HandlerError(TrailprocError):
     """User code raised while processing a batch."""
 
@@ -116,6 +123,16 @@ _TRANSIENT_CODES = frozenset(
         "ThrottlingException",
         "ThrottledException",
         "RequestThrottledException",
+        "RequestThrottled",
+        "AWS.SimpleQueueService.RequestThrottled",
+        "KMS.ThrottlingException",
+        "BandwidthLimitExceeded",
+        "TransactionInProgressException",
+        "InternalServerError",
+        "InternalServerException",
+        "KMS.KMSInternalException",
+        "IDPCommunicationError",
+        "PriorRequestNotComplete",
         "TooManyRequestsException",
         "ProvisionedThroughputExceededException",
         "RequestLimitExceeded",
@@ -143,9 +160,10 @@ def is_transient(exc: BaseException) -> bool:
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
-        ConnectionClosedError,
         ConnectTimeoutError,
         EndpointConnectionError,
+        HTTPClientError,
+        IncompleteReadError,
         ReadTimeoutError,
         ResponseStreamingError,
     )
@@ -156,19 +174,39 @@ def is_transient(exc: BaseException) -> bool:
         return code in _TRANSIENT_CODES or int(status or 0) >= 500
     if isinstance(
         exc,
-        ConnectionClosedError
+        HTTPClientError  # includes ConnectionClosedError (reset, response lost)
         | ConnectTimeoutError
         | EndpointConnectionError
         | ReadTimeoutError
-        | ResponseStreamingError,
+        | ResponseStreamingError  # the body read was cut
+        | IncompleteReadError,  # fewer body bytes than Content-Length
     ):
         return True
     if isinstance(exc, BotoCoreError):
         return "connection" in str(exc).lower()
-    # aiohttp raises its own errors for resets mid-body; treat any OS/connection error alike.
-    return isinstance(exc, ConnectionError | TimeoutError | OSError) or type(
-        exc
-    ).__module__.startswith("aiohttp")
+    # aiohttp raises its own errors for resets mid-body (ClientPayloadError,
+    # ServerDisconnectedError, ClientOSError, ...); asyncio streams raise EOFError
+    # subclasses (IncompleteReadError). Treat every connection-level error alike.
+    if isinstance(exc, ConnectionError | TimeoutError | EOFError):
+        return True
+    if isinstance(exc, OSError):
+        # FileNotFoundError, PermissionError and friends are not network trouble.
+        return not isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError
+                              | NotADirectoryError)  # fmt: skip
+    return _is_aiohttp_transient(exc)
+
+
+def _is_aiohttp_transient(exc: BaseException) -> bool:
+    module = type(exc).__module__
+    if not module.startswith("aiohttp"):
+        return False
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - aioboto3 depends on it
+        return False
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return exc.status >= 500 or exc.status == 429
+    return isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError)
 
 
 async def retry_transient(

@@ -10,12 +10,13 @@ It knows nothing of SQS, Lambda or S3 listings: a source hands it a `FileRef` an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ..checkpoint.base import CheckpointStore, ClaimState, FileId
-from ..errors import HandlerError, TrailprocError
+from ..errors import CheckpointError, HandlerError, TrailprocError, retry_transient
 from ..observe import Metrics, get_logger
 from ..processor import Dispatcher, EventProcessor, ProgressInfo, ProgressState
 from .batches import iter_batches
@@ -28,7 +29,10 @@ __all__ = ["FileOutcome", "FilePipeline"]
 
 log = get_logger("trailproc.pipeline")
 
-Status = Literal["done", "already_done", "busy", "failed"]
+# done/already_done: acknowledge. busy: another attempt holds the file right now (this
+# worker or another), try later. interrupted: shutdown stopped it at a batch boundary,
+# progress committed, release at once. failed: keep the message for retry/DLQ.
+Status = Literal["done", "already_done", "busy", "interrupted", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +48,10 @@ class FileOutcome:
 
 
 class _LeaseLost(Exception):
+    pass
+
+
+class _Interrupted(Exception):
     pass
 
 
@@ -75,6 +83,26 @@ class FilePipeline:
         self.lease_seconds = lease_seconds
         # Called with (ref, decompressed bytes) for inline integrity checks.
         self.on_decoded = on_decoded
+        # Files this process is working on right now. The store's lease is per owner, and
+        # one owner may receive the same file twice at once (a message redelivered while
+        # still being processed, or two messages naming one object): only one goes on.
+        self._active: set[FileId] = set()
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        """Shutdown: every file stops at its next batch boundary (progress committed)."""
+        self._interrupted = True
+
+    async def _store(self, what: str, call: Any) -> Any:
+        """One checkpoint-store call, transient failures retried; others → CheckpointError."""
+        try:
+            return await retry_transient(call, attempts=5)
+        except Exception as exc:
+            if type(exc).__name__ == "LeaseLost":
+                raise
+            raise CheckpointError(
+                f"checkpoint store {what} failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def report_start(self, state: ProgressState, info: ProgressInfo) -> Any:
         try:
@@ -121,8 +149,15 @@ class FilePipeline:
 
     async def _run(self, ref: FileRef, message_id: str | None) -> FileOutcome:
         where = {"message_id": message_id, "bucket": ref.bucket, "key": ref.key}
-        if ref.etag and await self.store.is_done(FileId(ref.bucket, ref.key, ref.etag)):
-            return FileOutcome(ref, "already_done")
+        if self._interrupted:
+            return FileOutcome(ref, "interrupted")
+        try:
+            if ref.etag and await self._store(
+                "read", lambda: self.store.is_done(FileId(ref.bucket, ref.key, ref.etag or ""))
+            ):
+                return FileOutcome(ref, "already_done")
+        except CheckpointError as exc:
+            return FileOutcome(ref, "failed", error=exc.located(**where))
 
         info = ProgressInfo(True, message_id, ref.bucket, ref.key)
         token = self.report_start(ProgressState.DOWNLOAD, info)
@@ -136,18 +171,73 @@ class FilePipeline:
 
         ref = replace(ref, etag=fetched.etag or ref.etag, version_id=fetched.version_id)
         file_id = FileId(ref.bucket, ref.key, ref.etag or "")
-        claim = await self.store.claim(file_id, self.owner, self.lease_seconds)
-        if claim.state is ClaimState.DONE:
-            return FileOutcome(ref, "already_done")
-        if claim.state is ClaimState.BUSY:
-            # Another worker is on it right now; our message comes back later and by then
-            # the file is done (skipped) or the other worker's lease has expired (resumed).
-            log.info("file busy in another worker", **where)
-            return FileOutcome(ref, "busy")
+        return await self._process(ref, file_id, fetched.data, None, message_id)
 
+    async def run_records(
+        self, ref: FileRef, records: list[Any], message_id: str | None = None
+    ) -> FileOutcome:
+        """Hand over records that came inside a message (EventBridge), checkpointed under
+        `ref` like a file, so a redelivered message is not handed over twice."""
+        self.metrics.in_flight_files.inc()
+        try:
+            if self._interrupted:
+                outcome = FileOutcome(ref, "interrupted")
+            else:
+                outcome = await self._process(
+                    ref, FileId(ref.bucket, ref.key, ref.etag or ""), None, records, message_id
+                )
+        finally:
+            self.metrics.in_flight_files.dec()
+        self.metrics.files.labels(ref.kind.value, outcome.status).inc()
+        if outcome.error is not None:
+            self.fail(outcome.error)
+        return outcome
+
+    async def _process(
+        self,
+        ref: FileRef,
+        file_id: FileId,
+        data: bytes | None,
+        records: list[Any] | None,
+        message_id: str | None,
+    ) -> FileOutcome:
+        where = {"message_id": message_id, "bucket": ref.bucket, "key": ref.key}
+        if file_id in self._active:
+            log.info("file already being processed here; trying later", **where)
+            return FileOutcome(ref, "busy")
+        self._active.add(file_id)
+        try:
+            try:
+                claim = await self._store(
+                    "claim", lambda: self.store.claim(file_id, self.owner, self.lease_seconds)
+                )
+            except CheckpointError as exc:
+                return FileOutcome(ref, "failed", error=exc.located(**where))
+            if claim.state is ClaimState.DONE:
+                return FileOutcome(ref, "already_done")
+            if claim.state is ClaimState.BUSY:
+                # Another worker is on it right now; our message comes back later and by
+                # then the file is done (skipped) or the other lease expired (resumed).
+                log.info("file busy in another worker", **where)
+                return FileOutcome(ref, "busy")
+            return await self._claimed(ref, file_id, data, records, claim.position, message_id)
+        finally:
+            self._active.discard(file_id)
+
+    async def _claimed(
+        self,
+        ref: FileRef,
+        file_id: FileId,
+        data: bytes | None,
+        records: list[Any] | None,
+        position: int,
+        message_id: str | None,
+    ) -> FileOutcome:
+        where = {"message_id": message_id, "bucket": ref.bucket, "key": ref.key}
+        info = ProgressInfo(True, message_id, ref.bucket, ref.key)
         token = self.report_start(ProgressState.PROCESS_LOG, info)
         try:
-            handed = await self._hand_over(ref, file_id, fetched.data, claim.position, message_id)
+            handed = await self._hand_over(ref, file_id, data, records, position, message_id)
         except TrailprocError as exc:
             await self._release(file_id)
             self.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
@@ -156,27 +246,41 @@ class FilePipeline:
             self.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
             log.warning("lease lost to another worker; stopping this file", **where)
             return FileOutcome(ref, "busy")
-        except BaseException:
+        except _Interrupted:
             await self._release(file_id)
+            self.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
+            log.info("shutting down: file stopped at a batch boundary", **where)
+            return FileOutcome(ref, "interrupted")
+        except BaseException:
+            await asyncio.shield(self._release(file_id))
             raise
         self.report_end(ProgressState.PROCESS_LOG, info, token)
         return FileOutcome(ref, "done", records=handed)
 
     async def _release(self, file_id: FileId) -> None:
         try:
-            await self.store.release(file_id, self.owner)
+            await self._store("release", lambda: self.store.release(file_id, self.owner))
         except Exception:  # the lease also expires by itself
             log.warning("could not release checkpoint lease", file=str(file_id))
 
     async def _hand_over(
-        self, ref: FileRef, file_id: FileId, data: bytes, position: int, message_id: str | None
+        self,
+        ref: FileRef,
+        file_id: FileId,
+        data: bytes | None,
+        records: list[Any] | None,
+        position: int,
+        message_id: str | None,
     ) -> int:
-        # Decompression and splitting are CPU-bound: keep them off the event loop so
-        # receives and visibility heartbeats stay on time.
-        records, size = await asyncio.to_thread(decode_log, data, max_bytes=self.max_bytes)
-        self.metrics.bytes_decompressed.inc(size)
-        if self.on_decoded is not None:
-            await self.on_decoded(ref, records)
+        if records is None:
+            assert data is not None
+            # Decompression and splitting are CPU-bound: keep them off the event loop so
+            # receives and visibility heartbeats stay on time.
+            decoded, size = await asyncio.to_thread(decode_log, data, max_bytes=self.max_bytes)
+            self.metrics.bytes_decompressed.inc(size)
+            if self.on_decoded is not None:
+                await self.on_decoded(ref, decoded)
+            records = list(decoded)
         delivery = Delivery(ref, message_id)
         keep = self.processor.filter_event
         handed = 0
@@ -184,6 +288,8 @@ class FilePipeline:
         for batch, next_position, dropped in iter_batches(
             records, delivery, start=position, size=self.batch_size, keep=keep
         ):
+            if self._interrupted:
+                raise _Interrupted()
             if batch:
                 try:
                     await self.dispatch(batch)
@@ -192,20 +298,37 @@ class FilePipeline:
                         f"handler raised {type(exc).__name__}: {exc} "
                         f"(batch of records {batch[0].index}..{batch[-1].index})"
                     ) from exc
-            await self._commit(file_id, next_position)
+            # The batch returned: from here on it must be recorded even if a shutdown
+            # cancels us, or it would be handed over again.
+            commit = asyncio.ensure_future(self._commit(file_id, next_position))
+            try:
+                await asyncio.shield(commit)
+            except asyncio.CancelledError:
+                # Let the commit land before the caller releases the lease.
+                with contextlib.suppress(Exception):
+                    await commit
+                raise
             handed += len(batch)
             self.metrics.records.inc(len(batch))
             if dropped:
                 self.metrics.records_filtered.inc(dropped)
             if time.monotonic() - renewed > self.lease_seconds / 3:
-                await self.store.claim(file_id, self.owner, self.lease_seconds)
+                claim = await self._store(
+                    "lease renewal",
+                    lambda: self.store.claim(file_id, self.owner, self.lease_seconds),
+                )
+                if claim.state in (ClaimState.BUSY, ClaimState.DONE):
+                    raise _LeaseLost()
                 renewed = time.monotonic()
-        await self.store.complete(file_id, self.owner, len(records))
+        total = len(records)
+        await asyncio.shield(
+            self._store("complete", lambda: self.store.complete(file_id, self.owner, total))
+        )
         return handed
 
     async def _commit(self, file_id: FileId, position: int) -> None:
         try:
-            await self.store.commit(file_id, self.owner, position)
+            await self._store("commit", lambda: self.store.commit(file_id, self.owner, position))
         except Exception as exc:
             if type(exc).__name__ == "LeaseLost":
                 raise _LeaseLost() from exc

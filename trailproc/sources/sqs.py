@@ -21,7 +21,7 @@ from ..config import Config
 from ..errors import BadMessage, Refused, TrailprocError, is_transient, retry_transient
 from ..observe import Metrics, get_logger, short_handle
 from ..pipeline.engine import FileOutcome, FilePipeline
-from ..pipeline.keys import ObjectKind
+from ..pipeline.keys import FileRef, ObjectKind
 from ..pipeline.notifications import BadNotification, Notification, parse_notification
 from ..processor import ProgressInfo, ProgressState, Source
 
@@ -50,6 +50,7 @@ class _DeleteBatcher:
         self.linger = linger
         self._pending: list[tuple[str, asyncio.Future[bool]]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Future[None]] = set()
 
     async def delete(self, receipt_handle: str) -> bool:
         """Resolve True once SQS confirmed the delete, False if it refused."""
@@ -67,7 +68,10 @@ class _DeleteBatcher:
             self._timer = None
         batch, self._pending = self._pending[:10], self._pending[10:]
         if batch:
-            asyncio.ensure_future(self._send(batch))
+            # Keep a reference: the loop holds tasks only weakly.
+            task = asyncio.ensure_future(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
         if self._pending:
             self._timer = asyncio.get_running_loop().call_later(0, self._flush)
 
@@ -98,11 +102,11 @@ class _DeleteBatcher:
 class SqsSource:
     """Polls one queue and acknowledges according to each message's outcome."""
 
-    def __init__(
-        self, config: Config, pipeline: FilePipeline, sqs: Any, metrics: Metrics
-    ) -> None:
+    def __init__(self, config: Config, pipeline: FilePipeline, sqs: Any, metrics: Metrics) -> None:
         if not config.queue_url:
-            raise ValueError("queue_url is required to poll SQS (--queue-url or TRAILPROC_QUEUE_URL)")
+            raise ValueError(
+                "queue_url is required to poll SQS (--queue-url or TRAILPROC_QUEUE_URL)"
+            )
         self.config = config
         self.queue_url = config.queue_url
         self.pipeline = pipeline
@@ -113,6 +117,10 @@ class SqsSource:
         self.deleter = _DeleteBatcher(sqs, self.queue_url)
         self.tasks: set[asyncio.Task[None]] = set()
         self.ready = False  # the queue answered at least once (readiness probe)
+        # Messages this process kept after a failure (message id → time it is due back).
+        # With exit_when_idle they are "accounted for": the run may end while they wait.
+        self.parked: dict[str, float] = {}
+        self._idle_since: float | None = None
 
     # --- the loop ------------------------------------------------------------------------
     async def run(self, stopping: asyncio.Event) -> None:
@@ -122,29 +130,76 @@ class SqsSource:
             while not stopping.is_set():
                 free = cfg.max_in_flight_messages - len(self.tasks)
                 if free <= 0:
-                    await asyncio.wait(
-                        [*self.tasks, asyncio.ensure_future(stopping.wait())],
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
+                    stop = asyncio.ensure_future(stopping.wait())
+                    try:
+                        await asyncio.wait([*self.tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        stop.cancel()
                     continue
                 messages = await self._receive(min(free, cfg.max_messages_per_receive), stopping)
                 if messages is None:  # stopping while waiting
                     break
                 if not messages:
-                    if cfg.exit_when_idle and not self.tasks:
+                    if cfg.exit_when_idle and not self.tasks and await self._settled():
                         log.info("queue is empty and nothing is in flight; exiting")
                         break
                     continue
+                self._idle_since = None
                 for message in messages:
+                    self.parked.pop(str(message.get("MessageId")), None)
                     task = asyncio.create_task(self._handle(message))
                     self.tasks.add(task)
                     task.add_done_callback(self.tasks.discard)
         finally:
             await self._drain()
 
-    async def _receive(
-        self, count: int, stopping: asyncio.Event
-    ) -> list[dict[str, Any]] | None:
+    async def _settled(self) -> bool:
+        """For exit_when_idle: is every message left on the queue one we parked?
+
+        An empty receive alone is not enough: a message whose receive response was lost,
+        whose delete failed, or that a crashed or busy worker held, is invisible for a
+        while and then returns. Wait for those (bounded), but not for messages this
+        process deliberately kept after a failure (they wait out their backoff or go to
+        the DLQ).
+        """
+        now = time.monotonic()
+        if self._idle_since is None:
+            self._idle_since = now
+        grace = 2 * self.config.visibility_timeout + self.config.wait_time_seconds + 10
+        if now - self._idle_since > grace:
+            log.warning("messages still invisible on the queue; exiting anyway",
+                        waited=round(now - self._idle_since, 1))  # fmt: skip
+            return True
+        try:
+            response = await retry_transient(
+                lambda: self.sqs.get_queue_attributes(
+                    QueueUrl=self.queue_url,
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                        "ApproximateNumberOfMessagesDelayed",
+                    ],
+                ),
+                attempts=3,
+            )
+        except Exception as exc:
+            log.info("queue attributes unavailable; polling again", error=repr(exc))
+            return False
+        attrs = response.get("Attributes", {})
+        left = sum(
+            int(attrs.get(name, 0))
+            for name in (
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "ApproximateNumberOfMessagesDelayed",
+            )
+        )
+        if left <= len(self.parked):
+            return True
+        log.debug("queue not settled", left=left, parked=len(self.parked))
+        return False
+
+    async def _receive(self, count: int, stopping: asyncio.Event) -> list[dict[str, Any]] | None:
         info = ProgressInfo(True)
         token = self.pipeline.report_start(ProgressState.POLL, info)
         call = asyncio.ensure_future(
@@ -190,12 +245,24 @@ class SqsSource:
         return messages
 
     async def _drain(self) -> None:
-        """Let in-flight work finish up to shutdown_timeout; release what did not."""
+        """Let in-flight work finish up to shutdown_timeout, then stop it cleanly.
+
+        Work still running near the end of the timeout is interrupted at its next batch
+        boundary (the batch in the handler finishes and is committed), its messages are
+        made visible again at once; whatever is still running at the timeout is
+        cancelled and released the same way.
+        """
         if not self.tasks:
             return
-        log.info("finishing in-flight messages", count=len(self.tasks),
-                 timeout=self.config.shutdown_timeout)  # fmt: skip
-        _done, pending = await asyncio.wait(set(self.tasks), timeout=self.config.shutdown_timeout)
+        timeout = self.config.shutdown_timeout
+        log.info("finishing in-flight messages", count=len(self.tasks), timeout=timeout)
+        grace = min(5.0, timeout * 0.25)
+        _done, pending = await asyncio.wait(set(self.tasks), timeout=timeout - grace)
+        if pending:
+            log.info("shutdown timeout near: stopping files at the next batch",
+                     count=len(pending))  # fmt: skip
+            self.pipeline.interrupt()
+            _done, pending = await asyncio.wait(pending, timeout=grace)
         for task in pending:
             task.cancel()
         if pending:
@@ -233,7 +300,9 @@ class SqsSource:
             note = parse_notification(message.get("Body", ""), process_kinds=self.kinds)
             self._check_trust(note, message_id)
         except (BadNotification, Refused) as exc:
-            self.pipeline.report_end(ProgressState.PARSE_MESSAGE, ProgressInfo(False, message_id), token)
+            self.pipeline.report_end(
+                ProgressState.PARSE_MESSAGE, ProgressInfo(False, message_id), token
+            )
             error = exc if isinstance(exc, Refused) else BadMessage(str(exc), message_id=message_id)
             self.pipeline.fail(error)
             await self._keep(message, receive_count, error.reason)
@@ -271,20 +340,30 @@ class SqsSource:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
         ok = all(o.ok for o in outcomes)
-        self.pipeline.report_end(
-            ProgressState.PROCESS_SOURCE, ProgressInfo(ok, message_id), token
-        )
+        failed = any(o.status == "failed" for o in outcomes)
+        self.pipeline.report_end(ProgressState.PROCESS_SOURCE, ProgressInfo(ok, message_id), token)
         if ok:
             await self._delete(message, "processed")
-        elif self.config.delete_on_failure:
+        elif failed and self.config.delete_on_failure:
             log.warning("deleting failed message (delete_on_failure is set)", message_id=message_id)
             await self._delete(message, "failed_deleted")
+        elif failed:
+            await self._keep(message, receive_count, "failed")
+        elif any(o.status == "interrupted" for o in outcomes):
+            # Shutdown: progress is committed; let the next receiver start right away.
+            self.metrics.messages_kept.labels("interrupted").inc()
+            await self._set_visibility(message, 0)
         else:
-            busy_only = all(o.ok or o.status == "busy" for o in outcomes)
-            await self._keep(message, receive_count, "busy" if busy_only else "failed")
+            await self._keep(message, receive_count, "busy")
 
     async def _run_files(self, note: Notification, message_id: str | None) -> list[FileOutcome]:
-        return list(await asyncio.gather(*(self.pipeline.run(r, message_id) for r in note.refs)))
+        runs = [self.pipeline.run(r, message_id) for r in note.refs]
+        if note.inline_records:
+            # EventBridge "AWS API Call via CloudTrail": the record is the message itself.
+            # Checkpointed under the SNS/SQS message id, so a redelivery is skipped.
+            ref = FileRef.of("", f"inline/{note.sns_message_id or message_id}")
+            runs.append(self.pipeline.run_records(ref, list(note.inline_records), message_id))
+        return list(await asyncio.gather(*runs))
 
     def _check_trust(self, note: Notification, message_id: str | None) -> None:
         cfg = self.config
@@ -311,27 +390,48 @@ class SqsSource:
             deleted = await self.deleter.delete(message["ReceiptHandle"])
         except Exception as exc:
             deleted = False
-            log.warning("delete failed; the message will come back and be skipped by its "
-                        "checkpoint", message_id=message.get("MessageId"), error=repr(exc))  # fmt: skip
-        self.pipeline.report_end(ProgressState.DELETE, ProgressInfo(deleted, info.message_id), token)
+            log.warning(
+                "delete failed; the message will come back and be skipped by its checkpoint",
+                message_id=message.get("MessageId"),
+                error=repr(exc),
+            )
+        self.pipeline.report_end(
+            ProgressState.DELETE, ProgressInfo(deleted, info.message_id), token
+        )
         if deleted:
             self.metrics.messages_deleted.labels(reason).inc()
 
     async def _keep(self, message: dict[str, Any], receive_count: int, reason: str) -> None:
+        """Leave a message on the queue, hidden for a backoff that grows per receive.
+
+        `failed` (and refused/bad messages) back off `failure_visibility_base * 2^(n-1)`
+        up to `failure_visibility_max`, and after `max_receive_count` receives go to
+        `dlq_url` when one is configured (otherwise the queue's redrive policy decides).
+        `busy` is not a failure: the file is being worked on elsewhere, so the message
+        returns after a short wait and never goes to the DLQ because of it.
+        """
         self.metrics.messages_kept.labels(reason).inc()
         cfg = self.config
-        if cfg.dlq_url and cfg.max_receive_count and receive_count >= cfg.max_receive_count:
-            await self._move_to_dlq(message, reason)
+        message_id = str(message.get("MessageId"))
+        if reason == "busy":
+            await self._set_visibility(message, max(1, min(cfg.visibility_timeout // 2, 30)))
+            return
+        poison = bool(cfg.max_receive_count and receive_count >= cfg.max_receive_count)
+        if cfg.dlq_url and poison and await self._move_to_dlq(message, reason):
             return
         backoff = min(
             cfg.failure_visibility_max,
-            cfg.failure_visibility_base * 2 ** max(0, receive_count - 1),
+            cfg.failure_visibility_base * 2 ** min(max(0, receive_count - 1), 20),
+            _MAX_VISIBILITY,
         )
-        if reason == "busy":
-            backoff = min(backoff, max(1, cfg.visibility_timeout // 2))
+        self.parked[message_id] = time.monotonic() + backoff
+        log.info("message kept for retry", message_id=message_id, reason=reason,
+                 receive_count=receive_count, visible_in=backoff)  # fmt: skip
         await self._set_visibility(message, backoff)
 
-    async def _move_to_dlq(self, message: dict[str, Any], reason: str) -> None:
+    async def _move_to_dlq(self, message: dict[str, Any], reason: str) -> bool:
+        """Copy to `dlq_url`, then delete here. A lost send response may leave two
+        copies in the DLQ; never zero. Returns False if the message stays here."""
         assert self.config.dlq_url
         try:
             await retry_transient(
@@ -350,9 +450,11 @@ class SqsSource:
         except Exception as exc:
             log.error("could not move message to DLQ; it stays on the queue",
                       message_id=message.get("MessageId"), error=repr(exc))  # fmt: skip
-            return
-        log.warning("moved message to DLQ", message_id=message.get("MessageId"), reason=reason)
+            return False
+        log.warning("moved message to DLQ", message_id=message.get("MessageId"), reason=reason,
+                    dlq_url=self.config.dlq_url)  # fmt: skip
         await self._delete(message, "moved_to_dlq")
+        return True
 
     async def _set_visibility(self, message: dict[str, Any], seconds: int) -> bool:
         try:
@@ -372,23 +474,35 @@ class SqsSource:
             return False
 
     async def _heartbeat(self, message: dict[str, Any]) -> None:
-        """Extend visibility at half the timeout until the message's work ends."""
+        """Extend visibility at half the timeout until the message's work ends.
+
+        A failed extension is retried soon (not half a timeout later, when the message
+        may already be visible to others); an invalid receipt handle (the message was
+        deleted, or received again elsewhere) ends the heartbeat; so does SQS's 12-hour
+        cap on a message's total visibility.
+        """
         timeout = self.config.visibility_timeout
         if timeout <= 1:
             return
         received = time.monotonic()
+        interval = timeout / 2
+        delay = interval
         while True:
-            await asyncio.sleep(timeout / 2)
-            if time.monotonic() - received + timeout > _MAX_VISIBILITY:
+            await asyncio.sleep(delay)
+            remaining = _MAX_VISIBILITY - (time.monotonic() - received)
+            if remaining < 1:
                 log.warning("visibility extension cap reached", message_id=message.get("MessageId"))
                 return
             try:
                 await self.sqs.change_message_visibility(
                     QueueUrl=self.queue_url,
                     ReceiptHandle=message["ReceiptHandle"],
-                    VisibilityTimeout=timeout,
+                    VisibilityTimeout=int(min(timeout, remaining)),
                 )
                 self.metrics.visibility_extensions.inc()
+                delay = interval
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
                 if _error_code(exc) in _GONE_CODES:
                     log.warning("receipt handle no longer valid; heartbeat stops",
@@ -396,4 +510,4 @@ class SqsSource:
                     return
                 log.warning("heartbeat failed; will retry", message_id=message.get("MessageId"),
                             error=repr(exc))  # fmt: skip
-
+                delay = min(1.0, interval / 4)

@@ -1,0 +1,358 @@
+"""Test helpers for the reliability tests: a fault-injecting HTTP proxy and a slow handler.
+
+`FaultProxy` listens on 127.0.0.1 (random port) and forwards every request to an upstream
+(moto's server). trailproc is pointed at it through AWS_ENDPOINT_URL, so every AWS call it
+makes passes through here. A seeded random generator decides, per request, to:
+
+* fail it before it reaches the server: 500 InternalError, 503 ServiceUnavailable /
+  SlowDown, or a throttling error, each with the error body the service's protocol uses
+  (JSON `__type` for SQS and DynamoDB, `<Error>` XML for S3, `<ErrorResponse>` for query);
+* forward it and then drop the connection without answering (the server acted, the
+  client never hears of it: the hard case for exactly-once);
+* forward it and cut the response body short (GetObject interrupted mid-body);
+* and add latency to any request.
+
+Kept small on purpose: a ThreadingHTTPServer speaking HTTP/1.1 with keep-alive on the
+client side, and one http.client connection per proxy thread to the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import http.client
+import http.server
+import json
+import os
+import random
+import socket
+import socketserver
+import threading
+import time
+import urllib.parse
+import uuid
+from typing import Any
+
+from trailproc.processor import EventProcessor
+
+__all__ = ["FaultProxy", "Slow"]
+
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "content-length",
+}
+
+
+def _protocol(headers: Any, path: str) -> str:
+    """Which wire protocol (and so which error body) the request speaks."""
+    target = headers.get("X-Amz-Target", "") or ""
+    if target.startswith("AmazonSQS"):
+        return "sqs-json"
+    if target.startswith("DynamoDB"):
+        return "dynamodb-json"
+    if target:
+        return "json"
+    auth = headers.get("Authorization", "") or ""
+    if "/s3/" in auth:
+        return "s3"
+    return "query"
+
+
+# (status, code) per fault flavour and protocol.
+_ERRORS: dict[str, dict[str, tuple[int, str]]] = {
+    "throttle": {
+        "sqs-json": (400, "ThrottlingException"),
+        "dynamodb-json": (400, "ThrottlingException"),
+        "json": (400, "ThrottlingException"),
+        "s3": (503, "SlowDown"),
+        "query": (400, "Throttling"),
+    },
+    "unavailable": {
+        "sqs-json": (503, "ServiceUnavailable"),
+        "dynamodb-json": (503, "ServiceUnavailable"),
+        "json": (503, "ServiceUnavailable"),
+        "s3": (503, "ServiceUnavailable"),
+        "query": (503, "ServiceUnavailable"),
+    },
+    "internal": {
+        "sqs-json": (500, "InternalFailure"),
+        "dynamodb-json": (500, "InternalServerError"),
+        "json": (500, "InternalFailure"),
+        "s3": (500, "InternalError"),
+        "query": (500, "InternalFailure"),
+    },
+}
+
+
+def error_response(flavour: str, protocol: str) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of an error as the protocol's real service sends it."""
+    status, code = _ERRORS[flavour][protocol]
+    request_id = str(uuid.uuid4())
+    message = f"injected fault: {code}"
+    if protocol.endswith("json"):
+        namespace = {
+            "sqs-json": "com.amazonaws.sqs",
+            "dynamodb-json": "com.amazonaws.dynamodb.v20120810",
+        }.get(protocol, "com.amazonaws")
+        body = json.dumps({"__type": f"{namespace}#{code}", "message": message}).encode()
+        headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-RequestId": request_id}
+        if protocol == "sqs-json":
+            # SQS speaks JSON but keeps its query-era error codes in this header.
+            kind = "Receiver" if status >= 500 else "Sender"
+            headers["x-amzn-query-error"] = f"{code};{kind}"
+        return status, headers, body
+    if protocol == "s3":
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>{message}</Message>"
+            f"<RequestId>{request_id}</RequestId></Error>"
+        ).encode()
+        return status, {"Content-Type": "application/xml", "x-amz-request-id": request_id}, body
+    kind = "Receiver" if status >= 500 else "Sender"
+    body = (
+        f"<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code>"
+        f"<Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+    ).encode()
+    return status, {"Content-Type": "text/xml", "x-amzn-RequestId": request_id}, body
+
+
+class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    proxy: FaultProxy
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as botocore and aiohttp expect
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            parts = []
+            while True:
+                size_line = self.rfile.readline()
+                size = int(size_line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    # trailers, up to the empty line
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()  # CRLF after each chunk
+            return b"".join(parts)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _proxy(self) -> None:
+        proxy = self.server.proxy
+        body = self._read_body()
+        protocol = _protocol(self.headers, self.path)
+        action = proxy.decide(self.command, protocol)
+        if proxy.latency:
+            time.sleep(proxy.pick_latency())
+        if action in _ERRORS:
+            status, headers, payload = error_response(action, protocol)
+            self._respond(status, list(headers.items()), payload)
+            return
+        try:
+            status, reason, headers, payload = proxy.forward(
+                self.command, self.path, self.headers, body
+            )
+        except OSError:
+            # Upstream trouble: look like a dead server to the client.
+            proxy.count("upstream_error")
+            self._drop()
+            return
+        if action == "drop":
+            self._drop()
+            return
+        if action == "truncate" and len(payload) > 16:
+            self._respond(status, headers, payload, cut=len(payload) // 2)
+            return
+        self._respond(status, headers, payload, reason=reason)
+
+    def _respond(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        payload: bytes,
+        *,
+        reason: str | None = None,
+        cut: int | None = None,
+    ) -> None:
+        self.send_response_only(status, reason)
+        has_length = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname in _HOP_BY_HOP and not (lname == "content-length" and self.command == "HEAD"):
+                continue
+            has_length = has_length or lname == "content-length"
+            self.send_header(name, value)
+        if self.command != "HEAD" and not has_length:
+            self.send_header("Content-Length", str(len(payload)))
+        if cut is not None:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload if cut is None else payload[:cut])
+        self.wfile.flush()
+        if cut is not None:
+            self._drop()
+
+    def _drop(self) -> None:
+        """Close the client connection abruptly, with no (further) response."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _proxy
+
+
+class FaultProxy:
+    """A seeded fault-injecting HTTP proxy in front of `upstream` (e.g. moto's URL).
+
+    Rates are per request. `only_actions`, if given, limits faults to requests whose
+    target/query action or HTTP method contains one of the strings; everything else is
+    forwarded cleanly.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        seed: int = 0,
+        error_rate: float = 0.15,
+        drop_rate: float = 0.04,
+        truncate_rate: float = 0.04,
+        latency: float = 0.03,
+        slow_rate: float = 0.02,
+        slow_latency: float = 0.4,
+    ) -> None:
+        parts = urllib.parse.urlsplit(upstream)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 80
+        self.error_rate = error_rate
+        self.drop_rate = drop_rate
+        self.truncate_rate = truncate_rate
+        self.latency = latency
+        self.slow_rate = slow_rate
+        self.slow_latency = slow_latency
+        self.enabled = True
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> FaultProxy:
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.proxy = self
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FaultProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- decisions --------------------------------------------------------------------------
+    def count(self, what: str) -> None:
+        with self._lock:
+            self.stats[what] += 1
+
+    def decide(self, method: str, protocol: str) -> str:
+        """'forward', 'drop', 'truncate' or an error flavour; seeded, counted."""
+        with self._lock:
+            self.stats["requests"] += 1
+            roll = self._rng.random()
+            if not self.enabled:
+                action = "forward"
+            elif roll < self.error_rate:
+                action = self._rng.choice(["throttle", "unavailable", "internal"])
+            elif roll < self.error_rate + self.drop_rate:
+                action = "drop"
+            elif (
+                roll < self.error_rate + self.drop_rate + self.truncate_rate
+                and method == "GET"
+                and protocol == "s3"
+            ):
+                action = "truncate"
+            else:
+                action = "forward"
+            self.stats[action] += 1
+            return action
+
+    def pick_latency(self) -> float:
+        with self._lock:
+            if self._rng.random() < self.slow_rate:
+                return self.slow_latency
+            return self._rng.random() * self.latency
+
+    # --- forwarding ---------------------------------------------------------------------------
+    def forward(
+        self, method: str, path: str, headers: Any, body: bytes
+    ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        out = {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}
+        out["Content-Length"] = str(len(body))
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                conn.request(method, path, body=body, headers=out)
+                response = conn.getresponse()
+                payload = response.read()
+                return response.status, response.reason, response.getheaders(), payload
+            except (http.client.HTTPException, OSError):
+                # A stale keep-alive connection to the upstream: reconnect once.
+                conn.close()
+                self._local.conn = None
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=60)
+            self._local.conn = conn
+        return conn
+
+
+class Slow(EventProcessor):
+    """A handler for daemon subprocesses: sleeps TRAILPROC_TEST_BATCH_SLEEP seconds a batch.
+
+    Load it with `--handler faultproxy:Slow` and the tests folder on PYTHONPATH.
+    """
+
+    def __init__(self) -> None:
+        self.sleep = float(os.environ.get("TRAILPROC_TEST_BATCH_SLEEP", "0.05"))
+
+    async def process(self, events: list[Any]) -> None:  # type: ignore[override]
+        await asyncio.sleep(self.sleep)
