@@ -3,7 +3,7 @@
 Both are served by a tiny HTTP/1.1 server on the daemon's own event loop (no thread, no
 extra dependency), so they stop with the daemon and cannot outlive it::
 
-    async with serve_ops(config, metrics, ready=lambda: source.ready) as ops:
+    async with serve_ops(config, metrics) as ops:
         ...  # ops.metrics_port / ops.health_port are the bound ports (useful with port 0)
 
 Routes, on whichever port(s) are configured (metrics_port and health_port may be equal):
@@ -191,26 +191,37 @@ async def serve_ops(
     config: Config,
     metrics: Metrics,
     *,
-    ready: Callable[[], bool] = lambda: True,
+    ready: Callable[[], bool] | None = None,
     live: Callable[[], bool] | None = None,
     bind: str | None = None,
 ) -> AsyncIterator[OpsServers]:
     """Serve /metrics on config.metrics_port and /livez, /readyz on config.health_port.
 
     Nothing is started for a port that is None; port 0 picks a free port (see the
-    returned `OpsServers`). `live` defaults to `Liveness.for_config(config, metrics)`.
+    returned `OpsServers`). `ready` defaults to "a receive has answered" (the last_poll
+    gauge is set); `live` defaults to `Liveness.for_config(config, metrics)`.
     `bind` defaults to config's `ops_bind` when the model has it, else 127.0.0.1.
     """
     bind = bind or getattr(config, "ops_bind", None) or DEFAULT_BIND
     live = live or Liveness.for_config(config, metrics)
+    if ready is None:
+        # The SQS source sets last_poll when a receive answered, exactly when it
+        # turns `ready`; so the metrics alone can say whether the queue answered.
+        def ready() -> bool:
+            return metrics.value("trailproc_last_poll_timestamp") > 0
+
     ops = OpsServers(bind=bind)
-    wanted: dict[int, set[str]] = {}
+    wanted: list[tuple[int, set[str]]] = []
     if config.metrics_port is not None:
-        wanted.setdefault(config.metrics_port, set()).add("/metrics")
+        wanted.append((config.metrics_port, {"/metrics"}))
     if config.health_port is not None:
-        wanted.setdefault(config.health_port, set()).update({"/livez", "/readyz"})
+        health = {"/livez", "/readyz"}
+        if wanted and config.health_port == config.metrics_port != 0:
+            wanted[0][1].update(health)  # one port serves both (port 0: two free ports)
+        else:
+            wanted.append((config.health_port, health))
     try:
-        for port, routes in wanted.items():
+        for port, routes in wanted:
             server = await _start(_Handler(metrics, ready, live, frozenset(routes)), bind, port)
             ops._servers.append(server)
             bound = int(server.sockets[0].getsockname()[1])
