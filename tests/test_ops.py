@@ -249,9 +249,8 @@ def test_check_passes_on_a_complete_setup(sandbox: TrailSandbox) -> None:
 def test_check_reports_exactly_the_missing_queue(sandbox: TrailSandbox) -> None:
     sandbox.deliver(make_records(1))
     missing = sandbox.queue_url.rsplit("/", 1)[0] + "/no-such-queue"
-    result = CliRunner().invoke(
-        check_command, ["--queue-url", missing, "--bucket", sandbox.bucket, "--checkpoint", "memory"]
-    )
+    args = ["--queue-url", missing, "--bucket", sandbox.bucket, "--checkpoint", "memory"]
+    result = CliRunner().invoke(check_command, args)
     assert result.exit_code == 1, result.output
     rows = _rows(result.output)
     failed = [name for name, status in rows.items() if status == "FAIL"]
@@ -311,7 +310,8 @@ def test_configuration_reference_is_up_to_date() -> None:
 def test_metrics_reference_is_up_to_date() -> None:
     committed = (REPO / "docs" / "metrics.md").read_text(encoding="utf-8")
     assert committed == render_metrics_reference(), (
-        "docs/metrics.md is stale: run `python -m trailproc.ops.configref --metrics > docs/metrics.md`"
+        "docs/metrics.md is stale: run "
+        "`python -m trailproc.ops.configref --metrics > docs/metrics.md`"
     )
 
 
