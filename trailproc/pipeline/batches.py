@@ -5,9 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from ..processor import EventProcessor
 from .events import Delivery, Event
 
 __all__ = ["iter_batches"]
+
+_DEFAULT_FILTER = EventProcessor.filter_event
+
+
+def _keeps_everything(keep: Callable[[Event], bool] | None) -> bool:
+    # The base class's filter_event keeps every event: skip 1 call per record for it.
+    return keep is None or getattr(keep, "__func__", None) is _DEFAULT_FILTER
 
 
 def iter_batches(
@@ -25,11 +33,20 @@ def iter_batches(
     as covered, so they are not looked at again after a restart. A final empty batch is
     yielded when the tail of the file was all filtered out, so that progress is recorded.
     """
+    total = len(records)
+    if _keeps_everything(keep):
+        # Fast path: no filter, so each batch is exactly `size` records (the last one
+        # shorter), built by one comprehension.
+        for low in range(start, total, size):
+            high = min(low + size, total)
+            yield [Event(raw, delivery, i) for i, raw in enumerate(records[low:high], low)], high, 0
+        return
+    assert keep is not None
     batch: list[Event] = []
     dropped = 0
-    for index in range(start, len(records)):
+    for index in range(start, total):
         event = Event(records[index], delivery, index)
-        if keep is not None and not keep(event):
+        if not keep(event):
             dropped += 1
             continue
         batch.append(event)
@@ -37,4 +54,4 @@ def iter_batches(
             yield batch, index + 1, dropped
             batch, dropped = [], 0
     if batch or dropped:
-        yield batch, len(records), dropped
+        yield batch, total, dropped
