@@ -46,7 +46,7 @@ def sandbox(aws_env: MotoServer) -> TrailSandbox:
     return TrailSandbox(aws_env.url).create()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.fail(f"shared corpus not found at {CORPUS}; set TRAILPROC_SHARED_DIR")

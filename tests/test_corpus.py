@@ -18,18 +18,14 @@ from trailproc.pipeline.events import Delivery, Event
 from trailproc.pipeline.keys import FileRef
 from trailproc.sandbox import TrailSandbox
 
-from .corpus_loader import CorpusFile, load_corpus
+from corpus_loader import CorpusFile, load_corpus
 
 TOTAL_RECORDS = 2362  # SOURCES.md: records after unwrapping
 
 
 @pytest.fixture(scope="module")
-def corpus_files(request: pytest.FixtureRequest) -> list[CorpusFile]:
-    from .conftest import CORPUS
-
-    if not CORPUS.is_dir():
-        pytest.fail(f"shared corpus not found at {CORPUS}")
-    return load_corpus(CORPUS)
+def corpus_files(corpus: Path) -> list[CorpusFile]:
+    return load_corpus(corpus)
 
 
 def test_corpus_is_complete(corpus_files: list[CorpusFile]) -> None:
