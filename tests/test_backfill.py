@@ -63,14 +63,18 @@ def trail_bucket(sandbox: TrailSandbox) -> dict[str, list[str]]:
                     sandbox.put(key, encode_log(records))
                     files[key] = [r["eventID"] for r in records]
     # Noise: none of it may be handed over.
-    sandbox.put(f"AWSLogs/{A}/CloudTrail-Digest/us-east-1/2024/03/01/"
-                f"{A}_CloudTrail-Digest_us-east-1_trail_us-east-1_20240301T020000Z.json.gz",
-                b"{}")  # fmt: skip
+    sandbox.put(
+        f"AWSLogs/{A}/CloudTrail-Digest/us-east-1/2024/03/01/"
+        f"{A}_CloudTrail-Digest_us-east-1_trail_us-east-1_20240301T020000Z.json.gz",
+        b"{}",
+    )
     sandbox.put(f"AWSLogs/{A}/Config/ConfigWritabilityCheckFile", b"x")
     sandbox.put(f"AWSLogs/{A}/CloudTrail/us-east-1/2024/03/02/", b"")
     sandbox.put(f"AWSLogs/{A}/CloudTrail/us-east-1/2024/03/02/notes.txt", b"hello")
-    sandbox.put(log_key(A, "us-east-1", _utc(2024, 3, 2, 4, 0), folder="CloudTrail-Insight"),
-                encode_log(make_records(2, seed=999)))  # fmt: skip
+    sandbox.put(
+        log_key(A, "us-east-1", _utc(2024, 3, 2, 4, 0), folder="CloudTrail-Insight"),
+        encode_log(make_records(2, seed=999)),
+    )
     sandbox.put("other-prefix/readme.txt", b"not a log")
     return files
 
@@ -96,12 +100,21 @@ def _expected(files: dict[str, list[str]], **want: Any) -> Counter[str]:
     return out
 
 
-def test_sub_range_by_time_account_and_region(trail_bucket: dict[str, list[str]],
-                                              tmp_path: Path) -> None:  # fmt: skip
+def test_sub_range_by_time_account_and_region(
+    trail_bucket: dict[str, list[str]], tmp_path: Path
+) -> None:
     start, end = _utc(2024, 3, 1, 12, 0), _utc(2024, 3, 3, 0, 0)
     seen = Collect()
-    result = backfill("trail-bucket", seen, account_ids=[A], regions=["eu-west-1"],
-                      start_time=start, end_time=end, checkpoint="memory", progress=False)  # fmt: skip
+    result = backfill(
+        "trail-bucket",
+        seen,
+        account_ids=[A],
+        regions=["eu-west-1"],
+        start_time=start,
+        end_time=end,
+        checkpoint="memory",
+        progress=False,
+    )
     expected = _expected(trail_bucket, accounts={A}, regions={"eu-west-1"}, start=start, end=end)
     assert sum(expected.values()) == 3 * PER_FILE  # 03-01 13:05, 03-02 01:05, 03-02 13:05
     assert Counter(seen.ids) == expected
@@ -110,8 +123,9 @@ def test_sub_range_by_time_account_and_region(trail_bucket: dict[str, list[str]]
 
 def test_everything_includes_the_organization_trail(trail_bucket: dict[str, list[str]]) -> None:
     seen = Collect()
-    result = backfill("trail-bucket", seen, checkpoint="memory", progress=False,
-                      end_time="2024-03-04")  # fmt: skip
+    result = backfill(
+        "trail-bucket", seen, checkpoint="memory", progress=False, end_time="2024-03-04"
+    )
     assert Counter(seen.ids) == _expected(trail_bucket)
     assert any(f"/{ORG}/{C}/" in key for key in seen.keys)
     assert result.listed == len(trail_bucket) == 36
@@ -122,21 +136,32 @@ def test_no_start_discovers_date_folders(trail_bucket: dict[str, list[str]]) -> 
     """Without a start the date folders are discovered; the org member is selectable."""
     seen = Collect()
     end = parse_time("2024-03-02T01:06Z")
-    backfill("trail-bucket", seen, account_ids=[C], end_time=end, checkpoint="memory",
-             progress=False)  # fmt: skip
+    backfill(
+        "trail-bucket", seen, account_ids=[C], end_time=end, checkpoint="memory", progress=False
+    )
     assert Counter(seen.ids) == _expected(trail_bucket, accounts={C}, end=end)
     assert len(seen.keys) == 2 * 3  # 2 regions x (03-01 01:05, 13:05, 03-02 01:05)
 
 
-def test_start_within_a_day_and_insights(trail_bucket: dict[str, list[str]],
-                                         sandbox: TrailSandbox) -> None:  # fmt: skip
+def test_start_within_a_day_and_insights(
+    trail_bucket: dict[str, list[str]], sandbox: TrailSandbox
+) -> None:
     seen = Collect()
     start = _utc(2024, 3, 2, 1, 5)  # exactly a delivery minute: included
-    backfill("trail-bucket", seen, account_ids=[A], regions=["us-east-1"], start_time=start,
-             end_time="2024-03-02T23:59", insights=True, checkpoint="memory",
-             progress=False)  # fmt: skip
-    plain = _expected(trail_bucket, accounts={A}, regions={"us-east-1"}, start=start,
-                      end=_utc(2024, 3, 2, 23, 59))  # fmt: skip
+    backfill(
+        "trail-bucket",
+        seen,
+        account_ids=[A],
+        regions=["us-east-1"],
+        start_time=start,
+        end_time="2024-03-02T23:59",
+        insights=True,
+        checkpoint="memory",
+        progress=False,
+    )
+    plain = _expected(
+        trail_bucket, accounts={A}, regions={"us-east-1"}, start=start, end=_utc(2024, 3, 2, 23, 59)
+    )
     assert sum(plain.values()) == 2 * PER_FILE
     insight_ids = {r["eventID"] for r in make_records(2, seed=999)}
     assert Counter(seen.ids) == plain + Counter(insight_ids)
@@ -165,24 +190,37 @@ class FailAfter(EventProcessor):
         self.ids.extend(e.event_id for e in events)
 
 
-def test_interrupted_then_resumed_without_repeats(trail_bucket: dict[str, list[str]],
-                                                  tmp_path: Path) -> None:  # fmt: skip
+def test_interrupted_then_resumed_without_repeats(
+    trail_bucket: dict[str, list[str]], tmp_path: Path
+) -> None:
     spec = f"sqlite:///{tmp_path / 'cp.db'}"
-    selection: dict[str, Any] = {"account_ids": [A, B], "start_time": "2024-03-01",
-                                 "end_time": "2024-03-03"}  # fmt: skip
-    expected = _expected(trail_bucket, accounts={A, B}, start=_utc(2024, 3, 1),
-                         end=_utc(2024, 3, 3))  # fmt: skip
+    selection: dict[str, Any] = {
+        "account_ids": [A, B],
+        "start_time": "2024-03-01",
+        "end_time": "2024-03-03",
+    }
+    expected = _expected(
+        trail_bucket, accounts={A, B}, start=_utc(2024, 3, 1), end=_utc(2024, 3, 3)
+    )
     # Batches of 2 records: files of 3 records take two batches, so the crash lands inside
     # a file, and the resumed run must start that file at its committed position.
     crashing = FailAfter(batches=7)
-    first = backfill("trail-bucket", crashing, checkpoint=spec, max_events_per_emit=2,
-                     concurrency=1, progress=False, **selection)  # fmt: skip
+    first = backfill(
+        "trail-bucket",
+        crashing,
+        checkpoint=spec,
+        max_events_per_emit=2,
+        concurrency=1,
+        progress=False,
+        **selection,
+    )
     assert not first.ok and first.files_failed > 0
     assert 0 < len(crashing.ids) < sum(expected.values())
 
     resumed = Collect()
-    second = backfill("trail-bucket", resumed, checkpoint=spec, max_events_per_emit=2,
-                      progress=False, **selection)  # fmt: skip
+    second = backfill(
+        "trail-bucket", resumed, checkpoint=spec, max_events_per_emit=2, progress=False, **selection
+    )
     assert second.ok
     assert second.files_skipped == first.files_done > 0
     together = Counter(crashing.ids) + Counter(resumed.ids)
@@ -193,15 +231,39 @@ def test_interrupted_then_resumed_without_repeats(trail_bucket: dict[str, list[s
     assert again.ids == [] and third.files_skipped == third.listed
 
 
-def test_cli_skips_done_files_and_force_reprocesses(trail_bucket: dict[str, list[str]],
-                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_cli_skips_done_files_and_force_reprocesses(
+    trail_bucket: dict[str, list[str]], tmp_path: Path
+) -> None:
     out = tmp_path / "out.jsonl"
-    args = ["--bucket", "trail-bucket", "--account-id", B, "--region", "us-east-1",
-            "--start-time", "2024-03-02", "--end-time", "2024-03-03T00:00:00Z",
-            "--output", str(out), "--checkpoint", "sqlite", "--state-dir", str(tmp_path / "st"),
-            "--concurrency", "2", "--log-format", "json"]  # fmt: skip
-    expected = _expected(trail_bucket, accounts={B}, regions={"us-east-1"},
-                         start=_utc(2024, 3, 2), end=_utc(2024, 3, 3))  # fmt: skip
+    args = [
+        "--bucket",
+        "trail-bucket",
+        "--account-id",
+        B,
+        "--region",
+        "us-east-1",
+        "--start-time",
+        "2024-03-02",
+        "--end-time",
+        "2024-03-03T00:00:00Z",
+        "--output",
+        str(out),
+        "--checkpoint",
+        "sqlite",
+        "--state-dir",
+        str(tmp_path / "st"),
+        "--concurrency",
+        "2",
+        "--log-format",
+        "json",
+    ]
+    expected = _expected(
+        trail_bucket,
+        accounts={B},
+        regions={"us-east-1"},
+        start=_utc(2024, 3, 2),
+        end=_utc(2024, 3, 3),
+    )
     runner = CliRunner()
 
     def ids() -> Counter[str]:
@@ -223,8 +285,9 @@ def test_cli_skips_done_files_and_force_reprocesses(trail_bucket: dict[str, list
     assert ids() == expected + expected
 
 
-def test_module_entry_point_and_failure_exit_code(trail_bucket: dict[str, list[str]],
-                                                  tmp_path: Path) -> None:  # fmt: skip
+def test_module_entry_point_and_failure_exit_code(
+    trail_bucket: dict[str, list[str]], tmp_path: Path
+) -> None:
     """`python -m trailproc.backfill`: a failed file makes the exit code 1."""
     (tmp_path / "crashy.py").write_text(
         "def handle(event):\n"
@@ -233,11 +296,30 @@ def test_module_entry_point_and_failure_exit_code(trail_bucket: dict[str, list[s
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "trailproc.backfill", "--bucket", "trail-bucket",
-         "--account-id", A, "--start-time", "2024-03-03T12:00", "--end-time", "2024-03-04",
-         "--handler", "crashy:handle", "--checkpoint", "memory", "--log-format", "json"],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "trailproc.backfill",
+            "--bucket",
+            "trail-bucket",
+            "--account-id",
+            A,
+            "--start-time",
+            "2024-03-03T12:00",
+            "--end-time",
+            "2024-03-04",
+            "--handler",
+            "crashy:handle",
+            "--checkpoint",
+            "memory",
+            "--log-format",
+            "json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "2 file(s) listed: 1 processed, 0 already done, 1 failed" in proc.stderr
     assert '"reason": "handler_failed"' in proc.stderr

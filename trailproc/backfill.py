@@ -236,9 +236,7 @@ async def backfill_async(
     try:
         async with AwsClients(config) as clients:
             s3 = await clients.client("s3")
-            pipeline = _pipeline(
-                config, user, store, S3Fetcher(s3, concurrency=workers), metrics
-            )
+            pipeline = _pipeline(config, user, store, S3Fetcher(s3, concurrency=workers), metrics)
             queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=workers * 4)
 
             async def produce() -> None:
@@ -339,32 +337,67 @@ class _Time(click.ParamType):
 @click.command("backfill")
 @click.option("--bucket", required=True, help="The trail's S3 bucket.")
 @click.option("--prefix", help="The trail's S3 key prefix (the part before AWSLogs/).")
-@click.option("--account-id", "account_ids", multiple=True, metavar="ACCOUNT",
-              help="Only this account (repeatable); default: every account in the bucket, "
-                   "organization trails included.")
-@click.option("--region", "regions", multiple=True, metavar="REGION",
-              help="Only this region (repeatable); default: every region found.")
-@click.option("--start-time", type=_Time(),
-              help="First delivery time to include (UTC unless an offset is given).")
+@click.option(
+    "--account-id",
+    "account_ids",
+    multiple=True,
+    metavar="ACCOUNT",
+    help="Only this account (repeatable); default: every account in the bucket, "
+    "organization trails included.",
+)
+@click.option(
+    "--region",
+    "regions",
+    multiple=True,
+    metavar="REGION",
+    help="Only this region (repeatable); default: every region found.",
+)
+@click.option(
+    "--start-time",
+    type=_Time(),
+    help="First delivery time to include (UTC unless an offset is given).",
+)
 @click.option("--end-time", type=_Time(), help="Delivery time to stop before (exclusive).")
 @click.option("--insights", is_flag=True, help="Also process CloudTrail Insights files.")
-@click.option("--force", is_flag=True,
-              help="Process files again even if done before (fresh checkpoint namespace).")
-@click.option("--namespace", metavar="NAME",
-              help="Keep this replay's progress under NAME (run again with it to resume).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Process files again even if done before (fresh checkpoint namespace).",
+)
+@click.option(
+    "--namespace",
+    metavar="NAME",
+    help="Keep this replay's progress under NAME (run again with it to resume).",
+)
 @click.option("--concurrency", type=click.IntRange(min=1), help="Files in flight at once.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG.")
-@click.option("--handler", "handlers", multiple=True, metavar="MODULE:ATTR",
-              help="Processor or handler registry to load (repeatable).")
-@click.option("--output", metavar="PATH|-",
-              help="Append each record as one line of JSON to PATH ('-' = stdout).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG.",
+)
+@click.option(
+    "--handler",
+    "handlers",
+    multiple=True,
+    metavar="MODULE:ATTR",
+    help="Processor or handler registry to load (repeatable).",
+)
+@click.option(
+    "--output",
+    metavar="PATH|-",
+    help="Append each record as one line of JSON to PATH ('-' = stdout).",
+)
 @click.option("--max-events-per-emit", type=int, help="Most events per process() call.")
-@click.option("--checkpoint", metavar="SPEC",
-              help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE")
+@click.option(
+    "--checkpoint", metavar="SPEC", help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE"
+)
 @click.option("--state-dir", help="Folder for the checkpoint database (.trailproc).")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar (default: when stderr is a terminal).")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: when stderr is a terminal).",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]))
 def backfill_command(

@@ -212,9 +212,7 @@ def _days(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
 
 
-async def _discover_days(
-    lister: _Lister, region_folder: str, last: dt.date
-) -> list[dt.date]:
+async def _discover_days(lister: _Lister, region_folder: str, last: dt.date) -> list[dt.date]:
     """Date folders that exist under a region folder, up to `last` (no start given)."""
     days: list[dt.date] = []
     for year in sorted(y for y in await lister.children(region_folder) if y.isdigit()):
@@ -279,9 +277,7 @@ async def _folder_refs(
             start_after = name_prefix + _stamp(floor)
     async for item in lister.objects(folder.path, start_after):
         key = str(item["Key"])
-        ref = FileRef.of(
-            query.bucket, key, etag=item.get("ETag"), size=item.get("Size")
-        )
+        ref = FileRef.of(query.bucket, key, etag=item.get("ETag"), size=item.get("Size"))
         info = ref.info
         if info.kind not in query.kinds or key.endswith("/"):
             continue

@@ -1,0 +1,552 @@
+"""The Lambda source: one invocation's event → files through the pipeline → Lambda's answer.
+
+Triggers and what Lambda is told:
+
+* **SQS** (event source mapping with ``ReportBatchItemFailures``): every message is
+  processed and the partial batch response names exactly the failed ones,
+  ``{"batchItemFailures": [{"itemIdentifier": messageId}, ...]}``; Lambda deletes the rest.
+  FIFO queues (ARN ending ``.fifo``) are processed in order and stop at the first failure:
+  it and every later record are reported (``fifo_mode="batch"``), or only the later
+  records of its message group (``fifo_mode="group"``), so ordering within a group holds.
+* **SNS**, **S3** and **EventBridge** (S3 "Object Created", or CloudTrail records routed
+  as "AWS API Call via CloudTrail", handed over inline): everything is processed and the
+  invocation raises `InvocationFailed` if anything failed, so Lambda retries the event.
+
+The deadline is watched through ``context.get_remaining_time_in_millis()``: below the
+*safety margin* no new message is started (unstarted ones are reported as failures, or
+make the invocation raise), and below the *abort margin* work still running is cancelled
+and reported, so the function answers instead of timing out with the whole batch.
+
+State that survives warm invocations: the event loop, the aioboto3 clients bound to it,
+the checkpoint store (in-memory by default; ``dynamodb://TABLE`` makes retries idempotent
+across sandboxes), the pipeline and the user's processor (started once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import structlog
+
+from ..checkpoint import open_store
+from ..checkpoint.base import CheckpointStore, ClaimState, FileId
+from ..config import Config
+from ..errors import BadMessage, HandlerError, Refused, TrailprocError
+from ..observe import Metrics, get_logger
+from ..pipeline.engine import FilePipeline
+from ..pipeline.events import Delivery, Event
+from ..pipeline.keys import FileRef, KeyInfo, ObjectKind
+from ..pipeline.notifications import (
+    BadNotification,
+    Notification,
+    parse_notification,
+    parse_payload,
+)
+from ..processor import EventProcessor, ProgressInfo, ProgressState, Source, maybe_await
+
+__all__ = ["InvocationFailed", "LambdaOptions", "LambdaRuntime", "trigger_of"]
+
+log = get_logger("trailproc.lambda")
+
+T = TypeVar("T")
+
+FifoMode = Literal["batch", "group"]
+
+
+class InvocationFailed(Exception):
+    """Raised for SNS/S3/EventBridge triggers when anything failed, so Lambda retries."""
+
+    def __init__(self, message: str, failed: Sequence[str]) -> None:
+        super().__init__(message)
+        self.failed = list(failed)
+
+
+@dataclass(frozen=True)
+class LambdaOptions:
+    """How the handler treats deadlines, FIFO queues and concurrency."""
+
+    # Stop starting new messages when fewer seconds than this remain. None: 10% of the
+    # time remaining when the invocation starts, at most 10 s.
+    safety_margin: float | None = None
+    # Cancel work still running when fewer seconds remain. None: a third of the safety
+    # margin. Cancelled messages are reported failed; their checkpoints say where to resume.
+    abort_margin: float | None = None
+    fifo_mode: FifoMode = "batch"
+    # Messages of a standard queue (or SNS records) worked on at once. None: the config's
+    # max_in_flight_messages.
+    concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.fifo_mode not in ("batch", "group"):
+            raise ValueError(f"fifo_mode must be 'batch' or 'group', not {self.fifo_mode!r}")
+        for name in ("safety_margin", "abort_margin"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative, got {value!r}")
+
+
+class _Deadline:
+    def __init__(self, context: Any, options: LambdaOptions) -> None:
+        self._get = getattr(context, "get_remaining_time_in_millis", None)
+        first = self.remaining()
+        if options.safety_margin is not None:
+            self.safety = options.safety_margin
+        else:
+            self.safety = min(10.0, 0.1 * first) if first is not None else 0.0
+        self.abort = options.abort_margin if options.abort_margin is not None else self.safety / 3
+
+    def remaining(self) -> float | None:
+        if self._get is None:
+            return None
+        return float(self._get()) / 1000.0
+
+    def may_start(self) -> bool:
+        left = self.remaining()
+        return left is None or left > self.safety
+
+    def until_abort(self) -> float | None:
+        left = self.remaining()
+        return None if left is None else max(0.0, left - self.abort)
+
+
+def trigger_of(event: Any) -> str:
+    """'sqs', 'sns', 's3', 'eventbridge' or 'direct' (a notification payload itself)."""
+    if not isinstance(event, Mapping):
+        raise BadNotification(f"Lambda event is a {type(event).__name__}, not a JSON object")
+    records = event.get("Records")
+    if isinstance(records, list) and records and isinstance(records[0], Mapping):
+        source = records[0].get("eventSource") or records[0].get("EventSource")
+        if source == "aws:sqs":
+            return "sqs"
+        if source == "aws:sns":
+            return "sns"
+        if source == "aws:s3":
+            return "s3"
+    if "detail-type" in event:
+        return "eventbridge"
+    return "direct"
+
+
+@dataclass
+class _Unit:
+    """One message (SQS record, SNS record, or the whole event) and its outcome."""
+
+    ident: str
+    status: str = "unstarted"  # → ok | failed | aborted
+    group: str | None = None
+    record: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _lambda_owner() -> str:
+    # The log stream names the execution environment: unique per sandbox, stable across
+    # its warm invocations (so a retry landing here resumes its own lease).
+    stream = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
+    if stream:
+        return f"lambda:{stream}"
+    import socket
+
+    return f"lambda:{socket.gethostname()}:{os.getpid()}"
+
+
+class LambdaRuntime:
+    """A Lambda handler (callable as ``runtime(event, context)``) with warm-start state."""
+
+    def __init__(
+        self,
+        processor: EventProcessor,
+        config: Config,
+        options: LambdaOptions | None = None,
+    ) -> None:
+        if not config.worker_id:
+            config = config.replace(worker_id=_lambda_owner())
+        if (
+            config.checkpoint
+            and config.checkpoint.strip().lower().startswith("sqlite")
+            and ("TRAILPROC_STATE_DIR" not in os.environ and config.state_dir == ".trailproc")
+        ):
+            # The deployment package is read-only in Lambda; /tmp is the writable place.
+            config = config.replace(state_dir=os.path.join(tempfile.gettempdir(), "trailproc"))
+        self.processor = processor
+        self.config = config
+        self.options = options or LambdaOptions()
+        self.kinds = frozenset(ObjectKind(k) for k in config.process_kinds)
+        self.metrics = Metrics()
+        self.invocations = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clients: Any = None
+        self._store: CheckpointStore | None = None
+        self._pipeline: FilePipeline | None = None
+
+    # --- the synchronous face ----------------------------------------------------------
+    def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
+        request_id = getattr(context, "aws_request_id", None)
+        with structlog.contextvars.bound_contextvars(aws_request_id=request_id):
+            return self._run(self.handle(event, context))
+
+    def _run(self, coro: Awaitable[T]) -> T:
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+        loop = self._loop
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return loop.run_until_complete(coro)
+        # Called from inside a running loop (a framework, a test): our loop cannot nest
+        # there, so it runs in a helper thread; its clients stay bound to it either way.
+        from concurrent.futures import ThreadPoolExecutor
+
+        ctx = contextvars.copy_context()
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(ctx.run, loop.run_until_complete, coro).result()
+
+    def close(self) -> None:
+        """Close the processor, store and clients, and the loop (tests, or a shutdown hook)."""
+        if self._loop is None or self._loop.is_closed():
+            return
+        self._run(self._aclose())
+        self._loop.close()
+        self._loop = None
+
+    async def _aclose(self) -> None:
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            await pipeline.close()
+            await maybe_await(self.processor.close())
+        store, self._store = self._store, None
+        if store is not None:
+            await store.close()
+        clients, self._clients = self._clients, None
+        if clients is not None:
+            await clients.__aexit__(None, None, None)
+
+    # --- cold start ----------------------------------------------------------------------
+    async def _ensure_started(self) -> FilePipeline:
+        if self._pipeline is not None:
+            return self._pipeline
+        from ..app import _pipeline
+        from ..aws import AwsClients
+        from ..pipeline.fetch import S3Fetcher
+
+        started = time.monotonic()
+        clients = AwsClients(self.config)
+        s3 = await clients.client("s3")
+        store = open_store(self.config.checkpoint or "memory", self.config.state_dir)
+        await maybe_await(self.processor.start())
+        fetcher = S3Fetcher(s3, concurrency=self.config.download_concurrency)
+        self._clients, self._store = clients, store
+        self._pipeline = _pipeline(self.config, self.processor, store, fetcher, self.metrics)
+        log.info("cold start", checkpoint=self.config.checkpoint or "memory",
+                 owner=self._pipeline.owner,
+                 seconds=round(time.monotonic() - started, 3))  # fmt: skip
+        return self._pipeline
+
+    # --- one invocation ------------------------------------------------------------------
+    async def handle(self, event: Any, context: Any = None) -> dict[str, Any]:
+        """Process one invocation's event; see the module docstring for the answer."""
+        pipeline = await self._ensure_started()
+        self.invocations += 1
+        clock = _Deadline(context, self.options)
+        trigger = trigger_of(event)
+        records_before = self.metrics.value("trailproc_records_total")
+        started = time.monotonic()
+        structlog.contextvars.bind_contextvars(trigger=trigger)
+        try:
+            if trigger == "sqs":
+                units = await self._sqs(pipeline, event["Records"], clock)
+            else:
+                units = await self._notifications(pipeline, event, trigger, clock)
+        finally:
+            structlog.contextvars.unbind_contextvars("trigger")
+        failed = [u for u in units if u.status != "ok"]
+        records = int(self.metrics.value("trailproc_records_total") - records_before)
+        log.info(
+            "invocation finished",
+            trigger=trigger,
+            messages=len(units),
+            failed=sum(u.status == "failed" for u in failed),
+            unstarted=sum(u.status == "unstarted" for u in failed),
+            aborted=sum(u.status == "aborted" for u in failed),
+            records=records,
+            seconds=round(time.monotonic() - started, 3),
+            remaining_seconds=clock.remaining(),
+        )
+        if trigger == "sqs":
+            return {"batchItemFailures": [{"itemIdentifier": u.ident} for u in failed]}
+        if failed:
+            detail = ", ".join(f"{u.ident} ({u.status})" for u in failed[:10])
+            raise InvocationFailed(
+                f"{len(failed)} of {len(units)} notification(s) not processed: {detail}",
+                [u.ident for u in failed],
+            )
+        return {"messages": len(units), "records": records}
+
+    async def _sqs(
+        self, pipeline: FilePipeline, records: list[Mapping[str, Any]], clock: _Deadline
+    ) -> list[_Unit]:
+        units = [
+            _Unit(
+                ident=str(r.get("messageId")),
+                group=(r.get("attributes") or {}).get("MessageGroupId"),
+                record=r,
+            )
+            for r in records
+        ]
+        fifo = any(str(r.get("eventSourceARN", "")).endswith(".fifo") for r in records)
+
+        async def work(unit: _Unit) -> bool:
+            return await self._sqs_message(pipeline, unit.record)
+
+        if fifo:
+            await self._in_order(units, work, clock)
+        else:
+            await self._concurrently(units, work, clock)
+        return units
+
+    async def _notifications(
+        self, pipeline: FilePipeline, event: Mapping[str, Any], trigger: str, clock: _Deadline
+    ) -> list[_Unit]:
+        if trigger == "sns":
+            units = [
+                _Unit(ident=str((r.get("Sns") or {}).get("MessageId") or f"record-{i}"), record=r)
+                for i, r in enumerate(event["Records"])
+            ]
+
+            async def work(unit: _Unit) -> bool:
+                sns = unit.record.get("Sns")
+                return await self._payload(pipeline, sns, unit.ident)
+
+        else:
+            ident = str(event.get("id") or f"{trigger}-event")
+            units = [_Unit(ident=ident, record=event)]
+
+            async def work(unit: _Unit) -> bool:
+                return await self._payload(pipeline, unit.record, unit.ident)
+
+        await self._concurrently(units, work, clock)
+        return units
+
+    # --- scheduling under the deadline ---------------------------------------------------
+    async def _guarded(self, pipeline: FilePipeline, unit: _Unit, work: Any) -> None:
+        try:
+            ok = await work(unit)
+        except asyncio.CancelledError:
+            unit.status = "aborted"
+            raise
+        except Exception as exc:  # a bug must fail this message, not the whole batch
+            log.exception("unexpected error handling message", message_id=unit.ident)
+            pipeline.fail(TrailprocError(f"internal error: {exc!r}", message_id=unit.ident))
+            ok = False
+        unit.status = "ok" if ok else "failed"
+
+    async def _concurrently(self, units: list[_Unit], work: Any, clock: _Deadline) -> None:
+        pipeline = self._pipeline
+        assert pipeline is not None
+        limit = asyncio.Semaphore(max(1, self.options.concurrency
+                                      or self.config.max_in_flight_messages))  # fmt: skip
+
+        async def one(unit: _Unit) -> None:
+            async with limit:
+                if not clock.may_start():
+                    return  # stays "unstarted"
+                unit.status = "running"
+                await self._guarded(pipeline, unit, work)
+
+        tasks = [asyncio.ensure_future(one(u)) for u in units]
+        _done, pending = await asyncio.wait(tasks, timeout=clock.until_abort())
+        if pending:
+            log.warning("deadline near: cancelling work in flight", messages=len(pending),
+                        remaining_seconds=clock.remaining())  # fmt: skip
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for unit in units:
+            if unit.status == "running":
+                unit.status = "aborted"
+        self._log_unstarted(units)
+
+    async def _in_order(self, units: list[_Unit], work: Any, clock: _Deadline) -> None:
+        pipeline = self._pipeline
+        assert pipeline is not None
+        failed_groups: set[str | None] = set()
+        stopped = False
+        for unit in units:
+            if stopped:
+                continue  # reported: "unstarted"
+            if self.options.fifo_mode == "group" and unit.group in failed_groups:
+                continue
+            if not clock.may_start():
+                stopped = True
+                continue
+            unit.status = "running"
+            task = asyncio.ensure_future(self._guarded(pipeline, unit, work))
+            done, _ = await asyncio.wait({task}, timeout=clock.until_abort())
+            if not done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                unit.status = "aborted"
+                stopped = True
+                continue
+            if unit.status != "ok":
+                if self.options.fifo_mode == "group":
+                    failed_groups.add(unit.group)
+                else:
+                    stopped = True
+        self._log_unstarted(units)
+
+    @staticmethod
+    def _log_unstarted(units: list[_Unit]) -> None:
+        unstarted = [u.ident for u in units if u.status == "unstarted"]
+        if unstarted:
+            log.warning("messages not started; reported as failures for retry",
+                        count=len(unstarted), message_ids=unstarted[:20])  # fmt: skip
+
+    # --- one message ---------------------------------------------------------------------
+    async def _sqs_message(self, pipeline: FilePipeline, record: Mapping[str, Any]) -> bool:
+        message_id = record.get("messageId")
+        attributes: dict[str, str] = dict(record.get("attributes") or {})
+        info = ProgressInfo(True, message_id)
+        token = pipeline.report_start(ProgressState.PARSE_MESSAGE, info)
+        try:
+            note = parse_notification(record.get("body") or "", process_kinds=self.kinds)
+            self._check_trust(note, message_id)
+        except (BadNotification, Refused) as exc:
+            pipeline.report_end(ProgressState.PARSE_MESSAGE, ProgressInfo(False, message_id), token)
+            pipeline.fail(
+                exc if isinstance(exc, Refused) else BadMessage(str(exc), message_id=message_id)
+            )
+            return False
+        pipeline.report_end(ProgressState.PARSE_MESSAGE, info, token)
+        sent = int(attributes.get("SentTimestamp", "0") or 0) / 1000 or None
+        source = Source(
+            message_id=message_id,
+            refs=note.refs,
+            receive_count=int(attributes.get("ApproximateReceiveCount", "1") or 1),
+            sent_at=sent,
+            topic_arn=note.topic_arn,
+            attributes=attributes,
+        )
+        return await self._run_note(pipeline, note, source)
+
+    async def _payload(self, pipeline: FilePipeline, payload: Any, ident: str) -> bool:
+        info = ProgressInfo(True, ident)
+        token = pipeline.report_start(ProgressState.PARSE_MESSAGE, info)
+        try:
+            note = parse_payload(payload, process_kinds=self.kinds)
+            self._check_trust(note, ident)
+        except (BadNotification, Refused) as exc:
+            pipeline.report_end(ProgressState.PARSE_MESSAGE, ProgressInfo(False, ident), token)
+            pipeline.fail(
+                exc if isinstance(exc, Refused) else BadMessage(str(exc), message_id=ident)
+            )
+            return False
+        pipeline.report_end(ProgressState.PARSE_MESSAGE, info, token)
+        source = Source(message_id=ident, refs=note.refs, topic_arn=note.topic_arn)
+        # An EventBridge envelope names the account (older records lack recipientAccountId).
+        account = payload.get("account") if isinstance(payload, Mapping) else None
+        return await self._run_note(pipeline, note, source, account=_str_or_none(account))
+
+    async def _run_note(
+        self,
+        pipeline: FilePipeline,
+        note: Notification,
+        source: Source,
+        *,
+        account: str | None = None,
+    ) -> bool:
+        message_id = source.message_id
+        for ref, reason in note.skipped:
+            log.info("object skipped", message_id=message_id, bucket=ref.bucket, key=ref.key,
+                     reason=reason)  # fmt: skip
+        if note.is_ack_only:
+            log.info("message needs no processing", message_id=message_id,
+                     kind=note.kind.value, skipped=len(note.skipped))  # fmt: skip
+            return True
+        if not self.processor.filter_source(source):
+            log.info("filter_source declined the message", message_id=message_id)
+            return True
+        info = ProgressInfo(True, message_id)
+        token = pipeline.report_start(ProgressState.PROCESS_SOURCE, info)
+        results = await asyncio.gather(
+            *(self._file(pipeline, ref, message_id) for ref in note.refs),
+            *(self._inline(pipeline, raw, message_id, account) for raw in note.inline_records),
+        )
+        ok = all(results)
+        pipeline.report_end(ProgressState.PROCESS_SOURCE, ProgressInfo(ok, message_id), token)
+        return ok
+
+    @staticmethod
+    async def _file(pipeline: FilePipeline, ref: FileRef, message_id: str | None) -> bool:
+        outcome = await pipeline.run(ref, message_id)
+        return outcome.ok
+
+    async def _inline(
+        self, pipeline: FilePipeline, raw: bytes, message_id: str | None, account: str | None
+    ) -> bool:
+        """One CloudTrail record delivered inside an EventBridge event: hand it over once."""
+        probe = Event(raw, Delivery(FileRef("", ""), message_id), 0)
+        event_key = probe.event_id or hashlib.sha256(raw).hexdigest()
+        ref = FileRef(
+            bucket="",
+            key=f"eventbridge:{event_key}",
+            info=KeyInfo(
+                ObjectKind.LOG,
+                account_id=probe.recipient_account_id or account,
+                region=probe.aws_region,
+            ),
+        )
+        event = Event(raw, Delivery(ref, message_id), 0)
+        # Keyed on the CloudTrail eventID, so a retried or duplicated delivery is skipped.
+        file_id = FileId("eventbridge", f"cloudtrail-event/{event_key}", "")
+        store = pipeline.store
+        claim = await store.claim(file_id, pipeline.owner, pipeline.lease_seconds)
+        if claim.state is ClaimState.DONE:
+            return True
+        if claim.state is ClaimState.BUSY:
+            return False
+        try:
+            if pipeline.processor.filter_event(event):
+                await pipeline.dispatch([event])
+                self.metrics.records.inc()
+            else:
+                self.metrics.records_filtered.inc()
+        except Exception as exc:
+            try:
+                await store.release(file_id, pipeline.owner)
+            except Exception:
+                log.warning("could not release checkpoint lease", file=str(file_id))
+            error = HandlerError(f"handler raised {type(exc).__name__}: {exc} (inline record)",
+                                 message_id=message_id, key=ref.key)  # fmt: skip
+            error.__cause__ = exc
+            pipeline.fail(error)
+            return False
+        await store.complete(file_id, pipeline.owner, 1)
+        return True
+
+    def _check_trust(self, note: Notification, message_id: str | None) -> None:
+        cfg = self.config
+        if cfg.allowed_topic_arns and note.topic_arn not in cfg.allowed_topic_arns:
+            raise Refused(
+                f"notification from SNS topic {note.topic_arn!r}, not in allowed_topic_arns",
+                message_id=message_id,
+            )
+        for ref in note.refs:
+            if cfg.allowed_buckets and ref.bucket not in cfg.allowed_buckets:
+                raise Refused("bucket not in allowed_buckets", message_id=message_id,
+                              bucket=ref.bucket, key=ref.key)  # fmt: skip
+            if cfg.allowed_accounts and ref.info.account_id not in cfg.allowed_accounts:
+                raise Refused(
+                    f"account {ref.info.account_id!r} not in allowed_accounts",
+                    message_id=message_id, bucket=ref.bucket, key=ref.key,
+                )  # fmt: skip
