@@ -1,0 +1,253 @@
+"""Multi-core: the same pipeline in N processes.
+
+One Python process decodes at most one core's worth of records (msgspec holds the GIL
+while it splits a log file), so scaling out means processes:
+
+- `process_parallel` splits local files across `jobs` processes, balanced by size; each
+  child runs `trailproc.app.process_paths_async` on its share and the counts are summed.
+- `run_workers` starts `n` SQS workers (`trailproc.app.run`); they share the checkpoint
+  store (SQLite in `state_dir` handles several processes; DynamoDB any number), and SQS
+  visibility spreads the messages between them.
+
+Children are started with `spawn` (or `forkserver`), never `fork`: the parent may hold
+threads and an event loop. User code is loaded in each child from its spec string
+(`module:attr` or an entry point name), so it needs no pickling, and each child has its
+own instance: per-process state must be merged by the user.
+
+With `output` set, every child opens the file in append mode and writes each batch with
+a single `write()` + `flush()`: with `O_APPEND` the kernel places each write at the end of
+the file as a whole, so lines of different children never interleave (regular local
+files; not guaranteed on NFS). Writing to stdout (`-`) from several children is refused,
+because pipes only keep writes of up to 4 KiB whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Config
+
+__all__ = ["ParallelResult", "plan_shares", "process_parallel", "run_workers"]
+
+
+@dataclass
+class ParallelResult:
+    """Summed outcome of several processes (same names as `trailproc.app.RunResult`)."""
+
+    records: int = 0
+    files_ok: int = 0
+    files_failed: int = 0
+    failed_files: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)  # one summary per process
+    exit_codes: list[int] = field(default_factory=list)
+
+    def add(self, part: dict[str, Any]) -> None:
+        self.records += int(part.get("records", 0))
+        self.files_ok += int(part.get("files_ok", 0))
+        self.files_failed += int(part.get("files_failed", 0))
+        self.failed_files.extend(part.get("failed_files", []))
+        self.jobs.append(part)
+
+    @property
+    def ok(self) -> bool:
+        return self.files_failed == 0 and not any(self.exit_codes)
+
+
+def plan_shares(paths: Iterable[str | os.PathLike[str]], jobs: int) -> list[list[str]]:
+    """Every log file under `paths`, split into `jobs` shares of similar total size.
+
+    Largest first onto the least-loaded share (LPT), so one big file does not leave the
+    other processes idle at the end. Shares keep file order inside themselves.
+    """
+    from .sources.local import local_refs
+
+    files = [ref.key for ref in local_refs(paths)]
+    sizes = {}
+    for name in files:
+        try:
+            sizes[name] = os.path.getsize(name)
+        except OSError:  # reported as a failed file by the child
+            sizes[name] = 0
+    jobs = max(1, min(jobs, len(files))) if files else 1
+    shares: list[list[str]] = [[] for _ in range(jobs)]
+    load = [0] * jobs
+    for name in sorted(files, key=lambda n: -sizes[n]):
+        target = load.index(min(load))
+        shares[target].append(name)
+        load[target] += sizes[name]
+    order = {name: i for i, name in enumerate(files)}
+    return [sorted(share, key=order.__getitem__) for share in shares if share]
+
+
+def _with_specs(config: Config, processor_specs: Sequence[str]) -> Config:
+    if not processor_specs:
+        return config
+    return config.replace(handlers=[*config.handlers, *processor_specs])
+
+
+def _summary(result: Any, **extra: Any) -> dict[str, Any]:
+    failed = []
+    for outcome in getattr(result, "failed_files", []):
+        error = outcome.error
+        failed.append(
+            {
+                "bucket": outcome.ref.bucket,
+                "key": outcome.ref.key,
+                "status": outcome.status,
+                "reason": getattr(error, "reason", None),
+                "message": getattr(error, "message", str(error) if error else None),
+            }
+        )
+    return {
+        "pid": os.getpid(),
+        "records": result.records,
+        "files_ok": result.files_ok,
+        "files_failed": result.files_failed,
+        "failed_files": failed,
+        **extra,
+    }
+
+
+def _process_child(paths: list[str], config: Config) -> dict[str, Any]:
+    """Runs in a child process: its share of the files through the whole pipeline."""
+    from .app import process_paths_async
+    from .observe import configure_logging
+
+    configure_logging(config.log_level, config.log_format)
+    result = asyncio.run(process_paths_async(paths, config))
+    return _summary(result, files=len(paths))
+
+
+def _check_output(config: Config, processes: int) -> None:
+    if processes > 1 and config.output == "-":
+        raise ValueError(
+            "--output - (stdout) cannot be shared by several processes: lines over 4 KiB "
+            "could interleave; give a file path (each process appends whole batches)"
+        )
+
+
+def process_parallel(
+    paths: Iterable[str | os.PathLike[str]],
+    config: Config,
+    jobs: int,
+    processor_specs: Sequence[str] = (),
+    *,
+    start_method: str = "spawn",
+) -> ParallelResult:
+    """`trailproc process` over `jobs` processes; `processor_specs` adds handlers by spec.
+
+    With `jobs <= 1` (or a single file) everything runs in this process, as
+    `process_paths` would. The checkpoint store is the configured one ("memory" per
+    process by default, which is right for a one-shot run over disjoint files).
+    """
+    config = _with_specs(config, processor_specs)
+    shares = plan_shares(paths, jobs)
+    _check_output(config, len(shares))
+    result = ParallelResult()
+    if len(shares) <= 1:
+        result.add(_process_child(shares[0] if shares else [], config))
+        return result
+    context = multiprocessing.get_context(start_method)
+    with ProcessPoolExecutor(max_workers=len(shares), mp_context=context) as pool:
+        futures = [pool.submit(_process_child, share, config) for share in shares]
+        for future in futures:
+            result.add(future.result())
+    return result
+
+
+def _worker_child(config: Config, connection: Any) -> None:
+    """Runs in a child process: one SQS worker until idle (or SIGTERM/SIGINT)."""
+    from .app import run
+    from .observe import configure_logging
+
+    configure_logging(config.log_level, config.log_format)
+    try:
+        result = run(config=config)
+        summary = _summary(result)
+    except BaseException as exc:  # report, then fail the child
+        connection.send({"pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"})
+        connection.close()
+        raise
+    connection.send(summary)
+    connection.close()
+
+
+def run_workers(
+    config: Config,
+    n: int,
+    processor_specs: Sequence[str] = (),
+    *,
+    start_method: str = "spawn",
+) -> ParallelResult:
+    """`trailproc run` as `n` processes sharing the checkpoint store; blocks until all exit.
+
+    SIGTERM/SIGINT received by this process are passed on to every worker, which then
+    finishes its in-flight batches and stops (a second signal makes them exit at once).
+    """
+    config = _with_specs(config, processor_specs)
+    _check_output(config, n)
+    if n > 1 and (config.checkpoint or "sqlite").startswith("memory"):
+        raise ValueError(
+            "the 'memory' checkpoint store is per process; several workers need a shared "
+            "one (sqlite, the default, or dynamodb://TABLE)"
+        )
+    result = ParallelResult()
+    if n <= 1:
+        from .app import run
+
+        result.add(_summary(run(config=config)))
+        return result
+
+    context: Any = multiprocessing.get_context(start_method)
+    workers = []
+    for index in range(n):
+        worker_config = config
+        if config.worker_id:  # the default (host:pid) is already unique per process
+            worker_config = config.replace(worker_id=f"{config.worker_id}-{index}")
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=_worker_child, args=(worker_config, sender), name=f"trailproc-worker-{index}"
+        )
+        process.start()
+        sender.close()
+        workers.append((process, receiver))
+
+    def forward(signum: int, _frame: Any) -> None:
+        for process, _ in workers:
+            if process.pid is not None and process.is_alive():
+                try:
+                    os.kill(process.pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    previous = {}
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[signum] = signal.signal(signum, forward)
+        except ValueError:  # not the main thread: the caller handles signals
+            pass
+    try:
+        for process, receiver in workers:
+            part: dict[str, Any] | None = None
+            try:
+                part = receiver.recv()
+            except EOFError:  # died without reporting (killed, os._exit)
+                part = None
+            process.join()
+            code = process.exitcode if process.exitcode is not None else -1
+            result.exit_codes.append(code)
+            if part is not None and "error" not in part:
+                result.add(part)
+            else:
+                result.jobs.append(part or {"pid": process.pid, "error": f"exit code {code}"})
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return result
