@@ -32,8 +32,8 @@ HOURS = (1, 13)
 PER_FILE = 3
 
 
-def _utc(*args: int) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=dt.timezone.utc)
+def _utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=dt.timezone.utc)
 
 
 class Collect(EventProcessor):

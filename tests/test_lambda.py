@@ -297,7 +297,7 @@ def test_deadline_reports_unstarted_messages(sandbox: TrailSandbox, runtime_fact
 
 
 class Stuck(EventProcessor):
-    async def process(self, events: list[Any]) -> None:  # type: ignore[override]
+    async def process(self, events: list[Any]) -> None:
         await asyncio.sleep(30)
 
 
@@ -499,3 +499,82 @@ def test_handler_inside_a_running_loop_and_function_handlers(
 
     assert asyncio.run(from_async_code()) == {"batchItemFailures": []}
     assert seen == ids
+
+
+# --- the deployable sample ---------------------------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "lambda"
+
+
+def test_sample_function_alerts(sandbox: TrailSandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("trailproc_lambda_sample", SAMPLE / "app.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    records = make_records(4, seed=7)
+    records[2].update(eventSource="cloudtrail.amazonaws.com", eventName="StopLogging")
+    key = log_key(when=dt.datetime(2024, 5, 2, 8, 0, tzinfo=dt.timezone.utc))
+    sandbox.put(key, encode_log(records))
+    try:
+        answer = module.handler({"Records": [sqs_record("s1", notification(key))]}, FakeContext())
+    finally:
+        module.handler.close()
+    assert answer == {"batchItemFailures": []}
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+    alerts = [x for x in lines if x.get("event") == "alert"]
+    assert [(a["rule"], a["event_id"]) for a in alerts] == [
+        ("cloudtrail-tampering", records[2]["eventID"])
+    ]
+    assert alerts[0]["aws_request_id"] == "req-1"
+
+
+def test_sample_template_and_policy_wiring() -> None:
+    import yaml  # type: ignore[import-untyped]
+
+    class CfnLoader(yaml.SafeLoader):
+        pass
+
+    def any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return {suffix: loader.construct_scalar(node)}
+        if isinstance(node, yaml.SequenceNode):
+            return {suffix: loader.construct_sequence(node, deep=True)}
+        return {suffix: loader.construct_mapping(node, deep=True)}
+
+    CfnLoader.add_multi_constructor("!", any_tag)
+    template = yaml.load((SAMPLE / "template.yaml").read_text(), Loader=CfnLoader)
+    res = template["Resources"]
+    assert res["Trail"]["Properties"]["SnsTopicName"] == {"GetAtt": "TrailTopic.TopicName"}
+    assert res["QueueSubscription"]["Properties"]["Endpoint"] == {"GetAtt": "Queue.Arn"}
+    redrive = res["Queue"]["Properties"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"GetAtt": "DeadLetterQueue.Arn"}
+    function = res["Function"]["Properties"]
+    assert function["Handler"] == "app.handler"
+    sqs_event = function["Events"]["TrailQueue"]["Properties"]
+    assert sqs_event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert function["Environment"]["Variables"]["TRAILPROC_CHECKPOINT"] == {
+        "Sub": "dynamodb://${CheckpointTable}"
+    }
+
+    policy = json.loads((SAMPLE / "policy.json").read_text())
+    actions = {
+        a
+        for s in policy["Statement"]
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert actions == {
+        "s3:GetObject",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "logs:CreateLogGroup",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    }
+    s3_read = next(s for s in policy["Statement"] if s["Sid"] == "ReadTrailLogFiles")
+    assert s3_read["Resource"] == "arn:aws:s3:::TRAIL_BUCKET/AWSLogs/*"
