@@ -104,13 +104,6 @@ def _pipeline(
     )
 
 
-async def _stats_loop(metrics: Metrics, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        log.info("stats", **{k.replace("{", "[").replace("}", "]"): v
-                             for k, v in metrics.summary().items()})  # fmt: skip
-
-
 async def run_async(
     config: Config,
     processor: EventProcessor | Sequence[EventProcessor] | None = None,
@@ -120,6 +113,8 @@ async def run_async(
 ) -> RunResult:
     """Poll `config.queue_url` until `stopping` is set (or idle with exit_when_idle)."""
     from .aws import AwsClients
+    from .observe import stats_loop
+    from .ops.servers import serve_ops
     from .sources.sqs import SqsSource
 
     user = build_processor(config, processor)
@@ -128,12 +123,12 @@ async def run_async(
     store = open_store(config.checkpoint, config.state_dir)
     await maybe_await(user.start())
     stats = (
-        asyncio.create_task(_stats_loop(metrics, config.stats_interval))
+        asyncio.create_task(stats_loop(metrics, config.stats_interval, log))
         if config.stats_interval
         else None
     )
     try:
-        async with AwsClients(config) as clients:
+        async with serve_ops(config, metrics), AwsClients(config) as clients:
             s3 = await clients.client("s3")
             sqs = await clients.client("sqs")
             pipeline = _pipeline(

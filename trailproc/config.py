@@ -134,6 +134,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int | None, _doc("Serve Prometheus metrics on this port (127.0.0.1 by default).")
     ] = None
     health_port: Annotated[int | None, _doc("Serve /livez and /readyz on this port.")] = None
+    ops_bind: Annotated[
+        str, _doc("Address the metrics and health ports listen on; '0.0.0.0' in a container.")
+    ] = "127.0.0.1"
     stats_interval: Annotated[
         float, msgspec.Meta(ge=0, description="Seconds between summary log lines (0: off).")
     ] = 60.0
