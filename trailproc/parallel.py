@@ -27,6 +27,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -121,8 +122,9 @@ def _process_child(paths: list[str], config: Config) -> dict[str, Any]:
     from .observe import configure_logging
 
     configure_logging(config.log_level, config.log_format)
+    started = time.perf_counter()
     result = asyncio.run(process_paths_async(paths, config))
-    return _summary(result, files=len(paths))
+    return _summary(result, files=len(paths), seconds=time.perf_counter() - started)
 
 
 def _check_output(config: Config, processes: int) -> None:

@@ -1,0 +1,168 @@
+"""Workloads that `run.py` times, each in a fresh interpreter: `python _workloads.py NAME ...`.
+
+Every workload prints one line of JSON with its own in-process timing, so interpreter
+start-up is excluded unless a comparison says otherwise. Kept dependency-free except for
+what each side legitimately uses (trailproc, msgspec, boto3, stdlib).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _files(folder: str) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.name.endswith(".json.gz"))
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _emit(**fields: Any) -> None:
+    print(json.dumps(fields))
+
+
+def bare(folder: str, out: str) -> None:
+    """The in-process limit: gunzip + msgspec split into raw records + write them."""
+    import msgspec
+
+    from trailproc.pipeline.decode import BACKEND
+
+    if BACKEND == "isal":
+        from isal import isal_zlib as inflate
+    else:
+        import zlib as inflate
+
+    envelope = msgspec.defstruct("Envelope", [("Records", list[msgspec.Raw])])
+    decoder = msgspec.json.Decoder(envelope)
+    start, cpu, n = time.perf_counter(), _cpu(), 0
+    with open(out, "wb") as sink:
+        for path in _files(folder):
+            records = decoder.decode(inflate.decompress(path.read_bytes(), 31)).Records
+            sink.write(b"\n".join([*records, b""]))
+            n += len(records)
+    _emit(seconds=time.perf_counter() - start, cpu=_cpu() - cpu, records=n, backend=BACKEND)
+
+
+def stdlib(folder: str, out: str) -> None:
+    """The stdlib way: gunzip + json.loads + json.dumps per record."""
+    import gzip
+
+    start, cpu, n = time.perf_counter(), _cpu(), 0
+    with open(out, "w", encoding="utf-8") as sink:
+        for path in _files(folder):
+            document = json.loads(gzip.decompress(path.read_bytes()))
+            for record in document["Records"]:
+                sink.write(json.dumps(record) + "\n")
+                n += 1
+    _emit(seconds=time.perf_counter() - start, cpu=_cpu() - cpu, records=n)
+
+
+def json_loads(folder: str) -> None:
+    """Eager decoding of every record into dicts: gunzip + json.loads of the file."""
+    import gzip
+
+    start, cpu, n = time.perf_counter(), _cpu(), 0
+    for path in _files(folder):
+        n += len(json.loads(gzip.decompress(path.read_bytes()))["Records"])
+    _emit(seconds=time.perf_counter() - start, cpu=_cpu() - cpu, records=n)
+
+
+def trailproc_process(folder: str, out: str, handler: str = "") -> None:
+    """`trailproc.app.process_paths` timed inside the process (no start-up)."""
+    import asyncio
+
+    from trailproc.app import process_paths_async
+    from trailproc.config import load_config
+
+    config = load_config(
+        output=out or None,
+        handlers=[handler] if handler else [],
+        checkpoint="memory",
+        log_level="warning",
+    )
+    start, cpu = time.perf_counter(), _cpu()
+    result = asyncio.run(process_paths_async([folder], config))
+    _emit(
+        seconds=time.perf_counter() - start,
+        cpu=_cpu() - cpu,
+        records=result.records,
+        failed=result.files_failed,
+    )
+
+
+def parallel(folder: str, jobs: str, handler: str) -> None:
+    """`trailproc.parallel.process_parallel` (process start-up of the children included)."""
+    from trailproc.config import load_config
+    from trailproc.parallel import process_parallel
+
+    config = load_config(checkpoint="memory", log_level="warning")
+    start = time.perf_counter()
+    result = process_parallel([folder], config, int(jobs), [handler])
+    _emit(seconds=time.perf_counter() - start, records=result.records, failed=result.files_failed)
+
+
+def boto3_consumer(queue_url: str, out: str) -> None:
+    """What a user writes by hand: receive, unwrap, get, gunzip, json.loads, write, delete."""
+    import gzip
+
+    import boto3
+
+    sqs, s3 = boto3.client("sqs"), boto3.client("s3")
+    start, cpu, n = time.perf_counter(), _cpu(), 0
+    with open(out, "w", encoding="utf-8") as sink:
+        while True:
+            reply = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            )
+            messages = reply.get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                body = json.loads(message["Body"])
+                notice = json.loads(body["Message"]) if "Message" in body else body
+                for key in notice["s3ObjectKey"]:
+                    obj = s3.get_object(Bucket=notice["s3Bucket"], Key=key)
+                    document = json.loads(gzip.decompress(obj["Body"].read()))
+                    for record in document["Records"]:
+                        sink.write(json.dumps(record) + "\n")
+                        n += 1
+                sink.flush()
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    _emit(seconds=time.perf_counter() - start, cpu=_cpu() - cpu, records=n)
+
+
+def peak_rss(*cmd: str) -> None:
+    """Run `cmd` from this small process and report its own peak RSS (wait4).
+
+    Linux counts the pre-exec part of a child in its ru_maxrss, so launching from the
+    (large) benchmark driver would inflate the figure by the driver's size.
+    """
+    import subprocess
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        sys.exit(f"{cmd[0]} exited {proc.returncode}: {proc.stderr.read()[-2000:]!r}")
+    _emit(seconds=time.perf_counter() - start, max_rss_mb=usage.ru_maxrss / 1024)
+
+
+def import_time(module: str) -> None:
+    start = time.perf_counter()
+    __import__(module)
+    seconds = time.perf_counter() - start
+    heavy = ["boto3", "botocore", "aioboto3", "aiobotocore", "click"]
+    _emit(seconds=seconds, loaded=[m for m in heavy if m in sys.modules])
+
+
+if __name__ == "__main__":
+    name, *args = sys.argv[1:]
+    globals()[name.replace("-", "_")](*args)
