@@ -20,7 +20,7 @@ WORKERS = 3
 
 @pytest.mark.timeout(150)
 def test_three_workers_one_queue_every_record_once(aws_env: MotoServer, tmp_path: Path) -> None:
-    sandbox = TrailSandbox(aws_env.url, max_receive_count=100).create(visibility_timeout=10)
+    sandbox = TrailSandbox(aws_env.url, max_receive_count=100).create(visibility_timeout=6)
     expected: set[str] = set()
     keys = []
     for i in range(24):
@@ -47,7 +47,7 @@ def test_three_workers_one_queue_every_record_once(aws_env: MotoServer, tmp_path
             test_batch_sleep="0.02",
         )
         command = daemon_command(
-            sandbox.queue_url, str(output), "--visibility-timeout", "10",
+            sandbox.queue_url, str(output), "--visibility-timeout", "6",
             "--handler", "faultproxy:Slow",
         )  # fmt: skip
         procs.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))

@@ -219,7 +219,9 @@ async def retry_transient(
     """
     retrying = tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception(is_transient),
-        wait=tenacity.wait_exponential_jitter(initial=0.2, max=max_wait),
+        # 0.2 s, 0.4 s, 0.8 s, ... capped, plus up to 0.3 s of jitter so that many
+        # workers throttled at once do not retry in lockstep.
+        wait=tenacity.wait_exponential(multiplier=0.2, max=max_wait) + tenacity.wait_random(0, 0.3),
         stop=tenacity.stop_after_attempt(attempts),
         reraise=True,
     )
