@@ -1,1 +1,108 @@
-"""checkpoint."""
+"""Checkpoint stores: where "done", "in progress at record N" and "leased by whom" live.
+
+`open_store` turns a user-facing spec string into a store:
+
+* ``None`` or ``"sqlite"``: ``<state_dir>/checkpoints.sqlite3``
+* ``"sqlite:///var/lib/trailproc/cp.db"``: that absolute path (``sqlite:////abs`` also works)
+* ``"sqlite://relative/cp.db"`` or ``"sqlite:relative/cp.db"``: relative to the working directory
+* ``"memory"``: in-process only, forgotten on exit
+* ``"dynamodb://TABLE"``, optionally ``"dynamodb://TABLE?create=true&ttl_days=7"``
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from .base import CheckpointStore, Claim, ClaimState, FileId, LeaseLost
+from .dynamodb import DynamoDBStore
+from .memory import MemoryStore
+from .sqlite import SqliteStore
+
+__all__ = [
+    "CheckpointStore",
+    "Claim",
+    "ClaimState",
+    "DynamoDBStore",
+    "FileId",
+    "LeaseLost",
+    "MemoryStore",
+    "SqliteStore",
+    "open_store",
+]
+
+DEFAULT_SQLITE_NAME = "checkpoints.sqlite3"
+
+ACCEPTED_FORMS = (
+    "'sqlite' (default: <state dir>/checkpoints.sqlite3), 'sqlite:///ABSOLUTE/PATH.db', "
+    "'sqlite://RELATIVE/PATH.db', 'memory', 'dynamodb://TABLE' "
+    "(options: '?create=true&ttl_days=N')"
+)
+
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bad(spec: str, why: str) -> ValueError:
+    return ValueError(f"invalid checkpoint store {spec!r}: {why}; accepted forms: {ACCEPTED_FORMS}")
+
+
+def _sqlite_path(spec: str, rest: str) -> Path:
+    # "sqlite:" + "//" (empty authority) + path; "sqlite:////abs" is the same as "sqlite:///abs".
+    if rest.startswith("//"):
+        rest = rest[2:]
+    if rest.startswith("/"):
+        rest = "/" + rest.lstrip("/")
+    if not rest:
+        raise _bad(spec, "no database path after 'sqlite:'")
+    return Path(rest)
+
+
+def _dynamodb(spec: str) -> DynamoDBStore:
+    parts = urlsplit(spec)
+    table = parts.netloc
+    if parts.path not in ("", "/") or parts.fragment:
+        raise _bad(spec, "expected dynamodb://TABLE with nothing after the table name but ?options")
+    if not _TABLE_NAME.match(table):
+        raise _bad(spec, f"{table!r} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
+    create, ttl_days = False, 30.0
+    for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
+        if name == "create":
+            if value.lower() in _TRUE:
+                create = True
+            elif value.lower() in _FALSE:
+                create = False
+            else:
+                raise _bad(spec, f"create={value!r} is not true or false")
+        elif name == "ttl_days":
+            try:
+                ttl_days = float(value)
+            except ValueError:
+                raise _bad(spec, f"ttl_days={value!r} is not a number") from None
+            if not ttl_days > 0:
+                raise _bad(spec, "ttl_days must be positive")
+        else:
+            raise _bad(spec, f"unknown option {name!r} (known: create, ttl_days)")
+    return DynamoDBStore(table, ttl_days=ttl_days, create_table=create)
+
+
+def open_store(spec: str | None, state_dir: str | os.PathLike[str]) -> CheckpointStore:
+    """The checkpoint store a spec string names (see the module docstring for the forms).
+
+    Raises ValueError, naming the accepted forms, for anything else.
+    """
+    text = (spec or "sqlite").strip()
+    scheme, sep, rest = text.partition(":")
+    scheme = scheme.lower()
+    if scheme == "sqlite" and not sep:
+        return SqliteStore(Path(state_dir) / DEFAULT_SQLITE_NAME)
+    if scheme == "sqlite":
+        return SqliteStore(_sqlite_path(text, rest))
+    if scheme == "memory" and rest in ("", "//"):
+        return MemoryStore()
+    if scheme == "dynamodb" and rest.startswith("//"):
+        return _dynamodb(text)
+    raise _bad(text, "unknown kind of store")

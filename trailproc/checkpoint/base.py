@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Claim", "ClaimState", "CheckpointStore", "FileId"]
+__all__ = ["CheckpointStore", "Claim", "ClaimState", "FileId", "LeaseLost"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +38,29 @@ class Claim:
     position: int = 0  # index of the first record not yet handed over
 
 
+class LeaseLost(Exception):
+    """The caller no longer holds the lease on a file: stop handing its records over.
+
+    Raised by `CheckpointStore.commit` when the lease expired and another owner took the
+    file, or when the file was released or completed meanwhile.
+    """
+
+
 @runtime_checkable
 class CheckpointStore(Protocol):
-    """Where progress lives. Every method is safe to call from one event loop."""
+    """Where progress lives. Every method is safe to call from one event loop.
+
+    Contract shared by every implementation:
+
+    * `claim` returns DONE for a completed file; BUSY (with the committed position) while
+      another owner holds an unexpired lease; otherwise it takes or renews the lease for
+      `owner` until now + `lease_seconds` and returns NEW (nothing committed yet) or
+      RESUME (start at the committed position). Claiming again is the heartbeat.
+    * `commit` only ever moves the position forward; a smaller position is ignored. It
+      raises `LeaseLost` unless `owner` is still the recorded lease holder.
+    * `complete` marks the file done whoever holds it (all records were handed over) and
+      drops the lease; `release` drops `owner`'s lease and keeps the position.
+    """
 
     async def claim(self, file: FileId, owner: str, lease_seconds: float) -> Claim:
         """Take (or renew) the lease on `file` for `owner` and say where to start."""

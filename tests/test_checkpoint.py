@@ -1,0 +1,524 @@
+"""Checkpoint stores: one contract suite run against memory, SQLite and DynamoDB (moto).
+
+pytest-asyncio is not used: each test is a plain function running one coroutine with
+`asyncio.run`, and the store's client lives and dies inside that one event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import boto3
+import pytest
+
+from trailproc.checkpoint import (
+    CheckpointStore,
+    Claim,
+    ClaimState,
+    DynamoDBStore,
+    FileId,
+    LeaseLost,
+    MemoryStore,
+    SqliteStore,
+    open_store,
+)
+from trailproc.sandbox import MotoServer
+
+REPO = Path(__file__).resolve().parent.parent
+TABLE = "trailproc-checkpoints"
+BUCKET = "trail-bucket"
+KEY = "AWSLogs/123456789012/CloudTrail/us-east-1/2026/11/01/file_20261101T0000Z_abc.json.gz"
+FILE = FileId(BUCKET, KEY, "etag-1")
+
+Body = Callable[[CheckpointStore], Awaitable[None]]
+
+
+def run(store: CheckpointStore, body: Body) -> None:
+    async def main() -> None:
+        try:
+            await body(store)
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.fixture(params=["memory", "sqlite", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> CheckpointStore:
+    if request.param == "memory":
+        return MemoryStore()
+    if request.param == "sqlite":
+        return SqliteStore(tmp_path / "state" / "checkpoints.sqlite3")
+    request.getfixturevalue("aws_env")
+    return DynamoDBStore(TABLE, create_table=True)
+
+
+# --- the contract ---------------------------------------------------------------------
+
+
+def test_implements_protocol(store: CheckpointStore) -> None:
+    assert isinstance(store, CheckpointStore)
+
+
+def test_new_commit_resume(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.NEW, 0)
+        await s.commit(FILE, "A", 5)
+        # The same owner claiming again is a heartbeat and learns the position.
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.RESUME, 5)
+        await s.commit(FILE, "A", 9)
+        await s.release(FILE, "A")
+        assert await s.claim(FILE, "B", 30) == Claim(ClaimState.RESUME, 9)
+        assert not await s.is_done(FILE)
+
+    run(store, body)
+
+
+def test_claim_without_commit_stays_new(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.NEW, 0)
+        await s.release(FILE, "A")
+        assert await s.claim(FILE, "B", 30) == Claim(ClaimState.NEW, 0)
+
+    run(store, body)
+
+
+def test_commit_is_monotonic(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        await s.claim(FILE, "A", 30)
+        await s.commit(FILE, "A", 10)
+        await s.commit(FILE, "A", 4)  # late or duplicate: ignored, not an error
+        await s.commit(FILE, "A", 10)
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.RESUME, 10)
+        await s.commit(FILE, "A", 11)
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.RESUME, 11)
+
+    run(store, body)
+
+
+def test_complete_is_done_for_everyone(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        assert not await s.is_done(FILE)
+        await s.claim(FILE, "A", 30)
+        await s.commit(FILE, "A", 3)
+        await s.complete(FILE, "A", 7)
+        assert await s.is_done(FILE)
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.DONE)
+        assert await s.claim(FILE, "B", 30) == Claim(ClaimState.DONE)
+        with pytest.raises(LeaseLost):  # the lease ended with completion
+            await s.commit(FILE, "A", 7)
+        await s.release(FILE, "A")  # harmless
+        assert await s.is_done(FILE)
+
+    run(store, body)
+
+
+def test_complete_without_claim(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        await s.complete(FILE, "A", 0)
+        assert await s.is_done(FILE)
+        assert await s.claim(FILE, "B", 30) == Claim(ClaimState.DONE)
+
+    run(store, body)
+
+
+def test_lease_makes_others_busy(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.NEW, 0)
+        assert await s.claim(FILE, "B", 30) == Claim(ClaimState.BUSY, 0)
+        await s.commit(FILE, "A", 3)
+        assert await s.claim(FILE, "B", 30) == Claim(ClaimState.BUSY, 3)
+        with pytest.raises(LeaseLost):
+            await s.commit(FILE, "B", 4)
+        await s.release(FILE, "B")  # not B's lease: must not drop A's
+        assert await s.claim(FILE, "B", 30) == Claim(ClaimState.BUSY, 3)
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.RESUME, 3)
+        await s.commit(FILE, "A", 4)
+
+    run(store, body)
+
+
+def test_expired_lease_is_taken_over(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        assert await s.claim(FILE, "A", 0.2) == Claim(ClaimState.NEW, 0)
+        await s.commit(FILE, "A", 2)
+        await asyncio.sleep(0.3)
+        assert await s.claim(FILE, "B", 30) == Claim(ClaimState.RESUME, 2)
+        with pytest.raises(LeaseLost):
+            await s.commit(FILE, "A", 5)
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.BUSY, 2)
+        await s.commit(FILE, "B", 5)
+        await s.complete(FILE, "B", 5)
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.DONE)
+
+    run(store, body)
+
+
+def test_expired_lease_still_commits_until_taken(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        await s.claim(FILE, "A", 0.2)
+        await asyncio.sleep(0.3)
+        await s.commit(FILE, "A", 4)  # nobody took it: progress is still A's to record
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.RESUME, 4)
+
+    run(store, body)
+
+
+def test_heartbeat_renews_lease(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        await s.claim(FILE, "A", 0.6)
+        await asyncio.sleep(0.4)
+        await s.claim(FILE, "A", 0.6)
+        await asyncio.sleep(0.4)  # 0.8 s after the first claim, 0.4 s after the renewal
+        assert (await s.claim(FILE, "B", 30)).state is ClaimState.BUSY
+        await s.commit(FILE, "A", 1)
+
+    run(store, body)
+
+
+def test_release_keeps_position(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        await s.claim(FILE, "A", 30)
+        await s.commit(FILE, "A", 7)
+        await s.release(FILE, "A")
+        with pytest.raises(LeaseLost):
+            await s.commit(FILE, "A", 8)
+        assert not await s.is_done(FILE)
+        assert await s.claim(FILE, "B", 30) == Claim(ClaimState.RESUME, 7)
+
+    run(store, body)
+
+
+def test_commit_without_claim_is_lease_lost(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        with pytest.raises(LeaseLost):
+            await s.commit(FILE, "A", 1)
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.NEW, 0)
+
+    run(store, body)
+
+
+def test_different_etag_is_a_different_file(store: CheckpointStore) -> None:
+    other = FileId(BUCKET, KEY, "etag-2")
+    no_etag = FileId(BUCKET, KEY)
+
+    async def body(s: CheckpointStore) -> None:
+        await s.claim(FILE, "A", 30)
+        await s.commit(FILE, "A", 3)
+        await s.complete(FILE, "A", 3)
+        assert not await s.is_done(other)
+        assert await s.claim(other, "B", 30) == Claim(ClaimState.NEW, 0)
+        assert await s.claim(no_etag, "C", 30) == Claim(ClaimState.NEW, 0)
+        assert await s.claim(FileId("other-bucket", KEY, "etag-1"), "D", 30) == Claim(
+            ClaimState.NEW, 0
+        )
+        assert await s.claim(FILE, "B", 30) == Claim(ClaimState.DONE)
+
+    run(store, body)
+
+
+def test_keys_with_spaces_and_unicode(store: CheckpointStore) -> None:
+    files = [
+        FileId(BUCKET, "AWSLogs/with space/and  two.json.gz", '"d41d8cd98f00b204"'),
+        FileId(BUCKET, "AWSLogs/ünïcödé/日本語/ファイル.json.gz", "e1"),
+        FileId(BUCKET, "AWSLogs/emoji 🚀/a#b?c&d=e%20f'g\"h.json.gz", "e1"),
+        FileId(BUCKET, "AWSLogs/ünïcödé/日本語/ファイル.json", "e1"),  # a prefix of another
+    ]
+
+    async def body(s: CheckpointStore) -> None:
+        for i, f in enumerate(files):
+            assert await s.claim(f, "A", 30) == Claim(ClaimState.NEW, 0)
+            await s.commit(f, "A", i + 1)
+        await s.complete(files[1], "A", 2)
+        for i, f in enumerate(files):
+            await s.release(f, "A")
+            want = Claim(ClaimState.DONE) if i == 1 else Claim(ClaimState.RESUME, i + 1)
+            assert await s.claim(f, "B", 30) == want, f
+            assert await s.is_done(f) == (i == 1)
+
+    run(store, body)
+
+
+# --- SQLite ---------------------------------------------------------------------------
+
+
+def test_sqlite_persists_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "cp.sqlite3"
+    done = FileId(BUCKET, "done.json.gz", "e")
+
+    async def first(s: CheckpointStore) -> None:
+        await s.claim(FILE, "A", 60)
+        await s.commit(FILE, "A", 4)
+        await s.claim(done, "A", 60)
+        await s.complete(done, "A", 12)
+
+    async def second(s: CheckpointStore) -> None:
+        assert await s.is_done(done)
+        assert await s.claim(done, "B", 60) == Claim(ClaimState.DONE)
+        assert await s.claim(FILE, "B", 60) == Claim(ClaimState.BUSY, 4)  # A's lease lives on
+        assert await s.claim(FILE, "A", 60) == Claim(ClaimState.RESUME, 4)
+
+    run(SqliteStore(path), first)
+    assert path.is_file()
+    store = SqliteStore(path)
+    run(store, second)
+    assert store.stats() == {"files": 2, "done": 1, "in_progress": 1, "leased": 1}
+
+
+def test_sqlite_settings(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "cp.sqlite3"
+
+    async def body(s: CheckpointStore) -> None:
+        await s.claim(FILE, "A", 60)
+
+    run(SqliteStore(path), body)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")]
+        assert cols == [
+            "bucket", "key", "etag", "position", "records", "done_at",
+            "lease_owner", "lease_expires", "updated_at",
+        ]  # fmt: skip
+    finally:
+        conn.close()
+
+
+def test_sqlite_stats_empty_and_counts(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "cp.sqlite3")
+    assert store.stats() == {"files": 0, "done": 0, "in_progress": 0, "leased": 0}
+
+    async def body(s: CheckpointStore) -> None:
+        await s.claim(FileId(BUCKET, "a", "1"), "A", 60)
+        await s.claim(FileId(BUCKET, "b", "1"), "A", 60)
+        await s.release(FileId(BUCKET, "b", "1"), "A")
+        await s.complete(FileId(BUCKET, "c", "1"), "A", 1)
+
+    run(store, body)
+    assert store.stats() == {"files": 3, "done": 1, "in_progress": 2, "leased": 1}
+
+
+_RACER = textwrap.dedent(
+    """
+    import asyncio, json, os, sys, time
+    from trailproc.checkpoint import FileId, SqliteStore
+
+    path, owner, flag_dir, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+    async def main():
+        store = SqliteStore(path)
+        await store.is_done(FileId("warm-up", "x"))  # connect before the start signal
+        open(os.path.join(flag_dir, "ready-" + owner), "w").close()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(flag_dir, "go")):
+            if time.monotonic() > deadline:
+                sys.exit("no start signal")
+        states = []
+        for i in range(count):
+            claim = await store.claim(FileId("b", f"k/{i}", "e"), owner, 60)
+            states.append(claim.state.value)
+        await store.close()
+        print(json.dumps(states))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_sqlite_two_processes_race_for_claims(tmp_path: Path) -> None:
+    path = tmp_path / "shared" / "cp.sqlite3"
+    flags = tmp_path / "flags"
+    flags.mkdir()
+    count = 300
+    pythonpath = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, str(path), owner, str(flags), str(count)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for owner in ("P1", "P2")
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not all((flags / f"ready-{o}").exists() for o in ("P1", "P2")):
+            assert time.monotonic() < deadline, "racers did not start"
+            if any(p.poll() is not None for p in procs):
+                for p in procs:
+                    p.kill()
+                pytest.fail(f"a racer died early: {[p.communicate()[1] for p in procs]}")
+            time.sleep(0.01)
+        (flags / "go").touch()
+        outputs = [p.communicate(timeout=60) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+    first, second = (json.loads(out) for out, _ in outputs)
+    assert len(first) == len(second) == count
+    for i, pair in enumerate(zip(first, second, strict=True)):
+        assert sorted(pair) == ["busy", "new"], (i, pair)
+
+    async def check(s: CheckpointStore) -> None:
+        assert isinstance(s, SqliteStore)
+        assert s.stats()["leased"] == count
+
+    run(SqliteStore(path), check)
+
+
+# --- DynamoDB -------------------------------------------------------------------------
+
+
+def test_dynamodb_complete_sets_ttl(aws_env: MotoServer) -> None:
+    store = DynamoDBStore(TABLE, ttl_days=7, create_table=True)
+    started = time.time()
+
+    async def body(s: CheckpointStore) -> None:
+        await s.claim(FILE, "A", 30)
+        await s.commit(FILE, "A", 3)
+        await s.complete(FILE, "A", 5)
+
+    run(store, body)
+    ddb = boto3.client("dynamodb")
+    item = ddb.get_item(TableName=TABLE, Key={"pk": {"S": str(FILE)}}, ConsistentRead=True)["Item"]
+    assert item["pk"]["S"] == f"s3://{BUCKET}/{KEY}#etag-1"
+    assert item["done"] == {"BOOL": True}
+    assert item["records"] == {"N": "5"}
+    assert item["position"] == {"N": "5"}
+    assert "lease_owner" not in item and "lease_expires" not in item
+    expires_at = int(item["expires_at"]["N"])
+    assert started + 7 * 86400 - 5 <= expires_at <= time.time() + 7 * 86400 + 5
+    ttl = ddb.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
+    assert ttl["TimeToLiveStatus"] == "ENABLED"
+    assert ttl["AttributeName"] == "expires_at"
+    table = ddb.describe_table(TableName=TABLE)["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_dynamodb_lease_attributes_while_in_progress(aws_env: MotoServer) -> None:
+    before = time.time()
+
+    async def body(s: CheckpointStore) -> None:
+        await s.claim(FILE, "worker-1", 45)
+        await s.commit(FILE, "worker-1", 2)
+
+    run(DynamoDBStore(TABLE, create_table=True), body)
+    item = boto3.client("dynamodb").get_item(TableName=TABLE, Key={"pk": {"S": str(FILE)}})["Item"]
+    assert item["lease_owner"] == {"S": "worker-1"}
+    assert before + 45 <= float(item["lease_expires"]["N"]) <= time.time() + 45
+    assert item["position"] == {"N": "2"}
+    assert item["done"] == {"BOOL": False}
+    assert "expires_at" not in item
+
+
+def test_dynamodb_two_stores_share_the_table(aws_env: MotoServer) -> None:
+    async def body() -> None:
+        a = DynamoDBStore(TABLE, create_table=True)
+        b = DynamoDBStore(TABLE, create_table=True)  # table exists already: fine
+        try:
+            assert await a.claim(FILE, "A", 30) == Claim(ClaimState.NEW, 0)
+            await a.commit(FILE, "A", 6)
+            assert await b.claim(FILE, "B", 30) == Claim(ClaimState.BUSY, 6)
+            await a.release(FILE, "A")
+            assert await b.claim(FILE, "B", 30) == Claim(ClaimState.RESUME, 6)
+            with pytest.raises(LeaseLost):
+                await a.commit(FILE, "A", 7)
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(body())
+
+
+def test_dynamodb_missing_table_without_create(aws_env: MotoServer) -> None:
+    from botocore.exceptions import ClientError
+
+    async def body(s: CheckpointStore) -> None:
+        with pytest.raises(ClientError) as info:
+            await s.is_done(FILE)
+        assert info.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+    run(DynamoDBStore("no-such-table"), body)
+
+
+# --- open_store -----------------------------------------------------------------------
+
+
+def test_open_store_default_is_sqlite_in_state_dir(tmp_path: Path) -> None:
+    for spec in (None, "sqlite", " SQLite ", ""):
+        store = open_store(spec, tmp_path / "state")
+        assert isinstance(store, SqliteStore)
+        assert store.path == tmp_path / "state" / "checkpoints.sqlite3"
+    assert isinstance(open_store(None, str(tmp_path)), SqliteStore)
+
+
+def test_open_store_sqlite_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    absolute = tmp_path / "abs" / "cp.db"
+    for spec in (f"sqlite://{absolute}", f"sqlite:///{absolute}"):
+        store = open_store(spec, tmp_path / "state")
+        assert isinstance(store, SqliteStore)
+        assert store.path == absolute, spec
+    assert absolute.parent.is_dir()
+    monkeypatch.chdir(tmp_path)
+    for spec in ("sqlite://rel/cp.db", "sqlite:rel/cp.db"):
+        store = open_store(spec, tmp_path / "state")
+        assert isinstance(store, SqliteStore)
+        assert store.path == Path("rel/cp.db")
+    assert (tmp_path / "rel").is_dir()
+
+
+def test_open_store_memory_and_dynamodb(tmp_path: Path) -> None:
+    assert isinstance(open_store("memory", tmp_path), MemoryStore)
+    store = open_store("dynamodb://trail-checkpoints", tmp_path)
+    assert isinstance(store, DynamoDBStore)
+    assert (store.table, store.create_table, store.ttl_days) == ("trail-checkpoints", False, 30)
+    store = open_store("dynamodb://My_Table.v2?create=true&ttl_days=7", tmp_path)
+    assert isinstance(store, DynamoDBStore)
+    assert (store.table, store.create_table, store.ttl_days) == ("My_Table.v2", True, 7)
+    store = open_store("DynamoDB://tbl?create=false", tmp_path)
+    assert isinstance(store, DynamoDBStore)
+    assert (store.table, store.create_table) == ("tbl", False)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "redis://localhost",
+        "postgres",
+        "memory://x",
+        "sqlite://",
+        "dynamodb",
+        "dynamodb:table",
+        "dynamodb://",
+        "dynamodb://ab",
+        "dynamodb://bad/table",
+        "dynamodb://tbl?bogus=1",
+        "dynamodb://tbl?create=maybe",
+        "dynamodb://tbl?ttl_days=soon",
+        "dynamodb://tbl?ttl_days=0",
+    ],
+)
+def test_open_store_rejects_unknown_specs(spec: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as info:
+        open_store(spec, tmp_path)
+    message = str(info.value)
+    assert repr(spec.strip()) in message
+    for form in ("sqlite", "sqlite:///", "memory", "dynamodb://TABLE", "create=true", "ttl_days"):
+        assert form in message

@@ -1,0 +1,286 @@
+"""A checkpoint store in a DynamoDB table, shared by workers on any number of machines.
+
+One item per log file, keyed by `pk = "s3://bucket/key#etag"`. Leases are taken with
+conditional writes, so two workers can never both believe they hold a file. Lease expiry
+compares wall clocks of different machines: keep leases much longer than clock skew.
+
+Item attributes: pk (S), bucket/key/etag (S, for people reading the table), position (N),
+records (N), done (BOOL), lease_owner (S), lease_expires (N, epoch seconds), updated_at
+(N) and expires_at (N, epoch seconds, the table's TTL attribute, set on completion).
+
+No retries here: transient errors propagate and the caller's retry policy decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .base import Claim, ClaimState, FileId, LeaseLost
+
+__all__ = ["DynamoDBStore"]
+
+TTL_ATTRIBUTE = "expires_at"
+
+# Every attribute goes through a placeholder: several of them are DynamoDB reserved words.
+_NAMES = {
+    "#pk": "pk",
+    "#bucket": "bucket",
+    "#key": "key",
+    "#etag": "etag",
+    "#pos": "position",
+    "#records": "records",
+    "#done": "done",
+    "#owner": "lease_owner",
+    "#expires": "lease_expires",
+    "#updated": "updated_at",
+    "#ttl": TTL_ATTRIBUTE,
+}
+
+
+def _names(expression: str) -> dict[str, str]:
+    """The placeholders `expression` uses (DynamoDB rejects unused ones)."""
+    return {k: v for k, v in _NAMES.items() if k in expression}
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": f"{value:.3f}".rstrip("0").rstrip(".")}
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _conditional_failed(error: ClientError) -> bool:
+    return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+class DynamoDBStore:
+    """`CheckpointStore` in DynamoDB through aioboto3.
+
+    The client is created on first use, inside the running event loop, from `session`
+    (default: a new `aioboto3.Session()`, which reads AWS_PROFILE, the region and
+    AWS_ENDPOINT_URL from the environment as the AWS CLI does). With `create_table=True`
+    a missing table is created (on-demand billing, `pk` string hash key) and TTL is
+    enabled on `expires_at`; completed files then vanish `ttl_days` after completion.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        ttl_days: float = 30,
+        session: Any = None,
+        create_table: bool = False,
+    ) -> None:
+        if ttl_days <= 0:
+            raise ValueError(f"ttl_days must be positive, got {ttl_days!r}")
+        self.table = table
+        self.ttl_days = ttl_days
+        self.create_table = create_table
+        self._session = session
+        self._client: Any = None
+        self._client_cm: Any = None
+        self._lock: asyncio.Lock | None = None
+
+    def __repr__(self) -> str:
+        return f"DynamoDBStore({self.table!r})"
+
+    @staticmethod
+    def pk(file: FileId) -> str:
+        return str(file)
+
+    async def _get_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._client is None:
+                if self._session is None:
+                    import aioboto3
+
+                    self._session = aioboto3.Session()
+                cm = self._session.client("dynamodb")
+                client = await cm.__aenter__()
+                try:
+                    if self.create_table:
+                        await self._ensure_table(client)
+                except BaseException:
+                    await cm.__aexit__(None, None, None)
+                    raise
+                self._client_cm, self._client = cm, client
+        return self._client
+
+    async def _ensure_table(self, client: Any, timeout: float = 300.0) -> None:
+        try:
+            await client.create_table(
+                TableName=self.table,
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        except ClientError as e:
+            # Already there (or being created by another worker right now).
+            if e.response.get("Error", {}).get("Code") != "ResourceInUseException":
+                raise
+        deadline = time.monotonic() + timeout
+        while True:
+            desc = await client.describe_table(TableName=self.table)
+            if desc["Table"]["TableStatus"] == "ACTIVE":
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"DynamoDB table {self.table} not ACTIVE after {timeout}s")
+            await asyncio.sleep(1.0)
+        ttl = await client.describe_time_to_live(TableName=self.table)
+        status = ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus")
+        if status not in ("ENABLED", "ENABLING"):
+            await client.update_time_to_live(
+                TableName=self.table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+            )
+
+    async def _get_item(self, client: Any, file: FileId) -> dict[str, Any] | None:
+        resp = await client.get_item(
+            TableName=self.table, Key={"pk": _s(self.pk(file))}, ConsistentRead=True
+        )
+        item: dict[str, Any] | None = resp.get("Item")
+        return item
+
+    @staticmethod
+    def _position(item: dict[str, Any] | None) -> int:
+        if not item or "position" not in item:
+            return 0
+        return int(item["position"]["N"])
+
+    async def claim(self, file: FileId, owner: str, lease_seconds: float) -> Claim:
+        client = await self._get_client()
+        now = time.time()
+        update = (
+            "SET #owner = :me, #expires = :exp, #updated = :now,"
+            " #bucket = :bucket, #key = :key, #etag = :etag,"
+            " #pos = if_not_exists(#pos, :zero), #done = if_not_exists(#done, :false)"
+        )
+        condition = (
+            "(attribute_not_exists(#pk) OR attribute_not_exists(#owner)"
+            " OR #owner = :me OR #expires < :now)"
+            " AND (attribute_not_exists(#done) OR #done <> :true)"
+        )
+        try:
+            resp = await client.update_item(
+                TableName=self.table,
+                Key={"pk": _s(self.pk(file))},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_names(update + condition),
+                ExpressionAttributeValues={
+                    ":me": _s(owner),
+                    ":exp": _n(now + lease_seconds),
+                    ":now": _n(now),
+                    ":bucket": _s(file.bucket),
+                    ":key": _s(file.key),
+                    ":etag": _s(file.etag),
+                    ":zero": {"N": "0"},
+                    ":false": {"BOOL": False},
+                    ":true": {"BOOL": True},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as e:
+            if not _conditional_failed(e):
+                raise
+            item = await self._get_item(client, file)
+            if item and item.get("done", {}).get("BOOL"):
+                return Claim(ClaimState.DONE)
+            # Held by someone else (or changed under us a moment ago): try again later.
+            return Claim(ClaimState.BUSY, self._position(item))
+        position = self._position(resp.get("Attributes"))
+        if position > 0:
+            return Claim(ClaimState.RESUME, position)
+        return Claim(ClaimState.NEW, 0)
+
+    async def commit(self, file: FileId, owner: str, position: int) -> None:
+        client = await self._get_client()
+        update = "SET #pos = :p, #updated = :now"
+        condition = "#owner = :me AND #pos <= :p"
+        try:
+            await client.update_item(
+                TableName=self.table,
+                Key={"pk": _s(self.pk(file))},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_names(update + condition),
+                ExpressionAttributeValues={
+                    ":p": {"N": str(int(position))},
+                    ":me": _s(owner),
+                    ":now": _n(time.time()),
+                },
+            )
+        except ClientError as e:
+            if not _conditional_failed(e):
+                raise
+            item = await self._get_item(client, file)
+            if item is None or item.get("lease_owner", {}).get("S") != owner:
+                raise LeaseLost(f"{owner} does not hold the lease on {file}") from None
+            # Still ours: the stored position is ahead, and progress never moves back.
+
+    async def complete(self, file: FileId, owner: str, records: int) -> None:
+        client = await self._get_client()
+        now = time.time()
+        update = (
+            "SET #done = :true, #records = :n, #pos = :n, #ttl = :ttl, #updated = :now,"
+            " #bucket = :bucket, #key = :key, #etag = :etag"
+            " REMOVE #owner, #expires"
+        )
+        await client.update_item(
+            TableName=self.table,
+            Key={"pk": _s(self.pk(file))},
+            UpdateExpression=update,
+            ExpressionAttributeNames=_names(update),
+            ExpressionAttributeValues={
+                ":true": {"BOOL": True},
+                ":n": {"N": str(int(records))},
+                ":ttl": {"N": str(int(now + self.ttl_days * 86400))},
+                ":now": _n(now),
+                ":bucket": _s(file.bucket),
+                ":key": _s(file.key),
+                ":etag": _s(file.etag),
+            },
+        )
+
+    async def release(self, file: FileId, owner: str) -> None:
+        client = await self._get_client()
+        update = "SET #updated = :now REMOVE #owner, #expires"
+        condition = "#owner = :me"
+        try:
+            await client.update_item(
+                TableName=self.table,
+                Key={"pk": _s(self.pk(file))},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_names(update + condition),
+                ExpressionAttributeValues={":me": _s(owner), ":now": _n(time.time())},
+            )
+        except ClientError as e:
+            if not _conditional_failed(e):
+                raise
+            # Not ours any more (expired and taken, or completed): nothing to give up.
+
+    async def is_done(self, file: FileId) -> bool:
+        client = await self._get_client()
+        resp = await client.get_item(
+            TableName=self.table,
+            Key={"pk": _s(self.pk(file))},
+            ConsistentRead=True,
+            ProjectionExpression="#done",
+            ExpressionAttributeNames={"#done": "done"},
+        )
+        return bool(resp.get("Item", {}).get("done", {}).get("BOOL"))
+
+    async def close(self) -> None:
+        cm, self._client_cm, self._client = self._client_cm, None, None
+        if cm is not None:
+            await cm.__aexit__(None, None, None)

@@ -1,0 +1,75 @@
+"""An in-process checkpoint store: plain dicts, lost when the process ends.
+
+Good for tests and for AWS Lambda, where SQS redelivery is the only durability needed
+and a fresh process starts from nothing anyway.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .base import Claim, ClaimState, FileId, LeaseLost
+
+__all__ = ["MemoryStore"]
+
+
+@dataclass
+class _Entry:
+    position: int = 0
+    records: int | None = None
+    done_at: float | None = None
+    lease_owner: str | None = None
+    lease_expires: float = 0.0
+
+
+class MemoryStore:
+    """`CheckpointStore` kept in a dict; one instance is one shared view of progress."""
+
+    def __init__(self) -> None:
+        self._files: dict[FileId, _Entry] = {}
+
+    async def claim(self, file: FileId, owner: str, lease_seconds: float) -> Claim:
+        now = time.time()
+        entry = self._files.setdefault(file, _Entry())
+        if entry.done_at is not None:
+            return Claim(ClaimState.DONE)
+        if (
+            entry.lease_owner is not None
+            and entry.lease_owner != owner
+            and entry.lease_expires >= now
+        ):
+            return Claim(ClaimState.BUSY, entry.position)
+        entry.lease_owner = owner
+        entry.lease_expires = now + lease_seconds
+        if entry.position > 0:
+            return Claim(ClaimState.RESUME, entry.position)
+        return Claim(ClaimState.NEW, 0)
+
+    async def commit(self, file: FileId, owner: str, position: int) -> None:
+        entry = self._files.get(file)
+        if entry is None or entry.lease_owner != owner:
+            raise LeaseLost(f"{owner} does not hold the lease on {file}")
+        entry.position = max(entry.position, position)
+
+    async def complete(self, file: FileId, owner: str, records: int) -> None:
+        entry = self._files.setdefault(file, _Entry())
+        entry.position = max(entry.position, records)
+        entry.records = records
+        if entry.done_at is None:
+            entry.done_at = time.time()
+        entry.lease_owner = None
+        entry.lease_expires = 0.0
+
+    async def release(self, file: FileId, owner: str) -> None:
+        entry = self._files.get(file)
+        if entry is not None and entry.lease_owner == owner:
+            entry.lease_owner = None
+            entry.lease_expires = 0.0
+
+    async def is_done(self, file: FileId) -> bool:
+        entry = self._files.get(file)
+        return entry is not None and entry.done_at is not None
+
+    async def close(self) -> None:
+        """Nothing to flush; the data stays readable until the object is dropped."""
