@@ -38,7 +38,8 @@ class S3AccessSummary(trailproc.EventProcessor):
         for e in events:
             bucket = (e.request_parameters or {}).get("bucketName", "?")
             row = self.table[(e.principal_arn or "unknown", bucket)]
-            kind = "read" if e.event_name in READS else "write" if e.event_name in WRITES else "delete"
+            name = e.event_name
+            kind = "read" if name in READS else "write" if name in WRITES else "delete"
             row[kind] += 1
             if e.error_code:
                 row["denied" if "Denied" in e.error_code else "errors"] += 1

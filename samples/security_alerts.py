@@ -64,10 +64,12 @@ def build(emit: Callable[[Alert], None]) -> trailproc.Handlers:
     def iam_policy_change(e: trailproc.Event) -> None:
         params = e.request_parameters or {}
         target = params.get("roleName") or params.get("userName") or params.get("groupName")
-        alert("iam-policy-change", e, f"{e.event_name} {target or ''} {params.get('policyArn', '')}")
+        policy = params.get("policyArn", "")
+        alert("iam-policy-change", e, f"{e.event_name} {target or ''} {policy}")
 
-    @handlers.on(where=lambda e: (e.error_code or "").endswith(("AccessDenied", "UnauthorizedOperation",
-                                                                 "AccessDeniedException")))  # fmt: skip
+    denied_codes = ("AccessDenied", "UnauthorizedOperation", "AccessDeniedException")
+
+    @handlers.on(where=lambda e: (e.error_code or "").endswith(denied_codes))
     def access_denied(e: trailproc.Event) -> None:
         when, who = e.event_time, e.principal_arn or "unknown"
         if when is None:

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from corpus_loader import CorpusFile, load_corpus
 
 from trailproc.cli import main
 from trailproc.pipeline.decode import split_records
 from trailproc.pipeline.events import Delivery, Event
 from trailproc.pipeline.keys import FileRef
 from trailproc.sandbox import TrailSandbox
-
-from corpus_loader import CorpusFile, load_corpus
 
 TOTAL_RECORDS = 2362  # SOURCES.md: records after unwrapping
 
@@ -75,7 +74,7 @@ def test_numbers_keep_their_types(corpus_files: list[CorpusFile]) -> None:
                 walk(a[k], b[k])
         elif isinstance(a, list):
             assert isinstance(b, list)
-            for x, y in zip(a, b):
+            for x, y in zip(a, b, strict=True):
                 walk(x, y)
 
     delivery = Delivery(FileRef.of("b", "k"), None)

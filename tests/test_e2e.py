@@ -216,7 +216,9 @@ def test_processor_hooks_filters_and_batching(sandbox: TrailSandbox, tmp_path: P
     assert hooks.started and hooks.closed
     assert {s.receive_count for s in hooks.sources} == {1}
     states = {s for s, ok in hooks.states if ok}
-    assert states >= {"poll", "parse_message", "process_source", "download", "process_log", "delete"}
+    assert states >= {
+        "poll", "parse_message", "process_source", "download", "process_log", "delete"
+    }  # fmt: skip
     assert result.metrics.value("trailproc_messages_deleted_total", reason="filtered") == 1
     assert result.metrics.value("trailproc_records_filtered_total") == len(records) - len(kept)
     assert sandbox.queue_depth() == 0

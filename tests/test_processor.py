@@ -60,7 +60,7 @@ def test_load_processor_errors_are_clear() -> None:
         load_processor("no_such_mod:x")
     with pytest.raises(ValueError, match="has no 'nothing'"):
         load_processor("tests.plugin_handlers:nothing")
-    with pytest.raises(ValueError, match="trailproc.handlers"):
+    with pytest.raises(ValueError, match=r"trailproc\.handlers"):
         load_processor("not-an-entry-point")
     with pytest.raises(TypeError, match="expected an EventProcessor"):
         load_processor("tests.plugin_handlers:counts")

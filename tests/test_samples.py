@@ -45,7 +45,8 @@ def test_security_alerts_rules(tmp_path: Path) -> None:
         rec("AttachRolePolicy", "iam.amazonaws.com", errorCode="AccessDenied"),
         rec("GetObject", "s3.amazonaws.com"),
     ] + [
-        rec("ListUsers", "iam.amazonaws.com", when=f"2026-11-01T00:0{i}:00Z", errorCode="AccessDenied")
+        rec("ListUsers", "iam.amazonaws.com", when=f"2026-11-01T00:0{i}:00Z",
+            errorCode="AccessDenied")
         for i in range(6)
     ]  # fmt: skip
     alerts: list[security_alerts.Alert] = []

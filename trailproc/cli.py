@@ -87,7 +87,7 @@ def main() -> None:
 @click.option("--shutdown-timeout", type=float, help="Seconds to finish work on SIGTERM.")
 @click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port.")
 @click.option("--health-port", type=int, help="Serve /livez and /readyz on this port.")
-@click.option("--ops-bind", help="Address for those ports (default 127.0.0.1; 0.0.0.0 in a container).")
+@click.option("--ops-bind", help="Address for those ports (0.0.0.0 in a container).")
 @_fail_cleanly
 def run(config_path: str | None, **flags: Any) -> None:
     """Poll SQS and hand every CloudTrail record to the handlers (daemon)."""

@@ -195,7 +195,10 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         key = name[len(ENV_PREFIX) :].lower()
         if key not in _FIELDS:
             continue  # other TRAILPROC_* variables (e.g. TRAILPROC_HANDLER for Lambda)
-        out[key] = [v.strip() for v in value.split(",") if v.strip()] if key in _LIST_FIELDS else value
+        if key in _LIST_FIELDS:
+            out[key] = [v.strip() for v in value.split(",") if v.strip()]
+        else:
+            out[key] = value
     return out
 
 

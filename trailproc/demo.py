@@ -44,7 +44,9 @@ class DemoProcessor(EventProcessor):
             name = event.event_name
             if name in SUSPICIOUS:
                 self.alerts.append(f"{event.event_time_text}  {name:<18} by {event.principal_arn}")
-            elif name == "ConsoleLogin" and (event.additional_event_data or {}).get("MFAUsed") == "No":
+            elif name == "ConsoleLogin" and (event.additional_event_data or {}).get(
+                "MFAUsed"
+            ) == "No":
                 self.alerts.append(
                     f"{event.event_time_text}  {'ConsoleLogin no MFA':<18} by {event.principal_arn}"
                 )

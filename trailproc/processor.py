@@ -83,7 +83,7 @@ class EventProcessor:
     when it raises, the file fails, and the message stays for retry.
     """
 
-    def process(self, events: list[Event]) -> None | Awaitable[None]:
+    def process(self, events: list[Event]) -> Awaitable[None] | None:
         raise NotImplementedError("EventProcessor subclasses must implement process()")
 
     def filter_source(self, source: Source) -> bool:
@@ -104,11 +104,11 @@ class EventProcessor:
     def report_end(self, state: ProgressState, info: ProgressInfo, token: Any) -> None:
         """Called after each operation with its outcome."""
 
-    def start(self) -> None | Awaitable[None]:
+    def start(self) -> Awaitable[None] | None:
         """Called once before the first event (open connections, files...)."""
         return None
 
-    def close(self) -> None | Awaitable[None]:
+    def close(self) -> Awaitable[None] | None:
         """Called once at the end, also after failures."""
         return None
 
@@ -206,7 +206,7 @@ class Handlers(EventProcessor):
     def names(self) -> list[str]:
         return [r.name for r in self._registered]
 
-    async def process(self, events: list[Event]) -> None:  # type: ignore[override]
+    async def process(self, events: list[Event]) -> None:
         for reg in self._registered:
             matching = [e for e in events if reg.predicate(e)]
             if not matching:
@@ -224,7 +224,7 @@ class _Combined(EventProcessor):
     def __init__(self, processors: Sequence[EventProcessor]) -> None:
         self.processors = list(processors)
 
-    async def process(self, events: list[Event]) -> None:  # type: ignore[override]
+    async def process(self, events: list[Event]) -> None:
         for p in self.processors:
             await maybe_await(p.process(events))
 
@@ -242,14 +242,14 @@ class _Combined(EventProcessor):
         return [p.report_start(state, info) for p in self.processors]
 
     def report_end(self, state: ProgressState, info: ProgressInfo, token: Any) -> None:
-        for p, t in zip(self.processors, token or [None] * len(self.processors)):
+        for p, t in zip(self.processors, token or [None] * len(self.processors), strict=True):
             p.report_end(state, info, t)
 
-    async def start(self) -> None:  # type: ignore[override]
+    async def start(self) -> None:
         for p in self.processors:
             await maybe_await(p.start())
 
-    async def close(self) -> None:  # type: ignore[override]
+    async def close(self) -> None:
         for p in self.processors:
             await maybe_await(p.close())
 
@@ -300,7 +300,7 @@ class FunctionProcessor(EventProcessor):
     def __init__(self, func: Callable[[Event], Any]) -> None:
         self.func = func
 
-    async def process(self, events: list[Event]) -> None:  # type: ignore[override]
+    async def process(self, events: list[Event]) -> None:
         for event in events:
             await maybe_await(self.func(event))
 

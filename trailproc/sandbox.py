@@ -209,7 +209,9 @@ def make_records(
                 "maxResults": rng.randint(1, 1000),
                 "ratio": round(rng.random(), 4),
             },
-            "responseElements": None if read_only else {"requestId": uuid.UUID(int=rng.getrandbits(128)).hex},
+            "responseElements": (
+                None if read_only else {"requestId": uuid.UUID(int=rng.getrandbits(128)).hex}
+            ),
             "additionalEventData": {
                 "SignatureVersion": "SigV4",
                 "CipherSuite": "TLS_AES_128_GCM_SHA256",
