@@ -335,3 +335,40 @@ def test_module_entry_point_and_failure_exit_code(
     assert proc.returncode == 1, proc.stderr
     assert "2 file(s) listed: 1 processed, 0 already done, 1 failed" in proc.stderr
     assert '"reason": "handler_failed"' in proc.stderr
+
+
+def test_sigint_stops_cleanly_and_the_rerun_resumes(
+    trail_bucket: dict[str, list[str]], tmp_path: Path
+) -> None:
+    """A real process interrupted with Ctrl-C: files in flight finish, nothing repeats."""
+    import signal
+    import time
+
+    (tmp_path / "slow.py").write_text("import time\n\ndef handle(event):\n    time.sleep(0.1)\n")
+    out = tmp_path / "out.jsonl"
+    args = [sys.executable, "-m", "trailproc.backfill", "--bucket", "trail-bucket",
+            "--account-id", A, "--region", "us-east-1",
+            "--start-time", "2024-03-01", "--end-time", "2024-03-04",
+            "--handler", "slow:handle", "--output", str(out), "--concurrency", "1",
+            "--checkpoint", f"sqlite:///{tmp_path / 'cp.db'}", "--log-format", "json"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    expected = _expected(trail_bucket, accounts={A}, regions={"us-east-1"})
+    proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (out.exists() and out.read_text().strip()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert "interrupted" in err
+
+    def ids() -> Counter[str]:
+        return Counter(json.loads(line)["eventID"] for line in out.read_text().splitlines())
+
+    first = ids()
+    assert 0 < sum(first.values()) < sum(expected.values())
+    assert sum(first.values()) % PER_FILE == 0  # whole files only: in-flight work finished
+
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr
+    assert ids() == expected

@@ -77,7 +77,9 @@ def make_handler(
     if isinstance(user, str):
         config = config.replace(handlers=[*config.handlers, user])
         user = None
-    elif callable(user) and not isinstance(user, EventProcessor) and not isinstance(user, type):
+    elif isinstance(user, type) and issubclass(user, EventProcessor):
+        user = user()
+    elif callable(user) and not isinstance(user, (EventProcessor, type)):
         user = FunctionProcessor(user)
     options = LambdaOptions(
         safety_margin=safety_margin,

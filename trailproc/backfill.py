@@ -151,8 +151,7 @@ class _Progress:
 
     def listed(self) -> None:
         if self.bar is not None:
-            self.bar.total = self.result.listed
-            self.bar.refresh()
+            self.bar.total = self.result.listed  # shown with the next update
 
     def finished_file(self) -> None:
         now = time.monotonic()
