@@ -88,15 +88,25 @@ def main() -> None:
 @click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port.")
 @click.option("--health-port", type=int, help="Serve /livez and /readyz on this port.")
 @click.option("--ops-bind", help="Address for those ports (0.0.0.0 in a container).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes sharing the queue and the checkpoint store.")  # fmt: skip
 @_fail_cleanly
-def run(config_path: str | None, **flags: Any) -> None:
+def run(config_path: str | None, workers: int, **flags: Any) -> None:
     """Poll SQS and hand every CloudTrail record to the handlers (daemon)."""
-    from .app import run as run_daemon
-
     config = _load(config_path, **flags)
     if not config.queue_url:
         raise click.UsageError("no queue: give --queue-url or set TRAILPROC_QUEUE_URL")
-    result = run_daemon(config=config)
+    if workers > 1:
+        from .parallel import run_workers
+
+        result: Any = run_workers(config, workers)
+        failed_workers = sum(1 for code in result.exit_codes if code)
+        if failed_workers:
+            raise click.ClickException(f"{failed_workers} of {workers} workers failed")
+    else:
+        from .app import run as run_daemon
+
+        result = run_daemon(config=config)
     if result.files_failed:
         log.warning("some files failed; their messages stay on the queue for retry",
                     failed=result.files_failed)  # fmt: skip
@@ -104,14 +114,22 @@ def run(config_path: str | None, **flags: Any) -> None:
 
 @main.command()
 @_common
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes to spread the files over.")  # fmt: skip
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @_fail_cleanly
-def process(paths: tuple[str, ...], config_path: str | None, **flags: Any) -> None:
+def process(paths: tuple[str, ...], config_path: str | None, jobs: int, **flags: Any) -> None:
     """Run local log files or folders through the handlers (no AWS needed)."""
-    from .app import process_paths
-
     config = _load(config_path, **flags)
-    result = process_paths(paths, config=config)
+    result: Any
+    if jobs > 1:
+        from .parallel import process_parallel
+
+        result = process_parallel(paths, config, jobs)
+    else:
+        from .app import process_paths
+
+        result = process_paths(paths, config=config)
     click.echo(
         f"{result.files_ok} file(s), {result.records} record(s) handed over, "
         f"{result.files_failed} file(s) failed",

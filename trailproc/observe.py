@@ -11,10 +11,12 @@ import logging
 import sys
 import time
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:  # prometheus_client is imported when a Metrics object is made
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["Metrics", "configure_logging", "get_logger", "redact", "short_handle"]
 
@@ -81,6 +83,9 @@ class Metrics:
     """Counters and histograms per pipeline stage."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # Imported here, not at module level: `import trailproc` stays light.
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.messages_received = Counter(

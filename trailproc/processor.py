@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from .errors import TrailprocError
 from .observe import get_logger
-from .pipeline.events import Event
+from .pipeline.events import Event, json_lines
 from .pipeline.keys import FileRef
 
 __all__ = [
@@ -264,6 +264,10 @@ def combine(processors: Sequence[EventProcessor]) -> EventProcessor:
 class JsonLinesOutput(EventProcessor):
     """Writes each record as one line of its original JSON, flushed before returning."""
 
+    # One write per batch is quick and thread-safe: calling it on the event loop avoids
+    # a thread hop per batch that, measured, cost a third of the offline throughput.
+    inline = True
+
     def __init__(self, target: str | IO[bytes]) -> None:
         self._target = target
         self._file: IO[bytes] | None = None
@@ -282,7 +286,7 @@ class JsonLinesOutput(EventProcessor):
         if self._file is None:
             self.start()
         assert self._file is not None
-        data = b"".join(e.compact() + b"\n" for e in events)
+        data = json_lines(events)
         with self._lock:
             self._file.write(data)
             # The batch counts as done only once its lines left our buffers.
@@ -362,7 +366,10 @@ class Dispatcher:
     def __init__(self, processor: EventProcessor, *, in_thread: bool = True) -> None:
         self.processor = processor
         self._is_async = inspect.iscoroutinefunction(processor.process)
-        self._in_thread = in_thread and not self._is_async
+        # Processors marked `inline` (quick, non-blocking) skip the thread hop.
+        self._in_thread = (
+            in_thread and not self._is_async and not getattr(processor, "inline", False)
+        )
         self._executor: Any = None
 
     async def __call__(self, events: list[Event]) -> None:
