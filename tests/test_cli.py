@@ -1,0 +1,67 @@
+"""The `trailproc` command line: process --jobs, run --workers, help and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from trailproc.cli import main
+from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+
+
+def _ids(path: Path) -> list[str]:
+    return [json.loads(line)["eventID"] for line in path.read_bytes().splitlines()]
+
+
+def test_help_lists_every_command() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "process", "demo", "backfill", "validate", "check"):
+        assert f"  {command} " in result.output
+
+
+def test_process_with_two_jobs_hands_over_everything_once(tmp_path: Path) -> None:
+    expected = []
+    for i in range(6):
+        records = make_records(150, seed=i)
+        expected += [r["eventID"] for r in records]
+        (tmp_path / f"{i}.json.gz").write_bytes(encode_log(records))
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "trailproc.cli", "process", str(tmp_path), "--jobs", "2",
+         "--output", str(out), "--log-format", "json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(_ids(out)) == sorted(expected)
+    assert "900 record(s) handed over" in proc.stderr
+
+
+def test_process_reports_failed_files_with_exit_1(tmp_path: Path) -> None:
+    (tmp_path / "good.json.gz").write_bytes(encode_log(make_records(3)))
+    (tmp_path / "bad.json.gz").write_bytes(b"\x1f\x8bnot really gzip")
+    result = CliRunner().invoke(main, ["process", str(tmp_path), "--output", str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "1 file(s), 3 record(s) handed over, 1 file(s) failed" in result.output
+
+
+def test_run_with_two_workers_shares_the_queue(sandbox: TrailSandbox, tmp_path: Path) -> None:
+    expected = []
+    for i in range(8):
+        records = make_records(50, seed=100 + i)
+        expected += [r["eventID"] for r in records]
+        sandbox.deliver(records, key=log_key(unique=f"workers{i:02d}abcdefg"))
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.run(
+        [sys.executable, "-m", "trailproc.cli", "run", "--queue-url", sandbox.queue_url,
+         "--workers", "2", "--exit-when-idle", "--wait-time", "1", "--output", str(out),
+         "--state-dir", str(tmp_path / "state"), "--log-format", "json"],
+        env=sandbox.env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(_ids(out)) == sorted(expected)
+    assert sandbox.queue_depth() == 0
