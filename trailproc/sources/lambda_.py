@@ -363,6 +363,8 @@ class LambdaRuntime:
                 unit.status = "running"
                 await self._guarded(pipeline, unit, work)
 
+        if not units:
+            return
         tasks = [asyncio.ensure_future(one(u)) for u in units]
         _done, pending = await asyncio.wait(tasks, timeout=clock.until_abort())
         if pending:
