@@ -163,8 +163,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if proxy.latency:
             time.sleep(proxy.pick_latency())
         if action in _ERRORS:
-            status, headers, payload = error_response(action, protocol)
-            self._respond(status, list(headers.items()), payload)
+            status, error_headers, payload = error_response(action, protocol)
+            self._respond(status, list(error_headers.items()), payload)
             return
         try:
             status, reason, headers, payload = proxy.forward(
@@ -252,7 +252,9 @@ class FaultProxy:
         self.slow_rate = slow_rate
         self.slow_latency = slow_latency
         self.enabled = True
+        self._seed = seed
         self._rng = random.Random(seed)
+        self._streams: dict[tuple[str, str], random.Random] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
         self.stats: collections.Counter[str] = collections.Counter()
@@ -294,11 +296,17 @@ class FaultProxy:
         """'forward', 'drop', 'truncate' or an error flavour; seeded, counted."""
         with self._lock:
             self.stats["requests"] += 1
-            roll = self._rng.random()
+            # One random stream per kind of call, so the faults a kind gets do not depend
+            # on how its requests interleave with others' (threads, long polls).
+            rng = self._streams.get((method, protocol))
+            if rng is None:
+                rng = random.Random(f"{self._seed}/{method}/{protocol}")
+                self._streams[(method, protocol)] = rng
+            roll = rng.random()
             if not self.enabled:
                 action = "forward"
             elif roll < self.error_rate:
-                action = self._rng.choice(["throttle", "unavailable", "internal"])
+                action = rng.choice(["throttle", "unavailable", "internal"])
             elif roll < self.error_rate + self.drop_rate:
                 action = "drop"
             elif (
@@ -356,7 +364,7 @@ class Slow(EventProcessor):
     def __init__(self) -> None:
         self.sleep = float(os.environ.get("TRAILPROC_TEST_BATCH_SLEEP", "0.05"))
 
-    async def process(self, events: list[Any]) -> None:  # type: ignore[override]
+    async def process(self, events: list[Any]) -> None:
         await asyncio.sleep(self.sleep)
 
 

@@ -69,7 +69,7 @@ def run_once(tmp_path: Path, queue_url: str, **overrides: Any) -> Run:
     metrics = Metrics()
     with structlog.testing.capture_logs() as logs:
         asyncio.run(run_async(config, metrics=metrics))
-    return Run(metrics, logs, output)
+    return Run(metrics, [dict(e) for e in logs], output)
 
 
 def send(sandbox: TrailSandbox, body: str | dict[str, Any]) -> str:

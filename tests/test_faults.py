@@ -43,7 +43,7 @@ def _deliver(sandbox: TrailSandbox, files: int, per_file: int) -> set[str]:
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("seed", [7, 2024])
+@pytest.mark.parametrize("seed", [13, 36])
 def test_every_record_once_through_faults(aws_env: MotoServer, tmp_path: Path, seed: int) -> None:
     sandbox = TrailSandbox(aws_env.url, max_receive_count=100).create(visibility_timeout=VISIBILITY)
     expected = _deliver(sandbox, files=18, per_file=60)
