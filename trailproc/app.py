@@ -84,7 +84,7 @@ def build_processor(
     return combine(parts)
 
 
-def _pipeline(
+def build_pipeline(
     config: Config,
     processor: EventProcessor,
     store: CheckpointStore,
@@ -131,7 +131,7 @@ async def run_async(
         async with serve_ops(config, metrics), AwsClients(config) as clients:
             s3 = await clients.client("s3")
             sqs = await clients.client("sqs")
-            pipeline = _pipeline(
+            pipeline = build_pipeline(
                 config, user, store, S3Fetcher(s3, concurrency=config.download_concurrency),
                 metrics,
             )  # fmt: skip
@@ -150,7 +150,7 @@ async def run_async(
     return RunResult(metrics)
 
 
-def _install_signal_handlers(stopping: asyncio.Event) -> None:
+def install_signal_handlers(stopping: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     received: list[int] = []
 
@@ -185,7 +185,7 @@ def run(
 
     async def main() -> RunResult:
         stopping = asyncio.Event()
-        _install_signal_handlers(stopping)
+        install_signal_handlers(stopping)
         return await run_async(config, processor, stopping=stopping)
 
     return asyncio.run(main())
@@ -202,7 +202,7 @@ async def process_paths_async(
     user = build_processor(config, processor)
     metrics = metrics or Metrics()
     store = open_store(config.checkpoint or "memory", config.state_dir)
-    pipeline = _pipeline(config, user, store, LocalFetcher(), metrics)
+    pipeline = build_pipeline(config, user, store, LocalFetcher(), metrics)
     result = RunResult(metrics)
     limit = asyncio.Semaphore(config.download_concurrency)
 

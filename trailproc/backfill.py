@@ -206,7 +206,7 @@ async def backfill_async(
     Setting `stopping` stops starting new files; files in flight finish.
     `progress`: True for a tqdm bar, False for log lines, None: a bar on a terminal.
     """
-    from .app import _pipeline, build_processor
+    from .app import build_pipeline, build_processor
     from .aws import AwsClients
     from .pipeline.fetch import S3Fetcher
 
@@ -235,7 +235,8 @@ async def backfill_async(
     try:
         async with AwsClients(config) as clients:
             s3 = await clients.client("s3")
-            pipeline = _pipeline(config, user, store, S3Fetcher(s3, concurrency=workers), metrics)
+            fetcher = S3Fetcher(s3, concurrency=workers)
+            pipeline = build_pipeline(config, user, store, fetcher, metrics)
             queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=workers * 4)
 
             async def produce() -> None:
@@ -416,7 +417,7 @@ def backfill_command(
     **flags: Any,
 ) -> None:
     """Process log files already in a bucket (history loads, replays, new handlers)."""
-    from .app import _install_signal_handlers
+    from .app import install_signal_handlers
 
     if handlers:
         flags["handlers"] = list(handlers)
@@ -428,7 +429,7 @@ def backfill_command(
 
     async def main() -> BackfillResult:
         stopping = asyncio.Event()
-        _install_signal_handlers(stopping)
+        install_signal_handlers(stopping)
         return await backfill_async(
             bucket, config, prefix=prefix, account_ids=account_ids, regions=regions,
             start_time=start_time, end_time=end_time, insights=insights, force=force,

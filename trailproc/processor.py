@@ -9,6 +9,7 @@ registry, loaded from `module:attr` or the `trailproc.handlers` entry-point grou
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import fnmatch
 import importlib
@@ -384,7 +385,11 @@ class Dispatcher:
 
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="trailproc-handler")
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, self.processor.process, events)
+        # Carry contextvars (structlog's bound request id, ...) into the handler thread.
+        context = contextvars.copy_context()
+        result = await loop.run_in_executor(
+            self._executor, context.run, self.processor.process, events
+        )
         await maybe_await(result)
 
     def shutdown(self) -> None:

@@ -235,7 +235,7 @@ class LambdaRuntime:
     async def _ensure_started(self) -> FilePipeline:
         if self._pipeline is not None:
             return self._pipeline
-        from ..app import _pipeline
+        from ..app import build_pipeline
         from ..aws import AwsClients
         from ..pipeline.fetch import S3Fetcher
 
@@ -246,7 +246,7 @@ class LambdaRuntime:
         await maybe_await(self.processor.start())
         fetcher = S3Fetcher(s3, concurrency=self.config.download_concurrency)
         self._clients, self._store = clients, store
-        self._pipeline = _pipeline(self.config, self.processor, store, fetcher, self.metrics)
+        self._pipeline = build_pipeline(self.config, self.processor, store, fetcher, self.metrics)
         log.info("cold start", checkpoint=self.config.checkpoint or "memory",
                  owner=self._pipeline.owner,
                  seconds=round(time.monotonic() - started, 3))  # fmt: skip
