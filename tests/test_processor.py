@@ -114,3 +114,22 @@ def test_processor_without_process_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "a.json").write_bytes(encode_log(make_records(1), compress=False))
     result = trailproc.process_paths([tmp_path], trailproc.EventProcessor())
     assert result.files_failed == 1
+
+
+def test_process_paths_shows_a_progress_bar_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i in range(3):
+        (tmp_path / f"{i}.json.gz").write_bytes(encode_log(make_records(10, seed=i)))
+
+    class Quiet(trailproc.EventProcessor):
+        def process(self, events: list[Event]) -> None:
+            pass
+
+    config = trailproc.load_config(env={})
+    from trailproc.app import process_paths_async
+
+    result = asyncio.run(process_paths_async([tmp_path], config, Quiet(), progress=True))
+    assert result.records == 30
+    err = capsys.readouterr().err
+    assert "process" in err and "3/3" in err and "records=30" in err

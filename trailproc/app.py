@@ -10,17 +10,20 @@ import asyncio
 import os
 import signal
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .checkpoint import open_store
 from .checkpoint.base import CheckpointStore
 from .config import Config, load_config
+from .errors import TrailprocError
 from .observe import Metrics, get_logger
 from .pipeline.engine import FileOutcome, FilePipeline
 from .pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
+from .pipeline.keys import FileRef
 from .processor import EventProcessor, JsonLinesOutput, combine, load_processor, maybe_await
+from .progress import Progress, files_with
 from .sources.local import local_refs
 
 __all__ = ["RunResult", "build_processor", "process_paths", "run"]
@@ -41,24 +44,25 @@ class RunResult:
 
     @property
     def files_ok(self) -> int:
-        m = self.metrics
-        return int(
-            sum(
-                m.value("trailproc_files_total", kind=k, outcome=o)
-                for k in ("log", "insight", "digest", "other")
-                for o in ("done", "already_done")
-            )
-        )
+        return files_with(self.metrics, "done", "already_done")
+
+    @property
+    def files_done(self) -> int:
+        """Files completed by this run."""
+        return files_with(self.metrics, "done")
+
+    @property
+    def files_skipped(self) -> int:
+        """Files completed before this run (found in the checkpoint store)."""
+        return files_with(self.metrics, "already_done")
 
     @property
     def files_failed(self) -> int:
-        m = self.metrics
-        return int(
-            sum(
-                m.value("trailproc_files_total", kind=k, outcome="failed")
-                for k in ("log", "insight", "digest", "other")
-            )
-        )
+        return files_with(self.metrics, "failed")
+
+    @property
+    def bytes(self) -> int:
+        return int(self.metrics.value("trailproc_bytes_compressed_total"))
 
 
 def default_owner() -> str:
@@ -191,31 +195,88 @@ def run(
     return asyncio.run(main())
 
 
+async def run_refs(
+    pipeline: FilePipeline,
+    refs: Iterable[FileRef] | AsyncIterable[FileRef],
+    *,
+    concurrency: int,
+    failed: list[FileOutcome],
+    progress: Progress | None = None,
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """Run file references through `pipeline`, `concurrency` at a time (no queue to ack).
+
+    The sources without acknowledgement (local files, S3 listings) share this loop.
+    Setting `stopping` stops starting new files; files in flight finish. Failed outcomes
+    are appended to `failed`.
+    """
+    queue: asyncio.Queue[FileRef | None] = asyncio.Queue(maxsize=concurrency * 4)
+
+    async def produce() -> None:
+        try:
+            if isinstance(refs, AsyncIterable):
+                async for ref in refs:
+                    if stopping is not None and stopping.is_set():
+                        break
+                    await queue.put(ref)
+            else:
+                for ref in refs:
+                    if stopping is not None and stopping.is_set():
+                        break
+                    await queue.put(ref)
+        finally:
+            for _ in range(concurrency):
+                await queue.put(None)
+
+    async def work() -> None:
+        while (ref := await queue.get()) is not None:
+            if progress is not None:
+                progress.add_total()
+            if stopping is not None and stopping.is_set():
+                continue  # drain without starting new files
+            try:
+                outcome = await pipeline.run(ref)
+            except Exception as exc:  # e.g. the checkpoint store is unreachable
+                log.exception("unexpected error processing file", key=ref.key)
+                error = TrailprocError(f"internal error: {exc!r}", bucket=ref.bucket, key=ref.key)
+                pipeline.fail(error)
+                outcome = FileOutcome(ref, "failed", error=error)
+            if not outcome.ok:
+                failed.append(outcome)
+            if progress is not None:
+                progress.advance()
+
+    producer = asyncio.create_task(produce())
+    try:
+        await asyncio.gather(producer, *(work() for _ in range(concurrency)))
+    finally:
+        producer.cancel()
+
+
 async def process_paths_async(
     paths: Iterable[str | os.PathLike[str]],
     config: Config,
     processor: EventProcessor | Sequence[EventProcessor] | None = None,
     *,
     metrics: Metrics | None = None,
+    progress: bool | None = None,
 ) -> RunResult:
-    """Run local log files (or folders of them) through the same pipeline."""
+    """Run local log files (or folders of them) through the same pipeline.
+
+    `progress`: a tqdm bar (True), periodic log lines (False), or a bar on a terminal (None).
+    """
     user = build_processor(config, processor)
     metrics = metrics or Metrics()
     store = open_store(config.checkpoint or "memory", config.state_dir)
     pipeline = build_pipeline(config, user, store, LocalFetcher(), metrics)
     result = RunResult(metrics)
-    limit = asyncio.Semaphore(config.download_concurrency)
-
-    async def one(ref: Any) -> None:
-        async with limit:
-            outcome = await pipeline.run(ref)
-        if not outcome.ok:
-            result.failed_files.append(outcome)
-
+    meter = Progress(metrics, desc="process", bar=progress)
     await maybe_await(user.start())
     try:
-        await asyncio.gather(*(one(ref) for ref in local_refs(paths)))
+        await run_refs(pipeline, local_refs(paths), concurrency=config.download_concurrency,
+                       failed=result.failed_files, progress=meter)  # fmt: skip
     finally:
+        meter.close()
         await pipeline.close()
         await maybe_await(user.close())
         await store.close()

@@ -18,26 +18,26 @@ import asyncio
 import datetime as dt
 import sys
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
+from .app import RunResult
 from .checkpoint import open_store
 from .checkpoint.base import CheckpointStore, Claim, FileId
 from .config import Config, ConfigError, load_config
-from .errors import TrailprocError
 from .observe import Metrics, configure_logging, get_logger
-from .pipeline.engine import FileOutcome
+from .pipeline.keys import FileRef
 from .processor import EventProcessor, maybe_await
+from .progress import Progress
 from .sources.s3_listing import ListingQuery, iter_log_refs, parse_time
 
 __all__ = ["BackfillResult", "NamespacedStore", "backfill", "backfill_async", "backfill_command"]
 
 log = get_logger("trailproc.backfill")
 
-_KINDS = ("log", "insight", "digest", "other")
 
 
 class NamespacedStore:
@@ -74,39 +74,13 @@ class NamespacedStore:
 
 
 @dataclass
-class BackfillResult:
-    """What a backfill did."""
+class BackfillResult(RunResult):
+    """What a backfill did (files/records/bytes from the metrics, like `RunResult`)."""
 
-    metrics: Metrics
     listed: int = 0
     namespace: str | None = None
     interrupted: bool = False
-    failed_files: list[FileOutcome] = field(default_factory=list)
     seconds: float = 0.0
-
-    def _files(self, *outcomes: str) -> int:
-        m = self.metrics
-        return int(
-            sum(
-                m.value("trailproc_files_total", kind=k, outcome=o)
-                for k in _KINDS
-                for o in outcomes
-            )
-        )
-
-    @property
-    def records(self) -> int:
-        return int(self.metrics.value("trailproc_records_total"))
-
-    @property
-    def files_done(self) -> int:
-        """Files processed (completely) by this run."""
-        return self._files("done")
-
-    @property
-    def files_skipped(self) -> int:
-        """Files already done before this run (by its checkpoint namespace)."""
-        return self._files("already_done")
 
     @property
     def files_failed(self) -> int:
@@ -114,63 +88,8 @@ class BackfillResult:
         return len(self.failed_files)
 
     @property
-    def bytes(self) -> int:
-        return int(self.metrics.value("trailproc_bytes_compressed_total"))
-
-    @property
     def ok(self) -> bool:
         return not self.files_failed and not self.interrupted
-
-
-class _Progress:
-    """A tqdm bar on a terminal; otherwise one structlog line every `interval` seconds."""
-
-    def __init__(self, result: BackfillResult, *, bar: bool, interval: float) -> None:
-        self.result = result
-        self.interval = interval
-        self.started = time.monotonic()
-        self.last_log = self.started
-        self.bar: Any = None
-        if bar:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=0, unit="file", desc="backfill", file=sys.stderr,
-                            dynamic_ncols=True)  # fmt: skip
-
-    def _numbers(self) -> dict[str, Any]:
-        r = self.result
-        elapsed = max(1e-6, time.monotonic() - self.started)
-        return {
-            "listed": r.listed,
-            "done": r.files_done,
-            "skipped": r.files_skipped,
-            "failed": r.files_failed,
-            "records": r.records,
-            "bytes_per_second": int(r.bytes / elapsed),
-        }
-
-    def listed(self) -> None:
-        if self.bar is not None:
-            self.bar.total = self.result.listed  # shown with the next update
-
-    def finished_file(self) -> None:
-        now = time.monotonic()
-        if self.bar is not None:
-            n = self._numbers()
-            self.bar.update(1)
-            self.bar.set_postfix(
-                records=n["records"],
-                failed=n["failed"],
-                rate=f"{n['bytes_per_second'] / 1e6:.1f}MB/s",
-                refresh=False,
-            )
-        elif now - self.last_log >= self.interval:
-            self.last_log = now
-            log.info("backfill progress", **self._numbers())
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def _namespace(force: bool, namespace: str | None) -> str | None:
@@ -206,7 +125,7 @@ async def backfill_async(
     Setting `stopping` stops starting new files; files in flight finish.
     `progress`: True for a tqdm bar, False for log lines, None: a bar on a terminal.
     """
-    from .app import build_pipeline, build_processor
+    from .app import build_pipeline, build_processor, run_refs
     from .aws import AwsClients
     from .pipeline.fetch import S3Fetcher
 
@@ -222,8 +141,7 @@ async def backfill_async(
     result = BackfillResult(metrics, namespace=ns)
     base_store = open_store(config.checkpoint, config.state_dir)
     store: CheckpointStore = NamespacedStore(base_store, ns) if ns else base_store
-    show_bar = sys.stderr.isatty() if progress is None else progress
-    meter = _Progress(result, bar=show_bar, interval=log_interval)
+    meter = Progress(metrics, desc="backfill", bar=progress, interval=log_interval)
     started = time.monotonic()
     log.info("backfill starting", bucket=bucket, root=query.root,
              accounts=list(query.account_ids) or "all", regions=list(query.regions) or "all",
@@ -237,44 +155,18 @@ async def backfill_async(
             s3 = await clients.client("s3")
             fetcher = S3Fetcher(s3, concurrency=workers)
             pipeline = build_pipeline(config, user, store, fetcher, metrics)
-            queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=workers * 4)
 
-            async def produce() -> None:
-                try:
-                    async for ref in iter_log_refs(s3, query, concurrency=workers):
-                        if stopping.is_set():
-                            break
-                        result.listed += 1
-                        meter.listed()
-                        await queue.put(ref)
-                finally:
-                    for _ in range(workers):
-                        await queue.put(None)
+            async def listed() -> AsyncIterator[FileRef]:
+                async for ref in iter_log_refs(s3, query, concurrency=workers):
+                    result.listed += 1
+                    yield ref
 
-            async def work() -> None:
-                while True:
-                    ref = await queue.get()
-                    if ref is None:
-                        return
-                    if stopping.is_set():
-                        continue  # drain without starting new files
-                    try:
-                        outcome = await pipeline.run(ref)
-                    except Exception as exc:  # e.g. the checkpoint store is unreachable
-                        log.exception("unexpected error processing file", key=ref.key)
-                        error = TrailprocError(f"internal error: {exc!r}", bucket=ref.bucket,
-                                               key=ref.key)  # fmt: skip
-                        pipeline.fail(error)
-                        outcome = FileOutcome(ref, "failed", error=error)
-                    if not outcome.ok:
-                        result.failed_files.append(outcome)
-                    meter.finished_file()
-
-            producer = asyncio.create_task(produce())
             try:
-                await asyncio.gather(producer, *(work() for _ in range(workers)))
+                await run_refs(
+                    pipeline, listed(), concurrency=workers, failed=result.failed_files,
+                    progress=meter, stopping=stopping,
+                )  # fmt: skip
             finally:
-                producer.cancel()
                 await pipeline.close()
     finally:
         meter.close()
