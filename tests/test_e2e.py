@@ -94,6 +94,10 @@ def test_daemon_hands_over_every_record_once(
     assert sorted(lines) == sorted(expected)
     assert sandbox.queue_depth() == 0
     assert sandbox.queue_depth(sandbox.dlq_url) == 0
+    logs = [json.loads(x) for x in proc.stderr.decode().splitlines() if x.startswith("{")]
+    stopped = next(x for x in logs if x["event"] == "stopped")
+    assert stopped["records"] == len(expected) and stopped["files_done"] == 6
+    assert stopped["deleted"] == 5 and "kept" not in stopped  # healthy: no breakdown
 
 
 def test_pretty_printed_records_become_one_line_each(sandbox: TrailSandbox, tmp_path: Path) -> None:
@@ -183,7 +187,7 @@ class Hooks(trailproc.EventProcessor):
     def close(self) -> None:
         self.closed = True
 
-    async def process(self, events: list[trailproc.Event]) -> None:  # type: ignore[override]
+    async def process(self, events: list[trailproc.Event]) -> None:
         self.batch_sizes.append(len(events))
         self.names += [e.event_name for e in events]
 

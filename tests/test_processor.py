@@ -133,3 +133,40 @@ def test_process_paths_shows_a_progress_bar_when_asked(
     assert result.records == 30
     err = capsys.readouterr().err
     assert "process" in err and "3/3" in err and "records=30" in err
+
+
+def test_sync_user_code_runs_off_the_event_loop_even_when_combined(tmp_path: Path) -> None:
+    """Slow sync handlers must not block the loop (heartbeats), alone or beside async ones."""
+    import threading
+
+    (tmp_path / "a.json.gz").write_bytes(encode_log(make_records(4)))
+    threads: dict[str, set[str]] = {"sync": set(), "async": set(), "handlers": set(),
+                                    "async_handlers": set()}  # fmt: skip
+
+    class SyncP(trailproc.EventProcessor):
+        def process(self, events: list[Event]) -> None:
+            threads["sync"].add(threading.current_thread().name)
+
+    class AsyncP(trailproc.EventProcessor):
+        async def process(self, events: list[Event]) -> None:
+            threads["async"].add(threading.current_thread().name)
+
+    sync_handlers = trailproc.Handlers()
+    sync_handlers.on()(lambda e: threads["handlers"].add(threading.current_thread().name))
+    async_handlers = trailproc.Handlers()
+
+    @async_handlers.on()
+    async def on_any(event: Event) -> None:
+        threads["async_handlers"].add(threading.current_thread().name)
+
+    result = trailproc.process_paths(
+        [tmp_path], [SyncP(), AsyncP(), sync_handlers, async_handlers]
+    )
+    assert result.records == 4
+    loop_thread = threading.main_thread().name
+    assert threads["sync"] == {n for n in threads["sync"] if n.startswith("trailproc-handler")}
+    assert threads["handlers"] and all(
+        n.startswith("trailproc-handler") for n in threads["handlers"]
+    )
+    assert threads["async"] == {loop_thread} and threads["async_handlers"] == {loop_thread}
+    assert threads["sync"]

@@ -150,7 +150,7 @@ async def run_async(
             stats.cancel()
         await maybe_await(user.close())
         await store.close()
-    log.info("stopped", **{k: v for k, v in metrics.summary().items() if "{" not in k})
+    log.info("stopped", **metrics.brief())
     return RunResult(metrics)
 
 

@@ -85,6 +85,9 @@ def main() -> None:
 @click.option("--delete-on-failure", is_flag=True, default=None,
               help="Delete messages even when processing failed (not recommended).")  # fmt: skip
 @click.option("--shutdown-timeout", type=float, help="Seconds to finish work on SIGTERM.")
+@click.option("--max-decompressed-bytes", type=int, help="Fail files inflating beyond this.")
+@click.option("--dlq-url", help="Queue to move poison messages to (with --max-receive-count).")
+@click.option("--max-receive-count", type=int, help="Receives before a failing message moves.")
 @click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port.")
 @click.option("--health-port", type=int, help="Serve /livez and /readyz on this port.")
 @click.option("--ops-bind", help="Address for those ports (0.0.0.0 in a container).")

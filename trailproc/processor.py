@@ -207,7 +207,27 @@ class Handlers(EventProcessor):
     def names(self) -> list[str]:
         return [r.name for r in self._registered]
 
-    async def process(self, events: list[Event]) -> None:
+    @property
+    def runs_on_loop(self) -> bool:
+        """True if any registered function is `async def` (then all run on the loop)."""
+        return any(inspect.iscoroutinefunction(r.func) for r in self._registered)
+
+    def process(self, events: list[Event]) -> Awaitable[None] | None:
+        # All-sync registries run as a plain function, so the Dispatcher can put them on
+        # its handler thread and heartbeats keep going during a slow handler.
+        if self.runs_on_loop:
+            return self._process_async(events)
+        for reg in self._registered:
+            matching = [e for e in events if reg.predicate(e)]
+            if matching:
+                if reg.batch:
+                    reg.func(matching)
+                else:
+                    for event in matching:
+                        reg.func(event)
+        return None
+
+    async def _process_async(self, events: list[Event]) -> None:
         for reg in self._registered:
             matching = [e for e in events if reg.predicate(e)]
             if not matching:
@@ -304,10 +324,18 @@ class FunctionProcessor(EventProcessor):
 
     def __init__(self, func: Callable[[Event], Any]) -> None:
         self.func = func
+        self.runs_on_loop = inspect.iscoroutinefunction(func)
 
-    async def process(self, events: list[Event]) -> None:
+    def process(self, events: list[Event]) -> Awaitable[None] | None:
+        if self.runs_on_loop:
+            return self._process_async(events)
         for event in events:
-            await maybe_await(self.func(event))
+            self.func(event)
+        return None
+
+    async def _process_async(self, events: list[Event]) -> None:
+        for event in events:
+            await self.func(event)
 
 
 def _to_processor(obj: Any, spec: str) -> EventProcessor:
@@ -357,29 +385,44 @@ def installed_handler_names() -> list[str]:
 
 
 class Dispatcher:
-    """Calls user code: `async def process` on the loop; sync `process` on one thread.
+    """Calls user code, each processor the way it needs.
+
+    - `async def process` (or `runs_on_loop`): awaited on the event loop;
+    - processors marked `inline` (quick and non-blocking, e.g. --output): called directly;
+    - any other synchronous `process`: on one dedicated thread.
 
     One dedicated thread (not a pool) means a synchronous processor is never called
     concurrently with itself, so user code needs no locks, while the event loop keeps
-    receiving and sending visibility heartbeats during a slow batch.
+    receiving and sending visibility heartbeats during a slow batch. Combined processors
+    are dispatched part by part, so one async part does not pull the others onto the loop.
     """
 
     def __init__(self, processor: EventProcessor, *, in_thread: bool = True) -> None:
         self.processor = processor
-        self._is_async = inspect.iscoroutinefunction(processor.process)
-        # Processors marked `inline` (quick, non-blocking) skip the thread hop.
-        self._in_thread = (
-            in_thread and not self._is_async and not getattr(processor, "inline", False)
-        )
+        parts = processor.processors if isinstance(processor, _Combined) else [processor]
+        self._calls = [(part.process, self._mode(part, in_thread)) for part in parts]
         self._executor: Any = None
 
+    @staticmethod
+    def _mode(processor: EventProcessor, in_thread: bool) -> str:
+        on_loop = getattr(processor, "runs_on_loop", None)
+        if on_loop is None:
+            on_loop = inspect.iscoroutinefunction(processor.process)
+        if on_loop:
+            return "loop"
+        if not in_thread or getattr(processor, "inline", False):
+            return "inline"
+        return "thread"
+
     async def __call__(self, events: list[Event]) -> None:
-        if self._is_async:
-            await self.processor.process(events)  # type: ignore[misc]
-            return
-        if not self._in_thread:
-            await maybe_await(self.processor.process(events))
-            return
+        for process, mode in self._calls:
+            if mode == "thread":
+                result = await self._in_thread(process, events)
+            else:
+                result = process(events)
+            await maybe_await(result)
+
+    async def _in_thread(self, process: Callable[[list[Event]], Any], events: list[Event]) -> Any:
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -387,10 +430,7 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         # Carry contextvars (structlog's bound request id, ...) into the handler thread.
         context = contextvars.copy_context()
-        result = await loop.run_in_executor(
-            self._executor, context.run, self.processor.process, events
-        )
-        await maybe_await(result)
+        return await loop.run_in_executor(self._executor, context.run, process, events)
 
     def shutdown(self) -> None:
         if self._executor is not None:
