@@ -27,12 +27,13 @@ import click
 from .app import RunResult
 from .checkpoint import open_store
 from .checkpoint.base import CheckpointStore, Claim, FileId
-from .config import Config, ConfigError, load_config
-from .observe import Metrics, configure_logging, get_logger
+from .cli_common import TimeParam, fail_cleanly, load_cli_config, processing_options
+from .config import Config, load_config
+from .observe import Metrics, get_logger
 from .pipeline.keys import FileRef
 from .processor import EventProcessor, maybe_await
 from .progress import Progress
-from .sources.s3_listing import ListingQuery, iter_log_refs, parse_time
+from .sources.s3_listing import ListingQuery, iter_log_refs
 
 __all__ = ["BackfillResult", "NamespacedStore", "backfill", "backfill_async", "backfill_command"]
 
@@ -214,18 +215,6 @@ def backfill(
 # --- the command ---------------------------------------------------------------------
 
 
-class _Time(click.ParamType):
-    name = "TIME"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, dt.datetime):
-            return value
-        try:
-            return parse_time(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
 @click.command("backfill")
 @click.option("--bucket", required=True, help="The trail's S3 bucket.")
 @click.option("--prefix", help="The trail's S3 key prefix (the part before AWSLogs/).")
@@ -246,10 +235,10 @@ class _Time(click.ParamType):
 )
 @click.option(
     "--start-time",
-    type=_Time(),
+    type=TimeParam(),
     help="First delivery time to include (UTC unless an offset is given).",
 )
-@click.option("--end-time", type=_Time(), help="Delivery time to stop before (exclusive).")
+@click.option("--end-time", type=TimeParam(), help="Delivery time to stop before (exclusive).")
 @click.option("--insights", is_flag=True, help="Also process CloudTrail Insights files.")
 @click.option(
     "--force",
@@ -263,35 +252,12 @@ class _Time(click.ParamType):
 )
 @click.option("--concurrency", type=click.IntRange(min=1), help="Files in flight at once.")
 @click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG.",
-)
-@click.option(
-    "--handler",
-    "handlers",
-    multiple=True,
-    metavar="MODULE:ATTR",
-    help="Processor or handler registry to load (repeatable).",
-)
-@click.option(
-    "--output",
-    metavar="PATH|-",
-    help="Append each record as one line of JSON to PATH ('-' = stdout).",
-)
-@click.option("--max-events-per-emit", type=int, help="Most events per process() call.")
-@click.option(
-    "--checkpoint", metavar="SPEC", help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE"
-)
-@click.option("--state-dir", help="Folder for the checkpoint database (.trailproc).")
-@click.option(
     "--progress/--no-progress",
     default=None,
     help="Progress bar (default: when stderr is a terminal).",
 )
-@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
-@click.option("--log-format", type=click.Choice(["auto", "console", "json"]))
+@processing_options
+@fail_cleanly
 def backfill_command(
     bucket: str,
     prefix: str | None,
@@ -311,13 +277,7 @@ def backfill_command(
     """Process log files already in a bucket (history loads, replays, new handlers)."""
     from .app import install_signal_handlers
 
-    if handlers:
-        flags["handlers"] = list(handlers)
-    try:
-        config = load_config(config_path, **flags)
-    except ConfigError as exc:
-        raise click.UsageError(f"invalid configuration: {exc}") from None
-    configure_logging(config.log_level, config.log_format)
+    config = load_cli_config(config_path, handlers=handlers, **flags)
 
     async def main() -> BackfillResult:
         stopping = asyncio.Event()

@@ -3,70 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from .config import Config, ConfigError, load_config
+from .cli_common import fail_cleanly, load_cli_config, processing_options
 from .observe import configure_logging, get_logger
 
 log = get_logger("trailproc.cli")
-
-
-def _common(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every processing command shares."""
-    options = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG."),
-        click.option("--handler", "handlers", multiple=True, metavar="MODULE:ATTR",
-                     help="Processor or handler registry to load (repeatable), or an entry "
-                          "point name in the 'trailproc.handlers' group."),
-        click.option("--output", metavar="PATH|-",
-                     help="Append each record as one line of JSON to PATH ('-' = stdout)."),
-        click.option("--max-events-per-emit", type=int, help="Most events per process() call."),
-        click.option("--state-dir", help="Folder for the checkpoint database (.trailproc)."),
-        click.option("--checkpoint", metavar="SPEC",
-                     help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE"),
-        click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"])),
-        click.option("--log-format", type=click.Choice(["auto", "console", "json"])),
-    ]  # fmt: skip
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def _load(config_path: str | None, **flags: Any) -> Config:
-    handlers = flags.pop("handlers", ())
-    if handlers:
-        flags["handlers"] = list(handlers)
-    try:
-        config = load_config(config_path, **flags)
-    except ConfigError as exc:
-        raise click.UsageError(f"invalid configuration: {exc}") from None
-    configure_logging(config.log_level, config.log_format)
-    return config
-
-
-def _fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected failures into one clear line and exit 1 (no traceback)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (click.ClickException, click.exceptions.Exit, KeyboardInterrupt):
-            raise
-        except (ValueError, OSError) as exc:
-            raise click.ClickException(str(exc)) from None
-        except Exception as exc:
-            if type(exc).__module__.startswith(("botocore", "aiobotocore")):
-                raise click.ClickException(f"AWS error: {exc}") from None
-            raise
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,7 +21,7 @@ def main() -> None:
 
 
 @main.command()
-@_common
+@processing_options
 @click.option("--queue-url", help="SQS queue with the trail's notifications.")
 @click.option("--visibility-timeout", type=int, help="Seconds; extended while working.")
 @click.option("--wait-time", "wait_time_seconds", type=int, help="Long-poll seconds (0-20).")
@@ -93,10 +38,10 @@ def main() -> None:
 @click.option("--ops-bind", help="Address for those ports (0.0.0.0 in a container).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes sharing the queue and the checkpoint store.")  # fmt: skip
-@_fail_cleanly
+@fail_cleanly
 def run(config_path: str | None, workers: int, **flags: Any) -> None:
     """Poll SQS and hand every CloudTrail record to the handlers (daemon)."""
-    config = _load(config_path, **flags)
+    config = load_cli_config(config_path, **flags)
     if not config.queue_url:
         raise click.UsageError("no queue: give --queue-url or set TRAILPROC_QUEUE_URL")
     if workers > 1:
@@ -116,14 +61,14 @@ def run(config_path: str | None, workers: int, **flags: Any) -> None:
 
 
 @main.command()
-@_common
+@processing_options
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes to spread the files over.")  # fmt: skip
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@_fail_cleanly
+@fail_cleanly
 def process(paths: tuple[str, ...], config_path: str | None, jobs: int, **flags: Any) -> None:
     """Run local log files or folders through the handlers (no AWS needed)."""
-    config = _load(config_path, **flags)
+    config = load_cli_config(config_path, **flags)
     result: Any
     if jobs > 1:
         from .parallel import process_parallel
@@ -146,7 +91,7 @@ def process(paths: tuple[str, ...], config_path: str | None, jobs: int, **flags:
 @click.option("--files", default=4, show_default=True, help="Log files to deliver.")
 @click.option("--records", default=25, show_default=True, help="Records per file.")
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]), default="auto")
-@_fail_cleanly
+@fail_cleanly
 def demo(files: int, records: int, log_format: str) -> None:
     """Start a local moto server, deliver sample CloudTrail logs, process them."""
     from .demo import run_demo

@@ -9,28 +9,16 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import click
 import structlog
 
+from ..cli_common import TimeParam
 from .keys import KeyNotUsable, PublicKeyRing
 from .model import FileResult, ValidationReport, format_time
-from .validator import TrailArn, ValidationError, parse_time, validate
+from .validator import TrailArn, ValidationError, validate
 
 __all__ = ["validate_command"]
-
-
-class _Time(click.ParamType):
-    name = "TIME"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, dt.datetime):
-            return value
-        try:
-            return parse_time(str(value))
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
 
 
 class _Progress:
@@ -118,10 +106,10 @@ def _print_text(report: ValidationReport, verbose: bool) -> None:
     "--account-id", default=None, help="Account whose logs to validate (default: the ARN's)."
 )
 @click.option(
-    "--start-time", required=True, type=_Time(), help="ISO 8601 time or YYYY-MM-DD (UTC)."
+    "--start-time", required=True, type=TimeParam(), help="ISO 8601 time or YYYY-MM-DD (UTC)."
 )
 @click.option(
-    "--end-time", default=None, type=_Time(), help="ISO 8601 time or YYYY-MM-DD (default: now)."
+    "--end-time", default=None, type=TimeParam(), help="ISO 8601 time or YYYY-MM-DD (default: now)."
 )
 @click.option(
     "--public-key-file",

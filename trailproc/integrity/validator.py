@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import structlog
 
 from ..pipeline.keys import ObjectKind, classify_key
+from ..timeparse import parse_time, parse_time_or_none
 from .keys import CloudTrailPublicKeys, KeyNotUsable, PublicKeyRing, PublicKeySource
 from .model import FileKind, FileResult, Gap, Status, ValidationReport
 from .signing import NotGzipError, gunzip, gunzip_sha256, signing_string, verify_signature
@@ -58,32 +59,6 @@ class TrailArn:
         return cls(m["partition"], m["region"], m["account"], m["name"])
 
 
-def parse_time(text: str) -> dt.datetime:
-    """ISO 8601 (`2026-11-01T00:00:00Z`, offsets, no seconds) or `YYYY-MM-DD`; naive = UTC."""
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            when = dt.datetime.strptime(value, "%Y%m%dT%H%M%S%z")
-        except ValueError:
-            raise ValueError(f"not an ISO 8601 time or YYYY-MM-DD date: {text!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc)
-
-
-def _parse_json_time(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        return None
-
-
 class ProgressHook(Protocol):
     """Told how many log files there are to check and when each one is done."""
 
@@ -112,11 +87,11 @@ class _Digest:
 
     @property
     def start(self) -> dt.datetime | None:
-        return _parse_json_time(self.doc.get("digestStartTime")) if self.doc else None
+        return parse_time_or_none(self.doc.get("digestStartTime")) if self.doc else None
 
     @property
     def end(self) -> dt.datetime:
-        parsed = _parse_json_time(self.doc.get("digestEndTime")) if self.doc else None
+        parsed = parse_time_or_none(self.doc.get("digestEndTime")) if self.doc else None
         return parsed or self.ts
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import retry_transient
 from ..observe import get_logger
 from ..pipeline.keys import FileRef, ObjectKind
+from ..timeparse import parse_time, to_utc
 
 __all__ = ["DayFolder", "ListingQuery", "iter_day_folders", "iter_log_refs", "parse_time"]
 
@@ -39,35 +40,10 @@ _REGION = re.compile(r"^[a-z0-9-]+$")
 _FOLDERS = {ObjectKind.LOG: "CloudTrail", ObjectKind.INSIGHT: "CloudTrail-Insight"}
 
 
-def parse_time(text: str) -> dt.datetime:
-    """`2024-01-31`, `2024-01-31T05:00`, `2024-01-31 05:00:00Z`, `...+02:00` → aware UTC.
-
-    A time without an offset is UTC (CloudTrail's folders and file names are UTC).
-    """
-    value = text.strip()
-    if value.endswith(("Z", "z")):
-        value = value[:-1] + "+00:00"
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"cannot read time {text!r}: expected e.g. 2024-01-31 or 2024-01-31T05:00:00Z"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
-
-
 def _utc(value: dt.datetime | dt.date | str | None) -> dt.datetime | None:
     if value is None:
         return None
-    if isinstance(value, str):
-        return parse_time(value)
-    if not isinstance(value, dt.datetime):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value.astimezone(dt.timezone.utc)
+    return parse_time(value) if isinstance(value, str) else to_utc(value)
 
 
 @dataclass(frozen=True)
