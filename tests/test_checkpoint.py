@@ -25,6 +25,7 @@ from trailproc.checkpoint import (
     ClaimState,
     DynamoDBStore,
     FileId,
+    KeyValueStore,
     LeaseLost,
     MemoryStore,
     SqliteStore,
@@ -245,6 +246,145 @@ def test_keys_with_spaces_and_unicode(store: CheckpointStore) -> None:
             assert await s.is_done(f) == (i == 1)
 
     run(store, body)
+
+
+# --- the key/value contract (pending digest checks) ----------------------------------
+
+LOG_URI = f"digest-check:s3://{BUCKET}/{KEY}"
+
+
+def kv(s: CheckpointStore) -> KeyValueStore:
+    assert isinstance(s, KeyValueStore)
+    return s
+
+
+def test_kv_implements_protocol(store: CheckpointStore) -> None:
+    assert isinstance(store, KeyValueStore)
+
+
+def test_kv_remember_recall_forget(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        k = kv(s)
+        assert await k.recall(LOG_URI) is None
+        assert await k.forget(LOG_URI) is None
+        assert await k.remember(LOG_URI, '{"sha256": "aa"}', 3600) is True
+        assert await k.recall(LOG_URI) == '{"sha256": "aa"}'
+        assert await k.remember(LOG_URI, "bb", 3600) is True  # plain remember replaces
+        assert await k.recall(LOG_URI) == "bb"
+        # Values never touch file progress, and file ids never touch values.
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.NEW, 0)
+        assert await k.recall(str(FILE)) is None
+        assert await k.forget(LOG_URI) == "bb"
+        assert await k.recall(LOG_URI) is None
+        assert await k.forget(LOG_URI) is None  # taken once only
+        assert await s.claim(FILE, "A", 30) == Claim(ClaimState.NEW, 0)
+
+    run(store, body)
+
+
+def test_kv_only_new_does_not_overwrite(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        k = kv(s)
+        assert await k.remember(LOG_URI, "first", 3600, only_new=True) is True
+        assert await k.remember(LOG_URI, "second", 3600, only_new=True) is False
+        assert await k.recall(LOG_URI) == "first"
+        assert await k.forget(LOG_URI) == "first"
+        assert await k.remember(LOG_URI, "third", 3600, only_new=True) is True
+        assert await k.recall(LOG_URI) == "third"
+
+    run(store, body)
+
+
+def test_kv_values_expire(store: CheckpointStore) -> None:
+    async def body(s: CheckpointStore) -> None:
+        k = kv(s)
+        await k.remember("short", "gone soon", 0.3)
+        await k.remember("long", "stays", 3600)
+        await k.remember("taken", "expired before taken", 0.3)
+        assert await k.recall("short") == "gone soon"
+        await asyncio.sleep(0.5)
+        assert await k.recall("short") is None
+        assert await k.forget("taken") is None  # an expired value is not handed out
+        assert await k.recall("long") == "stays"
+        # An expired value counts as absent for only_new.
+        assert await k.remember("short", "new", 3600, only_new=True) is True
+        assert await k.recall("short") == "new"
+
+    run(store, body)
+
+
+def test_kv_keys_with_spaces_and_unicode(store: CheckpointStore) -> None:
+    keys = [f"digest-check:s3://{BUCKET}/AWSLogs/ünï cödé/日本語 🚀'\"%20.json.gz", "a", "a b"]
+
+    async def body(s: CheckpointStore) -> None:
+        k = kv(s)
+        for i, key in enumerate(keys):
+            await k.remember(key, f"v{i} ✓", 3600)
+        for i, key in enumerate(keys):
+            assert await k.recall(key) == f"v{i} ✓"
+
+    run(store, body)
+
+
+def test_kv_only_one_taker_across_processes(tmp_path: Path) -> None:
+    """Two SQLite stores on one file (two workers): a value is taken by exactly one."""
+    path = tmp_path / "cp.sqlite3"
+
+    async def main() -> None:
+        a, b = SqliteStore(path), SqliteStore(path)
+        try:
+            for i in range(20):
+                assert await a.remember(f"k{i}", f"v{i}", 3600, only_new=True)
+                assert not await b.remember(f"k{i}", "other", 3600, only_new=True)
+            got = [await (a if i % 2 else b).forget(f"k{i}") for i in range(20)]
+            again = [await (b if i % 2 else a).forget(f"k{i}") for i in range(20)]
+            assert got == [f"v{i}" for i in range(20)] and again == [None] * 20
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
+
+
+def test_sqlite_purges_expired_values_lazily(tmp_path: Path) -> None:
+    path = tmp_path / "cp.sqlite3"
+
+    async def main() -> None:
+        s = SqliteStore(path)
+        try:
+            await s.remember("old", "x", 0.01)
+            await asyncio.sleep(0.05)
+            s._purged_at = 0.0  # the next write purges (normally at most every 10 min)
+            await s.remember("new", "y", 3600)
+        finally:
+            await s.close()
+
+    asyncio.run(main())
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT key FROM kv").fetchall() == [("new",)]
+    finally:
+        conn.close()
+
+
+def test_dynamodb_values_carry_ttl(aws_env: MotoServer) -> None:
+    async def main() -> None:
+        s = DynamoDBStore(TABLE, create_table=True)
+        try:
+            await s.remember(LOG_URI, "v", 7 * 86400)
+        finally:
+            await s.close()
+
+    before = time.time()
+    asyncio.run(main())
+    item = boto3.client("dynamodb").get_item(
+        TableName=TABLE, Key={"pk": {"S": "kv:" + LOG_URI}}, ConsistentRead=True
+    )["Item"]
+    assert item["value"] == {"S": "v"}
+    ttl = int(item["expires_at"]["N"])
+    assert before + 7 * 86400 <= ttl <= time.time() + 7 * 86400 + 2
 
 
 # --- SQLite ---------------------------------------------------------------------------

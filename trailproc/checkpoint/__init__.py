@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-from .base import CheckpointStore, Claim, ClaimState, FileId, LeaseLost
+from .base import CheckpointStore, Claim, ClaimState, FileId, KeyValueStore, LeaseLost
 from .dynamodb import DynamoDBStore
 from .memory import MemoryStore
 from .sqlite import SqliteStore
@@ -27,6 +27,7 @@ __all__ = [
     "ClaimState",
     "DynamoDBStore",
     "FileId",
+    "KeyValueStore",
     "LeaseLost",
     "MemoryStore",
     "SqliteStore",

@@ -2,6 +2,10 @@
 
 A log file is identified by bucket + key + ETag (or version id), so an overwritten object
 with new content is a new file, while a redelivered notification for the same object is not.
+
+Beside progress, every store keeps small values that expire (`KeyValueStore`): state that
+must outlive a process and be shared by workers, such as the log-file hashes that wait
+for their hourly digest (inline digest verification).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["CheckpointStore", "Claim", "ClaimState", "FileId", "LeaseLost"]
+__all__ = ["CheckpointStore", "Claim", "ClaimState", "FileId", "KeyValueStore", "LeaseLost"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,3 +83,29 @@ class CheckpointStore(Protocol):
 
     async def close(self) -> None:
         """Flush and free resources."""
+
+
+@runtime_checkable
+class KeyValueStore(Protocol):
+    """Small string values under string keys, each forgotten after its time to live.
+
+    Contract shared by every implementation (memory, SQLite, DynamoDB):
+
+    * a value whose TTL has passed reads as absent, whether or not it was purged yet
+      (SQLite purges lazily; DynamoDB's TTL deletion can lag by days);
+    * `remember(..., only_new=True)` stores only if the key is absent (or expired) and
+      says whether it did: two workers racing on one key cannot both win;
+    * `forget` removes and returns the value in one step, so of several callers racing
+      to take the same value exactly one gets it.
+    """
+
+    async def remember(
+        self, key: str, value: str, ttl_seconds: float, *, only_new: bool = False
+    ) -> bool:
+        """Store `value` under `key` for `ttl_seconds`; True if it was stored."""
+
+    async def recall(self, key: str) -> str | None:
+        """The live value under `key`, or None."""
+
+    async def forget(self, key: str) -> str | None:
+        """Remove `key`; returns the live value it held, or None."""

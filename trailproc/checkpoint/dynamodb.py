@@ -8,6 +8,12 @@ Item attributes: pk (S), bucket/key/etag (S, for people reading the table), posi
 records (N), done (BOOL), lease_owner (S), lease_expires (N, epoch seconds), updated_at
 (N) and expires_at (N, epoch seconds, the table's TTL attribute, set on completion).
 
+Small expiring values (`KeyValueStore`) share the table: one item per value, keyed by
+`pk = "kv:" + key` (file items start with "s3://", so the two never collide), with
+`value` (S), `value_expires` (N, exact expiry, checked on every read because DynamoDB's
+TTL deletion can lag by days) and `expires_at` (the TTL attribute, so the table forgets
+them by itself when TTL is enabled).
+
 No retries here: transient errors propagate and the caller's retry policy decides.
 """
 
@@ -38,7 +44,11 @@ _NAMES = {
     "#expires": "lease_expires",
     "#updated": "updated_at",
     "#ttl": TTL_ATTRIBUTE,
+    "#value": "value",
+    "#vexp": "value_expires",
 }
+
+KV_PREFIX = "kv:"
 
 
 def _names(expression: str) -> dict[str, str]:
@@ -279,6 +289,61 @@ class DynamoDBStore:
             ExpressionAttributeNames={"#done": "done"},
         )
         return bool(resp.get("Item", {}).get("done", {}).get("BOOL"))
+
+    # --- KeyValueStore ----------------------------------------------------------------
+    @staticmethod
+    def _live_value(item: dict[str, Any] | None, now: float) -> str | None:
+        if not item or "value" not in item:
+            return None
+        if float(item.get("value_expires", {}).get("N", "0")) <= now:
+            return None
+        return str(item["value"]["S"])
+
+    async def remember(
+        self, key: str, value: str, ttl_seconds: float, *, only_new: bool = False
+    ) -> bool:
+        client = await self._get_client()
+        now = time.time()
+        expires = now + ttl_seconds
+        extra: dict[str, Any] = {}
+        if only_new:
+            condition = "attribute_not_exists(#pk) OR #vexp <= :now"
+            extra = {
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": _names(condition),
+                "ExpressionAttributeValues": {":now": _n(now)},
+            }
+        try:
+            await client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": _s(KV_PREFIX + key),
+                    "value": _s(value),
+                    "value_expires": _n(expires),
+                    TTL_ATTRIBUTE: {"N": str(int(expires) + 1)},
+                    "updated_at": _n(now),
+                },
+                **extra,
+            )
+        except ClientError as e:
+            if not _conditional_failed(e):
+                raise
+            return False
+        return True
+
+    async def recall(self, key: str) -> str | None:
+        client = await self._get_client()
+        resp = await client.get_item(
+            TableName=self.table, Key={"pk": _s(KV_PREFIX + key)}, ConsistentRead=True
+        )
+        return self._live_value(resp.get("Item"), time.time())
+
+    async def forget(self, key: str) -> str | None:
+        client = await self._get_client()
+        resp = await client.delete_item(
+            TableName=self.table, Key={"pk": _s(KV_PREFIX + key)}, ReturnValues="ALL_OLD"
+        )
+        return self._live_value(resp.get("Attributes"), time.time())
 
     async def close(self) -> None:
         cm, self._client_cm, self._client = self._client_cm, None, None

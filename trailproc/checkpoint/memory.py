@@ -28,6 +28,7 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._files: dict[FileId, _Entry] = {}
+        self._values: dict[str, tuple[str, float]] = {}  # key → (value, expires at)
 
     async def claim(self, file: FileId, owner: str, lease_seconds: float) -> Claim:
         now = time.time()
@@ -70,6 +71,32 @@ class MemoryStore:
     async def is_done(self, file: FileId) -> bool:
         entry = self._files.get(file)
         return entry is not None and entry.done_at is not None
+
+    # --- KeyValueStore ----------------------------------------------------------------
+    def _live(self, key: str) -> str | None:
+        held = self._values.get(key)
+        if held is None:
+            return None
+        if held[1] <= time.time():
+            del self._values[key]
+            return None
+        return held[0]
+
+    async def remember(
+        self, key: str, value: str, ttl_seconds: float, *, only_new: bool = False
+    ) -> bool:
+        if only_new and self._live(key) is not None:
+            return False
+        self._values[key] = (value, time.time() + ttl_seconds)
+        return True
+
+    async def recall(self, key: str) -> str | None:
+        return self._live(key)
+
+    async def forget(self, key: str) -> str | None:
+        value = self._live(key)
+        self._values.pop(key, None)
+        return value
 
     async def close(self) -> None:
         """Nothing to flush; the data stays readable until the object is dropped."""

@@ -36,6 +36,20 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 ) WITHOUT ROWID
 """
 
+# Small expiring values (KeyValueStore). Expired rows read as absent at once and are
+# deleted lazily, at most every `_PURGE_EVERY` seconds, by whichever call comes next.
+_KV_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS kv (
+    key        TEXT NOT NULL PRIMARY KEY,
+    value      TEXT NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID
+""",
+    "CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires_at)",
+)
+_PURGE_EVERY = 600.0
+
 _WHERE = "bucket = ? AND key = ? AND etag = ?"
 
 
@@ -63,6 +77,7 @@ class SqliteStore:
         # Connections inherited over fork: kept referenced (never used or closed here),
         # since closing them in the child could disturb the parent's locks and WAL.
         self._inherited: list[sqlite3.Connection] = []
+        self._purged_at = 0.0  # last lazy purge of expired values (time.time())
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -97,6 +112,8 @@ class SqliteStore:
                     conn.execute("PRAGMA journal_mode = WAL").fetchall()
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.execute(_SCHEMA)
+                for statement in _KV_SCHEMA:
+                    conn.execute(statement)
                 return conn
             except sqlite3.OperationalError as e:
                 conn.close()
@@ -192,6 +209,45 @@ class SqliteStore:
             f"SELECT done_at IS NOT NULL FROM checkpoints WHERE {_WHERE}", _ident(file)
         )
         return bool(rows and rows[0][0])
+
+    # --- KeyValueStore ----------------------------------------------------------------
+    def _purge(self, now: float) -> None:
+        if now - self._purged_at < _PURGE_EVERY:
+            return
+        self._purged_at = now
+        self._execute("DELETE FROM kv WHERE expires_at <= ?", (now,))
+
+    async def remember(
+        self, key: str, value: str, ttl_seconds: float, *, only_new: bool = False
+    ) -> bool:
+        now = time.time()
+        self._purge(now)
+        # An expired row counts as absent: only_new may replace it.
+        condition = " WHERE kv.expires_at <= ?" if only_new else ""
+        params: tuple[Any, ...] = (key, value, now + ttl_seconds) + ((now,) if only_new else ())
+        changed, _ = self._execute(
+            "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+            " expires_at = excluded.expires_at" + condition,
+            params,
+        )
+        return changed == 1
+
+    async def recall(self, key: str) -> str | None:
+        _, rows = self._execute(
+            "SELECT value FROM kv WHERE key = ? AND expires_at > ?", (key, time.time())
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def forget(self, key: str) -> str | None:
+        # One write transaction: of two processes taking the same key, one gets it.
+        with self._immediate() as conn:
+            rows = conn.execute("SELECT value, expires_at FROM kv WHERE key = ?", (key,)).fetchall()
+            if not rows:
+                return None
+            conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+        value, expires_at = rows[0]
+        return str(value) if expires_at > time.time() else None
 
     def stats(self) -> dict[str, int]:
         """Counts for diagnostics: files known, done, in progress, and currently leased."""
