@@ -309,6 +309,61 @@ def test_json_lines_with_a_carriage_return_only() -> None:
     assert json_lines([Event(raw, _DELIVERY, 0)]) == b'{"a":1}\n'
 
 
+@pytest.mark.parametrize("where", [0, 1, 2, 4])
+@pytest.mark.parametrize(
+    "odd",
+    [b'{"a":\n1}', b'{\n"a":1}', b'{"a":1\n}', b'{"a":\n\n1}', b'{"a":[1,\n2]}'],
+)
+def test_json_lines_finds_a_line_feed_in_any_record(odd: bytes, where: int) -> None:
+    """The per-record line-feed check catches a multi-line record at any position,
+    including the first and the last, and right next to a separator."""
+    plain = [b'{"b":%d}' % i for i in range(5)]
+    raws: list[Any] = list(plain)
+    raws[where] = odd
+    # As the pipeline hands them over: zero-copy Raw views, and plain bytes.
+    document = b'{"Records":[' + b",".join(raws) + b"]}"
+    for records in (split_records(document), raws):
+        events = [Event(r, _DELIVERY, i) for i, r in enumerate(records)]
+        expected = b"".join(msgspec.json.format(bytes(r), indent=-1) + b"\n" for r in raws)
+        assert json_lines(events) == expected
+        assert json_lines(events).count(b"\n") == len(events)
+
+
+def test_json_lines_of_one_line_records_is_one_join() -> None:
+    raws = [b'{"eventID":"%d","s":"a\\nb"}' % i for i in range(300)]  # escaped \n only
+    events = [Event(r, _DELIVERY, i) for i, r in enumerate(raws)]
+    assert json_lines(events) == b"\n".join(raws) + b"\n"
+    assert json_lines(events[:1]) == raws[0] + b"\n"
+
+
+def test_event_is_a_cheap_struct_with_identity_semantics() -> None:
+    """Event is a msgspec Struct for speed; it must still behave like a plain object."""
+    raw = b'{"eventID":"e","eventName":"N"}'
+    a, b = Event(raw, _DELIVERY, 3), Event(raw, _DELIVERY, 3)
+    assert a == a and a != b  # identity, not field equality (eq=False)
+    assert len({a, b}) == 2  # hashable by identity
+    assert (a.delivery, a.index, a.raw) == (_DELIVERY, 3, raw)
+    assert a.event_name == "N" and a.to_dict() is a.to_dict()
+    assert "Event(" in repr(a) and "#3" in repr(a)
+    view = split_records(b'{"Records":[' + raw + b"]}")[0]
+    c = Event(view, _DELIVERY, 0)
+    assert c.raw == raw and isinstance(c.raw, bytes) and c.to_dict() == json.loads(raw)
+
+
+def test_fast_batches_keep_positions_and_delivery() -> None:
+    records = [b'{"i":%d}' % i for i in range(250)]
+    batches = list(iter_batches(records, _DELIVERY, start=30, size=100))
+    assert [(len(b), nxt, dropped) for b, nxt, dropped in batches] == [
+        (100, 130, 0),
+        (100, 230, 0),
+        (20, 250, 0),
+    ]
+    events = [e for b, _, _ in batches for e in b]
+    assert [e.index for e in events] == list(range(30, 250))
+    assert all(e.delivery is _DELIVERY and e.raw == records[e.index] for e in events)
+    assert list(iter_batches(records, _DELIVERY, start=250, size=100)) == []
+
+
 # --- decompression ---------------------------------------------------------------------------
 
 BODY = b'{"Records":[' + b",".join(b'{"eventID":"%d"}' % i for i in range(200)) + b"]}"
