@@ -1,8 +1,10 @@
 """Workloads that `run.py` times, each in a fresh interpreter: `python _workloads.py NAME ...`.
 
-Every workload prints one line of JSON with its own in-process timing, so interpreter
-start-up is excluded unless a comparison says otherwise. Kept dependency-free except for
-what each side legitimately uses (trailproc, msgspec, boto3, stdlib).
+Every workload prints one line of JSON with its own in-process timing: `seconds` (wall)
+and `cpu` (user + system of the whole process, all threads, plus any children it waited
+for), so interpreter start-up is excluded unless a comparison says otherwise (`run.py`
+also records the whole process from outside). Kept dependency-free except for what each
+side legitimately uses (trailproc, msgspec, boto3, stdlib).
 """
 
 from __future__ import annotations
@@ -20,8 +22,25 @@ def _files(folder: str) -> list[Path]:
 
 
 def _cpu() -> float:
+    """CPU seconds of this process (every thread) and of its waited-for children."""
     t = os.times()
-    return t.user + t.system
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _inflate() -> tuple[object, str]:
+    """The gunzip trailproc uses (isal when installed, else zlib): same on both sides.
+
+    Chosen the way `trailproc.pipeline.decode` chooses, without importing trailproc, so a
+    baseline's whole-process figures include only what a hand-written script imports.
+    """
+    try:
+        from isal import isal_zlib
+
+        return isal_zlib, "isal"
+    except ImportError:
+        import zlib
+
+        return zlib, "zlib"
 
 
 def _emit(**fields: Any) -> None:
@@ -32,22 +51,18 @@ def bare(folder: str, out: str) -> None:
     """The in-process limit: gunzip + msgspec split into raw records + write them."""
     import msgspec
 
-    from trailproc.pipeline.decode import BACKEND
-
-    if BACKEND == "isal":
-        from isal import isal_zlib as inflate
-    else:
-        import zlib as inflate
-
+    inflate: Any
+    inflate, backend = _inflate()
     envelope = msgspec.defstruct("Envelope", [("Records", list[msgspec.Raw])])
     decoder = msgspec.json.Decoder(envelope)
     start, cpu, n = time.perf_counter(), _cpu(), 0
     with open(out, "wb") as sink:
         for path in _files(folder):
-            records = decoder.decode(inflate.decompress(path.read_bytes(), 31)).Records
+            document = inflate.decompress(path.read_bytes(), 31)
+            records: list[msgspec.Raw] = getattr(decoder.decode(document), "Records")  # noqa: B009
             sink.write(b"\n".join([*records, b""]))
             n += len(records)
-    _emit(seconds=time.perf_counter() - start, cpu=_cpu() - cpu, records=n, backend=BACKEND)
+    _emit(seconds=time.perf_counter() - start, cpu=_cpu() - cpu, records=n, backend=backend)
 
 
 def stdlib(folder: str, out: str) -> None:
@@ -65,16 +80,40 @@ def stdlib(folder: str, out: str) -> None:
 
 
 def json_loads(folder: str) -> None:
-    """Eager decoding of every record into dicts: gunzip + json.loads of the file."""
-    import gzip
+    """Eager decoding of every record into dicts: gunzip + json.loads of the file.
 
+    Uses the same gunzip as trailproc (isal when installed), so that the comparison with
+    `to_dict()` is decoding against decoding.
+    """
+    inflate: Any
+    inflate, backend = _inflate()
     start, cpu, n = time.perf_counter(), _cpu(), 0
     for path in _files(folder):
-        n += len(json.loads(gzip.decompress(path.read_bytes()))["Records"])
-    _emit(seconds=time.perf_counter() - start, cpu=_cpu() - cpu, records=n)
+        records = json.loads(inflate.decompress(path.read_bytes(), 31))["Records"]
+        for _record in records:  # the same iteration a handler does
+            n += 1
+        del records
+    _emit(seconds=time.perf_counter() - start, cpu=_cpu() - cpu, records=n, backend=backend)
 
 
-def trailproc_process(folder: str, out: str, handler: str = "") -> None:
+def msgspec_dicts(folder: str) -> None:
+    """What `to_dict()` costs without the pipeline: gunzip + split + a dict per record."""
+    import msgspec
+
+    from trailproc.pipeline.decode import split_records
+
+    inflate: Any
+    inflate, backend = _inflate()
+    decoder = msgspec.json.Decoder(dict[str, Any])
+    start, cpu, n = time.perf_counter(), _cpu(), 0
+    for path in _files(folder):
+        for raw in split_records(inflate.decompress(path.read_bytes(), 31)):
+            decoder.decode(raw)
+            n += 1
+    _emit(seconds=time.perf_counter() - start, cpu=_cpu() - cpu, records=n, backend=backend)
+
+
+def trailproc_process(folder: str, out: str, handler: str = "", batch: str = "") -> None:
     """`trailproc.app.process_paths` timed inside the process (no start-up)."""
     import asyncio
 
@@ -87,8 +126,10 @@ def trailproc_process(folder: str, out: str, handler: str = "") -> None:
         checkpoint="memory",
         log_level="warning",
     )
+    if batch:
+        config = config.replace(max_events_per_emit=int(batch))
     start, cpu = time.perf_counter(), _cpu()
-    result = asyncio.run(process_paths_async([folder], config))
+    result = asyncio.run(process_paths_async([folder], config, progress=False))
     _emit(
         seconds=time.perf_counter() - start,
         cpu=_cpu() - cpu,
@@ -103,9 +144,15 @@ def parallel(folder: str, jobs: str, handler: str) -> None:
     from trailproc.parallel import process_parallel
 
     config = load_config(checkpoint="memory", log_level="warning")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu()
     result = process_parallel([folder], config, int(jobs), [handler])
-    _emit(seconds=time.perf_counter() - start, records=result.records, failed=result.files_failed)
+    _emit(
+        seconds=time.perf_counter() - start,
+        cpu=_cpu() - cpu,  # children included: the pool is joined before this line
+        records=result.records,
+        failed=result.files_failed,
+        child_seconds=[job.get("seconds") for job in result.jobs],
+    )
 
 
 def boto3_consumer(queue_url: str, out: str) -> None:
@@ -151,7 +198,8 @@ def peak_rss(*cmd: str) -> None:
     _pid, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
-        sys.exit(f"{cmd[0]} exited {proc.returncode}: {proc.stderr.read()[-2000:]!r}")
+        err = proc.stderr.read() if proc.stderr else b""
+        sys.exit(f"{cmd[0]} exited {proc.returncode}: {err[-2000:]!r}")
     _emit(seconds=time.perf_counter() - start, max_rss_mb=usage.ru_maxrss / 1024)
 
 
