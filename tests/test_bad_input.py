@@ -396,7 +396,8 @@ def test_daemon_logs_one_json_error_line(sandbox: TrailSandbox, tmp_path: Path) 
     assert errors[0]["message_id"]
     stopped = [e for e in logs if e["event"] == "stopped"]
     assert len(stopped) == 1
-    assert stopped[0]["records_total"] == 5
+    assert stopped[0]["records"] == 5
+    assert stopped[0]["errors"] == {"bad_log_file": 1}  # the breakdown names the reason
     assert len(event_ids(str(output))) == 5
     assert sandbox.queue_depth() == 1  # the bad one, kept
     assert good
