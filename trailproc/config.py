@@ -113,6 +113,26 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         list[str], _doc("If set, refuse SNS notifications from any other topic.")
     ] = msgspec.field(default_factory=list)
 
+    # --- integrity -----------------------------------------------------------------------
+    verify_digests: Annotated[
+        bool,
+        _doc(
+            "Hash every log file as it is processed and check it against the SHA-256 in its "
+            "CloudTrail digest when the digest's notification arrives (either order; pending "
+            "hashes wait in the checkpoint store). Digests go to this check, never to "
+            "handlers. A mismatch is reported (on_error, log line, "
+            "trailproc_digest_checks_total{outcome=\"mismatch\"}); nothing is withheld."
+        ),
+    ] = False
+    digest_wait_hours: Annotated[
+        float,
+        msgspec.Meta(
+            gt=0,
+            description="How long a log file's hash waits for its digest (and a digest's "
+            "expected hashes for their log files) before it is forgotten unchecked.",
+        ),
+    ] = 168.0
+
     # --- state ---------------------------------------------------------------------------
     state_dir: Annotated[str, _doc("Folder for the embedded checkpoint database.")] = ".trailproc"
     checkpoint: Annotated[

@@ -19,6 +19,7 @@ __all__ = [
     "BadMessage",
     "CheckpointError",
     "DecompressedTooLarge",
+    "DigestMismatch",
     "FetchError",
     "HandlerError",
     "Refused",
@@ -115,6 +116,34 @@ class HandlerError(TrailprocError):
     """User code raised while processing a batch."""
 
     reason = "handler_failed"
+
+
+class DigestMismatch(TrailprocError):
+    """A processed log file's SHA-256 differs from the one its CloudTrail digest lists.
+
+    The file changed after CloudTrail delivered it. `bucket`/`key` name the log file;
+    `digest_bucket`/`digest_key` the digest; `expected` is the digest's hash, `actual`
+    the hash of the bytes trailproc processed. An integrity finding, reported once: the
+    records were handed over already and no message is kept because of it.
+    """
+
+    reason = "digest_mismatch"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        expected: str,
+        actual: str,
+        digest_bucket: str | None,
+        digest_key: str | None,
+        **where: Any,
+    ) -> None:
+        super().__init__(message, **where)
+        self.expected = expected
+        self.actual = actual
+        self.digest_bucket = digest_bucket
+        self.digest_key = digest_key
 
 
 _TRANSIENT_CODES = frozenset(

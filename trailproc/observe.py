@@ -145,6 +145,12 @@ class Metrics:
         self.last_poll = Gauge(
             "trailproc_last_poll_timestamp", "Unix time of the last receive", registry=r
         )
+        self.digest_checks = Counter(
+            "trailproc_digest_checks",
+            "Processed log files compared with their digest (verify_digests), by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self.stage_seconds = Histogram(
             "trailproc_stage_seconds",
             "Time spent per pipeline stage (receive, download, decode, handler)",
@@ -164,7 +170,8 @@ class Metrics:
     FILE_KINDS = ("log", "insight", "digest", "other")
     FILE_OUTCOMES = ("done", "already_done", "busy", "interrupted", "failed")
     ERROR_REASONS = ("fetch_failed", "bad_log_file", "too_large", "bad_notification",
-                     "refused", "handler_failed", "error")  # fmt: skip
+                     "refused", "handler_failed", "digest_mismatch", "error")  # fmt: skip
+    DIGEST_OUTCOMES = ("match", "mismatch")
     STAGES = ("receive", "download", "decode", "handler")
 
     def _preinitialise(self) -> None:
@@ -179,6 +186,8 @@ class Metrics:
             self.errors.labels(reason)
         for stage in self.STAGES:
             self.stage_seconds.labels(stage)
+        for outcome in self.DIGEST_OUTCOMES:
+            self.digest_checks.labels(outcome)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample, e.g. value("trailproc_records_total")."""
@@ -235,6 +244,7 @@ class Metrics:
             "mb_in": round(self._total("trailproc_bytes_compressed_total") / 1e6, 1),
             "mb_out": round(self._total("trailproc_bytes_decompressed_total") / 1e6, 1),
             "errors": self._by_label("trailproc_errors_total", "reason"),
+            "digest_checks": self._by_label("trailproc_digest_checks_total", "outcome"),
             "in_flight": int(self.value("trailproc_in_flight_messages")),
             "uptime_s": int(time.time() - self.started),
         }

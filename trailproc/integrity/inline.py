@@ -1,20 +1,51 @@
 """Inline verification: hash log files while processing them, check them when their digest
 arrives (an hour or so later).
 
-Pure and synchronous; the pipeline owns persistence (`pending` is a plain dict it can
-save in its checkpoint store and hand back through the constructor).
+Two forms:
+
+* `InlineVerifier`: pure and synchronous, pending hashes in a plain dict (one process).
+* `PendingDigestChecks`: what the pipeline uses with `verify_digests`. Pending hashes
+  live in the checkpoint store (`KeyValueStore`), so they survive restarts and are shared
+  by every worker, and log files and digests may arrive in either order.
+
+How the two halves meet: one key per log file, ``digest-check:s3://bucket/key``. Whichever
+side comes first (the processed log's hash, or the digest's expected hash) stores itself
+there with `only_new`; the second finds the key taken, removes the value in one atomic
+step (`forget`) and compares. Of two workers racing, exactly one stores and the other
+compares, so each log file is checked once. A value from the same side (the log file
+processed again, e.g. rewritten under the same key) replaces the older one.
+
+Both check content only; neither verifies the digest's signature or the chain
+(`trailproc.integrity.validate` does).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from ..checkpoint.base import KeyValueStore
+from ..errors import retry_transient
 from .signing import GZIP_MAGIC, gunzip
 
-__all__ = ["InlineVerifier", "Mismatch"]
+__all__ = [
+    "DEFAULT_WAIT_SECONDS",
+    "DigestListing",
+    "HashCheck",
+    "InlineVerifier",
+    "Mismatch",
+    "PendingDigestChecks",
+    "parse_digest",
+]
+
+T = TypeVar("T")
+
+DEFAULT_WAIT_SECONDS = 7 * 86400.0
+KEY_PREFIX = "digest-check:"
 
 
 @dataclass(frozen=True)
@@ -92,3 +123,172 @@ class InlineVerifier:
 
     def __len__(self) -> int:
         return len(self.pending)
+
+
+# --- persistent, order-independent checks ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HashCheck:
+    """One log file compared with its digest entry."""
+
+    bucket: str
+    key: str
+    expected: str  # hashValue in the digest
+    actual: str  # SHA-256 of the decompressed bytes that were processed
+    digest_bucket: str | None
+    digest_key: str | None
+
+    @property
+    def matched(self) -> bool:
+        return self.expected == self.actual
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    @property
+    def digest_uri(self) -> str:
+        return f"s3://{self.digest_bucket or '?'}/{self.digest_key or '?'}"
+
+
+@dataclass(frozen=True)
+class DigestListing:
+    """What a digest says: where it was delivered and `(bucket, key, sha256)` per log file."""
+
+    bucket: str | None
+    key: str | None
+    log_files: tuple[tuple[str, str, str], ...]
+
+
+def parse_digest(data: bytes) -> DigestListing:
+    """Read a digest document (gzip or already decompressed). ValueError if it is not one."""
+    raw = gunzip(data) if data[:2] == GZIP_MAGIC else data
+    try:
+        doc: Any = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"digest is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("logFiles"), list):
+        raise ValueError("not a CloudTrail digest document (no logFiles list)")
+    entries = []
+    for i, entry in enumerate(doc["logFiles"]):
+        if not isinstance(entry, dict):
+            raise ValueError(f"digest logFiles[{i}] is not an object")
+        bucket, key, value = entry.get("s3Bucket"), entry.get("s3Object"), entry.get("hashValue")
+        if not (isinstance(bucket, str) and isinstance(key, str) and isinstance(value, str)):
+            raise ValueError(f"digest logFiles[{i}] lacks s3Bucket, s3Object or hashValue")
+        algorithm = entry.get("hashAlgorithm", "SHA-256")
+        if algorithm != "SHA-256":
+            raise ValueError(f"digest logFiles[{i}] uses hashAlgorithm {algorithm!r}")
+        entries.append((bucket, key, value.lower()))
+    bucket, key = doc.get("digestS3Bucket"), doc.get("digestS3Object")
+    return DigestListing(
+        bucket if isinstance(bucket, str) else None,
+        key if isinstance(key, str) else None,
+        tuple(entries),
+    )
+
+
+class PendingDigestChecks:
+    """Meets processed log files and digest entries in a `KeyValueStore`, in either order.
+
+    `log_processed` and `digest_processed` hand each completed comparison to `report`
+    as soon as it is made (before the next store call), so a failure later in a large
+    digest loses no result. Store calls are retried on transient errors; other errors
+    propagate (the caller keeps the file or digest for a later attempt).
+    """
+
+    def __init__(
+        self,
+        store: KeyValueStore,
+        report: Callable[[HashCheck], None],
+        *,
+        wait_seconds: float = DEFAULT_WAIT_SECONDS,
+        concurrency: int = 16,
+    ) -> None:
+        if not isinstance(store, KeyValueStore):
+            raise TypeError(
+                f"{store!r} cannot keep pending digest checks (it is not a KeyValueStore)"
+            )
+        self.store = store
+        self.report = report
+        self.wait_seconds = wait_seconds
+        self.concurrency = concurrency
+
+    @staticmethod
+    def key(bucket: str, key: str) -> str:
+        return f"{KEY_PREFIX}s3://{bucket}/{key}"
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await retry_transient(call, attempts=5)
+
+    async def _meet(self, key: str, mine: dict[str, Any]) -> dict[str, Any] | None:
+        """Store `mine` under `key`, or take the other side's value if it is there."""
+        text = json.dumps(mine, separators=(",", ":"))
+        for _ in range(5):
+            stored = await self._call(
+                lambda: self.store.remember(key, text, self.wait_seconds, only_new=True)
+            )
+            if stored:
+                return None
+            held = await self._call(lambda: self.store.forget(key))
+            if held is None:
+                continue  # expired or taken by another worker a moment ago
+            other = _load(held)
+            if other is not None and other["from"] != mine["from"]:
+                return other
+            # Our own side (or unreadable): drop it, ours replaces it on the next turn.
+        await self._call(lambda: self.store.remember(key, text, self.wait_seconds))
+        return None
+
+    async def log_processed(self, bucket: str, key: str, sha256: str) -> HashCheck | None:
+        """A log file was processed; compare now if its digest came first."""
+        actual = sha256.lower()
+        other = await self._meet(self.key(bucket, key), {"from": "log", "sha256": actual})
+        if other is None:
+            return None
+        check = HashCheck(
+            bucket, key, other["sha256"], actual, other.get("digest_bucket"),
+            other.get("digest_key"),
+        )  # fmt: skip
+        self.report(check)
+        return check
+
+    async def digest_processed(self, listing: DigestListing) -> list[HashCheck]:
+        """A digest arrived; compare the listed log files already processed, remember the
+        expected hashes of the others."""
+        limit = asyncio.Semaphore(self.concurrency)
+        checks: list[HashCheck] = []
+
+        async def one(bucket: str, key: str, expected: str) -> None:
+            mine = {"from": "digest", "sha256": expected,
+                    "digest_bucket": listing.bucket, "digest_key": listing.key}  # fmt: skip
+            async with limit:
+                other = await self._meet(self.key(bucket, key), mine)
+            if other is None:
+                return
+            check = HashCheck(bucket, key, expected, other["sha256"], listing.bucket, listing.key)
+            checks.append(check)
+            self.report(check)
+
+        results = await asyncio.gather(
+            *(one(*entry) for entry in listing.log_files), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return checks
+
+
+def _load(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if (
+        not isinstance(value, dict)
+        or value.get("from") not in ("log", "digest")
+        or not isinstance(value.get("sha256"), str)
+    ):
+        return None
+    return value

@@ -5,25 +5,41 @@
 
 It knows nothing of SQS, Lambda or S3 listings: a source hands it a `FileRef` and gets a
 `FileOutcome` back, and decides itself how to acknowledge.
+
+With digest checks enabled (`enable_digest_checks`, the `verify_digests` option) each log
+file's decompressed bytes are hashed in the decode thread and, once its records were
+handed over, met with its digest's entry in the checkpoint store; digest objects take
+their own short path (claim → fetch → compare → complete) and never reach user code.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..checkpoint.base import CheckpointStore, ClaimState, FileId
-from ..errors import CheckpointError, HandlerError, TrailprocError, retry_transient
+from ..errors import (
+    BadLogFile,
+    CheckpointError,
+    DigestMismatch,
+    HandlerError,
+    TrailprocError,
+    retry_transient,
+)
 from ..observe import Metrics, get_logger
 from ..processor import Dispatcher, EventProcessor, ProgressInfo, ProgressState
 from .batches import iter_batches
-from .decode import decode_log
+from .decode import decode_log, decompress, split_records
 from .events import Delivery
 from .fetch import Fetcher
-from .keys import FileRef
+from .keys import FileRef, ObjectKind
+
+if TYPE_CHECKING:  # the integrity package pulls in cryptography: imported when enabled
+    from ..integrity.inline import DigestListing, HashCheck, PendingDigestChecks
 
 __all__ = ["FileOutcome", "FilePipeline"]
 
@@ -55,6 +71,22 @@ class _Interrupted(Exception):
     pass
 
 
+def _decode_hashed(data: bytes, max_bytes: int) -> tuple[list[Any], int, str]:
+    """`decode_log` plus the SHA-256 of the exact decompressed bytes (what digests list)."""
+    document = decompress(data, max_bytes=max_bytes)
+    return split_records(document), len(document), hashlib.sha256(document).hexdigest()
+
+
+def _read_digest(data: bytes, max_bytes: int) -> DigestListing:
+    from ..integrity.inline import parse_digest
+
+    document = decompress(data, max_bytes=max_bytes)
+    try:
+        return parse_digest(document)
+    except ValueError as exc:
+        raise BadLogFile(f"unreadable CloudTrail digest file: {exc}") from exc
+
+
 class FilePipeline:
     """Runs one file at a time through every stage; many files may run concurrently."""
 
@@ -70,7 +102,6 @@ class FilePipeline:
         max_decompressed_bytes: int = 1 << 30,
         lease_seconds: float = 60.0,
         handlers_in_thread: bool = True,
-        on_decoded: Any = None,
     ) -> None:
         self.processor = processor
         self.dispatch = Dispatcher(processor, in_thread=handlers_in_thread)
@@ -81,13 +112,54 @@ class FilePipeline:
         self.batch_size = max_events_per_emit
         self.max_bytes = max_decompressed_bytes
         self.lease_seconds = lease_seconds
-        # Called with (ref, decompressed bytes) for inline integrity checks.
-        self.on_decoded = on_decoded
+        # Inline digest verification (None: off; digests are then ordinary objects).
+        self.digest_checks: PendingDigestChecks | None = None
         # Files this process is working on right now. The store's lease is per owner, and
         # one owner may receive the same file twice at once (a message redelivered while
         # still being processed, or two messages naming one object): only one goes on.
         self._active: set[FileId] = set()
         self._interrupted = False
+
+    def enable_digest_checks(self, wait_seconds: float = 7 * 86400.0) -> None:
+        """Hash log files as they are processed and check them against their digests.
+
+        Digest refs given to `run` are then verified, not handed over. Pending hashes
+        wait up to `wait_seconds` in the checkpoint store, which must therefore be a
+        `KeyValueStore` (all of trailproc's stores are). A mismatch is surfaced through
+        `fail` (log line, error counter, `on_error`) and counted in
+        `trailproc_digest_checks_total`; records are never withheld because of it.
+        """
+        from ..integrity.inline import PendingDigestChecks
+
+        try:
+            self.digest_checks = PendingDigestChecks(
+                self.store,  # type: ignore[arg-type]  # checked at run time (TypeError)
+                self._digest_checked,
+                wait_seconds=wait_seconds,
+            )
+        except TypeError as exc:
+            raise ValueError(f"verify_digests needs a store that keeps values: {exc}") from None
+
+    def _digest_checked(self, check: HashCheck) -> None:
+        """One log file compared with its digest: count it, and surface a mismatch."""
+        outcome = "match" if check.matched else "mismatch"
+        self.metrics.digest_checks.labels(outcome).inc()
+        if check.matched:
+            log.debug("log file matches its digest", bucket=check.bucket, key=check.key,
+                      digest_key=check.digest_key)  # fmt: skip
+            return
+        self.fail(
+            DigestMismatch(
+                f"log file does not match its CloudTrail digest {check.digest_uri}: "
+                f"digest says sha256 {check.expected}, processed bytes have {check.actual}",
+                expected=check.expected,
+                actual=check.actual,
+                digest_bucket=check.digest_bucket,
+                digest_key=check.digest_key,
+                bucket=check.bucket,
+                key=check.key,
+            )
+        )
 
     def interrupt(self) -> None:
         """Shutdown: every file stops at its next batch boundary (progress committed)."""
@@ -120,6 +192,10 @@ class FilePipeline:
     def fail(self, error: TrailprocError) -> None:
         """Log, count and report one failure: the single place a failure is surfaced."""
         self.metrics.errors.labels(error.reason).inc()
+        extra: dict[str, Any] = {}
+        if isinstance(error, DigestMismatch):
+            extra = {"digest_key": error.digest_key, "expected_sha256": error.expected,
+                     "actual_sha256": error.actual}  # fmt: skip
         log.error(
             error.message,
             reason=error.reason,
@@ -127,6 +203,7 @@ class FilePipeline:
             bucket=error.bucket,
             key=error.key,
             cause=repr(error.__cause__) if error.__cause__ else None,
+            **extra,
         )
         try:
             self.processor.on_error(error)
@@ -171,7 +248,70 @@ class FilePipeline:
 
         ref = replace(ref, etag=fetched.etag or ref.etag, version_id=fetched.version_id)
         file_id = FileId(ref.bucket, ref.key, ref.etag or "")
+        if ref.kind is ObjectKind.DIGEST and self.digest_checks is not None:
+            return await self._digest(ref, file_id, fetched.data, message_id)
         return await self._process(ref, file_id, fetched.data, None, message_id)
+
+    async def _digest(
+        self, ref: FileRef, file_id: FileId, data: bytes, message_id: str | None
+    ) -> FileOutcome:
+        """Check the log files a digest lists (or leave their expected hashes waiting).
+
+        Checkpointed like a log file, so a redelivered digest is not checked twice. A
+        mismatch is a finding, not a failure: the digest completes and its message is
+        acknowledged. An unreadable digest or a store failure fails (kept for retry).
+        """
+        checker = self.digest_checks
+        assert checker is not None
+        where = {"message_id": message_id, "bucket": ref.bucket, "key": ref.key}
+        if file_id in self._active:
+            return FileOutcome(ref, "busy")
+        self._active.add(file_id)
+        try:
+            try:
+                claim = await self._store(
+                    "claim", lambda: self.store.claim(file_id, self.owner, self.lease_seconds)
+                )
+            except CheckpointError as exc:
+                return FileOutcome(ref, "failed", error=exc.located(**where))
+            if claim.state is ClaimState.DONE:
+                return FileOutcome(ref, "already_done")
+            if claim.state is ClaimState.BUSY:
+                return FileOutcome(ref, "busy")
+            try:
+                listing = await asyncio.to_thread(_read_digest, data, self.max_bytes)
+                checks = await self._pending_checks(
+                    "digest check", lambda: checker.digest_processed(listing)
+                )
+                await asyncio.shield(
+                    self._store(
+                        "complete",
+                        lambda: self.store.complete(file_id, self.owner, len(listing.log_files)),
+                    )
+                )
+            except TrailprocError as exc:
+                await self._release(file_id)
+                return FileOutcome(ref, "failed", error=exc.located(**where))
+            except BaseException:
+                await asyncio.shield(self._release(file_id))
+                raise
+            log.info("digest checked", message_id=message_id, key=ref.key,
+                     listed=len(listing.log_files), checked=len(checks),
+                     mismatched=sum(not c.matched for c in checks))  # fmt: skip
+            return FileOutcome(ref, "done")
+        finally:
+            self._active.discard(file_id)
+
+    async def _pending_checks(self, what: str, call: Any) -> Any:
+        """A digest-check step (its store calls retry transient errors themselves)."""
+        try:
+            return await call()
+        except TrailprocError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(
+                f"checkpoint store {what} failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def run_records(
         self, ref: FileRef, records: list[Any], message_id: str | None = None
@@ -272,14 +412,20 @@ class FilePipeline:
         position: int,
         message_id: str | None,
     ) -> int:
+        sha256: str | None = None
         if records is None:
             assert data is not None
             # Decompression and splitting are CPU-bound: keep them off the event loop so
             # receives and visibility heartbeats stay on time.
-            decoded, size = await asyncio.to_thread(decode_log, data, max_bytes=self.max_bytes)
+            if self.digest_checks is not None and ref.kind is ObjectKind.LOG and ref.bucket:
+                # Digests list the SHA-256 of the decompressed bytes: hash them in the
+                # same worker thread, while they are at hand.
+                decoded, size, sha256 = await asyncio.to_thread(
+                    _decode_hashed, data, self.max_bytes
+                )
+            else:
+                decoded, size = await asyncio.to_thread(decode_log, data, max_bytes=self.max_bytes)
             self.metrics.bytes_decompressed.inc(size)
-            if self.on_decoded is not None:
-                await self.on_decoded(ref, decoded)
             records = list(decoded)
         delivery = Delivery(ref, message_id)
         keep = self.processor.filter_event
@@ -321,6 +467,16 @@ class FilePipeline:
                     raise _LeaseLost()
                 renewed = time.monotonic()
         total = len(records)
+        if sha256 is not None:
+            # Every record was handed over. Meet the digest now, before completing: if the
+            # store fails here the file is retried (resuming past its last record) rather
+            # than completed with its hash never recorded. A mismatch is only reported.
+            checks = self.digest_checks
+            assert checks is not None
+            digest = sha256
+            await self._pending_checks(
+                "digest check", lambda: checks.log_processed(ref.bucket, ref.key, digest)
+            )
         await asyncio.shield(
             self._store("complete", lambda: self.store.complete(file_id, self.owner, total))
         )

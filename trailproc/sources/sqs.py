@@ -8,6 +8,12 @@ Acknowledgement policy, in one place:
   (else the queue's own redrive policy takes it). Deleted on failure only when
   `delete_on_failure` is set.
 While a message is being worked on, its visibility is extended (heartbeat).
+
+With `verify_digests`, digest objects named by notifications are no longer skipped: they
+go to the pipeline's digest check (never to user code, `filter_source` included), and a
+digest whose listed files mismatch is still deleted once the result is recorded: a
+mismatch is an integrity finding reported through `on_error`, not a processing failure
+that retrying could cure.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..config import Config
@@ -114,6 +121,10 @@ class SqsSource:
         self.sqs = sqs
         self.metrics = metrics
         self.kinds = frozenset(ObjectKind(k) for k in config.process_kinds)
+        self.verify_digests = config.verify_digests
+        if self.verify_digests:
+            self.kinds |= {ObjectKind.DIGEST}
+            pipeline.enable_digest_checks(wait_seconds=config.digest_wait_hours * 3600)
         self.deleter = _DeleteBatcher(sqs, self.queue_url)
         self.tasks: set[asyncio.Task[None]] = set()
         self.ready = False  # the queue answered at least once (readiness probe)
@@ -318,18 +329,31 @@ class SqsSource:
             await self._delete(message, note.kind.value if not note.skipped else "all_skipped")
             return
 
-        source = Source(
-            message_id=message_id,
-            refs=note.refs,
-            receive_count=receive_count,
-            sent_at=sent_at,
-            topic_arn=note.topic_arn,
-            attributes=attributes,
-        )
-        if not self.processor.filter_source(source):
-            log.info("filter_source declined the message; deleting", message_id=message_id)
-            await self._delete(message, "filtered")
-            return
+        digests: tuple[FileRef, ...] = ()
+        if self.verify_digests:
+            # Digests go to the integrity check; user code never sees them.
+            digests = tuple(r for r in note.refs if r.kind is ObjectKind.DIGEST)
+            if digests:
+                note = replace(note, refs=tuple(r for r in note.refs if r not in digests))
+        if note.refs or note.inline_records:
+            source = Source(
+                message_id=message_id,
+                refs=note.refs,
+                receive_count=receive_count,
+                sent_at=sent_at,
+                topic_arn=note.topic_arn,
+                attributes=attributes,
+            )
+            if not self.processor.filter_source(source):
+                if not digests:
+                    log.info("filter_source declined the message; deleting",
+                             message_id=message_id)  # fmt: skip
+                    await self._delete(message, "filtered")
+                    return
+                log.info("filter_source declined the message's log files; checking its "
+                         "digests only", message_id=message_id)  # fmt: skip
+                note = replace(note, refs=(), inline_records=())
+        note = replace(note, refs=note.refs + digests)
 
         token = self.pipeline.report_start(ProgressState.PROCESS_SOURCE, info)
         heartbeat = asyncio.create_task(self._heartbeat(message))

@@ -1,0 +1,246 @@
+"""Inline digest verification (`verify_digests`) end to end against moto's server.
+
+Log files and a signed digest are written exactly as CloudTrail does
+(`DigestChainSigner`), announced on SNS → SQS, and processed by the real daemon loop.
+Pending hashes persist in the SQLite checkpoint store of a shared state folder, so a
+digest processed in one run is matched with its log files in the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gzip
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+import trailproc
+from trailproc.app import RunResult, run_async
+from trailproc.checkpoint import SqliteStore
+from trailproc.errors import DigestMismatch, TrailprocError
+from trailproc.integrity.testing import DigestChainSigner, SignedDigest, SignedLog, new_private_key
+from trailproc.observe import Metrics
+from trailproc.sandbox import TrailSandbox, make_records
+
+T0 = dt.datetime(2026, 11, 1, 3, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def private_key() -> rsa.RSAPrivateKey:
+    return new_private_key()
+
+
+class Collect(trailproc.EventProcessor):
+    def __init__(self) -> None:
+        self.events: list[trailproc.Event] = []
+        self.errors: list[TrailprocError] = []
+
+    def process(self, events: list[trailproc.Event]) -> None:
+        self.events.extend(events)
+
+    def on_error(self, error: TrailprocError) -> None:
+        self.errors.append(error)
+
+    def keys(self) -> set[str]:
+        return {e.delivery.key for e in self.events}
+
+    def raws(self) -> list[bytes]:
+        return [e.raw for e in self.events]
+
+
+def in_process(
+    sandbox: TrailSandbox, tmp_path: Path, processor: Any, **overrides: Any
+) -> RunResult:
+    config = trailproc.load_config(
+        env={},
+        queue_url=sandbox.queue_url,
+        exit_when_idle=True,
+        wait_time_seconds=1,
+        state_dir=str(tmp_path / "state"),
+        stats_interval=0,
+        **overrides,
+    )
+    return asyncio.run(run_async(config, processor, metrics=Metrics()))
+
+
+def checks(result: RunResult, outcome: str) -> int:
+    return int(result.metrics.value("trailproc_digest_checks_total", outcome=outcome))
+
+
+def errors(result: RunResult, reason: str) -> int:
+    return int(result.metrics.value("trailproc_errors_total", reason=reason))
+
+
+def deliver_hour(
+    sandbox: TrailSandbox, key: rsa.RSAPrivateKey, logs: int = 3
+) -> tuple[DigestChainSigner, list[SignedLog], SignedDigest]:
+    signer = DigestChainSigner(key, bucket=sandbox.bucket, sink=sandbox.client("s3"))
+    written = [
+        signer.put_log(
+            make_records(4, seed=i, start=T0 + dt.timedelta(minutes=5 * i)),
+            when=T0 + dt.timedelta(minutes=5 * i + 5),
+        )
+        for i in range(logs)
+    ]
+    digest = signer.write_digest(T0 + dt.timedelta(hours=1), start=T0)
+    return signer, written, digest
+
+
+def tamper(sandbox: TrailSandbox, log: SignedLog) -> bytes:
+    """Rewrite a delivered log file under its key; returns the new decompressed bytes."""
+    doc = json.loads(gzip.decompress(log.body))
+    doc["Records"][0]["eventName"] = "DeleteTrail"
+    plain = json.dumps(doc, separators=(",", ":")).encode()
+    sandbox.put(log.key, gzip.compress(plain))
+    return plain
+
+
+def records_of(body: bytes) -> list[bytes]:
+    doc = json.loads(gzip.decompress(body))
+    return [json.dumps(r, separators=(",", ":")).encode() for r in doc["Records"]]
+
+
+def test_intact_hour_matches_and_digest_never_reaches_user_code(
+    sandbox: TrailSandbox, tmp_path: Path, private_key: rsa.RSAPrivateKey
+) -> None:
+    _signer, logs, digest = deliver_hour(sandbox, private_key, logs=3)
+    sandbox.notify([logs[0].key, logs[1].key])
+    sandbox.notify([digest.key])
+    sandbox.notify([logs[2].key])
+    user = Collect()
+
+    result = in_process(sandbox, tmp_path, user, verify_digests=True)
+
+    assert checks(result, "match") == 3 and checks(result, "mismatch") == 0
+    assert user.errors == [] and result.metrics.brief().get("errors") is None
+    assert user.keys() == {lf.key for lf in logs}  # no event from the digest
+    assert not any(b"digestS3Object" in raw for raw in user.raws())
+    assert len(user.events) == 12
+    assert result.metrics.value("trailproc_files_total", kind="digest", outcome="done") == 1
+    assert sandbox.queue_depth() == 0 and sandbox.queue_depth(sandbox.dlq_url) == 0
+    assert result.metrics.brief()["digest_checks"] == {"match": 3}
+
+
+def test_tampered_log_is_reported_once_and_still_handed_over(
+    sandbox: TrailSandbox, tmp_path: Path, private_key: rsa.RSAPrivateKey
+) -> None:
+    _signer, logs, digest = deliver_hour(sandbox, private_key, logs=3)
+    changed = tamper(sandbox, logs[1])  # modified after CloudTrail hashed it
+    sandbox.notify([lf.key for lf in logs] + [digest.key])  # one message, both kinds
+    user = Collect()
+
+    result = in_process(sandbox, tmp_path, user, verify_digests=True)
+
+    assert checks(result, "match") == 2 and checks(result, "mismatch") == 1
+    assert errors(result, "digest_mismatch") == 1
+    assert len(user.errors) == 1
+    error = user.errors[0]
+    assert isinstance(error, DigestMismatch) and error.reason == "digest_mismatch"
+    assert (error.bucket, error.key) == (sandbox.bucket, logs[1].key)
+    assert (error.digest_bucket, error.digest_key) == (sandbox.bucket, digest.key)
+    assert error.expected == logs[1].sha256
+    assert error.actual == hashlib.sha256(changed).hexdigest()
+    assert f"s3://{sandbox.bucket}/{logs[1].key}" in str(error) and digest.key in str(error)
+    # The tampered file's records were handed over (as read), and nothing was kept.
+    assert b"DeleteTrail" in b"".join(user.raws())
+    assert len(user.events) == 12 and user.keys() == {lf.key for lf in logs}
+    assert sandbox.queue_depth() == 0 and sandbox.queue_depth(sandbox.dlq_url) == 0
+    assert result.metrics.value("trailproc_messages_deleted_total", reason="processed") == 1
+
+
+@pytest.mark.parametrize("first", ["digest", "logs"])
+def test_order_does_not_matter_across_runs(
+    sandbox: TrailSandbox, tmp_path: Path, private_key: rsa.RSAPrivateKey, first: str
+) -> None:
+    """Whichever side comes first waits in the SQLite store; the other run compares."""
+    _signer, logs, digest = deliver_hour(sandbox, private_key, logs=3)
+    tamper(sandbox, logs[2])
+    log_keys = [lf.key for lf in logs]
+
+    sandbox.notify([digest.key] if first == "digest" else log_keys)
+    user1 = Collect()
+    run1 = in_process(sandbox, tmp_path, user1, verify_digests=True)
+    assert checks(run1, "match") == checks(run1, "mismatch") == 0
+    assert user1.errors == [] and sandbox.queue_depth() == 0
+
+    sandbox.notify(log_keys if first == "digest" else [digest.key])
+    user2 = Collect()
+    run2 = in_process(sandbox, tmp_path, user2, verify_digests=True)
+    assert checks(run2, "match") == 2 and checks(run2, "mismatch") == 1
+    assert [(type(e), e.key) for e in user2.errors] == [(DigestMismatch, logs[2].key)]
+    assert len(user1.events) + len(user2.events) == 12
+    assert sandbox.queue_depth() == 0
+
+    async def pending() -> list[str | None]:
+        store = SqliteStore(tmp_path / "state" / "checkpoints.sqlite3")
+        try:
+            return [await store.recall(f"digest-check:s3://{sandbox.bucket}/{k}") for k in log_keys]
+        finally:
+            await store.close()
+
+    assert asyncio.run(pending()) == [None, None, None]  # compared and forgotten
+
+
+def test_digest_redelivered_or_listing_unseen_logs_is_quiet(
+    sandbox: TrailSandbox, tmp_path: Path, private_key: rsa.RSAPrivateKey
+) -> None:
+    """A log the deployment never processes waits unchecked (and expires); a digest
+    announced again later is checked once (its checkpoint says done)."""
+    _signer, logs, digest = deliver_hour(sandbox, private_key, logs=2)
+    sandbox.notify([logs[0].key])  # logs[1] is never announced here
+    sandbox.notify([digest.key])
+    user = Collect()
+    first = in_process(sandbox, tmp_path, user, verify_digests=True)
+    assert checks(first, "match") == 1 and checks(first, "mismatch") == 0
+    assert user.errors == [] and sandbox.queue_depth() == 0
+
+    sandbox.notify([digest.key])
+    again = in_process(sandbox, tmp_path, user, verify_digests=True)
+    assert checks(again, "match") == checks(again, "mismatch") == 0
+    assert again.metrics.value("trailproc_files_total", kind="digest", outcome="already_done") == 1
+    assert user.errors == [] and sandbox.queue_depth() == 0
+
+
+def test_unreadable_digest_is_kept_for_retry(
+    sandbox: TrailSandbox, tmp_path: Path, private_key: rsa.RSAPrivateKey
+) -> None:
+    _signer, _logs, digest = deliver_hour(sandbox, private_key, logs=1)
+    sandbox.put(digest.key, gzip.compress(b'{"not": "a digest"}'))
+    sandbox.notify([digest.key])
+    user = Collect()
+
+    result = in_process(sandbox, tmp_path, user, verify_digests=True)
+
+    assert [e.reason for e in user.errors] == ["bad_log_file"]
+    assert "digest" in user.errors[0].message and user.errors[0].key == digest.key
+    assert result.metrics.value("trailproc_messages_kept_total", reason="failed") == 1
+    assert user.events == []
+
+
+def test_verify_off_skips_digests_as_before(
+    sandbox: TrailSandbox, tmp_path: Path, private_key: rsa.RSAPrivateKey
+) -> None:
+    _signer, logs, digest = deliver_hour(sandbox, private_key, logs=2)
+    tamper(sandbox, logs[0])
+    sandbox.notify([lf.key for lf in logs])
+    sandbox.notify([digest.key])
+    user = Collect()
+
+    result = in_process(sandbox, tmp_path, user)
+
+    assert checks(result, "match") == checks(result, "mismatch") == 0
+    assert user.errors == [] and len(user.events) == 8
+    assert result.metrics.value("trailproc_messages_deleted_total", reason="all_skipped") == 1
+    assert result.metrics.value("trailproc_files_total", kind="digest", outcome="done") == 0
+    assert sandbox.queue_depth() == 0
+
+
+def test_verify_digests_config_key() -> None:
+    config = trailproc.load_config(env={"TRAILPROC_VERIFY_DIGESTS": "true"})
+    assert config.verify_digests is True and config.digest_wait_hours == 168
+    assert trailproc.load_config(env={}).verify_digests is False
