@@ -45,13 +45,19 @@ class MotoServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> MotoServer:
+    def start(self, timeout: float = 30.0, *, authorize_after: int | None = None) -> MotoServer:
+        """Start the server; with `authorize_after=N`, moto enforces IAM policies after
+        the first N requests (those set up the users and their keys)."""
         self.port = self.port or _free_port()
+        env = dict(os.environ)
+        if authorize_after is not None:
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(authorize_after)
         # A subprocess, not a thread: its own GIL, and a crash in it cannot take us down.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=env,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -276,6 +282,7 @@ class TrailSandbox:
     queue_url: str = ""
     dlq_url: str = ""
     topic_arn: str = ""
+    access_key: tuple[str, str] = ("testing", "testing")  # (id, secret) used for set-up
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def client(self, service: str) -> Any:
@@ -286,8 +293,8 @@ class TrailSandbox:
                 service,  # type: ignore[call-overload]
                 endpoint_url=self.endpoint_url,
                 region_name=self.region,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
+                aws_access_key_id=self.access_key[0],
+                aws_secret_access_key=self.access_key[1],
             )
         return self._clients[service]
 
