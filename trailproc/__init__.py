@@ -34,6 +34,7 @@ from .processor import EventProcessor, Handlers, ProgressInfo, ProgressState, So
 
 if TYPE_CHECKING:  # the runners pull in aioboto3; import them only when used
     from .app import RunResult, process_paths, run
+    from .backfill import backfill
 
 __version__ = "0.1.0"
 
@@ -60,6 +61,7 @@ __all__ = [
     "RunResult",
     "Source",
     "TrailprocError",
+    "backfill",
     "classify_key",
     "load_config",
     "parse_notification",
@@ -73,4 +75,8 @@ def __getattr__(name: str) -> Any:
         from . import app
 
         return getattr(app, name)
+    if name == "backfill":
+        from .backfill import backfill
+
+        return backfill
     raise AttributeError(f"module 'trailproc' has no attribute {name!r}")
