@@ -314,14 +314,33 @@ def bench_to_dict(quick: bool, repeats: int) -> list[Row]:
     ]  # fmt: skip
 
 
+_SPIN = "n = 0\nfor i in range(12_000_000):\n    n += i\n"
+
+
+def _spin(processes: int) -> dict[str, Any]:
+    """Wall time of `processes` copies of the same pure-Python loop started together."""
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", _SPIN]) for _ in range(processes)]
+    for proc in procs:
+        proc.wait()
+    return {"seconds": time.perf_counter() - start}
+
+
 def bench_scaling(quick: bool, repeats: int) -> list[Row]:
     files, per = (10, 5000) if quick else (30, 5000)
     folder = log_files("offline", files, per)
     got = interleaved({
         "one": lambda: workload("parallel", str(folder), "1", "bench_handlers:ToDict"),
         "two": lambda: workload("parallel", str(folder), "2", "bench_handlers:ToDict"),
+        # Control: what the machine gives two CPU-bound processes right now. Twice the
+        # work in two processes: 2.0 = two free cores, 1.0 = one (the other one busy).
+        "spin1": lambda: _spin(1),
+        "spin2": lambda: _spin(2),
     }, repeats)  # fmt: skip
     one, two = got["one"], got["two"]
+    s1, s2 = got["spin1"], got["spin2"]
+    machine_best = 2 * best(s1, "seconds") / best(s2, "seconds")
+    machine_median = 2 * median_of(s1) / median_of(s2)
     n = files * per
     t1, t2 = best(one, "seconds"), best(two, "seconds")
     m1, m2 = median_of(one), median_of(two)
@@ -335,6 +354,11 @@ def bench_scaling(quick: bool, repeats: int) -> list[Row]:
             f"ratio of best wall times (medians: {m1 / m2:.2f}); {cores} usable cores; "
             f"spawn start-up of the children included (slowest child alone: "
             f"{min(children):.2f} s)"),
+        Row("4. (control) two CPU-bound processes vs one, same machine, same moments",
+            f"2x the work: {best(s2, 'seconds'):.2f} s", f"{best(s1, 'seconds'):.2f} s",
+            machine_best, "(info)", None,
+            f"throughput gain the machine offered (median {machine_median:.2f}); "
+            "2.0 = two idle cores: no program can scale beyond this"),
     ]  # fmt: skip
 
 

@@ -116,12 +116,13 @@ def _summary(result: Any, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _process_child(paths: list[str], config: Config) -> dict[str, Any]:
-    """Runs in a child process: its share of the files through the whole pipeline."""
+def _process_child(paths: list[str], config: Config, configure: bool = True) -> dict[str, Any]:
+    """Runs one share of the files through the whole pipeline (in a child, or here)."""
     from .app import process_paths_async
     from .observe import configure_logging
 
-    configure_logging(config.log_level, config.log_format)
+    if configure:  # a spawned child starts with no logging set up
+        configure_logging(config.log_level, config.log_format)
     started = time.perf_counter()
     result = asyncio.run(process_paths_async(paths, config))
     return _summary(result, files=len(paths), seconds=time.perf_counter() - started)
@@ -157,8 +158,17 @@ def process_parallel(
         result.add(_process_child(shares[0] if shares else [], config))
         return result
     context = multiprocessing.get_context(start_method)
-    with ProcessPoolExecutor(max_workers=len(shares), mp_context=context) as pool:
-        futures = [pool.submit(_process_child, share, config) for share in shares]
+    # N-1 children plus this process: the first share runs here while the children start,
+    # which saves one interpreter start-up and import of the whole stack (~0.4 s of CPU
+    # each), a large part of a short run.
+    with ProcessPoolExecutor(max_workers=len(shares) - 1, mp_context=context) as pool:
+        futures = [pool.submit(_process_child, share, config) for share in shares[1:]]
+        try:
+            result.add(_process_child(shares[0], config, configure=False))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
         for future in futures:
             result.add(future.result())
     return result
