@@ -244,3 +244,75 @@ def test_verify_digests_config_key() -> None:
     config = trailproc.load_config(env={"TRAILPROC_VERIFY_DIGESTS": "true"})
     assert config.verify_digests is True and config.digest_wait_hours == 168
     assert trailproc.load_config(env={}).verify_digests is False
+
+
+# --- the store-backed meeting point, directly ------------------------------------------
+
+
+def listing_of(entries: list[tuple[str, str]]) -> Any:
+    from trailproc.integrity.inline import DigestListing
+
+    return DigestListing("bkt", "AWSLogs/digest.json.gz", tuple(("bkt", k, h) for k, h in entries))
+
+
+def test_pending_checks_same_side_replaces_and_mismatch_is_reported() -> None:
+    from trailproc.checkpoint import MemoryStore
+    from trailproc.integrity.inline import HashCheck, PendingDigestChecks
+
+    seen: list[HashCheck] = []
+
+    async def main() -> None:
+        store = MemoryStore()
+        pending = PendingDigestChecks(store, seen.append, wait_seconds=60)
+        assert await pending.log_processed("bkt", "a", "11") is None
+        assert await pending.log_processed("bkt", "a", "AA") is None  # rewritten: newer wins
+        assert await pending.log_processed("bkt", "b", "bb") is None
+        got = await pending.digest_processed(listing_of([("a", "aa"), ("b", "00"), ("c", "cc")]))
+        assert [(c.key, c.matched) for c in got] == [("a", True), ("b", False)]
+        check = await pending.log_processed("bkt", "c", "cc")  # the digest came first
+        assert check is not None and check.matched and check.digest_key == "AWSLogs/digest.json.gz"
+        assert [await store.recall(pending.key("bkt", k)) for k in "abc"] == [None] * 3
+
+    asyncio.run(main())
+    assert [(c.key, c.expected, c.actual) for c in seen if not c.matched] == [("b", "00", "bb")]
+    assert len(seen) == 3
+
+
+def test_pending_checks_two_workers_racing_compare_each_file_once(aws_env: Any) -> None:
+    """Log files and their digest processed at the same moment by two workers sharing a
+    DynamoDB table: every file is compared exactly once, nothing is left waiting."""
+    from trailproc.checkpoint import DynamoDBStore
+    from trailproc.integrity.inline import HashCheck, PendingDigestChecks
+
+    seen: list[HashCheck] = []
+    entries = [(f"AWSLogs/f{i:02d}.json.gz", f"{i:064x}") for i in range(30)]
+
+    async def main() -> None:
+        a = DynamoDBStore("trailproc-race", create_table=True)
+        b = DynamoDBStore("trailproc-race", create_table=True)
+        try:
+            await a.recall("warm-up")  # create the table and both clients before the race
+            await b.recall("warm-up")
+            worker_a = PendingDigestChecks(a, seen.append, wait_seconds=60)
+            worker_b = PendingDigestChecks(b, seen.append, wait_seconds=60, concurrency=4)
+
+            async def logs(part: list[tuple[str, str]]) -> None:
+                for k, h in part:
+                    await worker_a.log_processed("bkt", k, h)
+
+            # Two log streams on worker A while worker B works through the digest: some
+            # files meet on the log side, some on the digest side, some at the same time.
+            await asyncio.gather(
+                logs(entries[::2]),
+                worker_b.digest_processed(listing_of(entries)),
+                logs(entries[1::2]),
+            )
+            left = [await a.recall(worker_a.key("bkt", k)) for k, _ in entries]
+            assert left == [None] * len(entries)
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(main())
+    assert sorted(c.key for c in seen) == [k for k, _ in entries]
+    assert all(c.matched for c in seen)
