@@ -163,7 +163,10 @@ class DigestListing:
 
 def parse_digest(data: bytes) -> DigestListing:
     """Read a digest document (gzip or already decompressed). ValueError if it is not one."""
-    raw = gunzip(data) if data[:2] == GZIP_MAGIC else data
+    try:
+        raw = gunzip(data) if data[:2] == GZIP_MAGIC else data
+    except Exception as exc:  # corrupt gzip: whatever the inflater raised
+        raise ValueError(f"digest is not readable gzip: {exc}") from None
     try:
         doc: Any = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
