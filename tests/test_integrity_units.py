@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from trailproc.integrity import (
-    InlineVerifier,
     KeyNotUsable,
     PublicKeyRing,
     Status,
@@ -215,28 +214,45 @@ def test_signer_local_layout(private_key: rsa.RSAPrivateKey, tmp_path: Path) -> 
         LocalStore(tmp_path).get("bkt", "../etc/passwd")
 
 
-def test_inline_verifier(private_key: rsa.RSAPrivateKey, tmp_path: Path) -> None:
+def test_pending_digest_checks_meet_in_either_order(
+    private_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> None:
+    """Hashes of processed logs and a digest's entries meet in the store, in any order."""
+    import asyncio
+
+    from trailproc.checkpoint import MemoryStore
+    from trailproc.integrity import HashCheck, PendingDigestChecks, parse_digest
+
     signer = DigestChainSigner(private_key, bucket="bkt", sink=tmp_path)
     good = signer.put_log(
         [{"eventTime": "2026-11-01T00:01:00Z"}], when=T0 + dt.timedelta(minutes=5)
     )
     bad = signer.put_log([{"eventTime": "2026-11-01T00:02:00Z"}], when=T0 + dt.timedelta(minutes=9))
-    unseen = signer.put_log([], when=T0 + dt.timedelta(minutes=20))
+    late = signer.put_log([], when=T0 + dt.timedelta(minutes=20))
     digest = signer.write_digest(T0 + dt.timedelta(hours=1))
+    reported: list[HashCheck] = []
 
-    pending: dict[tuple[str, str], str] = {}
-    v = InlineVerifier(pending)
-    v.note_log("bkt", good.key, gzip.decompress(good.body))
-    v.note_log("bkt", bad.key, b'{"Records":[{"eventTime":"tampered"}]}')
-    v.note_log("bkt", "AWSLogs/other.json.gz", b"{}")  # not in this digest: stays pending
-    mismatches = v.check_digest(digest.body)
-    assert [(m.key, m.expected) for m in mismatches] == [(bad.key, bad.sha256)]
-    assert mismatches[0].digest_key == digest.key and mismatches[0].uri == f"s3://bkt/{bad.key}"
-    assert v.verified == 1 and v.mismatched == 1
-    assert pending == {("bkt", "AWSLogs/other.json.gz"): hashlib.sha256(b"{}").hexdigest()}
-    assert unseen.key not in {k for _, k in pending}
-    assert v.check_digest(digest.raw) == []  # plain JSON accepted; nothing left to check
-    v.note_hash("bkt", good.key, good.sha256.upper())
-    assert v.check_digest(digest.body) == [] and len(v) == 1
-    with pytest.raises(ValueError):
-        v.check_digest(b'{"not": "a digest"}')
+    async def scenario() -> None:
+        store = MemoryStore()
+        pending = PendingDigestChecks(store, reported.append, wait_seconds=60)
+        sha = hashlib.sha256
+        good_sha = sha(gzip.decompress(good.body)).hexdigest()
+        assert await pending.log_processed("bkt", good.key, good_sha) is None
+        tampered = sha(b'{"Records":[{"eventTime":"tampered"}]}').hexdigest()
+        assert await pending.log_processed("bkt", bad.key, tampered) is None
+        checks = await pending.digest_processed(parse_digest(digest.body))  # digest after logs
+        assert sorted((c.key, c.matched) for c in checks) == sorted(
+            [(good.key, True), (bad.key, False)]
+        )
+        mismatch = next(c for c in checks if not c.matched)
+        assert mismatch.expected == bad.sha256 and mismatch.actual == tampered
+        assert mismatch.digest_key == digest.key and mismatch.uri == f"s3://bkt/{bad.key}"
+        # The third log came after its digest: compared when it is processed.
+        late_check = await pending.log_processed("bkt", late.key, late.sha256.upper())
+        assert late_check is not None and late_check.matched
+        assert parse_digest(digest.raw).log_files == parse_digest(digest.body).log_files
+        with pytest.raises(ValueError):
+            parse_digest(b'{"not": "a digest"}')
+
+    asyncio.run(scenario())
+    assert len(reported) == 3

@@ -14,7 +14,29 @@ from .observe import configure_logging, get_logger
 log = get_logger("trailproc.cli")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """Commands that live with their feature are imported only when named (or listed),
+    so `trailproc run` does not pay for cryptography, S3 listings or the ops checks."""
+
+    lazy = {
+        "validate": ("trailproc.integrity.cli", "validate_command"),
+        "backfill": ("trailproc.backfill", "backfill_command"),
+        "check": ("trailproc.ops.check", "check_command"),
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            import importlib
+
+            module, attr = self.lazy[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="trailproc")
 def main() -> None:
     """Process AWS CloudTrail log deliveries: SQS → S3 → your handlers."""
@@ -100,22 +122,6 @@ def demo(files: int, records: int, log_format: str) -> None:
     sys.exit(asyncio.run(run_demo(files=files, records=records)))
 
 
-def _register_optional_commands() -> None:
-    # Commands that live with their feature; each imports its stack only when run.
-    import importlib
-
-    for module, attr in (
-        ("trailproc.integrity.cli", "validate_command"),
-        ("trailproc.backfill", "backfill_command"),
-        ("trailproc.ops.check", "check_command"),
-    ):
-        try:
-            main.add_command(getattr(importlib.import_module(module), attr))
-        except (ImportError, AttributeError):  # pragma: no cover - feature not installed
-            pass
-
-
-_register_optional_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

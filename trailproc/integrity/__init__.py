@@ -1,6 +1,6 @@
 """Integrity validation of CloudTrail log files against their signed hourly digests."""
 
-from .inline import InlineVerifier, Mismatch
+from .inline import HashCheck, PendingDigestChecks, parse_digest
 from .keys import (
     CloudTrailPublicKeys,
     KeyNotUsable,
@@ -18,9 +18,9 @@ __all__ = [
     "FileKind",
     "FileResult",
     "Gap",
-    "InlineVerifier",
+    "HashCheck",
     "KeyNotUsable",
-    "Mismatch",
+    "PendingDigestChecks",
     "ProgressHook",
     "PublicKeyRing",
     "PublicKeySource",
@@ -30,6 +30,7 @@ __all__ = [
     "ValidationReport",
     "fingerprints",
     "load_public_key",
+    "parse_digest",
     "parse_time",
     "signing_string",
     "validate",

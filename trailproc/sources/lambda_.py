@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
 import os
 import tempfile
 import time
@@ -37,20 +36,16 @@ from typing import Any, Literal, TypeVar
 import structlog
 
 from ..checkpoint import open_store
-from ..checkpoint.base import CheckpointStore, ClaimState, FileId
+from ..checkpoint.base import CheckpointStore
 from ..config import Config
-from ..errors import BadMessage, HandlerError, Refused, TrailprocError
+from ..errors import TrailprocError
 from ..observe import Metrics, get_logger
 from ..pipeline.engine import FilePipeline
-from ..pipeline.events import Delivery, Event
-from ..pipeline.keys import FileRef, KeyInfo, ObjectKind
 from ..pipeline.notifications import (
     BadNotification,
-    Notification,
-    parse_notification,
-    parse_payload,
 )
-from ..processor import EventProcessor, ProgressInfo, ProgressState, Source, maybe_await
+from ..processor import EventProcessor, maybe_await
+from .messages import MessageRunner
 
 __all__ = ["InvocationFailed", "LambdaOptions", "LambdaRuntime", "trigger_of"]
 
@@ -181,13 +176,13 @@ class LambdaRuntime:
         self.processor = processor
         self.config = config
         self.options = options or LambdaOptions()
-        self.kinds = frozenset(ObjectKind(k) for k in config.process_kinds)
         self.metrics = Metrics()
         self.invocations = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clients: Any = None
         self._store: CheckpointStore | None = None
         self._pipeline: FilePipeline | None = None
+        self._message_runner: MessageRunner | None = None
 
     # --- the synchronous face ----------------------------------------------------------
     def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
@@ -418,137 +413,29 @@ class LambdaRuntime:
     async def _sqs_message(self, pipeline: FilePipeline, record: Mapping[str, Any]) -> bool:
         message_id = record.get("messageId")
         attributes: dict[str, str] = dict(record.get("attributes") or {})
-        info = ProgressInfo(True, message_id)
-        token = pipeline.report_start(ProgressState.PARSE_MESSAGE, info)
-        try:
-            note = parse_notification(record.get("body") or "", process_kinds=self.kinds)
-            self._check_trust(note, message_id)
-        except (BadNotification, Refused) as exc:
-            pipeline.report_end(ProgressState.PARSE_MESSAGE, ProgressInfo(False, message_id), token)
-            pipeline.fail(
-                exc if isinstance(exc, Refused) else BadMessage(str(exc), message_id=message_id)
-            )
+        note = self._runner(pipeline).parse(record.get("body") or "", message_id)
+        if isinstance(note, TrailprocError):
             return False
-        pipeline.report_end(ProgressState.PARSE_MESSAGE, info, token)
-        sent = int(attributes.get("SentTimestamp", "0") or 0) / 1000 or None
-        source = Source(
+        verdict = await self._runner(pipeline).run(
+            note,
             message_id=message_id,
-            refs=note.refs,
             receive_count=int(attributes.get("ApproximateReceiveCount", "1") or 1),
-            sent_at=sent,
-            topic_arn=note.topic_arn,
+            sent_at=int(attributes.get("SentTimestamp", "0") or 0) / 1000 or None,
             attributes=attributes,
         )
-        return await self._run_note(pipeline, note, source)
+        return verdict.action == "ack"
 
     async def _payload(self, pipeline: FilePipeline, payload: Any, ident: str) -> bool:
-        info = ProgressInfo(True, ident)
-        token = pipeline.report_start(ProgressState.PARSE_MESSAGE, info)
-        try:
-            note = parse_payload(payload, process_kinds=self.kinds)
-            self._check_trust(note, ident)
-        except (BadNotification, Refused) as exc:
-            pipeline.report_end(ProgressState.PARSE_MESSAGE, ProgressInfo(False, ident), token)
-            pipeline.fail(
-                exc if isinstance(exc, Refused) else BadMessage(str(exc), message_id=ident)
-            )
+        runner = self._runner(pipeline)
+        note = runner.parse(payload if isinstance(payload, Mapping) else str(payload), ident)
+        if isinstance(note, TrailprocError):
             return False
-        pipeline.report_end(ProgressState.PARSE_MESSAGE, info, token)
-        source = Source(message_id=ident, refs=note.refs, topic_arn=note.topic_arn)
         # An EventBridge envelope names the account (older records lack recipientAccountId).
         account = payload.get("account") if isinstance(payload, Mapping) else None
-        return await self._run_note(pipeline, note, source, account=_str_or_none(account))
+        verdict = await runner.run(note, message_id=ident, account=_str_or_none(account))
+        return verdict.action == "ack"
 
-    async def _run_note(
-        self,
-        pipeline: FilePipeline,
-        note: Notification,
-        source: Source,
-        *,
-        account: str | None = None,
-    ) -> bool:
-        message_id = source.message_id
-        for ref, reason in note.skipped:
-            log.info("object skipped", message_id=message_id, bucket=ref.bucket, key=ref.key,
-                     reason=reason)  # fmt: skip
-        if note.is_ack_only:
-            log.info("message needs no processing", message_id=message_id,
-                     kind=note.kind.value, skipped=len(note.skipped))  # fmt: skip
-            return True
-        if not self.processor.filter_source(source):
-            log.info("filter_source declined the message", message_id=message_id)
-            return True
-        info = ProgressInfo(True, message_id)
-        token = pipeline.report_start(ProgressState.PROCESS_SOURCE, info)
-        results = await asyncio.gather(
-            *(self._file(pipeline, ref, message_id) for ref in note.refs),
-            *(self._inline(pipeline, raw, message_id, account) for raw in note.inline_records),
-        )
-        ok = all(results)
-        pipeline.report_end(ProgressState.PROCESS_SOURCE, ProgressInfo(ok, message_id), token)
-        return ok
-
-    @staticmethod
-    async def _file(pipeline: FilePipeline, ref: FileRef, message_id: str | None) -> bool:
-        outcome = await pipeline.run(ref, message_id)
-        return outcome.ok
-
-    async def _inline(
-        self, pipeline: FilePipeline, raw: bytes, message_id: str | None, account: str | None
-    ) -> bool:
-        """One CloudTrail record delivered inside an EventBridge event: hand it over once."""
-        probe = Event(raw, Delivery(FileRef("", ""), message_id), 0)
-        event_key = probe.event_id or hashlib.sha256(raw).hexdigest()
-        ref = FileRef(
-            bucket="",
-            key=f"eventbridge:{event_key}",
-            info=KeyInfo(
-                ObjectKind.LOG,
-                account_id=probe.recipient_account_id or account,
-                region=probe.aws_region,
-            ),
-        )
-        event = Event(raw, Delivery(ref, message_id), 0)
-        # Keyed on the CloudTrail eventID, so a retried or duplicated delivery is skipped.
-        file_id = FileId("eventbridge", f"cloudtrail-event/{event_key}", "")
-        store = pipeline.store
-        claim = await store.claim(file_id, pipeline.owner, pipeline.lease_seconds)
-        if claim.state is ClaimState.DONE:
-            return True
-        if claim.state is ClaimState.BUSY:
-            return False
-        try:
-            if pipeline.processor.filter_event(event):
-                await pipeline.dispatch([event])
-                self.metrics.records.inc()
-            else:
-                self.metrics.records_filtered.inc()
-        except Exception as exc:
-            try:
-                await store.release(file_id, pipeline.owner)
-            except Exception:
-                log.warning("could not release checkpoint lease", file=str(file_id))
-            error = HandlerError(f"handler raised {type(exc).__name__}: {exc} (inline record)",
-                                 message_id=message_id, key=ref.key)  # fmt: skip
-            error.__cause__ = exc
-            pipeline.fail(error)
-            return False
-        await store.complete(file_id, pipeline.owner, 1)
-        return True
-
-    def _check_trust(self, note: Notification, message_id: str | None) -> None:
-        cfg = self.config
-        if cfg.allowed_topic_arns and note.topic_arn not in cfg.allowed_topic_arns:
-            raise Refused(
-                f"notification from SNS topic {note.topic_arn!r}, not in allowed_topic_arns",
-                message_id=message_id,
-            )
-        for ref in note.refs:
-            if cfg.allowed_buckets and ref.bucket not in cfg.allowed_buckets:
-                raise Refused("bucket not in allowed_buckets", message_id=message_id,
-                              bucket=ref.bucket, key=ref.key)  # fmt: skip
-            if cfg.allowed_accounts and ref.info.account_id not in cfg.allowed_accounts:
-                raise Refused(
-                    f"account {ref.info.account_id!r} not in allowed_accounts",
-                    message_id=message_id, bucket=ref.bucket, key=ref.key,
-                )  # fmt: skip
+    def _runner(self, pipeline: FilePipeline) -> MessageRunner:
+        if self._message_runner is None or self._message_runner.pipeline is not pipeline:
+            self._message_runner = MessageRunner(self.config, pipeline)
+        return self._message_runner

@@ -21,16 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import replace
 from typing import Any
 
 from ..config import Config
-from ..errors import BadMessage, Refused, TrailprocError, is_transient, retry_transient
+from ..errors import TrailprocError, is_transient, retry_transient
 from ..observe import Metrics, get_logger, short_handle
-from ..pipeline.engine import FileOutcome, FilePipeline
-from ..pipeline.keys import FileRef, ObjectKind
-from ..pipeline.notifications import BadNotification, Notification, parse_notification
-from ..processor import ProgressInfo, ProgressState, Source
+from ..pipeline.engine import FilePipeline
+from ..processor import ProgressInfo, ProgressState
+from .messages import MessageRunner
 
 __all__ = ["SqsSource"]
 
@@ -120,11 +118,7 @@ class SqsSource:
         self.processor = pipeline.processor
         self.sqs = sqs
         self.metrics = metrics
-        self.kinds = frozenset(ObjectKind(k) for k in config.process_kinds)
-        self.verify_digests = config.verify_digests
-        if self.verify_digests:
-            self.kinds |= {ObjectKind.DIGEST}
-            pipeline.enable_digest_checks(wait_seconds=config.digest_wait_hours * 3600)
+        self.runner = MessageRunner(config, pipeline)
         self.deleter = _DeleteBatcher(sqs, self.queue_url)
         self.tasks: set[asyncio.Task[None]] = set()
         self.ready = False  # the queue answered at least once (readiness probe)
@@ -305,106 +299,31 @@ class SqsSource:
         if sent_at:
             self.metrics.queue_lag.observe(max(0.0, time.time() - sent_at))
 
-        info = ProgressInfo(True, message_id)
-        token = self.pipeline.report_start(ProgressState.PARSE_MESSAGE, info)
-        try:
-            note = parse_notification(message.get("Body", ""), process_kinds=self.kinds)
-            self._check_trust(note, message_id)
-        except (BadNotification, Refused) as exc:
-            self.pipeline.report_end(
-                ProgressState.PARSE_MESSAGE, ProgressInfo(False, message_id), token
-            )
-            error = exc if isinstance(exc, Refused) else BadMessage(str(exc), message_id=message_id)
-            self.pipeline.fail(error)
-            await self._keep(message, receive_count, error.reason)
+        note = self.runner.parse(message.get("Body", ""), message_id)
+        if isinstance(note, TrailprocError):
+            await self._keep(message, receive_count, note.reason)
             return
-        self.pipeline.report_end(ProgressState.PARSE_MESSAGE, info, token)
-
-        for ref, reason in note.skipped:
-            log.info("object skipped", message_id=message_id, bucket=ref.bucket, key=ref.key,
-                     reason=reason)  # fmt: skip
-        if note.is_ack_only:
-            log.info("message needs no processing; deleting", message_id=message_id,
-                     kind=note.kind.value, skipped=len(note.skipped))  # fmt: skip
-            await self._delete(message, note.kind.value if not note.skipped else "all_skipped")
-            return
-
-        digests: tuple[FileRef, ...] = ()
-        if self.verify_digests:
-            # Digests go to the integrity check; user code never sees them.
-            digests = tuple(r for r in note.refs if r.kind is ObjectKind.DIGEST)
-            if digests:
-                note = replace(note, refs=tuple(r for r in note.refs if r not in digests))
-        if note.refs or note.inline_records:
-            source = Source(
-                message_id=message_id,
-                refs=note.refs,
-                receive_count=receive_count,
-                sent_at=sent_at,
-                topic_arn=note.topic_arn,
-                attributes=attributes,
-            )
-            if not self.processor.filter_source(source):
-                if not digests:
-                    log.info("filter_source declined the message; deleting",
-                             message_id=message_id)  # fmt: skip
-                    await self._delete(message, "filtered")
-                    return
-                log.info("filter_source declined the message's log files; checking its "
-                         "digests only", message_id=message_id)  # fmt: skip
-                note = replace(note, refs=(), inline_records=())
-        note = replace(note, refs=note.refs + digests)
-
-        token = self.pipeline.report_start(ProgressState.PROCESS_SOURCE, info)
         heartbeat = asyncio.create_task(self._heartbeat(message))
         try:
-            outcomes = await self._run_files(note, message_id)
+            verdict = await self.runner.run(
+                note, message_id=message_id, receive_count=receive_count, sent_at=sent_at,
+                attributes=attributes,
+            )  # fmt: skip
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
-        ok = all(o.ok for o in outcomes)
-        failed = any(o.status == "failed" for o in outcomes)
-        self.pipeline.report_end(ProgressState.PROCESS_SOURCE, ProgressInfo(ok, message_id), token)
-        if ok:
-            await self._delete(message, "processed")
-        elif failed and self.config.delete_on_failure:
+        if verdict.action == "ack":
+            await self._delete(message, verdict.reason)
+        elif verdict.action == "release":
+            # Shutdown: progress is committed; let the next receiver start right away.
+            self.metrics.messages_kept.labels(verdict.reason).inc()
+            await self._set_visibility(message, 0)
+        elif verdict.reason == "failed" and self.config.delete_on_failure:
             log.warning("deleting failed message (delete_on_failure is set)", message_id=message_id)
             await self._delete(message, "failed_deleted")
-        elif failed:
-            await self._keep(message, receive_count, "failed")
-        elif any(o.status == "interrupted" for o in outcomes):
-            # Shutdown: progress is committed; let the next receiver start right away.
-            self.metrics.messages_kept.labels("interrupted").inc()
-            await self._set_visibility(message, 0)
         else:
-            await self._keep(message, receive_count, "busy")
-
-    async def _run_files(self, note: Notification, message_id: str | None) -> list[FileOutcome]:
-        runs = [self.pipeline.run(r, message_id) for r in note.refs]
-        if note.inline_records:
-            # EventBridge "AWS API Call via CloudTrail": the record is the message itself.
-            # Checkpointed under the SNS/SQS message id, so a redelivery is skipped.
-            ref = FileRef.of("", f"inline/{note.sns_message_id or message_id}")
-            runs.append(self.pipeline.run_records(ref, list(note.inline_records), message_id))
-        return list(await asyncio.gather(*runs))
-
-    def _check_trust(self, note: Notification, message_id: str | None) -> None:
-        cfg = self.config
-        if cfg.allowed_topic_arns and note.topic_arn not in cfg.allowed_topic_arns:
-            raise Refused(
-                f"notification from SNS topic {note.topic_arn!r}, not in allowed_topic_arns",
-                message_id=message_id,
-            )
-        for ref in note.refs:
-            if cfg.allowed_buckets and ref.bucket not in cfg.allowed_buckets:
-                raise Refused("bucket not in allowed_buckets", message_id=message_id,
-                              bucket=ref.bucket, key=ref.key)  # fmt: skip
-            if cfg.allowed_accounts and ref.info.account_id not in cfg.allowed_accounts:
-                raise Refused(
-                    f"account {ref.info.account_id!r} not in allowed_accounts",
-                    message_id=message_id, bucket=ref.bucket, key=ref.key,
-                )  # fmt: skip
+            await self._keep(message, receive_count, verdict.reason)
 
     # --- acknowledging -------------------------------------------------------------------
     async def _delete(self, message: dict[str, Any], reason: str) -> None:

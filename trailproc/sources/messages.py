@@ -1,0 +1,180 @@
+"""One notification, start to verdict: the part every message-driven source shares.
+
+The SQS daemon and the Lambda shell both receive notification bodies; both must parse
+them, refuse forged ones, route digests, ask `filter_source`, and run every file and
+inline record through the pipeline. This module does all of that once and returns a
+`Verdict`; each source only turns the verdict into its own acknowledgement (DeleteMessage
+or visibility change for SQS, `batchItemFailures` or raising for Lambda).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from ..config import Config
+from ..errors import BadMessage, Refused, TrailprocError
+from ..observe import get_logger
+from ..pipeline.engine import FileOutcome, FilePipeline
+from ..pipeline.events import Delivery, Event
+from ..pipeline.keys import FileRef, KeyInfo, ObjectKind
+from ..pipeline.notifications import (
+    BadNotification,
+    Notification,
+    parse_notification,
+    parse_payload,
+)
+from ..processor import ProgressInfo, ProgressState, Source
+
+__all__ = ["MessageRunner", "Verdict"]
+
+log = get_logger("trailproc.messages")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What should happen to a message.
+
+    - `ack`: everything it names was handed over (or there was nothing to hand over);
+    - `retry`: something failed or is busy elsewhere: keep it for a later attempt/DLQ;
+    - `release`: shutdown stopped it with progress committed: make it visible now.
+    `reason` labels the metric (processed, filtered, s3_test_event, failed, busy, ...).
+    """
+
+    action: Literal["ack", "retry", "release"]
+    reason: str
+    outcomes: tuple[FileOutcome, ...] = ()
+
+
+class MessageRunner:
+    """Parses, vets and runs notifications through one `FilePipeline`."""
+
+    def __init__(self, config: Config, pipeline: FilePipeline) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.processor = pipeline.processor
+        kinds = {ObjectKind(k) for k in config.process_kinds}
+        self.verify_digests = config.verify_digests
+        if self.verify_digests:
+            # Digests go to the integrity check, never to user code.
+            kinds.add(ObjectKind.DIGEST)
+            pipeline.enable_digest_checks(wait_seconds=config.digest_wait_hours * 3600)
+        self.kinds = frozenset(kinds)
+
+    # --- parse and vet -------------------------------------------------------------------
+    def parse(
+        self, body: str | bytes | Mapping[str, Any], message_id: str | None
+    ) -> Notification | TrailprocError:
+        """The notification, or the (already reported) error that makes it unusable."""
+        pipeline = self.pipeline
+        info = ProgressInfo(True, message_id)
+        token = pipeline.report_start(ProgressState.PARSE_MESSAGE, info)
+        try:
+            if isinstance(body, Mapping):
+                note = parse_payload(body, process_kinds=self.kinds)
+            else:
+                note = parse_notification(body, process_kinds=self.kinds)
+            self.check_trust(note, message_id)
+        except (BadNotification, Refused) as exc:
+            pipeline.report_end(ProgressState.PARSE_MESSAGE, ProgressInfo(False, message_id), token)
+            error = exc if isinstance(exc, Refused) else BadMessage(str(exc), message_id=message_id)
+            pipeline.fail(error)
+            return error
+        pipeline.report_end(ProgressState.PARSE_MESSAGE, info, token)
+        for ref, reason in note.skipped:
+            log.info("object skipped", message_id=message_id, bucket=ref.bucket, key=ref.key,
+                     reason=reason)  # fmt: skip
+        return note
+
+    def check_trust(self, note: Notification, message_id: str | None) -> None:
+        """Refuse notifications outside the allow-lists: a forged message must not make
+        trailproc read another bucket."""
+        cfg = self.config
+        if cfg.allowed_topic_arns and note.topic_arn not in cfg.allowed_topic_arns:
+            raise Refused(
+                f"notification from SNS topic {note.topic_arn!r}, not in allowed_topic_arns",
+                message_id=message_id,
+            )
+        for ref in note.refs:
+            if cfg.allowed_buckets and ref.bucket not in cfg.allowed_buckets:
+                raise Refused("bucket not in allowed_buckets", message_id=message_id,
+                              bucket=ref.bucket, key=ref.key)  # fmt: skip
+            if cfg.allowed_accounts and ref.info.account_id not in cfg.allowed_accounts:
+                raise Refused(
+                    f"account {ref.info.account_id!r} not in allowed_accounts",
+                    message_id=message_id, bucket=ref.bucket, key=ref.key,
+                )  # fmt: skip
+
+    # --- run -----------------------------------------------------------------------------
+    async def run(
+        self,
+        note: Notification,
+        *,
+        message_id: str | None,
+        receive_count: int = 1,
+        sent_at: float | None = None,
+        attributes: Mapping[str, str] | None = None,
+        account: str | None = None,
+    ) -> Verdict:
+        """Hand over everything `note` names; `account` labels inline records whose
+        envelope (EventBridge) names the account."""
+        if note.is_ack_only:
+            log.info("message needs no processing", message_id=message_id,
+                     kind=note.kind.value, skipped=len(note.skipped))  # fmt: skip
+            return Verdict("ack", note.kind.value if not note.skipped else "all_skipped")
+
+        digests = tuple(r for r in note.refs if r.kind is ObjectKind.DIGEST)
+        if digests:
+            note = replace(note, refs=tuple(r for r in note.refs if r not in digests))
+        if note.refs or note.inline_records:
+            source = Source(
+                message_id=message_id,
+                refs=note.refs,
+                receive_count=receive_count,
+                sent_at=sent_at,
+                topic_arn=note.topic_arn,
+                attributes=dict(attributes or {}),
+            )
+            if not self.processor.filter_source(source):
+                if not digests:
+                    log.info("filter_source declined the message", message_id=message_id)
+                    return Verdict("ack", "filtered")
+                log.info("filter_source declined the message's log files; checking its "
+                         "digests only", message_id=message_id)  # fmt: skip
+                note = replace(note, refs=(), inline_records=())
+
+        pipeline = self.pipeline
+        info = ProgressInfo(True, message_id)
+        token = pipeline.report_start(ProgressState.PROCESS_SOURCE, info)
+        runs = [pipeline.run(ref, message_id) for ref in (*note.refs, *digests)]
+        runs += [self._inline(raw, message_id, account) for raw in note.inline_records]
+        outcomes = tuple(await asyncio.gather(*runs))
+        ok = all(o.ok for o in outcomes)
+        pipeline.report_end(ProgressState.PROCESS_SOURCE, ProgressInfo(ok, message_id), token)
+        if ok:
+            return Verdict("ack", "processed", outcomes)
+        if any(o.status == "failed" for o in outcomes):
+            return Verdict("retry", "failed", outcomes)
+        if any(o.status == "interrupted" for o in outcomes):
+            return Verdict("release", "interrupted", outcomes)
+        return Verdict("retry", "busy", outcomes)
+
+    def _inline(
+        self, raw: bytes, message_id: str | None, account: str | None
+    ) -> Any:
+        """A record delivered inside the message (EventBridge "via CloudTrail").
+
+        Checkpointed under its eventID, so the same event arriving in another message, or
+        the message coming back, is not handed over twice."""
+        probe = Event(raw, Delivery(FileRef("", "")), 0)
+        event_key = probe.event_id or hashlib.sha256(raw).hexdigest()
+        info = KeyInfo(
+            ObjectKind.LOG,
+            account_id=probe.recipient_account_id or account,
+            region=probe.aws_region,
+        )
+        ref = FileRef(bucket="eventbridge", key=f"cloudtrail-event/{event_key}", info=info)
+        return self.pipeline.run_records(ref, [raw], message_id)
