@@ -55,6 +55,8 @@ def main() -> None:
 @click.option("--max-decompressed-bytes", type=int, help="Fail files inflating beyond this.")
 @click.option("--dlq-url", help="Queue to move poison messages to (with --max-receive-count).")
 @click.option("--max-receive-count", type=int, help="Receives before a failing message moves.")
+@click.option("--verify-digests", is_flag=True, default=None,
+              help="Check each log file against its hourly digest as both arrive.")  # fmt: skip
 @click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port.")
 @click.option("--health-port", type=int, help="Serve /livez and /readyz on this port.")
 @click.option("--ops-bind", help="Address for those ports (0.0.0.0 in a container).")
