@@ -158,6 +158,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _proxy(self) -> None:
         proxy = self.server.proxy
         body = self._read_body()
+        target = (self.headers.get("X-Amz-Target") or "").rpartition(".")[2]
+        if target in proxy.answers:
+            # A service moto does not implement: answered here, in its wire format.
+            proxy.count(f"answered:{target}")
+            status, answer_headers, payload = proxy.answers[target](body)
+            self._respond(status, list(answer_headers.items()), payload)
+            return
         protocol = _protocol(self.headers, self.path)
         action = proxy.decide(self.command, protocol)
         if proxy.latency:
@@ -241,6 +248,7 @@ class FaultProxy:
         latency: float = 0.03,
         slow_rate: float = 0.02,
         slow_latency: float = 0.4,
+        answers: dict[str, Any] | None = None,
     ) -> None:
         parts = urllib.parse.urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
@@ -252,6 +260,9 @@ class FaultProxy:
         self.slow_rate = slow_rate
         self.slow_latency = slow_latency
         self.enabled = True
+        # X-Amz-Target action → handler(body) -> (status, headers, payload), answered
+        # without forwarding (for APIs moto lacks, such as CloudTrail ListPublicKeys).
+        self.answers: dict[str, Any] = dict(answers or {})
         self._seed = seed
         self._rng = random.Random(seed)
         self._streams: dict[tuple[str, str], random.Random] = {}
