@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from trailproc.sandbox import MotoServer, TrailSandbox
 
@@ -18,6 +19,16 @@ REPO = Path(__file__).resolve().parent.parent
 # CI checks the project out with shared/ beside it; a developer checkout has it one up too.
 SHARED = Path(os.environ.get("TRAILPROC_SHARED_DIR", REPO.parent / "shared"))
 CORPUS = SHARED / "corpus" / "real"
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """Code under test configures structlog for the stream of the moment (capsys,
+    CliRunner); put the previous configuration back so later tests do not log into a
+    closed stream."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(scope="session")

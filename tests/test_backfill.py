@@ -13,12 +13,10 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from click.testing import CliRunner
 
 from trailproc.backfill import backfill, backfill_command
@@ -47,16 +45,6 @@ class Collect(EventProcessor):
         for e in events:
             self.ids.append(e.event_id)
             self.keys.add(e.delivery.key)
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The code under test configures structlog for the stream of the moment (capsys,
-    CliRunner); put the previous configuration back so later tests do not log into a
-    closed stream."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import os
@@ -13,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import run_in_process
 
 import trailproc
-from trailproc.app import RunResult, run_async
-from trailproc.observe import Metrics
 from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,19 +41,6 @@ def compact(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode()
 
 
-def in_process(
-    sandbox: TrailSandbox, tmp_path: Path, processor: Any = None, **overrides: Any
-) -> RunResult:
-    config = trailproc.load_config(
-        env={},
-        queue_url=sandbox.queue_url,
-        exit_when_idle=True,
-        wait_time_seconds=1,
-        state_dir=str(tmp_path / "state"),
-        stats_interval=0,
-        **overrides,
-    )
-    return asyncio.run(run_async(config, processor, metrics=Metrics()))
 
 
 class Collect(trailproc.EventProcessor):
@@ -145,7 +130,7 @@ def test_s3_event_and_eventbridge_notifications(sandbox: TrailSandbox, tmp_path:
     sandbox.send_raw(json.dumps(s3_event))
     sandbox.send_raw(json.dumps(eventbridge))
     collected = Collect()
-    result = in_process(sandbox, tmp_path, collected)
+    result = run_in_process(sandbox, tmp_path, collected)
     keys = {e.delivery.key for e in collected.events}
     assert keys == {spaced, plain}
     assert len(collected.events) == 9
@@ -162,7 +147,7 @@ def test_ack_only_messages_are_deleted_and_counted(sandbox: TrailSandbox, tmp_pa
     )
     sandbox.notify([digest])  # a digest only: skipped by the default kinds policy
     collected = Collect()
-    result = in_process(sandbox, tmp_path, collected)
+    result = run_in_process(sandbox, tmp_path, collected)
     deleted = result.metrics.value
     assert deleted("trailproc_messages_deleted_total", reason="s3_test_event") == 1
     assert deleted("trailproc_messages_deleted_total", reason="validation") == 1
@@ -213,7 +198,7 @@ def test_processor_hooks_filters_and_batching(sandbox: TrailSandbox, tmp_path: P
     sandbox.deliver(records, key=log_key(unique="keepthisfile0001"))
     sandbox.deliver(make_records(5, seed=4), key=log_key(unique="skipmeplease0001"))
     hooks = Hooks()
-    result = in_process(sandbox, tmp_path, hooks, max_events_per_emit=4)
+    result = run_in_process(sandbox, tmp_path, hooks, max_events_per_emit=4)
     kept = [r["eventName"] for r in records if r["eventName"] != "GetObject"]
     assert hooks.names == kept  # file order, filtered
     assert max(hooks.batch_sizes) <= 4 and sum(hooks.batch_sizes) == len(kept)
@@ -238,7 +223,7 @@ def test_failure_keeps_the_message_and_on_error_hears_of_it(
         def on_error(self, error: trailproc.TrailprocError) -> None:
             errors.append(error)
 
-    result = in_process(sandbox, tmp_path, Recorder())
+    result = run_in_process(sandbox, tmp_path, Recorder())
     assert len(errors) == 1
     assert errors[0].key and "doesnotexist0001" in errors[0].key
     assert errors[0].message_id and errors[0].bucket == sandbox.bucket
@@ -249,7 +234,7 @@ def test_failure_keeps_the_message_and_on_error_hears_of_it(
 
 def test_delete_on_failure_is_opt_in(sandbox: TrailSandbox, tmp_path: Path) -> None:
     sandbox.notify([log_key(unique="doesnotexist0002")])
-    result = in_process(sandbox, tmp_path, Collect(), delete_on_failure=True)
+    result = run_in_process(sandbox, tmp_path, Collect(), delete_on_failure=True)
     assert result.metrics.value("trailproc_messages_deleted_total", reason="failed_deleted") == 1
     assert sandbox.queue_depth() == 0
 

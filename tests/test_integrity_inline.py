@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from helpers import run_in_process
 
 import trailproc
-from trailproc.app import RunResult, run_async
+from trailproc.app import RunResult
 from trailproc.checkpoint import SqliteStore
 from trailproc.errors import DigestMismatch, TrailprocError
 from trailproc.integrity.testing import DigestChainSigner, SignedDigest, SignedLog, new_private_key
-from trailproc.observe import Metrics
 from trailproc.sandbox import TrailSandbox, make_records
 
 T0 = dt.datetime(2026, 11, 1, 3, tzinfo=dt.timezone.utc)
@@ -53,19 +53,6 @@ class Collect(trailproc.EventProcessor):
         return [e.raw for e in self.events]
 
 
-def in_process(
-    sandbox: TrailSandbox, tmp_path: Path, processor: Any, **overrides: Any
-) -> RunResult:
-    config = trailproc.load_config(
-        env={},
-        queue_url=sandbox.queue_url,
-        exit_when_idle=True,
-        wait_time_seconds=1,
-        state_dir=str(tmp_path / "state"),
-        stats_interval=0,
-        **overrides,
-    )
-    return asyncio.run(run_async(config, processor, metrics=Metrics()))
 
 
 def checks(result: RunResult, outcome: str) -> int:
@@ -114,7 +101,7 @@ def test_intact_hour_matches_and_digest_never_reaches_user_code(
     sandbox.notify([logs[2].key])
     user = Collect()
 
-    result = in_process(sandbox, tmp_path, user, verify_digests=True)
+    result = run_in_process(sandbox, tmp_path, user, verify_digests=True)
 
     assert checks(result, "match") == 3 and checks(result, "mismatch") == 0
     assert user.errors == [] and result.metrics.brief().get("errors") is None
@@ -134,7 +121,7 @@ def test_tampered_log_is_reported_once_and_still_handed_over(
     sandbox.notify([lf.key for lf in logs] + [digest.key])  # one message, both kinds
     user = Collect()
 
-    result = in_process(sandbox, tmp_path, user, verify_digests=True)
+    result = run_in_process(sandbox, tmp_path, user, verify_digests=True)
 
     assert checks(result, "match") == 2 and checks(result, "mismatch") == 1
     assert errors(result, "digest_mismatch") == 1
@@ -164,13 +151,13 @@ def test_order_does_not_matter_across_runs(
 
     sandbox.notify([digest.key] if first == "digest" else log_keys)
     user1 = Collect()
-    run1 = in_process(sandbox, tmp_path, user1, verify_digests=True)
+    run1 = run_in_process(sandbox, tmp_path, user1, verify_digests=True)
     assert checks(run1, "match") == checks(run1, "mismatch") == 0
     assert user1.errors == [] and sandbox.queue_depth() == 0
 
     sandbox.notify(log_keys if first == "digest" else [digest.key])
     user2 = Collect()
-    run2 = in_process(sandbox, tmp_path, user2, verify_digests=True)
+    run2 = run_in_process(sandbox, tmp_path, user2, verify_digests=True)
     assert checks(run2, "match") == 2 and checks(run2, "mismatch") == 1
     assert [(type(e), e.key) for e in user2.errors] == [(DigestMismatch, logs[2].key)]
     assert len(user1.events) + len(user2.events) == 12
@@ -195,12 +182,12 @@ def test_digest_redelivered_or_listing_unseen_logs_is_quiet(
     sandbox.notify([logs[0].key])  # logs[1] is never announced here
     sandbox.notify([digest.key])
     user = Collect()
-    first = in_process(sandbox, tmp_path, user, verify_digests=True)
+    first = run_in_process(sandbox, tmp_path, user, verify_digests=True)
     assert checks(first, "match") == 1 and checks(first, "mismatch") == 0
     assert user.errors == [] and sandbox.queue_depth() == 0
 
     sandbox.notify([digest.key])
-    again = in_process(sandbox, tmp_path, user, verify_digests=True)
+    again = run_in_process(sandbox, tmp_path, user, verify_digests=True)
     assert checks(again, "match") == checks(again, "mismatch") == 0
     assert again.metrics.value("trailproc_files_total", kind="digest", outcome="already_done") == 1
     assert user.errors == [] and sandbox.queue_depth() == 0
@@ -214,7 +201,7 @@ def test_unreadable_digest_is_kept_for_retry(
     sandbox.notify([digest.key])
     user = Collect()
 
-    result = in_process(sandbox, tmp_path, user, verify_digests=True)
+    result = run_in_process(sandbox, tmp_path, user, verify_digests=True)
 
     assert [e.reason for e in user.errors] == ["bad_log_file"]
     assert "digest" in user.errors[0].message and user.errors[0].key == digest.key
@@ -231,7 +218,7 @@ def test_verify_off_skips_digests_as_before(
     sandbox.notify([digest.key])
     user = Collect()
 
-    result = in_process(sandbox, tmp_path, user)
+    result = run_in_process(sandbox, tmp_path, user)
 
     assert checks(result, "match") == checks(result, "mismatch") == 0
     assert user.errors == [] and len(user.events) == 8

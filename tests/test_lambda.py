@@ -21,7 +21,6 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
-import structlog
 
 from trailproc import aws_lambda
 from trailproc.aws_lambda import make_handler
@@ -136,16 +135,6 @@ def sqs_record(
         "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{queue}",
         "awsRegion": "us-east-1",
     }
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """The code under test configures structlog for the stream of the moment (capsys,
-    CliRunner); put the previous configuration back so later tests do not log into a
-    closed stream."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 @pytest.fixture
