@@ -65,3 +65,14 @@ def test_run_with_two_workers_shares_the_queue(sandbox: TrailSandbox, tmp_path: 
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(_ids(out)) == sorted(expected)
     assert sandbox.queue_depth() == 0
+
+
+def test_demo_runs_the_whole_pipeline_on_a_local_sandbox() -> None:
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("AWS_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "trailproc.cli", "demo", "--files", "3", "--records", "12"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Processed 36 records from 3 log files" in proc.stdout
+    assert "queue depth now 0." in proc.stdout and "demo OK" in proc.stdout
