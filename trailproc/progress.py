@@ -79,11 +79,12 @@ class Progress:
         if self.bar is not None:
             n = self.numbers()
             self.bar.update(1)
+            # Strings: tqdm would print large numbers as 1e+05.
             self.bar.set_postfix(
-                records=n["records"],
-                rec_s=n["records_per_second"],
-                failed=n["failed"],
+                records=f"{n['records']:,}",
+                rec_s=f"{n['records_per_second']:,}",
                 MB_s=f"{n['bytes_per_second'] / 1e6:.1f}",
+                failed=str(n["failed"]),
                 refresh=False,
             )
         elif now - self.last_log >= self.interval:
