@@ -7,15 +7,18 @@ warm starts) never mix their numbers.
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
 import sys
+import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-if TYPE_CHECKING:  # prometheus_client is imported when a Metrics object is made
+if TYPE_CHECKING:  # prometheus_client is imported only when `Metrics.registry` is read
     from prometheus_client import CollectorRegistry
 
 __all__ = ["Metrics", "configure_logging", "get_logger", "redact", "short_handle"]
@@ -79,87 +82,195 @@ def short_handle(receipt_handle: str | None) -> str:
     return (receipt_handle or "")[:12] + "…" if receipt_handle else ""
 
 
+class _Series:
+    """One labelled time series of a counter or gauge (prometheus_client's "child")."""
+
+    __slots__ = ("_lock", "created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+        self._lock = threading.Lock()
+
+    def inc(self, amount: float = 1.0) -> None:
+        with self._lock:
+            self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        with self._lock:
+            self.value -= amount
+
+    def set(self, value: float) -> None:
+        self.value = float(value)
+
+
+class _HistogramSeries:
+    __slots__ = ("_lock", "bounds", "counts", "created", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # per bucket, the last one is +Inf
+        self.sum = 0.0
+        self.created = time.time()
+        self._lock = threading.Lock()
+
+    def observe(self, amount: float) -> None:
+        index = bisect.bisect_left(self.bounds, amount)  # `le`: bound >= amount
+        with self._lock:
+            self.counts[index] += 1
+            self.sum += amount
+
+
+class _Metric:
+    """A counter, gauge or histogram with prometheus_client's calling conventions
+    (`inc`, `dec`, `set`, `observe`, `labels(...)`), kept in plain Python objects.
+
+    prometheus_client itself (~40 ms to import, a lock and a dict lookup per call) is only
+    loaded when something reads `Metrics.registry`: the /metrics endpoint or the docs.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...] = (),
+        buckets: tuple[float, ...] = (),
+    ) -> None:
+        self.kind, self.name, self.documentation = kind, name, documentation
+        self.labelnames = labelnames
+        self.bounds = tuple(sorted(float(b) for b in buckets))
+        self.series: dict[tuple[str, ...], Any] = {}
+        if not labelnames:
+            self._default = self.labels()
+
+    def labels(self, *values: str) -> Any:
+        got = self.series.get(values)
+        if got is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+            values = tuple(str(v) for v in values)
+            got = _HistogramSeries(self.bounds) if self.kind == "histogram" else _Series()
+            got = self.series.setdefault(values, got)
+        return got
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._default.inc(amount)
+
+    def dec(self, amount: float = 1.0) -> None:
+        self._default.dec(amount)
+
+    def set(self, value: float) -> None:
+        self._default.set(value)
+
+    def observe(self, amount: float) -> None:
+        self._default.observe(amount)
+
+    def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        """(sample name, labels, value), in prometheus_client's order and naming."""
+        for values, series in list(self.series.items()):
+            labels = dict(zip(self.labelnames, values, strict=True))
+            if self.kind == "counter":
+                yield self.name + "_total", labels, series.value
+                yield self.name + "_created", labels, series.created
+            elif self.kind == "gauge":
+                yield self.name, labels, series.value
+            else:
+                cumulative = 0.0
+                for bound, count in zip((*series.bounds, math.inf), series.counts, strict=True):
+                    cumulative += count
+                    yield self.name + "_bucket", {**labels, "le": _go_float(bound)}, cumulative
+                yield self.name + "_count", labels, cumulative
+                yield self.name + "_sum", labels, series.sum
+                yield self.name + "_created", labels, series.created
+
+
+def _go_float(value: float) -> str:
+    # How Prometheus spells bucket bounds (prometheus_client's floatToGoString).
+    if value == math.inf:
+        return "+Inf"
+    return repr(float(value))
+
+
 class Metrics:
     """Counters and histograms per pipeline stage."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        # Imported here, not at module level: `import trailproc` stays light.
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.messages_received = Counter(
-            "trailproc_messages_received", "SQS messages received", registry=r
-        )
-        self.messages_deleted = Counter(
-            "trailproc_messages_deleted",
-            "SQS messages deleted, by reason",
-            ["reason"],
-            registry=r,
-        )
-        self.messages_kept = Counter(
-            "trailproc_messages_kept",
-            "SQS messages left on the queue for retry/DLQ, by reason",
-            ["reason"],
-            registry=r,
-        )
-        self.visibility_extensions = Counter(
-            "trailproc_visibility_extensions", "Visibility heartbeats sent", registry=r
-        )
-        self.files = Counter(
-            "trailproc_files", "Log files by kind and outcome", ["kind", "outcome"], registry=r
-        )
-        self.bytes_compressed = Counter(
-            "trailproc_bytes_compressed", "Object bytes downloaded", registry=r
-        )
-        self.bytes_decompressed = Counter(
-            "trailproc_bytes_decompressed", "Bytes after decompression", registry=r
-        )
-        self.records = Counter(
-            "trailproc_records", "Records handed to user code", registry=r
-        )
-        self.records_filtered = Counter(
-            "trailproc_records_filtered", "Records dropped by filter_event", registry=r
-        )
-        self.errors = Counter(
-            "trailproc_errors", "Errors by reason", ["reason"], registry=r
-        )
-        self.queue_lag = Histogram(
-            "trailproc_queue_lag_seconds",
-            "Now minus the message's SentTimestamp when received",
-            buckets=(1, 5, 30, 60, 300, 900, 3600, 21600, 86400),
-            registry=r,
-        )
-        self.file_seconds = Histogram(
-            "trailproc_file_processing_seconds",
-            "Time to process one log file",
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300),
-            registry=r,
-        )
-        self.in_flight_messages = Gauge(
-            "trailproc_in_flight_messages", "Messages being worked on", registry=r
-        )
-        self.in_flight_files = Gauge(
-            "trailproc_in_flight_files", "Files being worked on", registry=r
-        )
-        self.last_poll = Gauge(
-            "trailproc_last_poll_timestamp", "Unix time of the last receive", registry=r
-        )
-        self.digest_checks = Counter(
-            "trailproc_digest_checks",
+        self._registry = registry
+        self._metrics: list[_Metric] = []
+        add = self._add
+        self.messages_received = add("counter", "trailproc_messages_received",
+                                     "SQS messages received")  # fmt: skip
+        self.messages_deleted = add("counter", "trailproc_messages_deleted",
+                                    "SQS messages deleted, by reason", ("reason",))  # fmt: skip
+        self.messages_kept = add("counter", "trailproc_messages_kept",
+                                 "SQS messages left on the queue for retry/DLQ, by reason",
+                                 ("reason",))  # fmt: skip
+        self.visibility_extensions = add("counter", "trailproc_visibility_extensions",
+                                         "Visibility heartbeats sent")  # fmt: skip
+        self.files = add("counter", "trailproc_files", "Log files by kind and outcome",
+                         ("kind", "outcome"))  # fmt: skip
+        self.bytes_compressed = add("counter", "trailproc_bytes_compressed",
+                                    "Object bytes downloaded")  # fmt: skip
+        self.bytes_decompressed = add("counter", "trailproc_bytes_decompressed",
+                                      "Bytes after decompression")  # fmt: skip
+        self.records = add("counter", "trailproc_records", "Records handed to user code")
+        self.records_filtered = add("counter", "trailproc_records_filtered",
+                                    "Records dropped by filter_event")  # fmt: skip
+        self.errors = add("counter", "trailproc_errors", "Errors by reason", ("reason",))
+        self.queue_lag = add("histogram", "trailproc_queue_lag_seconds",
+                             "Now minus the message's SentTimestamp when received",
+                             buckets=(1, 5, 30, 60, 300, 900, 3600, 21600, 86400))  # fmt: skip
+        self.file_seconds = add("histogram", "trailproc_file_processing_seconds",
+                                "Time to process one log file",
+                                buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300))  # fmt: skip
+        self.in_flight_messages = add("gauge", "trailproc_in_flight_messages",
+                                      "Messages being worked on")  # fmt: skip
+        self.in_flight_files = add("gauge", "trailproc_in_flight_files",
+                                   "Files being worked on")  # fmt: skip
+        self.last_poll = add("gauge", "trailproc_last_poll_timestamp",
+                             "Unix time of the last receive")  # fmt: skip
+        self.digest_checks = add(
+            "counter", "trailproc_digest_checks",
             "Processed log files compared with their digest (verify_digests), by outcome",
-            ["outcome"],
-            registry=r,
-        )
-        self.stage_seconds = Histogram(
-            "trailproc_stage_seconds",
+            ("outcome",),
+        )  # fmt: skip
+        self.stage_seconds = add(
+            "histogram", "trailproc_stage_seconds",
             "Time spent per pipeline stage (receive, download, decode, handler)",
-            ["stage"],
-            buckets=(0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 30, 120),
-            registry=r,
-        )
+            ("stage",), buckets=(0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 30, 120),
+        )  # fmt: skip
         self.started = time.time()
         self._preinitialise()
+        if registry is not None:
+            registry.register(_Collector(self))
+
+    def _add(
+        self,
+        kind: str,
+        name: str,
+        documentation: str,
+        labelnames: tuple[str, ...] = (),
+        buckets: tuple[float, ...] = (),
+    ) -> _Metric:
+        metric = _Metric(kind, name, documentation, labelnames, buckets)
+        self._metrics.append(metric)
+        return metric
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """A prometheus_client registry serving these metrics (made on first use)."""
+        if self._registry is None:
+            from prometheus_client import CollectorRegistry
+
+            self._registry = CollectorRegistry()
+            self._registry.register(_Collector(self))
+        return self._registry
+
+    def samples(self) -> Iterator[tuple[str, dict[str, str], float]]:
+        """Every sample as (name, labels, value), as the registry would expose it."""
+        for metric in self._metrics:
+            yield from metric.samples()
 
     # Label values the engine and the SQS source use. Creating them up front makes every
     # series exist (at 0) from the first scrape, so rate() and alerts work before the
@@ -191,37 +302,32 @@ class Metrics:
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample, e.g. value("trailproc_records_total")."""
-        got = self.registry.get_sample_value(name, labels or None)
-        return float(got or 0.0)
+        for sample, got_labels, value in self.samples():
+            if sample == name and got_labels == labels:
+                return float(value)
+        return 0.0
 
     def summary(self) -> dict[str, Any]:
         """The headline numbers, for the periodic log line and the end-of-run report."""
         out: dict[str, Any] = {}
-        for metric in self.registry.collect():
-            for sample in metric.samples:
-                if sample.name.endswith(("_created", "_bucket", "_sum")):
-                    continue
-                label = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-                name = sample.name.removeprefix("trailproc_")
-                out[f"{name}{{{label}}}" if label else name] = sample.value
+        for sample, labels, value in self.samples():
+            if sample.endswith(("_created", "_bucket", "_sum")):
+                continue
+            label = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            name = sample.removeprefix("trailproc_")
+            out[f"{name}{{{label}}}" if label else name] = value
         return out
 
     def _total(self, name: str) -> float:
         """Sum of a counter over all its label sets."""
-        total = 0.0
-        for metric in self.registry.collect():
-            for sample in metric.samples:
-                if sample.name == name:
-                    total += sample.value
-        return total
+        return sum(value for sample, _labels, value in self.samples() if sample == name)
 
     def _by_label(self, name: str, label: str) -> dict[str, int]:
         out: dict[str, int] = {}
-        for metric in self.registry.collect():
-            for sample in metric.samples:
-                if sample.name == name and sample.value:
-                    key = sample.labels.get(label, "")
-                    out[key] = out.get(key, 0) + int(sample.value)
+        for sample, labels, value in self.samples():
+            if sample == name and value:
+                key = labels.get(label, "")
+                out[key] = out.get(key, 0) + int(value)
         return out
 
     def brief(self) -> dict[str, Any]:
@@ -253,6 +359,22 @@ class Metrics:
             out["last_poll_s_ago"] = round(time.time() - last_poll, 1)
         # Drop empty breakdowns so a healthy line stays short.
         return {k: v for k, v in out.items() if v != {}}
+
+
+class _Collector:
+    """Exposes a `Metrics` object's samples to a prometheus_client registry."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.metrics_core import Metric
+
+        for metric in self.metrics._metrics:
+            family = Metric(metric.name, metric.documentation, metric.kind)
+            for name, labels, value in metric.samples():
+                family.add_sample(name, labels, value)
+            yield family
 
 
 async def stats_loop(metrics: Metrics, interval: float, logger: Any = None) -> None:

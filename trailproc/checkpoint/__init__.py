@@ -14,12 +14,14 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from typing import TYPE_CHECKING, Any
 
 from .base import CheckpointStore, Claim, ClaimState, FileId, KeyValueStore, LeaseLost
-from .dynamodb import DynamoDBStore
-from .memory import MemoryStore
-from .sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from .dynamodb import DynamoDBStore
+    from .memory import MemoryStore
+    from .sqlite import SqliteStore
 
 __all__ = [
     "CheckpointStore",
@@ -35,6 +37,22 @@ __all__ = [
 ]
 
 DEFAULT_SQLITE_NAME = "checkpoints.sqlite3"
+
+# Each store is imported when first named: `trailproc process` (memory store) never
+# loads sqlite3 or botocore, `trailproc run` with SQLite never loads botocore.
+_LAZY = {"DynamoDBStore": ".dynamodb", "MemoryStore": ".memory", "SqliteStore": ".sqlite"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 ACCEPTED_FORMS = (
     "'sqlite' (default: <state dir>/checkpoints.sqlite3), 'sqlite:///ABSOLUTE/PATH.db', "
@@ -63,6 +81,10 @@ def _sqlite_path(spec: str, rest: str) -> Path:
 
 
 def _dynamodb(spec: str) -> DynamoDBStore:
+    from urllib.parse import parse_qsl, urlsplit
+
+    from .dynamodb import DynamoDBStore
+
     parts = urlsplit(spec)
     table = parts.netloc
     if parts.path not in ("", "/") or parts.fragment:
@@ -98,11 +120,15 @@ def open_store(spec: str | None, state_dir: str | os.PathLike[str]) -> Checkpoin
     text = (spec or "sqlite").strip()
     scheme, sep, rest = text.partition(":")
     scheme = scheme.lower()
-    if scheme == "sqlite" and not sep:
-        return SqliteStore(Path(state_dir) / DEFAULT_SQLITE_NAME)
     if scheme == "sqlite":
+        from .sqlite import SqliteStore
+
+        if not sep:
+            return SqliteStore(Path(state_dir) / DEFAULT_SQLITE_NAME)
         return SqliteStore(_sqlite_path(text, rest))
     if scheme == "memory" and rest in ("", "//"):
+        from .memory import MemoryStore
+
         return MemoryStore()
     if scheme == "dynamodb" and rest.startswith("//"):
         return _dynamodb(text)

@@ -25,7 +25,9 @@ import msgspec
 
 from ..errors import BadLogFile, DecompressedTooLarge
 
-__all__ = ["BACKEND", "decode_log", "decompress", "split_records"]
+__all__ = [
+    "BACKEND", "decode_log", "decode_log_lines", "decompress", "is_one_line", "split_records",
+]  # fmt: skip
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -115,3 +117,14 @@ def decode_log(data: bytes, *, max_bytes: int) -> tuple[list[msgspec.Raw], int]:
     """Object bytes → (raw records, decompressed size). CPU-bound: run off the event loop."""
     document = decompress(data, max_bytes=max_bytes)
     return split_records(document), len(document)
+
+
+def is_one_line(document: bytes) -> bool:
+    """No CR or LF anywhere (two memchr scans): then no record can span lines."""
+    return b"\n" not in document and b"\r" not in document
+
+
+def decode_log_lines(data: bytes, *, max_bytes: int) -> tuple[list[msgspec.Raw], int, bool]:
+    """`decode_log` plus `is_one_line` of the decompressed document."""
+    document = decompress(data, max_bytes=max_bytes)
+    return split_records(document), len(document), is_one_line(document)

@@ -33,7 +33,7 @@ from ..errors import (
 from ..observe import Metrics, get_logger
 from ..processor import Dispatcher, EventProcessor, ProgressInfo, ProgressState
 from .batches import iter_batches
-from .decode import decode_log, decompress, split_records
+from .decode import decode_log_lines, decompress, is_one_line, split_records
 from .events import Delivery
 from .fetch import Fetcher
 from .keys import FileRef, ObjectKind
@@ -71,10 +71,12 @@ class _Interrupted(Exception):
     pass
 
 
-def _decode_hashed(data: bytes, max_bytes: int) -> tuple[list[Any], int, str]:
-    """`decode_log` plus the SHA-256 of the exact decompressed bytes (what digests list)."""
+def _decode_hashed(data: bytes, max_bytes: int) -> tuple[list[Any], int, bool, str]:
+    """`decode_log_lines` plus the SHA-256 of the exact decompressed bytes (what digests
+    list)."""
     document = decompress(data, max_bytes=max_bytes)
-    return split_records(document), len(document), hashlib.sha256(document).hexdigest()
+    return (split_records(document), len(document), is_one_line(document),
+            hashlib.sha256(document).hexdigest())  # fmt: skip
 
 
 def _read_digest(data: bytes, max_bytes: int) -> DigestListing:
@@ -119,6 +121,12 @@ class FilePipeline:
         # still being processed, or two messages naming one object): only one goes on.
         self._active: set[FileId] = set()
         self._interrupted = False
+        # The in-process store's calls complete without ever suspending, so nothing (no
+        # cancellation) can land inside a commit: it is awaited directly, without the
+        # task + shield that protect commits to a real store (3 loop turns per batch).
+        from ..checkpoint.memory import MemoryStore
+
+        self._commits_inline = type(store) is MemoryStore
 
     def enable_digest_checks(self, wait_seconds: float = 7 * 86400.0) -> None:
         """Hash log files as they are processed and check them against their digests.
@@ -413,6 +421,7 @@ class FilePipeline:
         message_id: str | None,
     ) -> int:
         sha256: str | None = None
+        one_line = False
         if records is None:
             assert data is not None
             # Decompression and splitting are CPU-bound: keep them off the event loop so
@@ -420,17 +429,19 @@ class FilePipeline:
             if self.digest_checks is not None and ref.kind is ObjectKind.LOG and ref.bucket:
                 # Digests list the SHA-256 of the decompressed bytes: hash them in the
                 # same worker thread, while they are at hand.
-                decoded, size, sha256 = await asyncio.to_thread(
+                decoded, size, one_line, sha256 = await asyncio.to_thread(
                     _decode_hashed, data, self.max_bytes
                 )
             else:
-                decoded, size = await asyncio.to_thread(decode_log, data, max_bytes=self.max_bytes)
+                decoded, size, one_line = await asyncio.to_thread(
+                    decode_log_lines, data, max_bytes=self.max_bytes
+                )
             self.metrics.bytes_decompressed.inc(size)
             records = list(decoded)
-        delivery = Delivery(ref, message_id)
+        delivery = Delivery(ref, message_id, one_line=one_line)
         keep = self.processor.filter_event
         handed = 0
-        renewed = time.monotonic()
+        renewed = yielded = time.monotonic()
         for batch, next_position, dropped in iter_batches(
             records, delivery, start=position, size=self.batch_size, keep=keep
         ):
@@ -446,14 +457,22 @@ class FilePipeline:
                     ) from exc
             # The batch returned: from here on it must be recorded even if a shutdown
             # cancels us, or it would be handed over again.
-            commit = asyncio.ensure_future(self._commit(file_id, next_position))
-            try:
-                await asyncio.shield(commit)
-            except asyncio.CancelledError:
-                # Let the commit land before the caller releases the lease.
-                with contextlib.suppress(Exception):
-                    await commit
-                raise
+            if self._commits_inline:
+                await self._commit(file_id, next_position)  # never suspends (see __init__)
+                if time.monotonic() - yielded > 0.02:
+                    # Nothing above suspended: let the loop run (other files, heartbeats,
+                    # signals) every 20 ms, as the task + shield below would each batch.
+                    await asyncio.sleep(0)
+                    yielded = time.monotonic()
+            else:
+                commit = asyncio.ensure_future(self._commit(file_id, next_position))
+                try:
+                    await asyncio.shield(commit)
+                except asyncio.CancelledError:
+                    # Let the commit land before the caller releases the lease.
+                    with contextlib.suppress(Exception):
+                        await commit
+                    raise
             handed += len(batch)
             self.metrics.records.inc(len(batch))
             if dropped:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter, is_
 from typing import Any
 
 import msgspec
@@ -26,6 +28,9 @@ class Delivery:
 
     ref: FileRef
     message_id: str | None = None
+    # Set by the pipeline when the decompressed file holds no CR or LF at all (how
+    # CloudTrail writes logs): then no record spans lines and `json_lines` skips its scan.
+    one_line: bool = field(default=False, repr=False, compare=False)
 
     @property
     def bucket(self) -> str:
@@ -311,19 +316,28 @@ class Event(msgspec.Struct, eq=False, repr_omit_defaults=True):
         )
 
 
+_raw_of = attrgetter("_raw")
+_delivery_of = attrgetter("delivery")
+
+
 def json_lines(events: Sequence[Event]) -> bytes:
     """`b"".join(e.compact() + b"\n" for e in events)`, without a pass per record in Python.
 
     The common case (every record already on one line, as CloudTrail writes them) is one
-    join of the raw views, one scan for `\r` and one `find` per record for stray line
-    feeds, all in C; only a batch holding a multi-line record falls back to compacting
-    record by record.
+    join of the raw views. When the batch comes from one file known to hold no CR/LF
+    (`Delivery.one_line`, checked once per file while decoding) nothing else is needed;
+    otherwise one scan for `\r` and one `find` per record look for stray line feeds, all
+    in C; only a batch holding a multi-line record falls back to compacting record by
+    record.
     """
     if not events:
         return b""
-    parts: list[Any] = [e._raw for e in events]
+    parts: list[Any] = list(map(_raw_of, events))
     parts.append(b"")
     data = b"\n".join(parts)
+    delivery = events[0].delivery
+    if delivery.one_line and all(map(is_, map(_delivery_of, events), repeat(delivery))):
+        return data
     if b"\r" not in data and _newlines_only_between(data, parts):
         return data
     return b"".join([e.compact() + b"\n" for e in events])
