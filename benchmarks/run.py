@@ -122,7 +122,7 @@ def timed_command(cmd: list[str], env: dict[str, str] | None = None) -> dict[str
     wait4 gives the child's own rusage, which includes the grandchildren it reaped (the
     process pool of `--jobs`), so `cpu` is everything the command burnt, start-up included.
     """
-    start = time.perf_counter()
+    started_at, start = time.time(), time.perf_counter()
     proc = subprocess.Popen(
         cmd, env=_env(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -145,6 +145,7 @@ def timed_command(cmd: list[str], env: dict[str, str] | None = None) -> dict[str
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:3])} exited {proc.returncode}:\n{err[-3000:]}")
     return {
+        "started_at": started_at,
         "seconds": seconds,
         "cpu": usage.ru_utime + usage.ru_stime,
         "max_rss_mb": usage.ru_maxrss / 1024,  # KiB on Linux
@@ -506,7 +507,7 @@ def bench_e2e(quick: bool, repeats: int) -> list[Row]:
                 [*_trailproc_cmd(), "run", "--queue-url", box.queue_url, "--output", str(out),
                  "--exit-when-idle", "--wait-time", "1",
                  "--state-dir", str(work / f"state-{next(rounds)}"),
-                 "--log-level", "warning", *extra], env))  # fmt: skip
+                 "--log-level", "info", "--log-format", "json", *extra], env))  # fmt: skip
 
         got = interleaved({
             "ours": ours(),
@@ -519,6 +520,9 @@ def bench_e2e(quick: bool, repeats: int) -> list[Row]:
     o, b = got["ours"], got["base"]
     t_ours, t_base = best(o, "seconds"), best(b, "outer_seconds")
     ratio = t_base / t_ours
+    fastest = min(o, key=lambda r: r["seconds"])
+    phases = _e2e_phases(fastest)
+    b_fast = min(b, key=lambda r: r["outer_seconds"])
 
     def side(runs: list[dict[str, Any]], wall: str, cpu: str) -> str:
         return (f"{_rate(expected, best(runs, wall))} (wall {best(runs, wall):.2f} s, median "
@@ -532,8 +536,39 @@ def bench_e2e(quick: bool, repeats: int) -> list[Row]:
             ratio >= 4,
             f"{files} SNS-notified files x {per:,} records, one moto server on 127.0.0.1 "
             "shared by both; best wall times of whole processes (start-up on both sides; "
-            "the final 1 s idle poll on both sides)"),
+            "the consumer's final 1 s idle poll; ours ends on a short poll + queue counts)"),
+        Row("2. (where the time goes) fastest run of each side", phases,
+            f"start-up {b_fast['outer_seconds'] - b_fast['seconds']:.2f} s, receive/get/"
+            f"process/delete and the final empty 1 s poll {b_fast['seconds']:.2f} s", None,
+            "(info)", None,
+            "ours from its log lines: process start -> `polling` (imports, clients) -> "
+            "`queue is empty` (every message done and deleted, exit checks) -> process end"),
     ]  # fmt: skip
+
+
+def _e2e_phases(run: dict[str, Any]) -> str:
+    """Start-up / drain / exit of one `trailproc run --log-format json` from its stderr."""
+    import datetime as dt
+
+    marks: dict[str, float] = {}
+    for line in run.get("stderr", "").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        event = str(entry.get("event", ""))
+        key = "idle" if event.startswith("queue is empty") else event
+        if key not in ("polling", "idle"):
+            continue
+        if "timestamp" in entry:
+            stamp = dt.datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00"))
+            marks.setdefault(key, stamp.timestamp())
+    if len(marks) < 2:
+        return "(log lines not found)"
+    start, end = run["started_at"], run["started_at"] + run["seconds"]
+    polling, idle = marks["polling"], marks["idle"]
+    return (f"start-up {polling - start:.2f} s, drain {idle - polling:.2f} s, "
+            f"exit {end - idle:.2f} s (wall {run['seconds']:.2f} s)")  # fmt: skip
 
 
 TARGETS: dict[str, Callable[[bool, int], list[Row]]] = {

@@ -21,7 +21,13 @@ import pytest
 from trailproc.errors import BadLogFile, DecompressedTooLarge
 from trailproc.pipeline import decode
 from trailproc.pipeline.batches import iter_batches
-from trailproc.pipeline.decode import decode_log, decompress, split_records
+from trailproc.pipeline.decode import (
+    decode_log,
+    decode_log_lines,
+    decompress,
+    is_one_line,
+    split_records,
+)
 from trailproc.pipeline.events import Delivery, Event, json_lines
 from trailproc.pipeline.keys import FileRef, KeyInfo, ObjectKind
 
@@ -334,6 +340,58 @@ def test_json_lines_of_one_line_records_is_one_join() -> None:
     events = [Event(r, _DELIVERY, i) for i, r in enumerate(raws)]
     assert json_lines(events) == b"\n".join(raws) + b"\n"
     assert json_lines(events[:1]) == raws[0] + b"\n"
+
+
+@pytest.mark.parametrize(
+    ("document", "flat"),
+    [
+        (b'{"Records":[{"a":1},{"b":"x\\ny"}]}', True),  # an escaped \n is not a line feed
+        (b'{"Records":[{"a":1},\n{"b":2}]}', False),  # between records: still not flat
+        (b'{"Records":[{"a":\n1}]}', False),
+        (b'{"Records":[{"a":\r1}]}', False),
+    ],
+)
+def test_one_line_flag_is_exact(document: bytes, flat: bool) -> None:
+    assert is_one_line(document) is flat
+    records, size, got = decode_log_lines(gzip.compress(document), max_bytes=len(document))
+    assert (got, size) == (flat, len(document))
+    assert [bytes(r) for r in records] == [bytes(r) for r in split_records(document)]
+
+
+def test_json_lines_trusts_one_line_only_for_a_whole_batch_of_its_delivery() -> None:
+    """`Delivery.one_line` skips the scan only when every event of the batch shares that
+    delivery; a batch mixing in an event from elsewhere is scanned as before."""
+    flat = Delivery(_DELIVERY.ref, "m", one_line=True)
+    plain = [b'{"b":%d}' % i for i in range(4)]
+    events = [Event(r, flat, i) for i, r in enumerate(plain)]
+    assert json_lines(events) == b"\n".join(plain) + b"\n"
+    odd = Event(b'{"a":\n1}', _DELIVERY, 9)  # another delivery, not known flat
+    for where in (0, 2, 4):
+        mixed = [*events[:where], odd, *events[where:]]
+        expected = b"".join(e.compact() + b"\n" for e in mixed)
+        assert json_lines(mixed) == expected
+        assert expected.count(b"\n") == len(mixed)
+    assert flat == Delivery(_DELIVERY.ref, "m")  # the flag takes no part in equality
+
+
+def test_pipeline_marks_flat_files_and_keeps_multi_line_ones_exact(tmp_path: Path) -> None:
+    """End to end through `process_paths`: a CloudTrail-style file (no CR/LF) and a
+    pretty-printed one both come out as one compact line per record."""
+    from trailproc.app import process_paths
+
+    records = [{"eventID": str(i), "n": i, "s": "a\nb"} for i in range(250)]
+    flat = json.dumps({"Records": records}).encode()
+    (tmp_path / "flat.json.gz").write_bytes(gzip.compress(flat))
+    pretty = json.dumps({"Records": records[:7]}, indent=2).encode()
+    (tmp_path / "pretty.json.gz").write_bytes(gzip.compress(pretty))
+    out = tmp_path / "out.jsonl"
+    result = process_paths([tmp_path], output=str(out), checkpoint="memory")
+    assert (result.files_ok, result.files_failed) == (2, 0)
+    lines = out.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    got = Counter(json.dumps(json.loads(line), sort_keys=True) for line in lines[:-1])
+    want = Counter(json.dumps(r, sort_keys=True) for r in records + records[:7])
+    assert got == want
 
 
 def test_event_is_a_cheap_struct_with_identity_semantics() -> None:

@@ -6,6 +6,7 @@ aioboto3 is imported here, lazily, so `import trailproc` stays fast.
 
 from __future__ import annotations
 
+import os
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -25,6 +26,22 @@ def botocore_config(config: Config, *, pool: int = 10) -> Any:
         read_timeout=max(30, config.wait_time_seconds + 10),
         tcp_keepalive=True,
     )
+
+
+def _plain_http(endpoint_url: str | None, service: str) -> bool:
+    """Whether the endpoint a client will use is plain http:// (where botocore takes it:
+    the config, then AWS_ENDPOINT_URL_<SERVICE>, then AWS_ENDPOINT_URL). When in doubt
+    (the environment's endpoints are ignored, or none is set) the answer is no, so TLS
+    verification stays on."""
+    url = endpoint_url or ""
+    ignored = os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true"
+    if not url and not ignored:
+        url = (
+            os.environ.get("AWS_ENDPOINT_URL_" + service.upper().replace("-", "_"))
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or ""
+        )
+    return url.lower().startswith("http://")
 
 
 class AwsClients:
@@ -53,6 +70,10 @@ class AwsClients:
             }
             if self.config.endpoint_url:
                 kwargs["endpoint_url"] = self.config.endpoint_url
+            if _plain_http(self.config.endpoint_url, service):
+                # No TLS on this endpoint (a local emulator): skip building an SSL context
+                # and loading the CA bundle (~50 ms per client), which would go unused.
+                kwargs["verify"] = False
             self._clients[service] = await self._stack.enter_async_context(
                 self.session.client(service, **kwargs)
             )

@@ -126,30 +126,48 @@ class SqsSource:
         # With exit_when_idle they are "accounted for": the run may end while they wait.
         self.parked: dict[str, float] = {}
         self._idle_since: float | None = None
+        self._unsettled = False  # exit_when_idle: `_settled` said no since the last messages
 
     # --- the loop ------------------------------------------------------------------------
     async def run(self, stopping: asyncio.Event) -> None:
         """Receive and process until `stopping` is set (or idle, with exit_when_idle)."""
         cfg = self.config
+        # exit_when_idle only: the last receive brought fewer messages than asked for, so
+        # the queue looks drained. The next receive then first waits for one of our
+        # messages to finish and is a short poll: a long poll would hold the exit up to
+        # wait_time_seconds after the last message is done. The exit itself still needs
+        # an empty receive, nothing in flight here and `_settled` (the queue's own
+        # counts); once `_settled` said no, receives are long polls again until messages
+        # arrive, as before.
+        draining = False
         try:
             while not stopping.is_set():
                 free = cfg.max_in_flight_messages - len(self.tasks)
                 if free <= 0:
-                    stop = asyncio.ensure_future(stopping.wait())
-                    try:
-                        await asyncio.wait([*self.tasks, stop], return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        stop.cancel()
+                    await self._wait_for_a_task(stopping, None)
                     continue
-                messages = await self._receive(min(free, cfg.max_messages_per_receive), stopping)
+                quick = cfg.exit_when_idle and draining and not self._unsettled
+                if quick and self.tasks:
+                    await self._wait_for_a_task(stopping, max(1, cfg.wait_time_seconds))
+                    if stopping.is_set():
+                        break
+                    free = cfg.max_in_flight_messages - len(self.tasks)
+                count = min(free, cfg.max_messages_per_receive)
+                messages = await self._receive(count, stopping, wait=0 if quick else None)
                 if messages is None:  # stopping while waiting
                     break
                 if not messages:
-                    if cfg.exit_when_idle and not self.tasks and await self._settled():
-                        log.info("queue is empty and nothing is in flight; exiting")
-                        break
+                    if cfg.exit_when_idle:
+                        draining = True
+                        if not self.tasks:
+                            if await self._settled():
+                                log.info("queue is empty and nothing is in flight; exiting")
+                                break
+                            self._unsettled = True
                     continue
                 self._idle_since = None
+                self._unsettled = False
+                draining = len(messages) < count
                 for message in messages:
                     self.parked.pop(str(message.get("MessageId")), None)
                     task = asyncio.create_task(self._handle(message))
@@ -157,6 +175,16 @@ class SqsSource:
                     task.add_done_callback(self.tasks.discard)
         finally:
             await self._drain()
+
+    async def _wait_for_a_task(self, stopping: asyncio.Event, timeout: float | None) -> None:
+        """Until one in-flight message is finished, `stopping` is set, or `timeout`."""
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait(
+                [*self.tasks, stop], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stop.cancel()
 
     async def _settled(self) -> bool:
         """For exit_when_idle: is every message left on the queue one we parked?
@@ -204,7 +232,11 @@ class SqsSource:
         log.debug("queue not settled", left=left, parked=len(self.parked))
         return False
 
-    async def _receive(self, count: int, stopping: asyncio.Event) -> list[dict[str, Any]] | None:
+    async def _receive(
+        self, count: int, stopping: asyncio.Event, wait: int | None = None
+    ) -> list[dict[str, Any]] | None:
+        """One ReceiveMessage (long poll of wait_time_seconds unless `wait` is given)."""
+        wait_seconds = self.config.wait_time_seconds if wait is None else wait
         info = ProgressInfo(True)
         token = self.pipeline.report_start(ProgressState.POLL, info)
         call = asyncio.ensure_future(
@@ -212,7 +244,7 @@ class SqsSource:
                 lambda: self.sqs.receive_message(
                     QueueUrl=self.queue_url,
                     MaxNumberOfMessages=count,
-                    WaitTimeSeconds=self.config.wait_time_seconds,
+                    WaitTimeSeconds=wait_seconds,
                     VisibilityTimeout=self.config.visibility_timeout,
                     AttributeNames=["All"],
                     MessageAttributeNames=["All"],
