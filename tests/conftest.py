@@ -26,9 +26,13 @@ def _restore_logging() -> Iterator[None]:
     """Code under test configures structlog for the stream of the moment (capsys,
     CliRunner); put the previous configuration back so later tests do not log into a
     closed stream."""
+    was_configured = structlog.is_configured()
     saved = structlog.get_config()
     yield
-    structlog.configure(**saved)
+    if was_configured:
+        structlog.configure(**saved)
+    else:  # keep "never configured": some commands act on that (validate's --json)
+        structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
