@@ -13,8 +13,6 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import tenacity
-
 __all__ = [
     "BadLogFile",
     "BadMessage",
@@ -255,6 +253,8 @@ async def retry_transient(
     except Exception as exc:
         if attempts <= 1 or not is_transient(exc):
             raise
+    import tenacity  # only on this slow path: `import trailproc` stays light
+
     wait = tenacity.wait_exponential(multiplier=0.2, max=max_wait) + tenacity.wait_random(0, 0.3)
     retrying = tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception(is_transient),
