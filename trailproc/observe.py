@@ -8,13 +8,14 @@ warm starts) never mix their numbers.
 from __future__ import annotations
 
 import bisect
+import io
 import logging
 import math
 import sys
 import threading
 import time
 from collections.abc import Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
 
@@ -45,6 +46,27 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+class _LogStream(io.TextIOBase):
+    """stderr, except while a progress bar is drawn: then lines go above the bar
+    (`tqdm.write`) instead of breaking it."""
+
+    bars = 0  # progress bars currently on screen (see trailproc.progress)
+
+    def write(self, text: str) -> int:
+        if _LogStream.bars:
+            from tqdm import tqdm
+
+            # print() sends the line and its "\n" separately; tqdm.write adds its own.
+            if text != "\n":
+                tqdm.write(text.rstrip("\n"), file=sys.stderr)
+        else:
+            sys.stderr.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     """Route structlog to stderr: colourful console on a TTY, one JSON object per line else."""
     if fmt == "auto":
@@ -68,7 +90,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             if hasattr(logging, "getLevelNamesMapping")
             else getattr(logging, level.upper())
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _LogStream())),
         cache_logger_on_first_use=False,
     )
 

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from .observe import Metrics, get_logger
+from .observe import Metrics, _LogStream, get_logger
 
 __all__ = ["Progress"]
 
@@ -53,6 +53,7 @@ class Progress:
 
             self.bar = tqdm(total=0, unit="file", desc=desc, file=sys.stderr,
                             dynamic_ncols=True)  # fmt: skip
+            _LogStream.bars += 1
 
     def numbers(self) -> dict[str, Any]:
         m = self.metrics
@@ -95,3 +96,4 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+            _LogStream.bars -= 1

@@ -204,13 +204,13 @@ class FilePipeline:
         if isinstance(error, DigestMismatch):
             extra = {"digest_key": error.digest_key, "expected_sha256": error.expected,
                      "actual_sha256": error.actual}  # fmt: skip
+        where = {"message_id": error.message_id, "bucket": error.bucket, "key": error.key,
+                 "cause": repr(error.__cause__) if error.__cause__ else None}  # fmt: skip
+        # Only what is known: a local file has no message id or bucket.
         log.error(
             error.message,
             reason=error.reason,
-            message_id=error.message_id,
-            bucket=error.bucket,
-            key=error.key,
-            cause=repr(error.__cause__) if error.__cause__ else None,
+            **{k: v for k, v in where.items() if v},
             **extra,
         )
         try:
