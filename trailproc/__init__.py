@@ -29,12 +29,12 @@ from .errors import (
 )
 from .pipeline.events import Delivery, Event
 from .pipeline.keys import FileRef, KeyInfo, ObjectKind, classify_key
-from .pipeline.notifications import BadNotification, Notification, parse_notification
 from .processor import EventProcessor, Handlers, ProgressInfo, ProgressState, Source
 
 if TYPE_CHECKING:  # the runners pull in aioboto3; import them only when used
     from .app import RunResult, process_paths, run
     from .backfill import backfill
+    from .pipeline.notifications import BadNotification, Notification, parse_notification
 
 __version__ = "0.1.0"
 
@@ -75,6 +75,12 @@ def __getattr__(name: str) -> Any:
         from . import app
 
         return getattr(app, name)
+    if name in ("BadNotification", "Notification", "parse_notification"):
+        # Only sources that read SQS/Lambda messages parse notifications: `process` and
+        # plain `import trailproc` skip the module.
+        from .pipeline import notifications
+
+        return getattr(notifications, name)
     if name == "backfill":
         from .backfill import backfill
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -74,6 +73,8 @@ class _Interrupted(Exception):
 def _decode_hashed(data: bytes, max_bytes: int) -> tuple[list[Any], int, bool, str]:
     """`decode_log_lines` plus the SHA-256 of the exact decompressed bytes (what digests
     list)."""
+    import hashlib  # only with digest checks on
+
     document = decompress(data, max_bytes=max_bytes)
     return (split_records(document), len(document), is_one_line(document),
             hashlib.sha256(document).hexdigest())  # fmt: skip
@@ -458,7 +459,7 @@ class FilePipeline:
             # The batch returned: from here on it must be recorded even if a shutdown
             # cancels us, or it would be handed over again.
             if self._commits_inline:
-                await self._commit(file_id, next_position)  # never suspends (see __init__)
+                await self._commit_inline(file_id, next_position)  # never suspends
                 if time.monotonic() - yielded > 0.02:
                     # Nothing above suspended: let the loop run (other files, heartbeats,
                     # signals) every 20 ms, as the task + shield below would each batch.
@@ -508,6 +509,19 @@ class FilePipeline:
             if type(exc).__name__ == "LeaseLost":
                 raise _LeaseLost() from exc
             raise
+
+    async def _commit_inline(self, file_id: FileId, position: int) -> None:
+        """`_commit` for the in-process store: its calls never fail transiently, so the
+        call is awaited as is (no retry wrapper and its coroutines, once per batch); the
+        failures map to the same exceptions as in `_commit`."""
+        try:
+            await self.store.commit(file_id, self.owner, position)
+        except Exception as exc:
+            if type(exc).__name__ == "LeaseLost":
+                raise _LeaseLost() from exc
+            raise CheckpointError(
+                f"checkpoint store commit failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def close(self) -> None:
         self.dispatch.shutdown()
