@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..checkpoint.base import CheckpointStore, ClaimState, FileId
+from ..checkpoint.base import CheckpointStore, Claim, ClaimState, FileId
 from ..errors import (
     BadLogFile,
     CheckpointError,
@@ -220,23 +221,37 @@ class FilePipeline:
             log.exception("on_error hook failed")
 
     async def run(self, ref: FileRef, message_id: str | None = None) -> FileOutcome:
-        kind = ref.kind.value
-        self.metrics.in_flight_files.inc()
-        started = time.monotonic()
-        try:
-            outcome = await self._run(ref, message_id)
-        finally:
-            self.metrics.in_flight_files.dec()
-        self.metrics.files.labels(kind, outcome.status).inc()
-        self.metrics.file_seconds.observe(time.monotonic() - started)
+        """Run one S3 object (or local file) through every stage."""
+        return await self._measured(ref, self._run(ref, message_id))
+
+    async def run_records(
+        self, ref: FileRef, records: list[Any], message_id: str | None = None
+    ) -> FileOutcome:
+        """Hand over records that came inside a message (EventBridge), checkpointed under
+        `ref` like a file, so a redelivered message is not handed over twice."""
+        file_id = FileId(ref.bucket, ref.key, ref.etag or "")
+        return await self._measured(ref, self._process(ref, file_id, None, records, message_id))
+
+    async def _measured(self, ref: FileRef, work: Any) -> FileOutcome:
+        """Count, time and surface the outcome of `work` (the one place for both)."""
+        if self._interrupted:
+            work.close()  # never started: shutdown is under way
+            outcome = FileOutcome(ref, "interrupted")
+        else:
+            self.metrics.in_flight_files.inc()
+            started = time.monotonic()
+            try:
+                outcome = await work
+            finally:
+                self.metrics.in_flight_files.dec()
+            self.metrics.file_seconds.observe(time.monotonic() - started)
+        self.metrics.files.labels(ref.kind.value, outcome.status).inc()
         if outcome.error is not None:
             self.fail(outcome.error)
         return outcome
 
     async def _run(self, ref: FileRef, message_id: str | None) -> FileOutcome:
         where = {"message_id": message_id, "bucket": ref.bucket, "key": ref.key}
-        if self._interrupted:
-            return FileOutcome(ref, "interrupted")
         try:
             if ref.etag and await self._store(
                 "read", lambda: self.store.is_done(FileId(ref.bucket, ref.key, ref.etag or ""))
@@ -273,20 +288,9 @@ class FilePipeline:
         checker = self.digest_checks
         assert checker is not None
         where = {"message_id": message_id, "bucket": ref.bucket, "key": ref.key}
-        if file_id in self._active:
-            return FileOutcome(ref, "busy")
-        self._active.add(file_id)
-        try:
-            try:
-                claim = await self._store(
-                    "claim", lambda: self.store.claim(file_id, self.owner, self.lease_seconds)
-                )
-            except CheckpointError as exc:
-                return FileOutcome(ref, "failed", error=exc.located(**where))
-            if claim.state is ClaimState.DONE:
-                return FileOutcome(ref, "already_done")
-            if claim.state is ClaimState.BUSY:
-                return FileOutcome(ref, "busy")
+        async with self._exclusive(ref, file_id, where) as claim:
+            if isinstance(claim, FileOutcome):
+                return claim
             try:
                 listing = await asyncio.to_thread(_read_digest, data, self.max_bytes)
                 checks = await self._pending_checks(
@@ -308,8 +312,6 @@ class FilePipeline:
                      listed=len(listing.log_files), checked=len(checks),
                      mismatched=sum(not c.matched for c in checks))  # fmt: skip
             return FileOutcome(ref, "done")
-        finally:
-            self._active.discard(file_id)
 
     async def _pending_checks(self, what: str, call: Any) -> Any:
         """A digest-check step (its store calls retry transient errors themselves)."""
@@ -322,26 +324,6 @@ class FilePipeline:
                 f"checkpoint store {what} failed: {type(exc).__name__}: {exc}"
             ) from exc
 
-    async def run_records(
-        self, ref: FileRef, records: list[Any], message_id: str | None = None
-    ) -> FileOutcome:
-        """Hand over records that came inside a message (EventBridge), checkpointed under
-        `ref` like a file, so a redelivered message is not handed over twice."""
-        self.metrics.in_flight_files.inc()
-        try:
-            if self._interrupted:
-                outcome = FileOutcome(ref, "interrupted")
-            else:
-                outcome = await self._process(
-                    ref, FileId(ref.bucket, ref.key, ref.etag or ""), None, records, message_id
-                )
-        finally:
-            self.metrics.in_flight_files.dec()
-        self.metrics.files.labels(ref.kind.value, outcome.status).inc()
-        if outcome.error is not None:
-            self.fail(outcome.error)
-        return outcome
-
     async def _process(
         self,
         ref: FileRef,
@@ -351,9 +333,24 @@ class FilePipeline:
         message_id: str | None,
     ) -> FileOutcome:
         where = {"message_id": message_id, "bucket": ref.bucket, "key": ref.key}
+        async with self._exclusive(ref, file_id, where) as claim:
+            if isinstance(claim, FileOutcome):
+                return claim
+            return await self._claimed(ref, file_id, data, records, claim.position, message_id)
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(
+        self, ref: FileRef, file_id: FileId, where: dict[str, Any]
+    ) -> AsyncIterator[Claim | FileOutcome]:
+        """Claim `file_id` for this worker: yields the Claim, or the outcome to return
+        instead (done before, busy here or elsewhere, store failure)."""
+        # The store's lease is per owner, and one owner may be handed the same file twice
+        # at once (a message redelivered while still being worked on, or two messages
+        # naming one object): only one goes on.
         if file_id in self._active:
             log.info("file already being processed here; trying later", **where)
-            return FileOutcome(ref, "busy")
+            yield FileOutcome(ref, "busy")
+            return
         self._active.add(file_id)
         try:
             try:
@@ -361,15 +358,17 @@ class FilePipeline:
                     "claim", lambda: self.store.claim(file_id, self.owner, self.lease_seconds)
                 )
             except CheckpointError as exc:
-                return FileOutcome(ref, "failed", error=exc.located(**where))
+                yield FileOutcome(ref, "failed", error=exc.located(**where))
+                return
             if claim.state is ClaimState.DONE:
-                return FileOutcome(ref, "already_done")
-            if claim.state is ClaimState.BUSY:
+                yield FileOutcome(ref, "already_done")
+            elif claim.state is ClaimState.BUSY:
                 # Another worker is on it right now; our message comes back later and by
                 # then the file is done (skipped) or the other lease expired (resumed).
                 log.info("file busy in another worker", **where)
-                return FileOutcome(ref, "busy")
-            return await self._claimed(ref, file_id, data, records, claim.position, message_id)
+                yield FileOutcome(ref, "busy")
+            else:
+                yield claim
         finally:
             self._active.discard(file_id)
 
