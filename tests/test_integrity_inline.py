@@ -303,3 +303,30 @@ def test_pending_checks_two_workers_racing_compare_each_file_once(aws_env: Any) 
     asyncio.run(main())
     assert sorted(c.key for c in seen) == [k for k, _ in entries]
     assert all(c.matched for c in seen)
+
+
+def test_lambda_checks_digests_too(
+    sandbox: TrailSandbox, private_key: rsa.RSAPrivateKey
+) -> None:
+    """The Lambda entry point shares the daemon's message handling, digest checks included."""
+    from trailproc.aws_lambda import make_handler
+
+    _signer, logs, digest = deliver_hour(sandbox, private_key, logs=2)
+    tamper(sandbox, logs[1])
+    user = Collect()
+    runtime = make_handler(user, checkpoint="memory", verify_digests=True)
+    try:
+        body = lambda *keys: json.dumps({"s3Bucket": sandbox.bucket, "s3ObjectKey": list(keys)})  # noqa: E731
+        records = [
+            {"messageId": f"m{i}", "receiptHandle": f"r{i}", "body": b, "attributes": {},
+             "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:1:q"}
+            for i, b in enumerate([body(logs[0].key, logs[1].key), body(digest.key)])
+        ]  # fmt: skip
+        answer = runtime({"Records": records}, None)
+    finally:
+        runtime.close()
+    assert answer == {"batchItemFailures": []}  # a mismatch is a finding, not a failure
+    mismatch = [e for e in user.errors if isinstance(e, DigestMismatch)]
+    assert len(mismatch) == 1 and mismatch[0].key == logs[1].key
+    assert runtime.metrics.value("trailproc_digest_checks_total", outcome="match") == 1
+    assert user.keys() == {logs[0].key, logs[1].key}  # the digest never reached user code
