@@ -166,8 +166,31 @@ class DynamoDBStore:
             return 0
         return int(item["position"]["N"])
 
-    async def claim(self, file: FileId, owner: str, lease_seconds: float) -> Claim:
+    async def _update(
+        self, file: FileId, update: str, values: dict[str, Any], *,
+        condition: str | None = None, **extra: Any,
+    ) -> dict[str, Any] | None:
+        """One UpdateItem on `file`'s item; None when `condition` did not hold."""
         client = await self._get_client()
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": {"pk": _s(self.pk(file))},
+            "UpdateExpression": update,
+            "ExpressionAttributeNames": _names(update + (condition or "")),
+            "ExpressionAttributeValues": values,
+            **extra,
+        }
+        if condition:
+            request["ConditionExpression"] = condition
+        try:
+            response: dict[str, Any] = await client.update_item(**request)
+        except ClientError as e:
+            if condition and _conditional_failed(e):
+                return None
+            raise
+        return response
+
+    async def claim(self, file: FileId, owner: str, lease_seconds: float) -> Claim:
         now = time.time()
         update = (
             "SET #owner = :me, #expires = :exp, #updated = :now,"
@@ -179,30 +202,22 @@ class DynamoDBStore:
             " OR #owner = :me OR #expires < :now)"
             " AND (attribute_not_exists(#done) OR #done <> :true)"
         )
-        try:
-            resp = await client.update_item(
-                TableName=self.table,
-                Key={"pk": _s(self.pk(file))},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=_names(update + condition),
-                ExpressionAttributeValues={
-                    ":me": _s(owner),
-                    ":exp": _n(now + lease_seconds),
-                    ":now": _n(now),
-                    ":bucket": _s(file.bucket),
-                    ":key": _s(file.key),
-                    ":etag": _s(file.etag),
-                    ":zero": {"N": "0"},
-                    ":false": {"BOOL": False},
-                    ":true": {"BOOL": True},
-                },
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as e:
-            if not _conditional_failed(e):
-                raise
-            item = await self._get_item(client, file)
+        values = {
+            ":me": _s(owner),
+            ":exp": _n(now + lease_seconds),
+            ":now": _n(now),
+            ":bucket": _s(file.bucket),
+            ":key": _s(file.key),
+            ":etag": _s(file.etag),
+            ":zero": {"N": "0"},
+            ":false": {"BOOL": False},
+            ":true": {"BOOL": True},
+        }
+        resp = await self._update(
+            file, update, values, condition=condition, ReturnValues="ALL_NEW"
+        )
+        if resp is None:
+            item = await self._get_item(await self._get_client(), file)
             if item and item.get("done", {}).get("BOOL"):
                 return Claim(ClaimState.DONE)
             # Held by someone else (or changed under us a moment ago): try again later.
@@ -213,44 +228,28 @@ class DynamoDBStore:
         return Claim(ClaimState.NEW, 0)
 
     async def commit(self, file: FileId, owner: str, position: int) -> None:
-        client = await self._get_client()
-        update = "SET #pos = :p, #updated = :now"
-        condition = "#owner = :me AND #pos <= :p"
-        try:
-            await client.update_item(
-                TableName=self.table,
-                Key={"pk": _s(self.pk(file))},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=_names(update + condition),
-                ExpressionAttributeValues={
-                    ":p": {"N": str(int(position))},
-                    ":me": _s(owner),
-                    ":now": _n(time.time()),
-                },
-            )
-        except ClientError as e:
-            if not _conditional_failed(e):
-                raise
-            item = await self._get_item(client, file)
+        values = {":p": {"N": str(int(position))}, ":me": _s(owner), ":now": _n(time.time())}
+        done = await self._update(
+            file, "SET #pos = :p, #updated = :now", values,
+            condition="#owner = :me AND #pos <= :p",
+        )  # fmt: skip
+        if done is None:
+            item = await self._get_item(await self._get_client(), file)
             if item is None or item.get("lease_owner", {}).get("S") != owner:
                 raise LeaseLost(f"{owner} does not hold the lease on {file}") from None
             # Still ours: the stored position is ahead, and progress never moves back.
 
     async def complete(self, file: FileId, owner: str, records: int) -> None:
-        client = await self._get_client()
         now = time.time()
         update = (
             "SET #done = :true, #records = :n, #pos = :n, #ttl = :ttl, #updated = :now,"
             " #bucket = :bucket, #key = :key, #etag = :etag"
             " REMOVE #owner, #expires"
         )
-        await client.update_item(
-            TableName=self.table,
-            Key={"pk": _s(self.pk(file))},
-            UpdateExpression=update,
-            ExpressionAttributeNames=_names(update),
-            ExpressionAttributeValues={
+        await self._update(
+            file,
+            update,
+            {
                 ":true": {"BOOL": True},
                 ":n": {"N": str(int(records))},
                 ":ttl": {"N": str(int(now + self.ttl_days * 86400))},
@@ -262,22 +261,12 @@ class DynamoDBStore:
         )
 
     async def release(self, file: FileId, owner: str) -> None:
-        client = await self._get_client()
-        update = "SET #updated = :now REMOVE #owner, #expires"
-        condition = "#owner = :me"
-        try:
-            await client.update_item(
-                TableName=self.table,
-                Key={"pk": _s(self.pk(file))},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=_names(update + condition),
-                ExpressionAttributeValues={":me": _s(owner), ":now": _n(time.time())},
-            )
-        except ClientError as e:
-            if not _conditional_failed(e):
-                raise
-            # Not ours any more (expired and taken, or completed): nothing to give up.
+        # A failed condition means it is not ours any more (expired and taken, or
+        # completed): nothing to give up.
+        await self._update(
+            file, "SET #updated = :now REMOVE #owner, #expires",
+            {":me": _s(owner), ":now": _n(time.time())}, condition="#owner = :me",
+        )  # fmt: skip
 
     async def is_done(self, file: FileId) -> bool:
         client = await self._get_client()
