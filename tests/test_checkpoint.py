@@ -175,10 +175,11 @@ def test_expired_lease_still_commits_until_taken(store: CheckpointStore) -> None
 
 def test_heartbeat_renews_lease(store: CheckpointStore) -> None:
     async def body(s: CheckpointStore) -> None:
-        await s.claim(FILE, "A", 0.6)
-        await asyncio.sleep(0.4)
-        await s.claim(FILE, "A", 0.6)
-        await asyncio.sleep(0.4)  # 0.8 s after the first claim, 0.4 s after the renewal
+        # Margins of 0.5 s either way, so a loaded machine cannot flip the outcome.
+        await s.claim(FILE, "A", 1.5)
+        await asyncio.sleep(1.0)
+        await s.claim(FILE, "A", 1.5)
+        await asyncio.sleep(1.0)  # 2.0 s after the first claim, 1.0 s after the renewal
         assert (await s.claim(FILE, "B", 30)).state is ClaimState.BUSY
         await s.commit(FILE, "A", 1)
 
@@ -298,11 +299,11 @@ def test_kv_only_new_does_not_overwrite(store: CheckpointStore) -> None:
 def test_kv_values_expire(store: CheckpointStore) -> None:
     async def body(s: CheckpointStore) -> None:
         k = kv(s)
-        await k.remember("short", "gone soon", 0.3)
+        await k.remember("short", "gone soon", 1.0)
         await k.remember("long", "stays", 3600)
-        await k.remember("taken", "expired before taken", 0.3)
+        await k.remember("taken", "expired before taken", 1.0)
         assert await k.recall("short") == "gone soon"
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.2)
         assert await k.recall("short") is None
         assert await k.forget("taken") is None  # an expired value is not handed out
         assert await k.recall("long") == "stays"
