@@ -288,14 +288,7 @@ def backfill_command(
             namespace=namespace, concurrency=concurrency, progress=progress, stopping=stopping,
         )  # fmt: skip
 
-    try:
-        result = asyncio.run(main())
-    except (ValueError, OSError) as exc:
-        raise click.ClickException(str(exc)) from None
-    except Exception as exc:
-        if type(exc).__module__.startswith(("botocore", "aiobotocore")):
-            raise click.ClickException(f"AWS error: {exc}") from None
-        raise
+    result = asyncio.run(main())  # errors become one clean line via @fail_cleanly
     click.echo(
         f"{result.listed} file(s) listed: {result.files_done} processed, "
         f"{result.files_skipped} already done, {result.files_failed} failed; "
