@@ -285,6 +285,46 @@ def test_cli_skips_done_files_and_force_reprocesses(
     assert ids() == expected + expected
 
 
+def test_cli_checkpoint_retention_forgets_done_files_after_ttl_days(
+    trail_bucket: dict[str, list[str]], tmp_path: Path
+) -> None:
+    """`--checkpoint sqlite:///PATH?ttl_days=N`: a re-run within the retention skips the
+    files done before; once their rows are older than it, a re-run processes them again
+    (the documented cost of retention for old backfill ranges)."""
+    import time
+
+    out = tmp_path / "out.jsonl"
+    ttl_seconds = 4.0
+    spec = f"sqlite:///{tmp_path / 'cp.db'}?ttl_days={ttl_seconds / 86400}"
+    args = ["--bucket", "trail-bucket", "--account-id", B, "--region", "us-east-1",
+            "--start-time", "2024-03-02", "--end-time", "2024-03-03T00:00:00Z",
+            "--output", str(out), "--log-format", "json",
+            "--checkpoint", spec]  # fmt: skip
+    expected = _expected(trail_bucket, accounts={B}, regions={"us-east-1"},
+                         start=_utc(2024, 3, 2), end=_utc(2024, 3, 3))  # fmt: skip
+    runner = CliRunner()
+
+    def ids() -> Counter[str]:
+        return Counter(json.loads(line)["eventID"] for line in out.read_text().splitlines())
+
+    first = runner.invoke(backfill_command, args)
+    done_at = time.monotonic()
+    assert first.exit_code == 0, first.output
+    assert "2 file(s) listed: 2 processed, 0 already done" in first.output
+
+    within = runner.invoke(backfill_command, args)
+    assert within.exit_code == 0, within.output
+    assert time.monotonic() - done_at < ttl_seconds, "too slow to test within the retention"
+    assert "0 processed, 2 already done" in within.output
+    assert ids() == expected
+
+    time.sleep(max(0.0, done_at + ttl_seconds + 0.5 - time.monotonic()))
+    after = runner.invoke(backfill_command, args)
+    assert after.exit_code == 0, after.output
+    assert "2 file(s) listed: 2 processed, 0 already done" in after.output
+    assert ids() == expected + expected
+
+
 def test_module_entry_point_and_failure_exit_code(
     trail_bucket: dict[str, list[str]], tmp_path: Path
 ) -> None:

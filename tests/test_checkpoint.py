@@ -449,6 +449,162 @@ def test_sqlite_stats_empty_and_counts(tmp_path: Path) -> None:
     assert store.stats() == {"files": 3, "done": 1, "in_progress": 2, "leased": 1}
 
 
+# --- SQLite retention (done rows expire like DynamoDB's TTL) ---------------------------
+
+OLD = [FileId(BUCKET, f"old-{i}.json.gz", "e") for i in range(3)]
+LEASED = FileId(BUCKET, "leased.json.gz", "e")  # in progress, lease held by A
+PARTIAL = FileId(BUCKET, "partial.json.gz", "e")  # in progress, 5 records, no lease
+RECENT = FileId(BUCKET, "recent.json.gz", "e")
+
+
+async def _old_and_in_progress(s: CheckpointStore) -> None:
+    for f in OLD:
+        await s.claim(f, "A", 60)
+        await s.complete(f, "A", 7)
+    await s.claim(LEASED, "A", 3600)
+    await s.commit(LEASED, "A", 2)
+    await s.claim(PARTIAL, "A", 60)
+    await s.commit(PARTIAL, "A", 5)
+    await s.release(PARTIAL, "A")  # a failure: progress kept, lease given up
+
+
+async def _only_recent_and_in_progress_left(s: CheckpointStore) -> None:
+    assert isinstance(s, SqliteStore)
+    # LEASED, PARTIAL and RECENT: the old done rows are gone, not merely hidden.
+    assert s.stats() == {"files": 3, "done": 1, "in_progress": 2, "leased": 1}
+    assert await s.is_done(RECENT)
+    assert await s.claim(RECENT, "B", 60) == Claim(ClaimState.DONE)
+    assert await s.claim(LEASED, "B", 60) == Claim(ClaimState.BUSY, 2)  # A still holds it
+    assert await s.claim(PARTIAL, "B", 60) == Claim(ClaimState.RESUME, 5)
+    for f in OLD:  # forgotten: announced again now, it would be processed again
+        assert not await s.is_done(f)
+        assert await s.claim(f, "B", 60) == Claim(ClaimState.NEW, 0)
+
+
+def test_sqlite_retention_prunes_old_done_rows_across_reopen(tmp_path: Path) -> None:
+    """open_store's ttl_days: done rows older than it are deleted when the store is
+    opened again; rows of files in progress (leased or partial) and recent ones stay."""
+    spec = f"sqlite:///{tmp_path / 'cp.sqlite3'}?ttl_days={3 / 86400}"  # 3 seconds
+    first = open_store(spec, tmp_path)
+    assert isinstance(first, SqliteStore) and first.ttl_days == 3 / 86400
+    run(first, _old_and_in_progress)
+    time.sleep(2.0)
+
+    async def recent(s: CheckpointStore) -> None:
+        await s.claim(RECENT, "A", 60)
+        await s.complete(RECENT, "A", 3)
+        assert await s.is_done(OLD[0])  # 2 s old: still remembered
+
+    run(open_store(spec, tmp_path), recent)
+    time.sleep(1.5)  # OLD are now 3.5 s old, RECENT 1.5 s
+    run(open_store(spec, tmp_path), _only_recent_and_in_progress_left)
+
+
+def test_sqlite_retention_pass_repeats_while_open(tmp_path: Path) -> None:
+    """A long-running store prunes again (at most every `prune_every` s, on completion),
+    not only when opened."""
+    store = SqliteStore(tmp_path / "cp.sqlite3", ttl_days=1.0 / 86400, prune_every=0.2)
+
+    async def body(s: CheckpointStore) -> None:
+        await _old_and_in_progress(s)
+        assert await s.is_done(OLD[0])  # younger than the retention: remembered
+        await asyncio.sleep(1.3)
+        assert isinstance(s, SqliteStore)
+        assert s.stats()["done"] == len(OLD)  # expired, but no pass has run since
+        await s.claim(RECENT, "A", 60)
+        await s.complete(RECENT, "A", 3)  # the pass is due: it runs here
+        await _only_recent_and_in_progress_left(s)
+
+    run(store, body)
+
+
+def test_sqlite_existing_database_is_migrated_and_pruned(tmp_path: Path) -> None:
+    """A database written by the previous schema (no done_at index, user_version 0) gets
+    the index once, and its done rows older than 30 days (the default) go; in-progress
+    rows, recent done rows and the key-value part (pending digest hashes) stay."""
+    import sqlite3
+
+    path = tmp_path / "state" / "checkpoints.sqlite3"
+    path.parent.mkdir()
+    now = time.time()
+    day = 86400.0
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        """
+        CREATE TABLE checkpoints (
+            bucket TEXT NOT NULL, key TEXT NOT NULL, etag TEXT NOT NULL,
+            position INTEGER NOT NULL DEFAULT 0, records INTEGER, done_at REAL,
+            lease_owner TEXT, lease_expires REAL, updated_at REAL NOT NULL,
+            PRIMARY KEY (bucket, key, etag)
+        ) WITHOUT ROWID;
+        CREATE TABLE kv (
+            key TEXT NOT NULL PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX kv_expires ON kv (expires_at);
+        """
+    )
+    rows = [  # bucket, key, etag, position, records, done_at, lease_owner, lease_expires
+        (*_ident_of(OLD[0]), 7, 7, now - 45 * day, None, None),
+        (*_ident_of(OLD[1]), 7, 7, now - 31 * day, None, None),
+        (*_ident_of(RECENT), 3, 3, now - 29 * day, None, None),
+        (*_ident_of(PARTIAL), 5, None, None, None, None),  # failed 90 days ago
+        (*_ident_of(LEASED), 2, None, None, "A", now + 3600),
+    ]
+    conn.executemany(
+        "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(*r, now - 90 * day) for r in rows],
+    )
+    conn.execute("INSERT INTO kv VALUES (?, ?, ?)", (LOG_URI, "pending hash", now + 3600))
+    conn.commit()
+    conn.close()
+
+    async def body(s: CheckpointStore) -> None:
+        assert isinstance(s, SqliteStore)
+        assert s.stats() == {"files": 3, "done": 1, "in_progress": 2, "leased": 1}
+        assert not await s.is_done(OLD[0]) and not await s.is_done(OLD[1])
+        assert await s.is_done(RECENT)
+        assert await s.claim(PARTIAL, "B", 60) == Claim(ClaimState.RESUME, 5)
+        assert await kv(s).recall(LOG_URI) == "pending hash"
+
+    run(open_store(None, path.parent), body)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        index = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'checkpoints'"
+        ).fetchall()
+        assert index == [
+            ("CREATE INDEX checkpoints_done_at ON checkpoints (done_at) WHERE done_at IS NOT NULL",)
+        ]
+        plan = " ".join(
+            str(r[-1])
+            for r in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT bucket FROM checkpoints"
+                " WHERE done_at IS NOT NULL AND done_at < 1 ORDER BY done_at LIMIT 5"
+            )
+        )
+        assert "checkpoints_done_at" in plan  # the pass reads the index, not the table
+    finally:
+        conn.close()
+
+
+def _ident_of(file: FileId) -> tuple[str, str, str]:
+    return (file.bucket, file.key, file.etag)
+
+
+def test_open_store_sqlite_ttl_days(tmp_path: Path) -> None:
+    default = open_store("sqlite", tmp_path)
+    assert isinstance(default, SqliteStore) and default.ttl_days == 30
+    store = open_store("sqlite?ttl_days=7", tmp_path)
+    assert isinstance(store, SqliteStore) and store.ttl_days == 7
+    assert store.path == tmp_path / "checkpoints.sqlite3"
+    store = open_store(f"SQLite:///{tmp_path / 'x.db'}?ttl_days=0.5", tmp_path)
+    assert isinstance(store, SqliteStore) and store.ttl_days == 0.5
+    assert store.path == tmp_path / "x.db"
+    with pytest.raises(ValueError, match="ttl_days must be positive"):
+        SqliteStore(tmp_path / "y.db", ttl_days=0)
+
+
 _RACER = textwrap.dedent(
     """
     import asyncio, json, os, sys, time
@@ -655,6 +811,11 @@ def test_open_store_memory_and_dynamodb(tmp_path: Path) -> None:
         "dynamodb://tbl?create=maybe",
         "dynamodb://tbl?ttl_days=soon",
         "dynamodb://tbl?ttl_days=0",
+        "sqlite?ttl_days=0",
+        "sqlite?ttl_days=-1",
+        "sqlite?ttl_days=forever",
+        "sqlite:///tmp/cp.db?create=true",
+        "sqlite?bogus=1",
     ],
 )
 def test_open_store_rejects_unknown_specs(spec: str, tmp_path: Path) -> None:

@@ -7,6 +7,9 @@
 * ``"sqlite://relative/cp.db"`` or ``"sqlite:relative/cp.db"``: relative to the working directory
 * ``"memory"``: in-process only, forgotten on exit
 * ``"dynamodb://TABLE"``, optionally ``"dynamodb://TABLE?create=true&ttl_days=7"``
+
+``ttl_days`` (default 30) is how long a completed file stays remembered, in SQLite
+(``"sqlite?ttl_days=7"``, ``"sqlite:///abs/cp.db?ttl_days=7"``) as in DynamoDB (its TTL).
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ def __getattr__(name: str) -> Any:
 
 ACCEPTED_FORMS = (
     "'sqlite' (default: <state dir>/checkpoints.sqlite3), 'sqlite:///ABSOLUTE/PATH.db', "
-    "'sqlite://RELATIVE/PATH.db', 'memory', 'dynamodb://TABLE' "
+    "'sqlite://RELATIVE/PATH.db' (option: '?ttl_days=N'), 'memory', 'dynamodb://TABLE' "
     "(options: '?create=true&ttl_days=N')"
 )
 
@@ -80,8 +83,31 @@ def _sqlite_path(spec: str, rest: str) -> Path:
     return Path(rest)
 
 
+def _options(spec: str, query: str, known: tuple[str, ...]) -> dict[str, Any]:
+    """The ``?name=value&...`` options of a spec, checked: create (bool), ttl_days (> 0)."""
+    from urllib.parse import parse_qsl
+
+    out: dict[str, Any] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        if name not in known:
+            raise _bad(spec, f"unknown option {name!r} (known: {', '.join(known)})")
+        if name == "create":
+            if value.lower() not in _TRUE | _FALSE:
+                raise _bad(spec, f"create={value!r} is not true or false")
+            out[name] = value.lower() in _TRUE
+        elif name == "ttl_days":
+            try:
+                ttl_days = float(value)
+            except ValueError:
+                raise _bad(spec, f"ttl_days={value!r} is not a number") from None
+            if not ttl_days > 0 or ttl_days == float("inf"):
+                raise _bad(spec, "ttl_days must be a positive number of days")
+            out[name] = ttl_days
+    return out
+
+
 def _dynamodb(spec: str) -> DynamoDBStore:
-    from urllib.parse import parse_qsl, urlsplit
+    from urllib.parse import urlsplit
 
     from .dynamodb import DynamoDBStore
 
@@ -91,25 +117,10 @@ def _dynamodb(spec: str) -> DynamoDBStore:
         raise _bad(spec, "expected dynamodb://TABLE with nothing after the table name but ?options")
     if not _TABLE_NAME.match(table):
         raise _bad(spec, f"{table!r} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
-    create, ttl_days = False, 30.0
-    for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-        if name == "create":
-            if value.lower() in _TRUE:
-                create = True
-            elif value.lower() in _FALSE:
-                create = False
-            else:
-                raise _bad(spec, f"create={value!r} is not true or false")
-        elif name == "ttl_days":
-            try:
-                ttl_days = float(value)
-            except ValueError:
-                raise _bad(spec, f"ttl_days={value!r} is not a number") from None
-            if not ttl_days > 0:
-                raise _bad(spec, "ttl_days must be positive")
-        else:
-            raise _bad(spec, f"unknown option {name!r} (known: create, ttl_days)")
-    return DynamoDBStore(table, ttl_days=ttl_days, create_table=create)
+    options = _options(spec, parts.query, ("create", "ttl_days"))
+    return DynamoDBStore(
+        table, ttl_days=options.get("ttl_days", 30.0), create_table=options.get("create", False)
+    )
 
 
 def open_store(spec: str | None, state_dir: str | os.PathLike[str]) -> CheckpointStore:
@@ -118,14 +129,18 @@ def open_store(spec: str | None, state_dir: str | os.PathLike[str]) -> Checkpoin
     Raises ValueError, naming the accepted forms, for anything else.
     """
     text = (spec or "sqlite").strip()
+    # A '?' starts the options ("sqlite?ttl_days=7"), so it cannot be part of a path.
+    head, _, query = text.partition("?")
+    scheme, sep, rest = head.partition(":")
+    if scheme.lower() == "sqlite":
+        from .sqlite import DEFAULT_TTL_DAYS, SqliteStore
+
+        ttl_days = _options(text, query, ("ttl_days",)).get("ttl_days", DEFAULT_TTL_DAYS)
+        if not sep:
+            return SqliteStore(Path(state_dir) / DEFAULT_SQLITE_NAME, ttl_days=ttl_days)
+        return SqliteStore(_sqlite_path(text, rest), ttl_days=ttl_days)
     scheme, sep, rest = text.partition(":")
     scheme = scheme.lower()
-    if scheme == "sqlite":
-        from .sqlite import SqliteStore
-
-        if not sep:
-            return SqliteStore(Path(state_dir) / DEFAULT_SQLITE_NAME)
-        return SqliteStore(_sqlite_path(text, rest))
     if scheme == "memory" and rest in ("", "//"):
         from .memory import MemoryStore
 

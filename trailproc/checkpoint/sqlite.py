@@ -4,6 +4,13 @@ Every call is a single short statement or one `BEGIN IMMEDIATE` transaction on a
 file, so it runs synchronously inside the async methods instead of hopping to a thread.
 The connection is opened on first use, and again in a forked child, because an SQLite
 connection must never be used on both sides of a fork.
+
+Retention mirrors the DynamoDB store's TTL: a completed file's row is deleted `ttl_days`
+(default 30) after completion, so the file does not grow forever. Rows of files not
+completed (leased, or with partial progress) are never deleted. Pruning is a bounded
+DELETE on an index over the completion time, run when the connection opens and then at
+most every `prune_every` seconds, from `complete`; each pass stops after a short time
+budget and, if rows are left, comes back sooner instead of holding the write lock.
 """
 
 from __future__ import annotations
@@ -17,9 +24,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from .base import Claim, ClaimState, FileId, LeaseLost
 
-__all__ = ["SqliteStore"]
+__all__ = ["DEFAULT_TTL_DAYS", "SqliteStore"]
+
+log = structlog.get_logger("trailproc.checkpoint")
+
+DEFAULT_TTL_DAYS = 30.0  # the DynamoDB store's default too
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -50,6 +63,21 @@ CREATE TABLE IF NOT EXISTS kv (
 )
 _PURGE_EVERY = 600.0
 
+# Finds expired done rows without a scan. Partial: rows in progress (done_at NULL), the
+# ones claims look up all day, are not in it.
+_DONE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS checkpoints_done_at ON checkpoints (done_at)"
+    " WHERE done_at IS NOT NULL"
+)
+# PRAGMA user_version of a database with every statement above. 0: created by an older
+# trailproc (no done_at index) or brand new; `_migrate` brings it up to date once.
+_SCHEMA_VERSION = 1
+
+_PRUNE_EVERY = 600.0  # seconds between retention passes
+_PRUNE_BATCH = 500  # rows per DELETE (one short write transaction each)
+_PRUNE_BUDGET = 0.05  # seconds of deleting per pass, so callers are never held up long
+_PRUNE_BACKLOG_RETRY = 5.0  # seconds to the next pass when a pass left rows behind
+
 _WHERE = "bucket = ? AND key = ? AND etag = ?"
 
 
@@ -64,12 +92,64 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in str(error) or "busy" in str(error)
 
 
-class SqliteStore:
-    """`CheckpointStore` in an SQLite database (WAL journal, `synchronous=NORMAL`)."""
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a new or older database up to `_SCHEMA_VERSION`, once, in one transaction
+    (processes opening it at the same moment wait for each other; the second finds it
+    done). Version 0 → 1: the done_at index, which existing databases lack."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("PRAGMA user_version").fetchall()[0][0] < _SCHEMA_VERSION:
+            for statement in (_SCHEMA, *_KV_SCHEMA, _DONE_INDEX):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+
+def _prune(conn: sqlite3.Connection, cutoff: float) -> tuple[int, bool]:
+    """Delete rows completed before `cutoff`, oldest first, in batches until none are left
+    or the time budget is spent: (rows deleted, whether some were left)."""
+    deadline = time.monotonic() + _PRUNE_BUDGET
+    deleted = 0
+    while True:
+        # Each DELETE is its own short transaction (autocommit), so other processes'
+        # claims and commits get the write lock between batches.
+        cur = conn.execute(
+            "DELETE FROM checkpoints WHERE (bucket, key, etag) IN ("
+            " SELECT bucket, key, etag FROM checkpoints"
+            " WHERE done_at IS NOT NULL AND done_at < ? ORDER BY done_at LIMIT ?)",
+            (cutoff, _PRUNE_BATCH),
+        )
+        deleted += max(cur.rowcount, 0)
+        if cur.rowcount < _PRUNE_BATCH:
+            return deleted, False
+        if time.monotonic() >= deadline:
+            return deleted, True
+
+
+class SqliteStore:
+    """`CheckpointStore` in an SQLite database (WAL journal, `synchronous=NORMAL`).
+
+    Done rows are deleted `ttl_days` after completion (see the module docstring); a file
+    announced again after that is processed again, as with DynamoDB's TTL.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 30.0,
+        ttl_days: float = DEFAULT_TTL_DAYS,
+        prune_every: float = _PRUNE_EVERY,
+    ) -> None:
+        if not ttl_days > 0:
+            raise ValueError(f"ttl_days must be positive, got {ttl_days!r}")
         self.path = Path(path)
         self.busy_timeout = busy_timeout
+        self.ttl_days = ttl_days
+        self.prune_every = prune_every
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
@@ -78,6 +158,7 @@ class SqliteStore:
         # since closing them in the child could disturb the parent's locks and WAL.
         self._inherited: list[sqlite3.Connection] = []
         self._purged_at = 0.0  # last lazy purge of expired values (time.time())
+        self._prune_due = 0.0  # next retention pass (time.time()); 0: when first opened
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -90,6 +171,7 @@ class SqliteStore:
             self._inherited.append(self._conn)
         conn = self._open()
         self._conn, self._pid = conn, pid
+        self._prune_if_due(conn, time.time())
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -111,9 +193,8 @@ class SqliteStore:
                 if conn.execute("PRAGMA journal_mode").fetchall()[0][0] != "wal":
                     conn.execute("PRAGMA journal_mode = WAL").fetchall()
                 conn.execute("PRAGMA synchronous = NORMAL")
-                conn.execute(_SCHEMA)
-                for statement in _KV_SCHEMA:
-                    conn.execute(statement)
+                if conn.execute("PRAGMA user_version").fetchall()[0][0] < _SCHEMA_VERSION:
+                    _migrate(conn)
                 return conn
             except sqlite3.OperationalError as e:
                 conn.close()
@@ -196,6 +277,10 @@ class SqliteStore:
             " lease_owner = NULL, lease_expires = NULL, updated_at = excluded.updated_at",
             (*_ident(file), records, records, now, now),
         )
+        # Completions are what grows the table, so they carry the periodic pass.
+        if now >= self._prune_due:
+            with self._lock:
+                self._prune_if_due(self._connection(), now)
 
     async def release(self, file: FileId, owner: str) -> None:
         self._execute(
@@ -209,6 +294,26 @@ class SqliteStore:
             f"SELECT done_at IS NOT NULL FROM checkpoints WHERE {_WHERE}", _ident(file)
         )
         return bool(rows and rows[0][0])
+
+    # --- retention --------------------------------------------------------------------
+    def _prune_if_due(self, conn: sqlite3.Connection, now: float) -> None:
+        """Delete done rows older than the retention, if a pass is due (caller holds the
+        lock). Bounded by `_PRUNE_BUDGET`; a failure (e.g. the write lock stayed busy) is
+        logged and retried at the next pass, never raised into the caller's operation."""
+        if now < self._prune_due:
+            return
+        self._prune_due = now + self.prune_every
+        try:
+            deleted, left = _prune(conn, now - self.ttl_days * 86400.0)
+        except sqlite3.OperationalError as exc:
+            log.warning("checkpoint retention pass failed; trying again later",
+                        path=str(self.path), error=str(exc))  # fmt: skip
+            return
+        if left:  # a backlog (e.g. an old database's first pass): keep each pass short
+            self._prune_due = now + min(self.prune_every, _PRUNE_BACKLOG_RETRY)
+        if deleted:
+            log.debug("checkpoint retention pass", path=str(self.path), deleted=deleted,
+                      more_left=left)  # fmt: skip
 
     # --- KeyValueStore ----------------------------------------------------------------
     def _purge(self, now: float) -> None:
