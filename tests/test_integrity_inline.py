@@ -53,8 +53,6 @@ class Collect(trailproc.EventProcessor):
         return [e.raw for e in self.events]
 
 
-
-
 def checks(result: RunResult, outcome: str) -> int:
     return int(result.metrics.value("trailproc_digest_checks_total", outcome=outcome))
 
@@ -305,9 +303,7 @@ def test_pending_checks_two_workers_racing_compare_each_file_once(aws_env: Any) 
     assert all(c.matched for c in seen)
 
 
-def test_lambda_checks_digests_too(
-    sandbox: TrailSandbox, private_key: rsa.RSAPrivateKey
-) -> None:
+def test_lambda_checks_digests_too(sandbox: TrailSandbox, private_key: rsa.RSAPrivateKey) -> None:
     """The Lambda entry point shares the daemon's message handling, digest checks included."""
     from trailproc.aws_lambda import make_handler
 
@@ -330,3 +326,141 @@ def test_lambda_checks_digests_too(
     assert len(mismatch) == 1 and mismatch[0].key == logs[1].key
     assert runtime.metrics.value("trailproc_digest_checks_total", outcome="match") == 1
     assert user.keys() == {logs[0].key, logs[1].key}  # the digest never reached user code
+
+
+# --- backfill with verify_digests: digests listed beside the log files -----------------
+
+
+def backfill_hours(
+    sandbox: TrailSandbox, key: rsa.RSAPrivateKey, hours: int = 3
+) -> tuple[list[SignedDigest], list[SignedLog]]:
+    """`hours` hours from T0 in one region: 2 log files and one digest (ending on the
+    next hour) each. Returns the digests and every log file, in order."""
+    signer = DigestChainSigner(key, bucket=sandbox.bucket, sink=sandbox.client("s3"))
+    digests = signer.run_hours(T0, hours, logs_per_hour=2, records_per_log=3)
+    return digests, [lf for d in digests for lf in d.logs]
+
+
+def backfill_args(sandbox: TrailSandbox, tmp_path: Path, *extra: str) -> list[str]:
+    # The second hour only: [T0 + 1 h, T0 + 2 h).
+    return ["--bucket", sandbox.bucket, "--start-time", "2026-11-01T04:00:00Z",
+            "--end-time", "2026-11-01T05:00:00Z", "--output", str(tmp_path / "out.jsonl"),
+            "--checkpoint", f"sqlite:///{tmp_path / 'cp.db'}", "--log-format", "json",
+            "--no-progress", *extra]  # fmt: skip
+
+
+def test_backfill_verify_digests_over_signed_logs_passes(
+    sandbox: TrailSandbox, tmp_path: Path, private_key: rsa.RSAPrivateKey
+) -> None:
+    """`trailproc backfill --verify-digests`: the range's log files are checked against
+    the digests listed beside them; digests never reach the handlers."""
+    from click.testing import CliRunner
+
+    from trailproc.backfill import backfill_command
+
+    digests, logs = backfill_hours(sandbox, private_key)
+    tamper(sandbox, logs[0])  # first hour: outside the range, never read
+    in_range = digests[1].logs  # delivered 04:05 and 04:30, listed by the 05:00 digest
+    runner = CliRunner()
+
+    first = runner.invoke(backfill_command, backfill_args(sandbox, tmp_path, "--verify-digests"))
+
+    assert first.exit_code == 0, first.output
+    assert "4 file(s) listed: 4 processed, 0 already done, 0 failed; 6 record(s)" in first.output
+    # Digests ending 05:00 (this hour) and 06:00 (slack); 04:00 lists only earlier files.
+    assert "2 of them digest file(s): 2 log file(s) checked, 0 not matching" in first.output
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert len(lines) == 6 and not any("digestS3Object" in line for line in lines)
+    assert {json.loads(line)["eventID"] for line in lines} == {
+        json.loads(raw)["eventID"] for lf in in_range for raw in records_of(lf.body)
+    }
+    assert '"reason": "digest_mismatch"' not in first.output
+
+    # Files done before are skipped, so not read or checked again; --force checks anew,
+    # in its own namespace (its pending hashes never meet the first run's).
+    again = runner.invoke(backfill_command, backfill_args(sandbox, tmp_path, "--verify-digests"))
+    assert again.exit_code == 0, again.output
+    assert "0 processed, 4 already done" in again.output
+    assert "2 of them digest file(s): 0 log file(s) checked, 0 not matching" in again.output
+    forced = runner.invoke(
+        backfill_command, backfill_args(sandbox, tmp_path, "--verify-digests", "--force")
+    )
+    assert forced.exit_code == 0, forced.output
+    assert "2 log file(s) checked, 0 not matching" in forced.output
+
+    # Without the flag, nothing about digests (as before).
+    plain = runner.invoke(
+        backfill_command, backfill_args(sandbox, tmp_path, "--force", "--no-verify-digests")
+    )
+    assert plain.exit_code == 0, plain.output
+    assert "2 file(s) listed: 2 processed" in plain.output
+    assert "digest file(s)" not in plain.output and '"verify_digests": false' in plain.output
+
+
+def test_backfill_verify_digests_reports_a_tampered_log(
+    sandbox: TrailSandbox, tmp_path: Path, private_key: rsa.RSAPrivateKey
+) -> None:
+    """A log file changed after delivery is reported as in the SQS path: on_error with a
+    DigestMismatch, trailproc_errors_total and the digest-check counter; its records are
+    still handed over. The command prints it as an error line and exits 1."""
+    from click.testing import CliRunner
+
+    from trailproc.backfill import backfill, backfill_command
+
+    digests, _logs = backfill_hours(sandbox, private_key)
+    target = digests[1].logs[1]
+    changed = tamper(sandbox, target)
+    user = Collect()
+
+    result = backfill(
+        sandbox.bucket, user, start_time="2026-11-01T04:00Z", end_time="2026-11-01T05:00Z",
+        checkpoint="memory", verify_digests=True, progress=False,
+    )  # fmt: skip
+
+    assert result.digests_listed == 2 and result.listed == 4
+    assert (result.digest_matches, result.digest_mismatches) == (1, 1)
+    assert checks(result, "match") == 1 and checks(result, "mismatch") == 1
+    assert errors(result, "digest_mismatch") == 1
+    assert result.files_failed == 0 and not result.ok  # a finding, not a failed file
+    assert len(user.errors) == 1
+    error = user.errors[0]
+    assert isinstance(error, DigestMismatch)
+    assert (error.bucket, error.key) == (sandbox.bucket, target.key)
+    assert (error.digest_bucket, error.digest_key) == (sandbox.bucket, digests[1].key)
+    assert error.expected == target.sha256
+    assert error.actual == hashlib.sha256(changed).hexdigest()
+    assert b"DeleteTrail" in b"".join(user.raws()) and len(user.events) == 6
+    assert user.keys() == {lf.key for lf in digests[1].logs}
+
+    cli = CliRunner().invoke(backfill_command, backfill_args(sandbox, tmp_path, "--verify-digests"))
+    assert cli.exit_code == 1, cli.output
+    assert "4 file(s) listed: 4 processed, 0 already done, 0 failed" in cli.output
+    assert "2 of them digest file(s): 2 log file(s) checked, 1 not matching" in cli.output
+    lines = [json.loads(line) for line in cli.output.splitlines() if line.startswith("{")]
+    logged = [line for line in lines if line.get("reason") == "digest_mismatch"]
+    assert len(logged) == 1
+    assert logged[0]["level"] == "error" and logged[0]["key"] == target.key
+    assert logged[0]["digest_key"] == digests[1].key
+    assert logged[0]["actual_sha256"] == hashlib.sha256(changed).hexdigest()
+
+
+def test_backfill_verify_digests_finds_the_digest_after_midnight(
+    sandbox: TrailSandbox, private_key: rsa.RSAPrivateKey
+) -> None:
+    """Without a start time the day folders are discovered from the log files; the
+    digest of a day's last hour lies in the next day's folder, which has no log files."""
+    from trailproc.backfill import backfill
+
+    signer = DigestChainSigner(private_key, bucket=sandbox.bucket, sink=sandbox.client("s3"))
+    (digest,) = signer.run_hours(dt.datetime(2026, 11, 1, 23, tzinfo=dt.timezone.utc), 1)
+    assert "/2026/11/02/" in digest.key and all("/2026/11/01/" in lf.key for lf in digest.logs)
+    user = Collect()
+
+    result = backfill(
+        sandbox.bucket, user, end_time="2026-11-02T00:00Z", checkpoint="memory",
+        verify_digests=True, progress=False,
+    )  # fmt: skip
+
+    assert (result.listed, result.digests_listed) == (3, 1)
+    assert (result.digest_matches, result.digest_mismatches) == (2, 0)
+    assert result.ok and user.errors == [] and len(user.events) == 6

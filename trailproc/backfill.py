@@ -10,35 +10,58 @@ interrupted backfill resumes where it stopped, inside a file too. `force=True` i
 earlier progress by recording this run under a fresh checkpoint *namespace*; a named
 `namespace` keeps a replay's progress apart from the live daemon's while staying
 resumable (run again with the same name).
+
+With `verify_digests` the digest files that can list the selected log files (same
+accounts and regions, digest end time from the start to `DIGEST_LAG` past the end) are
+listed too and go through the pipeline's digest check, exactly as digests named by SQS
+notifications do: log files are hashed as they are processed, and a mismatch is
+reported through `on_error`, `trailproc_errors_total{reason="digest_mismatch"}`,
+`trailproc_digest_checks_total` and an error log line. Files skipped as done before
+are not read again, so they are not checked; `force` (or a new namespace) checks all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 import click
 
 from .app import RunResult
 from .checkpoint import open_store
-from .checkpoint.base import CheckpointStore, Claim, FileId
+from .checkpoint.base import CheckpointStore, Claim, FileId, KeyValueStore
 from .cli_common import TimeParam, fail_cleanly, load_cli_config, processing_options
 from .config import Config, load_config
+from .errors import retry_transient
 from .observe import Metrics, get_logger
-from .pipeline.keys import FileRef
+from .pipeline.keys import FileRef, ObjectKind
 from .processor import EventProcessor, maybe_await
 from .progress import Progress
-from .sources.s3_listing import ListingQuery, iter_log_refs
+from .sources.s3_listing import ListingQuery, iter_day_folders, iter_log_refs
 
-__all__ = ["BackfillResult", "NamespacedStore", "backfill", "backfill_async", "backfill_command"]
+__all__ = [
+    "DIGEST_LAG",
+    "BackfillResult",
+    "NamespacedStore",
+    "backfill",
+    "backfill_async",
+    "backfill_command",
+    "iter_digest_refs",
+]
 
 log = get_logger("trailproc.backfill")
 
+# A digest lists the log files delivered in the hour (at most) before its end time, the
+# time in its key. So the digests of log files delivered before `end` end before
+# end + 1 h; the second hour is slack for late digests. Digests that also list files
+# outside the range are harmless: those entries wait unchecked and expire.
+DIGEST_LAG = dt.timedelta(hours=2)
 
 
 class NamespacedStore:
@@ -46,6 +69,8 @@ class NamespacedStore:
 
     Progress recorded through it never marks the plain file done (and vice versa), so a
     replay can re-process files the daemon finished, and still resume after a crash.
+    The expiring values (pending digest checks) are namespaced too, so a replay's checks
+    never consume the daemon's pending hashes, nor the other way round.
     """
 
     def __init__(self, store: CheckpointStore, namespace: str) -> None:
@@ -70,8 +95,103 @@ class NamespacedStore:
     async def is_done(self, file: FileId) -> bool:
         return await self.store.is_done(self._id(file))
 
+    # KeyValueStore (for verify_digests): every trailproc store is one; with a store that
+    # is not, these fail as the digest check would without a namespace.
+    def _key(self, key: str) -> str:
+        return f"{key}|{self.namespace}"
+
+    @property
+    def _kv(self) -> KeyValueStore:
+        return cast(KeyValueStore, self.store)
+
+    async def remember(
+        self, key: str, value: str, ttl_seconds: float, *, only_new: bool = False
+    ) -> bool:
+        return await self._kv.remember(self._key(key), value, ttl_seconds, only_new=only_new)
+
+    async def recall(self, key: str) -> str | None:
+        return await self._kv.recall(self._key(key))
+
+    async def forget(self, key: str) -> str | None:
+        return await self._kv.forget(self._key(key))
+
     async def close(self) -> None:
         await self.store.close()
+
+
+async def _digests_in(
+    s3: Any, bucket: str, folder: str, after: dt.datetime | None, until: dt.datetime | None
+) -> list[FileRef]:
+    """Digest files directly in `folder` whose end time t has after < t <= until."""
+    refs: list[FileRef] = []
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": folder, "Delimiter": "/"}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = await retry_transient(functools.partial(s3.list_objects_v2, **kwargs))
+        for item in page.get("Contents", []):
+            ref = FileRef.of(bucket, str(item["Key"]), etag=item.get("ETag"),
+                             size=item.get("Size"))  # fmt: skip
+            when = ref.info.delivered_at
+            if ref.kind is not ObjectKind.DIGEST or when is None:
+                continue
+            if (after is None or when > after) and (until is None or when <= until):
+                refs.append(ref)
+        if not page.get("IsTruncated"):
+            return refs
+        token = page.get("NextContinuationToken")
+
+
+async def iter_digest_refs(
+    s3: Any,
+    query: ListingQuery,
+    *,
+    concurrency: int = 8,
+    now: dt.datetime | None = None,
+) -> AsyncIterator[FileRef]:
+    """The digest files that can list the log files `query` selects.
+
+    Same accounts (organization members included) and regions as the log files; digest
+    end times (from their keys) after `query.start` and up to `query.end + DIGEST_LAG`.
+    The date folders come from the log listing's own folder walk, each mapped to its
+    `CloudTrail-Digest/` twin; a digest ending after midnight lists the previous day's
+    last files, so the day after each log day is listed too when the days were
+    discovered rather than computed from a start time.
+    """
+    until = query.end + DIGEST_LAG if query.end else None
+    # Log files are selected from the start's minute on (their names carry minutes).
+    after = query.start.replace(second=0, microsecond=0) if query.start else None
+    logs = replace(query, end=until, kinds=frozenset({ObjectKind.LOG}))
+    seen: set[str] = set()
+    limit = max(1, concurrency)
+    pending: list[asyncio.Task[list[FileRef]]] = []
+    try:
+        async for folder in iter_day_folders(s3, logs, now=now):
+            tail = f"CloudTrail/{folder.region}/{folder.day:%Y/%m/%d}/"
+            base = folder.path[: -len(tail)]
+            days = [folder.day]
+            if query.start is None:
+                days.append(folder.day + dt.timedelta(days=1))
+            for day in days:
+                path = f"{base}CloudTrail-Digest/{folder.region}/{day:%Y/%m/%d}/"
+                if path in seen:
+                    continue
+                seen.add(path)
+                pending.append(
+                    asyncio.ensure_future(_digests_in(s3, query.bucket, path, after, until))
+                )
+                while len(pending) >= limit:
+                    for ref in await pending.pop(0):
+                        yield ref
+        while pending:
+            for ref in await pending.pop(0):
+                yield ref
+    finally:
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 @dataclass
@@ -82,6 +202,7 @@ class BackfillResult(RunResult):
     namespace: str | None = None
     interrupted: bool = False
     seconds: float = 0.0
+    digests_listed: int = 0  # of `listed`, the digest files (verify_digests)
 
     @property
     def files_failed(self) -> int:
@@ -89,8 +210,19 @@ class BackfillResult(RunResult):
         return len(self.failed_files)
 
     @property
+    def digest_matches(self) -> int:
+        """Log files found identical to their digest's hash in this run."""
+        return int(self.metrics.value("trailproc_digest_checks_total", outcome="match"))
+
+    @property
+    def digest_mismatches(self) -> int:
+        """Log files whose content differs from their digest's hash (tampered)."""
+        return int(self.metrics.value("trailproc_digest_checks_total", outcome="mismatch"))
+
+    @property
     def ok(self) -> bool:
-        return not self.files_failed and not self.interrupted
+        """No failed file, no interruption, and no log file contradicting its digest."""
+        return not self.files_failed and not self.interrupted and not self.digest_mismatches
 
 
 def _namespace(force: bool, namespace: str | None) -> str | None:
@@ -125,6 +257,8 @@ async def backfill_async(
     `concurrency` files are in flight at once (default `config.download_concurrency`).
     Setting `stopping` stops starting new files; files in flight finish.
     `progress`: True for a tqdm bar, False for log lines, None: a bar on a terminal.
+    With `config.verify_digests` the matching digests follow the log files (see the
+    module docstring).
     """
     from .app import build_pipeline, build_processor, run_refs
     from .aws import AwsClients
@@ -148,7 +282,8 @@ async def backfill_async(
              accounts=list(query.account_ids) or "all", regions=list(query.regions) or "all",
              start=query.start.isoformat() if query.start else None,
              end=query.end.isoformat() if query.end else None,
-             namespace=ns, concurrency=workers)  # fmt: skip
+             namespace=ns, concurrency=workers,
+             verify_digests=config.verify_digests)  # fmt: skip
 
     await maybe_await(user.start())
     try:
@@ -156,10 +291,21 @@ async def backfill_async(
             s3 = await clients.client("s3")
             fetcher = S3Fetcher(s3, concurrency=workers)
             pipeline = build_pipeline(config, user, store, fetcher, metrics)
+            if config.verify_digests:
+                # As for SQS notifications (MessageRunner): digests go to the check.
+                pipeline.enable_digest_checks(wait_seconds=config.digest_wait_hours * 3600)
 
             async def listed() -> AsyncIterator[FileRef]:
                 async for ref in iter_log_refs(s3, query, concurrency=workers):
                     result.listed += 1
+                    yield ref
+                if not config.verify_digests:
+                    return
+                # After the log files, so most comparisons happen as each digest arrives
+                # (either order works: the first side waits in the store).
+                async for ref in iter_digest_refs(s3, query, concurrency=workers):
+                    result.listed += 1
+                    result.digests_listed += 1
                     yield ref
 
             try:
@@ -175,10 +321,15 @@ async def backfill_async(
         await store.close()
     result.interrupted = stopping.is_set()
     result.seconds = time.monotonic() - started
+    digests = {}
+    if config.verify_digests:
+        digests = {"digests_listed": result.digests_listed,
+                   "digest_matches": result.digest_matches,
+                   "digest_mismatches": result.digest_mismatches}  # fmt: skip
     log.info("backfill finished", listed=result.listed, done=result.files_done,
              skipped=result.files_skipped, failed=result.files_failed, records=result.records,
              bytes=result.bytes, seconds=round(result.seconds, 3), namespace=ns,
-             interrupted=result.interrupted)  # fmt: skip
+             interrupted=result.interrupted, **digests)  # fmt: skip
     return result
 
 
@@ -256,6 +407,12 @@ def backfill(
     default=None,
     help="Progress bar (default: when stderr is a terminal).",
 )
+@click.option(
+    "--verify-digests/--no-verify-digests",
+    default=None,
+    help="Also list the range's digest files and check each processed log file against "
+    "its hash (default: the verify_digests setting). A mismatch exits 1.",
+)
 @processing_options
 @fail_cleanly
 def backfill_command(
@@ -272,12 +429,13 @@ def backfill_command(
     config_path: str | None,
     handlers: tuple[str, ...],
     progress: bool | None,
+    verify_digests: bool | None,
     **flags: Any,
 ) -> None:
     """Process log files already in a bucket (history loads, replays, new handlers)."""
     from .app import install_signal_handlers
 
-    config = load_cli_config(config_path, handlers=handlers, **flags)
+    config = load_cli_config(config_path, handlers=handlers, verify_digests=verify_digests, **flags)
 
     async def main() -> BackfillResult:
         stopping = asyncio.Event()
@@ -297,6 +455,13 @@ def backfill_command(
         + (" - interrupted" if result.interrupted else ""),
         err=True,
     )
+    if config.verify_digests:
+        click.echo(
+            f"{result.digests_listed} of them digest file(s): "
+            f"{result.digest_matches + result.digest_mismatches} log file(s) checked, "
+            f"{result.digest_mismatches} not matching their digest",
+            err=True,
+        )
     if not result.ok:
         sys.exit(1)
 
