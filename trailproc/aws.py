@@ -6,13 +6,56 @@ aioboto3 is imported here, lazily, so `import trailproc` stays fast.
 
 from __future__ import annotations
 
+import gzip
 import os
 from contextlib import AsyncExitStack
 from typing import Any
 
+import msgspec
+
 from .config import Config
 
-__all__ = ["AwsClients", "botocore_config"]
+__all__ = ["AwsClients", "aio_session", "botocore_config"]
+
+
+def _fast_model_loader(search_path: str | None) -> Any:
+    """botocore's data loader (same search path, AWS_DATA_PATH included), decoding its
+    JSON models with msgspec.
+
+    The first two clients load ~3.5 MB of JSON models (endpoints, S3's service model
+    and endpoint rules, ...): ~120 ms with `json.loads(..., object_pairs_hook=
+    OrderedDict)`, ~45 ms with msgspec, on every start-up and every Lambda cold start.
+    The result is the same data in plain dicts, which keep insertion order as botocore
+    needs. `Loader(file_loader=...)` is botocore's own hook for this.
+    """
+    from botocore.loaders import JSONFileLoader, Loader
+
+    class MsgspecFileLoader(JSONFileLoader):
+        def load_file(self, file_path: str) -> Any:
+            for suffix, opener in ((".json", open), (".json.gz", gzip.open)):
+                if os.path.isfile(file_path + suffix):
+                    with opener(file_path + suffix, "rb") as handle:
+                        return msgspec.json.decode(handle.read())
+            return None
+
+    paths = [
+        os.path.expanduser(os.path.expandvars(path))
+        for path in (search_path.split(os.pathsep) if search_path else [])
+    ]
+    return Loader(extra_search_paths=paths, file_loader=MsgspecFileLoader())
+
+
+def aio_session(profile: str | None = None, region: str | None = None) -> Any:
+    """An `aioboto3.Session` (standard credential chain, profile, region and endpoint
+    settings) whose clients load their service models faster (see
+    `_fast_model_loader`)."""
+    import aioboto3
+    from aiobotocore.session import AioSession
+
+    core = AioSession(profile=profile)
+    loader = _fast_model_loader(core.get_config_variable("data_path"))
+    core.register_component("data_loader", loader)
+    return aioboto3.Session(botocore_session=core, profile_name=profile, region_name=region)
 
 
 def botocore_config(config: Config, *, pool: int = 10) -> Any:
@@ -56,11 +99,7 @@ class AwsClients:
     @property
     def session(self) -> Any:
         if self._session is None:
-            import aioboto3
-
-            self._session = aioboto3.Session(
-                profile_name=self.config.profile, region_name=self.config.region
-            )
+            self._session = aio_session(self.config.profile, self.config.region)
         return self._session
 
     async def client(self, service: str) -> Any:

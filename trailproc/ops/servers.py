@@ -24,8 +24,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
 from ..config import Config
 from ..observe import Metrics, get_logger
 
@@ -150,6 +148,10 @@ class _Handler:
         if path not in self.routes:
             return _response("404 Not Found", b"not found\n", text, head)
         if path == "/metrics":
+            # Imported on the first scrape: prometheus_client's exposition module costs
+            # ~40 ms of start-up, which a daemon without --metrics-port should not pay.
+            from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
             return _response("200 OK", generate_latest(self.metrics.registry),
                              CONTENT_TYPE_LATEST, head)  # fmt: skip
         if path == "/readyz":
