@@ -561,3 +561,83 @@ def test_unreadable_bucket_exits_1(aws_env: MotoServer, tmp_path: Path) -> None:
     result = cli(key=key)  # the bucket was never created
     assert result.exit_code == 1
     assert result.stderr.startswith("error: cannot list s3://trail-bucket/AWSLogs/")
+
+
+def _run_on_a_terminal(argv: list[str], timeout: float = 120) -> tuple[int, bytes, str]:
+    """Run `argv` with stderr on a pseudo-terminal (120 columns) and stdout on a pipe, as
+    in an interactive shell piping the report somewhere: (exit code, every byte written
+    to the terminal, stdout)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=slave, cwd=REPO,
+                            env=dict(os.environ))  # fmt: skip
+    os.close(slave)
+    terminal = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its side of the terminal
+                break
+            if not chunk:
+                break
+            terminal += chunk
+        else:
+            pytest.fail(f"still running after {timeout} s: {bytes(terminal)!r}")
+        assert proc.stdout is not None
+        stdout = proc.stdout.read().decode()
+        return proc.wait(timeout=30), bytes(terminal), stdout
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pseudo-terminal")
+def test_progress_bar_on_a_terminal(signer: DigestChainSigner, key_file: Path) -> None:
+    """With stderr on a terminal, `trailproc validate` draws a "log files" bar there: it
+    starts before any total is known, grows its total as digests are read (2 log files
+    per digest here), never counts past it, and is erased when validation ends, so the
+    report (on stdout, here a pipe) is all that stays. Off a terminal there is no bar
+    (`test_subprocess_entry_point`: stderr holds only the report's error line)."""
+    import re
+
+    signer.run_hours(T0, 3)  # 3 digests, 6 log files
+    argv = [sys.executable, "-m", "trailproc.integrity.cli", "--trail-arn", ARN,
+            "--s3-bucket", BUCKET, "--start-time", "2026-11-01", "--end-time", "2026-11-02",
+            "--public-key-file", str(key_file)]  # fmt: skip
+    code, terminal, stdout = _run_on_a_terminal(argv)
+
+    assert code == 0, terminal
+    text = terminal.decode()
+    frames = [frame.strip() for frame in text.split("\r") if frame.strip()]
+    assert frames[0] == "log files: 0file [00:00, ?file/s]"  # nothing listed yet
+    shown = [
+        re.fullmatch(r"log files:\s+(\d+)%\|[^|]*\| (\d+)/(\d+) \[[^\]]*\]", frame)
+        for frame in frames[1:]
+    ]
+    assert all(shown), frames
+    counts = [(int(m[2]), int(m[3]), int(m[1])) for m in shown if m]
+    totals = [total for _done, total, _pct in counts]
+    assert totals == sorted(totals) and totals[-1] == 6 and set(totals) <= {2, 4, 6}
+    assert all(
+        done <= total and f"{pct}" == f"{done * 100 / total:.0f}" for done, total, pct in counts
+    )
+    assert [done for done, *_ in counts] == sorted(done for done, *_ in counts)
+    # Erased at the end (blank line, cursor back at its start), nothing else after it.
+    assert re.search(r"\r {100,}\r$", text), text[-200:]
+    # The bar never reaches stdout: the report there is clean.
+    assert "\r" not in stdout and "file/s" not in stdout
+    assert "3/3 digest files valid\n6/6 log files valid\n" in stdout
