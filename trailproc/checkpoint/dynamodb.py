@@ -167,8 +167,13 @@ class DynamoDBStore:
         return int(item["position"]["N"])
 
     async def _update(
-        self, file: FileId, update: str, values: dict[str, Any], *,
-        condition: str | None = None, **extra: Any,
+        self,
+        file: FileId,
+        update: str,
+        values: dict[str, Any],
+        *,
+        condition: str | None = None,
+        **extra: Any,
     ) -> dict[str, Any] | None:
         """One UpdateItem on `file`'s item; None when `condition` did not hold."""
         client = await self._get_client()
@@ -213,9 +218,7 @@ class DynamoDBStore:
             ":false": {"BOOL": False},
             ":true": {"BOOL": True},
         }
-        resp = await self._update(
-            file, update, values, condition=condition, ReturnValues="ALL_NEW"
-        )
+        resp = await self._update(file, update, values, condition=condition, ReturnValues="ALL_NEW")
         if resp is None:
             item = await self._get_item(await self._get_client(), file)
             if item and item.get("done", {}).get("BOOL"):
