@@ -47,7 +47,7 @@ def processing_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-events-per-emit", type=int, help="Most events per process() call."),
         click.option("--state-dir", help="Folder for the checkpoint database (.trailproc)."),
         click.option("--checkpoint", metavar="SPEC",
-                     help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE"),
+                     help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE (?ttl_days=N)"),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"])),
         click.option("--log-format", type=click.Choice(["auto", "console", "json"])),
     ]  # fmt: skip

@@ -132,7 +132,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     state_dir: Annotated[str, _doc("Folder for the embedded checkpoint database.")] = ".trailproc"
     checkpoint: Annotated[
         str | None,
-        _doc("Checkpoint store: 'sqlite' (default), 'memory' or 'dynamodb://TABLE'."),
+        _doc("Checkpoint store: 'sqlite' (default), 'memory' or 'dynamodb://TABLE'; done "
+             "entries expire after '?ttl_days=N' (default 30)."),
     ] = None
     worker_id: Annotated[
         str | None, _doc("Lease owner name; default: host name and process id.")

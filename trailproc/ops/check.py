@@ -486,7 +486,8 @@ def format_table(rows: Sequence[Row]) -> str:
               help="Trail bucket to test s3:GetObject/kms:Decrypt on (repeatable); "
                    "default: allowed_buckets.")
 @click.option("--key", help="One log file's key to read (default: found by listing the bucket).")
-@click.option("--checkpoint", metavar="SPEC", help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE")
+@click.option("--checkpoint", metavar="SPEC",
+              help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE (?ttl_days=N)")
 @click.option("--state-dir", help="Folder for the checkpoint database (.trailproc).")
 @click.option("--region", help="AWS region.")
 @click.option("--profile", help="AWS shared-config profile.")
