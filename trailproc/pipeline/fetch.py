@@ -7,6 +7,8 @@ else becomes one `FetchError` naming the bucket, key and the S3 error code.
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,10 +43,17 @@ _PERMANENT_HINTS = {
 
 
 class S3Fetcher:
-    """Downloads whole objects (log files are ≤ 50 MB compressed) with bounded concurrency."""
+    """Downloads whole objects (log files are ≤ 50 MB compressed) with bounded concurrency.
+
+    `client` is an S3 client, or an awaitable that gives one (a client still being built
+    while the first messages are received); it is awaited on the first download.
+    """
 
     def __init__(self, client: Any, *, concurrency: int = 8, attempts: int = 5) -> None:
         self._client = client
+        self._pending: Awaitable[Any] | None = None
+        if inspect.isawaitable(client):
+            self._pending = asyncio.ensure_future(client)
         self._limit = asyncio.Semaphore(concurrency)
         self._attempts = attempts
 
@@ -52,6 +61,8 @@ class S3Fetcher:
         kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
         if ref.version_id:
             kwargs["VersionId"] = ref.version_id
+        if self._pending is not None:
+            self._client = await self._pending  # a failure here is the download's failure
         response = await self._client.get_object(**kwargs)
         async with response["Body"] as body:
             data = await body.read()
