@@ -72,10 +72,11 @@ class DynamoDBStore:
     """`CheckpointStore` in DynamoDB through aioboto3.
 
     The client is created on first use, inside the running event loop, from `session`
-    (default: a new `aioboto3.Session()`, which reads AWS_PROFILE, the region and
-    AWS_ENDPOINT_URL from the environment as the AWS CLI does). With `create_table=True`
-    a missing table is created (on-demand billing, `pk` string hash key) and TTL is
-    enabled on `expires_at`; completed files then vanish `ttl_days` after completion.
+    (default: `trailproc.aws.aio_session()`, an aioboto3 session that reads AWS_PROFILE,
+    the region and AWS_ENDPOINT_URL from the environment as the AWS CLI does). With
+    `create_table=True` a missing table is created (on-demand billing, `pk` string hash
+    key) and TTL is enabled on `expires_at`; completed files then vanish `ttl_days`
+    after completion.
     """
 
     def __init__(
@@ -111,9 +112,9 @@ class DynamoDBStore:
         async with self._lock:
             if self._client is None:
                 if self._session is None:
-                    import aioboto3
+                    from ..aws import aio_session
 
-                    self._session = aioboto3.Session()
+                    self._session = aio_session()
                 cm = self._session.client("dynamodb")
                 client = await cm.__aenter__()
                 try:
