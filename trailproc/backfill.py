@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, cast
 
 import click
@@ -38,12 +37,11 @@ from .checkpoint import open_store
 from .checkpoint.base import CheckpointStore, Claim, FileId, KeyValueStore
 from .cli_common import TimeParam, fail_cleanly, load_cli_config, processing_options
 from .config import Config, load_config
-from .errors import retry_transient
 from .observe import Metrics, get_logger
-from .pipeline.keys import FileRef, ObjectKind
+from .pipeline.keys import FileRef
 from .processor import EventProcessor, maybe_await
 from .progress import Progress
-from .sources.s3_listing import ListingQuery, iter_day_folders, iter_log_refs
+from .sources.s3_listing import DIGEST_LAG, ListingQuery, iter_digest_refs, iter_log_refs
 
 __all__ = [
     "DIGEST_LAG",
@@ -56,12 +54,6 @@ __all__ = [
 ]
 
 log = get_logger("trailproc.backfill")
-
-# A digest lists the log files delivered in the hour (at most) before its end time, the
-# time in its key. So the digests of log files delivered before `end` end before
-# end + 1 h; the second hour is slack for late digests. Digests that also list files
-# outside the range are harmless: those entries wait unchecked and expire.
-DIGEST_LAG = dt.timedelta(hours=2)
 
 
 class NamespacedStore:
@@ -117,81 +109,6 @@ class NamespacedStore:
 
     async def close(self) -> None:
         await self.store.close()
-
-
-async def _digests_in(
-    s3: Any, bucket: str, folder: str, after: dt.datetime | None, until: dt.datetime | None
-) -> list[FileRef]:
-    """Digest files directly in `folder` whose end time t has after < t <= until."""
-    refs: list[FileRef] = []
-    token: str | None = None
-    while True:
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": folder, "Delimiter": "/"}
-        if token:
-            kwargs["ContinuationToken"] = token
-        page = await retry_transient(functools.partial(s3.list_objects_v2, **kwargs))
-        for item in page.get("Contents", []):
-            ref = FileRef.of(bucket, str(item["Key"]), etag=item.get("ETag"),
-                             size=item.get("Size"))  # fmt: skip
-            when = ref.info.delivered_at
-            if ref.kind is not ObjectKind.DIGEST or when is None:
-                continue
-            if (after is None or when > after) and (until is None or when <= until):
-                refs.append(ref)
-        if not page.get("IsTruncated"):
-            return refs
-        token = page.get("NextContinuationToken")
-
-
-async def iter_digest_refs(
-    s3: Any,
-    query: ListingQuery,
-    *,
-    concurrency: int = 8,
-    now: dt.datetime | None = None,
-) -> AsyncIterator[FileRef]:
-    """The digest files that can list the log files `query` selects.
-
-    Same accounts (organization members included) and regions as the log files; digest
-    end times (from their keys) after `query.start` and up to `query.end + DIGEST_LAG`.
-    The date folders come from the log listing's own folder walk, each mapped to its
-    `CloudTrail-Digest/` twin; a digest ending after midnight lists the previous day's
-    last files, so the day after each log day is listed too when the days were
-    discovered rather than computed from a start time.
-    """
-    until = query.end + DIGEST_LAG if query.end else None
-    # Log files are selected from the start's minute on (their names carry minutes).
-    after = query.start.replace(second=0, microsecond=0) if query.start else None
-    logs = replace(query, end=until, kinds=frozenset({ObjectKind.LOG}))
-    seen: set[str] = set()
-    limit = max(1, concurrency)
-    pending: list[asyncio.Task[list[FileRef]]] = []
-    try:
-        async for folder in iter_day_folders(s3, logs, now=now):
-            tail = f"CloudTrail/{folder.region}/{folder.day:%Y/%m/%d}/"
-            base = folder.path[: -len(tail)]
-            days = [folder.day]
-            if query.start is None:
-                days.append(folder.day + dt.timedelta(days=1))
-            for day in days:
-                path = f"{base}CloudTrail-Digest/{folder.region}/{day:%Y/%m/%d}/"
-                if path in seen:
-                    continue
-                seen.add(path)
-                pending.append(
-                    asyncio.ensure_future(_digests_in(s3, query.bucket, path, after, until))
-                )
-                while len(pending) >= limit:
-                    for ref in await pending.pop(0):
-                        yield ref
-        while pending:
-            for ref in await pending.pop(0):
-                yield ref
-    finally:
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
 
 
 @dataclass

@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Coroutine, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import retry_transient
@@ -30,7 +30,15 @@ from ..observe import get_logger
 from ..pipeline.keys import FileRef, ObjectKind
 from ..timeparse import parse_time, to_utc
 
-__all__ = ["DayFolder", "ListingQuery", "iter_day_folders", "iter_log_refs", "parse_time"]
+__all__ = [
+    "DIGEST_LAG",
+    "DayFolder",
+    "ListingQuery",
+    "iter_day_folders",
+    "iter_digest_refs",
+    "iter_log_refs",
+    "parse_time",
+]
 
 log = get_logger("trailproc.s3_listing")
 
@@ -283,16 +291,84 @@ async def iter_log_refs(
     folder, in key order within a folder, folders in listing order.
     """
     lister = _Lister(s3, query.bucket)
-    folders = iter_day_folders(s3, query, now=now)
-    limit = max(1, concurrency)
-    pending: list[asyncio.Task[list[FileRef]]] = []
 
     async def collect(folder: DayFolder) -> list[FileRef]:
         return [ref async for ref in _folder_refs(lister, query, folder)]
 
+    folders = iter_day_folders(s3, query, now=now)
+    async for ref in _in_order((collect(folder) async for folder in folders), concurrency):
+        yield ref
+
+
+# A digest lists the log files delivered in the hour (at most) before its end time, the
+# time in its key. So the digests of log files delivered before `end` end before
+# end + 1 h; the second hour is slack for late digests. Digests that also list files
+# outside the range are harmless: those entries wait unchecked and expire.
+DIGEST_LAG = dt.timedelta(hours=2)
+
+
+async def iter_digest_refs(
+    s3: Any,
+    query: ListingQuery,
+    *,
+    concurrency: int = 8,
+    now: dt.datetime | None = None,
+) -> AsyncIterator[FileRef]:
+    """The digest files that can list the log files `query` selects.
+
+    Same accounts (organization members included) and regions as the log files; digest
+    end times (from their keys) after `query.start` and up to `query.end + DIGEST_LAG`.
+    The date folders come from the log listing's own folder walk, each mapped to its
+    `CloudTrail-Digest/` twin; a digest ending after midnight lists the previous day's
+    last files, so the day after each log day is listed too when the days were
+    discovered rather than computed from a start time.
+    """
+    until = query.end + DIGEST_LAG if query.end else None
+    # Log files are selected from the start's minute on (their names carry minutes).
+    after = query.start.replace(second=0, microsecond=0) if query.start else None
+    logs = replace(query, end=until, kinds=frozenset({ObjectKind.LOG}))
+    lister = _Lister(s3, query.bucket)
+
+    async def digests_in(folder: str) -> list[FileRef]:
+        refs = []
+        async for item in lister.objects(folder):
+            ref = FileRef.of(query.bucket, str(item["Key"]), etag=item.get("ETag"),
+                             size=item.get("Size"))  # fmt: skip
+            when = ref.info.delivered_at
+            if ref.kind is not ObjectKind.DIGEST or when is None:
+                continue
+            if (after is None or when > after) and (until is None or when <= until):
+                refs.append(ref)
+        return refs
+
+    async def listings() -> AsyncIterator[Coroutine[Any, Any, list[FileRef]]]:
+        seen: set[str] = set()
+        async for folder in iter_day_folders(s3, logs, now=now):
+            tail = f"CloudTrail/{folder.region}/{folder.day:%Y/%m/%d}/"
+            base = folder.path[: -len(tail)]
+            days = [folder.day]
+            if query.start is None:
+                days.append(folder.day + dt.timedelta(days=1))
+            for day in days:
+                path = f"{base}CloudTrail-Digest/{folder.region}/{day:%Y/%m/%d}/"
+                if path not in seen:
+                    seen.add(path)
+                    yield digests_in(path)
+
+    async for ref in _in_order(listings(), concurrency):
+        yield ref
+
+
+async def _in_order(
+    listings: AsyncIterator[Coroutine[Any, Any, list[FileRef]]], concurrency: int
+) -> AsyncIterator[FileRef]:
+    """Run up to `concurrency` folder listings at once; yield their references in the
+    order the listings were started (so the output order does not depend on timing)."""
+    limit = max(1, concurrency)
+    pending: list[asyncio.Task[list[FileRef]]] = []
     try:
-        async for folder in folders:
-            pending.append(asyncio.ensure_future(collect(folder)))
+        async for listing in listings:
+            pending.append(asyncio.ensure_future(listing))
             if len(pending) >= limit:
                 for ref in await pending.pop(0):
                     yield ref
