@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -330,14 +330,28 @@ def _spin(processes: int) -> dict[str, Any]:
 def bench_scaling(quick: bool, repeats: int) -> list[Row]:
     files, per = (10, 5000) if quick else (30, 5000)
     folder = log_files("offline", files, per)
-    got = interleaved({
+    runs = {
         "one": lambda: workload("parallel", str(folder), "1", "bench_handlers:ToDict"),
         "two": lambda: workload("parallel", str(folder), "2", "bench_handlers:ToDict"),
         # Control: what the machine gives two CPU-bound processes right now. Twice the
         # work in two processes: 2.0 = two free cores, 1.0 = one (the other one busy).
         "spin1": lambda: _spin(1),
         "spin2": lambda: _spin(2),
-    }, repeats)  # fmt: skip
+    }
+    # `run --workers`: in the same rounds, so the control speaks for it too.
+    workers: _Workers | None = None
+    workers_error = ""
+    try:
+        workers = _Workers(quick)
+    except Exception as exc:  # e.g. moto not installed: the rows above still stand
+        workers_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    try:
+        if workers is not None:
+            runs.update({"run1": workers.side(1), "run2": workers.side(2)})
+        got = interleaved(runs, repeats)
+    finally:
+        if workers is not None:
+            workers.close()
     one, two = got["one"], got["two"]
     s1, s2 = got["spin1"], got["spin2"]
     machine_best = 2 * best(s1, "seconds") / best(s2, "seconds")
@@ -347,7 +361,7 @@ def bench_scaling(quick: bool, repeats: int) -> list[Row]:
     m1, m2 = median_of(one), median_of(two)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     children = [max(filter(None, r.get("child_seconds") or [0])) for r in two]
-    return [
+    rows = [
         Row("4. multi-core: `process --jobs 2` vs `--jobs 1` (to_dict handler)",
             f"{_rate(n, t2)} (wall {t2:.2f} s, median {m2:.2f} s; cpu {best(two):.2f} s)",
             f"{_rate(n, t1)} (wall {t1:.2f} s, median {m1:.2f} s; cpu {best(one):.2f} s)",
@@ -355,12 +369,21 @@ def bench_scaling(quick: bool, repeats: int) -> list[Row]:
             f"ratio of best wall times (medians: {m1 / m2:.2f}); {cores} usable cores; "
             f"spawn start-up of the children included (slowest child alone: "
             f"{min(children):.2f} s)"),
+    ]  # fmt: skip
+    if workers is not None:
+        rows += workers.rows(got["run1"], got["run2"])
+    else:
+        rows.append(Row("4. multi-core: `run --workers 2` vs `--workers 1`", "n/a", "", None,
+                        ">= 1.6x", None, workers_error))  # fmt: skip
+    rows.append(
         Row("4. (control) two CPU-bound processes vs one, same machine, same moments",
             f"2x the work: {best(s2, 'seconds'):.2f} s", f"{best(s1, 'seconds'):.2f} s",
             machine_best, "(info)", None,
-            f"throughput gain the machine offered (median {machine_median:.2f}); "
-            "2.0 = two idle cores: no program can scale beyond this"),
-    ]  # fmt: skip
+            f"throughput gain the machine offered (median {machine_median:.2f}), measured "
+            "in the same interleaved rounds as the rows above; 2.0 = two idle cores: no "
+            "program can scale beyond this"),
+    )  # fmt: skip
+    return rows
 
 
 def bench_memory(quick: bool, repeats: int) -> list[Row]:
@@ -569,6 +592,156 @@ def _e2e_phases(run: dict[str, Any]) -> str:
     polling, idle = marks["polling"], marks["idle"]
     return (f"start-up {polling - start:.2f} s, drain {idle - polling:.2f} s, "
             f"exit {end - idle:.2f} s (wall {run['seconds']:.2f} s)")  # fmt: skip
+
+
+class _Workers:
+    """`trailproc run --workers N --exit-when-idle` against its own moto server (target 4).
+
+    Every run is a whole CLI process (start-up and exit included, on both sides) that
+    drains the same SNS-notified files; each run is checked: as many lines in `--output`
+    as records (the workers append whole batches to the same file), the queue empty, and
+    the workers' `stopped` log lines adding up to the records.
+    """
+
+    # json.dumps(event.to_dict()) per record (see bench_handlers.ToJson): CPU-bound in
+    # the handler. `ToDict` alone costs about what the pipeline does per record, and moto
+    # takes ~10 ms of CPU per request on the same two cores, so with it the comparison
+    # would mostly measure the pipeline, moto and start-up.
+    HANDLER = "bench_handlers:ToJson"
+
+    def __init__(self, quick: bool) -> None:
+        from trailproc.sandbox import TrailSandbox
+
+        # Few large files keep moto's share small (its cost is per request, ~10 ms of
+        # CPU); enough of them that half are still on the queue once each worker holds
+        # its first 16 in flight (max_in_flight_messages), to be shared out as they go.
+        self.files, self.per = (32, 1500) if quick else (64, 2000)
+        self.expected = self.files * self.per
+        folder = log_files("workers", self.files, self.per)
+        self.work = Path(tempfile.mkdtemp(prefix="trailproc-bench-"))
+        self.out = self.work / "out.jsonl"
+        self.rounds = iter(range(10**6))
+        self.server: _Moto | None = None
+        try:
+            self.server = _Moto(self.work / "moto.log")
+            self.box = TrailSandbox(self.server.url).create(visibility_timeout=120)
+            self.keys = []
+            for blob in sorted(folder.glob("*.json.gz")):
+                key = f"AWSLogs/123456789012/CloudTrail/us-east-1/2026/11/01/{blob.name}"
+                self.box.put(key, blob.read_bytes())
+                self.keys.append(key)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def side(self, workers: int) -> Callable[[], dict[str, Any]]:
+        assert self.server is not None
+        server = self.server
+
+        def run() -> dict[str, Any]:
+            for key in self.keys:  # one SNS notification per file, as CloudTrail sends them
+                self.box.notify([key])
+            self.out.unlink(missing_ok=True)
+            cpu = server.cpu()
+            result = timed_command(
+                [*_trailproc_cmd(), "run", "--queue-url", self.box.queue_url,
+                 "--workers", str(workers), "--handler", self.HANDLER,
+                 "--output", str(self.out), "--exit-when-idle", "--wait-time", "1",
+                 "--state-dir", str(self.work / f"state-{next(self.rounds)}"),
+                 "--log-level", "info", "--log-format", "json"], server.env())  # fmt: skip
+            result["server_cpu"] = server.cpu() - cpu
+            got = count_lines(self.out)
+            assert got == self.expected, f"wrote {got} of {self.expected} records"
+            assert self.box.queue_depth() == 0
+            result.update(_worker_marks(result))
+            if result["records"]:  # (the log lines are informative; their absence is not fatal)
+                assert sum(result["records"]) == self.expected, result["records"]
+            return result
+
+        return run
+
+    def rows(self, one: list[dict[str, Any]], two: list[dict[str, Any]]) -> list[Row]:
+        n = self.expected
+        t1, t2 = best(one, "seconds"), best(two, "seconds")
+        m1, m2 = median_of(one), median_of(two)
+
+        def side(runs: list[dict[str, Any]]) -> str:
+            return (f"{_rate(n, best(runs, 'seconds'))} (wall {best(runs, 'seconds'):.2f} s, "
+                    f"median {median_of(runs):.2f} s; cpu {best(runs):.2f} s; moto cpu "
+                    f"{median_of(runs, 'server_cpu'):.2f} s)")  # fmt: skip
+
+        moto = [r["server_cpu"] / (r["server_cpu"] + r["cpu"]) for r in one + two]
+        fast1, fast2 = (min(runs, key=lambda r: r["seconds"]) for runs in (one, two))
+        return [
+            Row("4. multi-core: `run --workers 2` vs `--workers 1` (to_dict + json.dumps "
+                "handler, moto)", side(two), side(one), t1 / t2, ">= 1.6x", t1 / t2 >= 1.6,
+                f"ratio of best wall times (medians: {m1 / m2:.2f}); {self.files} "
+                f"SNS-notified files x {self.per:,} records, whole `run --exit-when-idle` "
+                "processes (start-up and exit on both sides), one moto server on the same "
+                f"cores: moto cpu is the median per run, {min(moto):.0%}-{max(moto):.0%} "
+                "of all the CPU of a run (moto + trailproc); SQLite checkpoints shared "
+                "by the workers"),
+            Row("4. (where the time goes) fastest `run --workers` of each side",
+                _worker_phases(fast2), _worker_phases(fast1), None, "(info)", None,
+                "from the workers' log lines: process start -> `polling` (first and last "
+                "worker) -> last `queue is empty` -> process end; files per worker"),
+        ]  # fmt: skip
+
+
+def _worker_marks(run: dict[str, Any]) -> dict[str, Any]:
+    """Per-worker `polling` / `queue is empty` times and `stopped` counts from the log."""
+    import datetime as dt
+
+    polling, idle, files, records = [], [], [], []
+    for entry in _json_objects(run.get("stderr", "")):
+        try:
+            stamp = dt.datetime.fromisoformat(str(entry["timestamp"]).replace("Z", "+00:00"))
+        except (ValueError, KeyError, TypeError):
+            continue
+        event = str(entry.get("event", ""))
+        at = stamp.timestamp() - run["started_at"]
+        if event == "polling":
+            polling.append(at)
+        elif event.startswith("queue is empty"):
+            idle.append(at)
+        elif event == "stopped":
+            files.append(int(entry.get("files_done", 0)))
+            records.append(int(entry.get("records", 0)))
+    return {"polling": polling, "idle": idle, "files": files, "records": records}
+
+
+def _json_objects(text: str) -> Iterator[dict[str, Any]]:
+    """Every JSON object in `text`, also when two processes' lines ran together.
+
+    Several workers share stderr, and a log line's text and its line feed are written
+    separately, so two lines can come out as `{...}{...}` followed by two line feeds.
+    """
+    decoder = json.JSONDecoder()
+    at = text.find("{")
+    while at >= 0:
+        try:
+            entry, end = decoder.raw_decode(text, at)
+        except ValueError:
+            end = at + 1
+        else:
+            if isinstance(entry, dict):
+                yield entry
+        at = text.find("{", end)
+
+
+def _worker_phases(run: dict[str, Any]) -> str:
+    polling, idle = run["polling"], run["idle"]
+    if not polling or not idle:
+        return "(log lines not found)"
+    start = f"{min(polling):.2f}" + (f"/{max(polling):.2f}" if len(polling) > 1 else "")
+    return (f"start-up {start} s, drain {max(idle) - max(polling):.2f} s, exit "
+            f"{run['seconds'] - max(idle):.2f} s (wall {run['seconds']:.2f} s); files "
+            f"{'/'.join(map(str, run['files']))}")  # fmt: skip
 
 
 TARGETS: dict[str, Callable[[bool, int], list[Row]]] = {

@@ -5,9 +5,10 @@ while it splits a log file), so scaling out means processes:
 
 - `process_parallel` splits local files across `jobs` processes, balanced by size; each
   child runs `trailproc.app.process_paths_async` on its share and the counts are summed.
-- `run_workers` starts `n` SQS workers (`trailproc.app.run`); they share the checkpoint
-  store (SQLite in `state_dir` handles several processes; DynamoDB any number), and SQS
-  visibility spreads the messages between them.
+- `run_workers` runs `n` SQS workers (`trailproc.app.run_async`): `n - 1` children and
+  one in the calling process; they share the checkpoint store (SQLite in `state_dir`
+  handles several processes; DynamoDB any number), and SQS visibility spreads the
+  messages between them.
 
 Children are started with `spawn` (or `forkserver`), never `fork`: the parent may hold
 threads and an event loop. User code is loaded in each child from its spec string
@@ -24,9 +25,12 @@ because pipes only keep writes of up to 4 KiB whole.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import gc
 import multiprocessing
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -176,6 +180,11 @@ def process_parallel(
 
 def _worker_child(config: Config, connection: Any) -> None:
     """Runs in a child process: one SQS worker until idle (or SIGTERM/SIGINT)."""
+    # As `trailproc.cli.main` does: registered before anything else, so it runs after
+    # every other exit handler, and the objects still alive then are left to the OS
+    # instead of being walked by the final garbage collections (~0.2 s once botocore's
+    # service models are loaded; `run` would wait that long for the last worker).
+    atexit.register(gc.freeze)
     from .app import run
     from .observe import configure_logging
 
@@ -200,8 +209,11 @@ def run_workers(
 ) -> ParallelResult:
     """`trailproc run` as `n` processes sharing the checkpoint store; blocks until all exit.
 
-    SIGTERM/SIGINT received by this process are passed on to every worker, which then
-    finishes its in-flight batches and stops (a second signal makes them exit at once).
+    `n - 1` workers run in spawned children and one in this process (started after the
+    children, so their start-up overlaps its own). SIGTERM/SIGINT received by this
+    process are passed on to every worker, which then finishes its in-flight batches and
+    stops (a second signal makes them exit at once). A worker that fails is reported in
+    `exit_codes` and `jobs`; the others carry on.
     """
     config = _with_specs(config, processor_specs)
     _check_output(config, n)
@@ -218,34 +230,42 @@ def run_workers(
         return result
 
     context: Any = multiprocessing.get_context(start_method)
-    workers = []
-    for index in range(n):
-        worker_config = config
+
+    def config_for(index: int) -> Config:
         if config.worker_id:  # the default (host:pid) is already unique per process
-            worker_config = config.replace(worker_id=f"{config.worker_id}-{index}")
+            return config.replace(worker_id=f"{config.worker_id}-{index}")
+        return config
+
+    # N-1 children plus this process, as in `process_parallel`: the children are started
+    # first, so their interpreter start-up and imports overlap this process's own worker
+    # starting; one interpreter start-up and import of the AWS stack less in all.
+    workers = []
+    for index in range(1, n):
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(
-            target=_worker_child, args=(worker_config, sender), name=f"trailproc-worker-{index}"
+            target=_worker_child, args=(config_for(index), sender), name=f"trailproc-worker-{index}"
         )
         process.start()
         sender.close()
         workers.append((process, receiver))
 
-    def forward(signum: int, _frame: Any) -> None:
-        for process, _ in workers:
-            if process.pid is not None and process.is_alive():
-                try:
-                    os.kill(process.pid, signum)
-                except ProcessLookupError:
-                    pass
-
+    signals = _Signals([process for process, _ in workers])
     previous = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:
-            previous[signum] = signal.signal(signum, forward)
+            previous[signum] = signal.signal(signum, signals.on_signal)
         except ValueError:  # not the main thread: the caller handles signals
             pass
     try:
+        result.exit_codes.append(0)
+        try:
+            result.add(_summary(asyncio.run(signals.run_own(config_for(0)))))
+        except Exception as exc:  # reported like a failed child; the others carry on
+            from .observe import get_logger
+
+            get_logger("trailproc.parallel").exception("worker failed", pid=os.getpid())
+            result.exit_codes[0] = 1
+            result.jobs.append({"pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"})
         for process, receiver in workers:
             part: dict[str, Any] | None = None
             try:
@@ -263,3 +283,83 @@ def run_workers(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return result
+
+
+class _Signals:
+    """SIGTERM/SIGINT during `run_workers`: passed on to every child, and taken by the
+    worker running in this process as `trailproc.app.run` takes them (first signal:
+    finish in-flight work; second: exit at once). Once that worker is done, signals are
+    only passed on. A signal that comes while it is still starting stops it on start.
+    """
+
+    def __init__(self, children: list[Any]) -> None:
+        self.children = children
+        self.received: list[int] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping: asyncio.Event | None = None
+        self.own_done = False
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        for process in self.children:
+            if process.pid is not None and process.is_alive():
+                try:
+                    os.kill(process.pid, signum)
+                except ProcessLookupError:
+                    pass
+        if self.own_done:
+            return
+        if self.received:
+            os._exit(128 + signum)
+        self.received.append(signum)
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._stop)
+
+    def _stop(self) -> None:
+        from .observe import get_logger
+
+        if self.stopping is not None:
+            self.stopping.set()
+        get_logger("trailproc.parallel").info(
+            "signal received: finishing in-flight work",
+            signal=signal.Signals(self.received[0]).name,
+        )
+
+    async def run_own(self, config: Config) -> Any:
+        """This process's worker (`trailproc.app.run_async`), stopped by `on_signal`."""
+        from .app import run_async
+
+        self.stopping = asyncio.Event()
+        self.loop = loop = asyncio.get_running_loop()
+        if self.received:  # signalled while starting
+            self._stop()
+        # `on_signal` runs on the main thread between bytecodes; should the signal land
+        # on another thread while the loop sleeps in select(), the wake-up fd (as
+        # `loop.add_signal_handler` uses it) gets the main thread going again.
+        wake_read, wake_write = socket.socketpair()
+        wake_read.setblocking(False)
+        wake_write.setblocking(False)
+        loop.add_reader(wake_read.fileno(), _drain, wake_read)
+        try:
+            previous_fd: int | None = signal.set_wakeup_fd(
+                wake_write.fileno(), warn_on_full_buffer=False
+            )
+        except ValueError:  # not the main thread
+            previous_fd = None
+        try:
+            return await run_async(config, stopping=self.stopping)
+        finally:
+            if previous_fd is not None:
+                signal.set_wakeup_fd(previous_fd)
+            loop.remove_reader(wake_read.fileno())
+            wake_read.close()
+            wake_write.close()
+            self.loop = None
+            self.own_done = True
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
