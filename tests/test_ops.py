@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -285,6 +286,41 @@ def test_logs_redact_secrets_and_truncate_receipt_handles(monkeypatch: pytest.Mo
     assert line["event"] == "hello" and line["message_id"] == "m-1"
     assert "hunter2" not in stream.getvalue() and "tok\"" not in stream.getvalue()
     assert line["receipt_handle"].startswith("AQEB") and len(line["receipt_handle"]) < 20
+
+
+_LOG_WRITER = """
+import sys
+from trailproc.observe import configure_logging, get_logger
+configure_logging("info", "json")
+log = get_logger("w")
+for i in range(int(sys.argv[1])):
+    log.info("line", worker=sys.argv[2], i=i, pad="x" * 200)
+"""
+
+
+def test_log_lines_of_processes_sharing_stderr_never_interleave(tmp_path: Path) -> None:
+    # `run --workers N` (and containers) have several processes writing one stderr; a line
+    # and its newline written separately would let another process's line in between.
+    import subprocess
+    import sys
+
+    script = tmp_path / "writer.py"
+    script.write_text(_LOG_WRITER)
+    read, write = os.pipe()
+    writers = [
+        subprocess.Popen([sys.executable, str(script), "3000", str(n)], stderr=write)
+        for n in range(3)
+    ]
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        output = pipe.read()
+    assert all(w.wait(60) == 0 for w in writers)
+    lines = output.decode().split("\n")
+    assert lines[-1] == ""
+    entries = [json.loads(line) for line in lines[:-1]]  # each line one whole JSON object
+    assert len(entries) == 3 * 3000
+    for n in range(3):
+        assert [e["i"] for e in entries if e["worker"] == str(n)] == list(range(3000))
 
 
 def test_brief_summary_is_short_and_flat() -> None:

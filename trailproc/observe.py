@@ -52,16 +52,28 @@ class _LogStream(io.TextIOBase):
 
     bars = 0  # progress bars currently on screen (see trailproc.progress)
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._partial = ""
+
     def write(self, text: str) -> int:
+        # print() sends a line and its "\n" in two writes. Pass on whole lines only, each
+        # in one write: workers sharing one stderr (`run --workers`, a container log)
+        # would otherwise interleave their lines between the two.
+        written = len(text)
+        text = self._partial + text
+        end = text.rfind("\n") + 1
+        self._partial, lines = text[end:], text[:end]
+        if not lines:
+            return written
         if _LogStream.bars:
             from tqdm import tqdm
 
-            # print() sends the line and its "\n" separately; tqdm.write adds its own.
-            if text != "\n":
-                tqdm.write(text.rstrip("\n"), file=sys.stderr)
+            tqdm.write(lines.rstrip("\n"), file=sys.stderr)  # tqdm.write adds its own
         else:
-            sys.stderr.write(text)
-        return len(text)
+            sys.stderr.write(lines)
+            sys.stderr.flush()
+        return written
 
     def flush(self) -> None:
         sys.stderr.flush()
