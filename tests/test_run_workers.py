@@ -68,3 +68,46 @@ def test_sigterm_stops_every_worker_and_this_process(sandbox: TrailSandbox, tmp_
     assert events.count("signal received: finishing in-flight work") == 2
     assert events.count("stopped") == 2
     assert sandbox.queue_depth() == 0
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_sigterm_while_a_worker_is_still_starting_is_a_clean_stop(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    # systemd or Kubernetes may stop the service the moment it started: a child killed by
+    # the forwarded SIGTERM before it installed its own handlers had received nothing, so
+    # the command must exit 0, not report a failed worker.
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trailproc.cli", "run", "--queue-url", sandbox.queue_url,
+             "--workers", "2", "--wait-time", "20", "--output", str(tmp_path / "out.jsonl"),
+             "--state-dir", str(tmp_path / "state"), "--log-format", "json"],
+            env=sandbox.env(), stderr=stderr, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not _children(proc.pid):
+                assert time.monotonic() < deadline, "no worker child was started"
+                assert proc.poll() is None, log.read_text()[-2000:]
+                time.sleep(0.005)
+            time.sleep(0.05)  # the parent forwards signals now; the child is still importing
+            assert not [e for e in _lines(log) if e.get("event") == "polling"]
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    text = log.read_text()
+    assert code == 0, text[-2000:]
+    assert "workers failed" not in text
+    assert sandbox.queue_depth() == 0

@@ -274,6 +274,12 @@ def run_workers(
                 part = None
             process.join()
             code = process.exitcode if process.exitcode is not None else -1
+            if part is None and -code in signals.forwarded:
+                # Killed by the signal we passed on while it was still starting (its
+                # own handlers not installed yet): it had received no message, so this
+                # is a clean stop, not a failure.
+                code = 0
+                part = {"pid": process.pid, "stopped": "before it started polling"}
             result.exit_codes.append(code)
             if part is not None and "error" not in part:
                 result.add(part)
@@ -295,11 +301,13 @@ class _Signals:
     def __init__(self, children: list[Any]) -> None:
         self.children = children
         self.received: list[int] = []
+        self.forwarded: set[int] = set()  # every signal passed on to the children
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping: asyncio.Event | None = None
         self.own_done = False
 
     def on_signal(self, signum: int, _frame: Any) -> None:
+        self.forwarded.add(signum)
         for process in self.children:
             if process.pid is not None and process.is_alive():
                 try:
