@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trailproc.sandbox import MotoServer
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
 WORKLOADS = HERE / "_workloads.py"
@@ -434,36 +436,13 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class _Moto:
+class _Moto(MotoServer):
     """A moto server subprocess whose request log we keep (one line per HTTP request)."""
 
     def __init__(self, log: Path) -> None:
-        from trailproc.sandbox import _free_port
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__()
         self.log = log
-        self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self._log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        import urllib.request
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(self.url + "/moto-api/", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("moto server did not start") from None
-                time.sleep(0.1)
-
-    def env(self) -> dict[str, str]:
-        return {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+        self.start(log=log)
 
     def cpu(self) -> float:
         return _proc_cpu(self.process.pid)
@@ -476,16 +455,6 @@ class _Moto:
                 if f'"{method} ' in line:
                     counts[method] = counts.get(method, 0) + 1
         return counts
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log_file.close()
 
 
 def _delta(after: dict[str, int], before: dict[str, int]) -> int:

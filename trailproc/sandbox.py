@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 __all__ = ["MotoServer", "TrailSandbox", "log_key", "make_records", "moto_server"]
 
@@ -40,23 +40,32 @@ class MotoServer:
 
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0, *, authorize_after: int | None = None) -> MotoServer:
+    def start(
+        self,
+        timeout: float = 30.0,
+        *,
+        authorize_after: int | None = None,
+        log: str | os.PathLike[str] | None = None,
+    ) -> MotoServer:
         """Start the server; with `authorize_after=N`, moto enforces IAM policies after
-        the first N requests (those set up the users and their keys)."""
+        the first N requests (those set up the users and their keys). `log`: a file for
+        the server's output, one line per HTTP request (default: discarded)."""
         self.port = self.port or _free_port()
         env = dict(os.environ)
         if authorize_after is not None:
             env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(authorize_after)
+        self._log = open(log, "wb") if log is not None else None  # noqa: SIM115 - stop()
         # A subprocess, not a thread: its own GIL, and a crash in it cannot take us down.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
             env=env,
         )
         deadline = time.monotonic() + timeout
@@ -88,6 +97,9 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def env(self) -> dict[str, str]:
         """Environment that points boto3/aioboto3 (and trailproc) at this server."""
