@@ -63,6 +63,7 @@ class S3Fetcher:
             kwargs["VersionId"] = ref.version_id
         if self._pending is not None:
             self._client = await self._pending  # a failure here is the download's failure
+            self._pending = None
         response = await self._client.get_object(**kwargs)
         async with response["Body"] as body:
             data = await body.read()
