@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterable, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -169,11 +169,18 @@ async def _soon(work: Awaitable[T], delay: float = 0.005) -> T:
     return await work
 
 
-def install_signal_handlers(stopping: asyncio.Event) -> None:
+def install_signal_handlers(
+    stopping: asyncio.Event, *, also: Callable[[int], None] | None = None
+) -> None:
+    """SIGTERM/SIGINT on the running loop: the first sets `stopping` (finish in-flight
+    work), a second exits at once. `also(signum)` is called first for every signal (to
+    pass it on to child processes)."""
     loop = asyncio.get_running_loop()
     received: list[int] = []
 
     def on_signal(signum: int) -> None:
+        if also is not None:
+            also(signum)
         if received:
             # Second signal: leave now. Committed checkpoints cover everything handed
             # over; undeleted messages reappear after their visibility timeout.

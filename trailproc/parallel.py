@@ -30,7 +30,6 @@ import gc
 import multiprocessing
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -249,23 +248,48 @@ def run_workers(
         sender.close()
         workers.append((process, receiver))
 
-    signals = _Signals([process for process, _ in workers])
+    forwarded: set[int] = set()  # signals passed on to the children
+
+    def forward(signum: int, _frame: Any = None) -> None:
+        forwarded.add(signum)
+        for process, _ in workers:
+            if process.pid is not None and process.is_alive():
+                try:
+                    os.kill(process.pid, signum)
+                except ProcessLookupError:
+                    pass
+
+    async def own_worker() -> Any:
+        """This process's worker, stopped by signals as `trailproc run` is (and passing
+        them on); one that came while the children were being started stops it at once."""
+        from .app import install_signal_handlers, run_async
+
+        stopping = asyncio.Event()
+        if forwarded:
+            stopping.set()
+        install_signal_handlers(stopping, also=forward)
+        return await run_async(config_for(0), stopping=stopping)
+
+    # Outside the worker's event loop (before it starts, and after it ends while the
+    # children finish), signals are only passed on.
     previous = {}
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:
-            previous[signum] = signal.signal(signum, signals.on_signal)
+            previous[signum] = signal.signal(signum, forward)
         except ValueError:  # not the main thread: the caller handles signals
             pass
     try:
         result.exit_codes.append(0)
         try:
-            result.add(_summary(asyncio.run(signals.run_own(config_for(0)))))
+            result.add(_summary(asyncio.run(own_worker())))
         except Exception as exc:  # reported like a failed child; the others carry on
             from .observe import get_logger
 
             get_logger("trailproc.parallel").exception("worker failed", pid=os.getpid())
             result.exit_codes[0] = 1
             result.jobs.append({"pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"})
+        for signum in previous:  # the loop's handlers are gone with it
+            signal.signal(signum, forward)
         for process, receiver in workers:
             part: dict[str, Any] | None = None
             try:
@@ -274,7 +298,7 @@ def run_workers(
                 part = None
             process.join()
             code = process.exitcode if process.exitcode is not None else -1
-            if part is None and -code in signals.forwarded:
+            if part is None and -code in forwarded:
                 # Killed by the signal we passed on while it was still starting (its
                 # own handlers not installed yet): it had received no message, so this
                 # is a clean stop, not a failure.
@@ -290,84 +314,3 @@ def run_workers(
             signal.signal(signum, handler)
     return result
 
-
-class _Signals:
-    """SIGTERM/SIGINT during `run_workers`: passed on to every child, and taken by the
-    worker running in this process as `trailproc.app.run` takes them (first signal:
-    finish in-flight work; second: exit at once). Once that worker is done, signals are
-    only passed on. A signal that comes while it is still starting stops it on start.
-    """
-
-    def __init__(self, children: list[Any]) -> None:
-        self.children = children
-        self.received: list[int] = []
-        self.forwarded: set[int] = set()  # every signal passed on to the children
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stopping: asyncio.Event | None = None
-        self.own_done = False
-
-    def on_signal(self, signum: int, _frame: Any) -> None:
-        self.forwarded.add(signum)
-        for process in self.children:
-            if process.pid is not None and process.is_alive():
-                try:
-                    os.kill(process.pid, signum)
-                except ProcessLookupError:
-                    pass
-        if self.own_done:
-            return
-        if self.received:
-            os._exit(128 + signum)
-        self.received.append(signum)
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._stop)
-
-    def _stop(self) -> None:
-        from .observe import get_logger
-
-        if self.stopping is not None:
-            self.stopping.set()
-        get_logger("trailproc.parallel").info(
-            "signal received: finishing in-flight work",
-            signal=signal.Signals(self.received[0]).name,
-        )
-
-    async def run_own(self, config: Config) -> Any:
-        """This process's worker (`trailproc.app.run_async`), stopped by `on_signal`."""
-        from .app import run_async
-
-        self.stopping = asyncio.Event()
-        self.loop = loop = asyncio.get_running_loop()
-        if self.received:  # signalled while starting
-            self._stop()
-        # `on_signal` runs on the main thread between bytecodes; should the signal land
-        # on another thread while the loop sleeps in select(), the wake-up fd (as
-        # `loop.add_signal_handler` uses it) gets the main thread going again.
-        wake_read, wake_write = socket.socketpair()
-        wake_read.setblocking(False)
-        wake_write.setblocking(False)
-        loop.add_reader(wake_read.fileno(), _drain, wake_read)
-        try:
-            previous_fd: int | None = signal.set_wakeup_fd(
-                wake_write.fileno(), warn_on_full_buffer=False
-            )
-        except ValueError:  # not the main thread
-            previous_fd = None
-        try:
-            return await run_async(config, stopping=self.stopping)
-        finally:
-            if previous_fd is not None:
-                signal.set_wakeup_fd(previous_fd)
-            loop.remove_reader(wake_read.fileno())
-            wake_read.close()
-            wake_write.close()
-            self.loop = None
-            self.own_done = True
-
-
-def _drain(sock: socket.socket) -> None:
-    try:
-        while sock.recv(4096):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass
