@@ -355,7 +355,7 @@ def test_sqlite_purges_expired_values_lazily(tmp_path: Path) -> None:
         try:
             await s.remember("old", "x", 0.01)
             await asyncio.sleep(0.05)
-            s._purged_at = 0.0  # the next write purges (normally at most every 10 min)
+            s._housekeeping_due = 0.0  # the next write purges (normally every 10 min)
             await s.remember("new", "y", 3600)
         finally:
             await s.close()

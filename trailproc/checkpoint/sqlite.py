@@ -7,10 +7,12 @@ connection must never be used on both sides of a fork.
 
 Retention mirrors the DynamoDB store's TTL: a completed file's row is deleted `ttl_days`
 (default 30) after completion, so the file does not grow forever. Rows of files not
-completed (leased, or with partial progress) are never deleted. Pruning is a bounded
-DELETE on an index over the completion time, run when the connection opens and then at
-most every `prune_every` seconds, from `complete`; each pass stops after a short time
-budget and, if rows are left, comes back sooner instead of holding the write lock.
+completed (leased, or with partial progress) are never deleted. One housekeeping pass
+does all deleting: expired key-value rows, then done rows past the retention in bounded
+DELETEs on an index over the completion time. It runs when the connection opens and
+then at most every `prune_every` seconds, from the writes that grow the file (`complete`
+and `remember`); it stops after a short time budget and, if rows are left, comes back
+sooner instead of holding the write lock.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 
 # Small expiring values (KeyValueStore). Expired rows read as absent at once and are
-# deleted lazily, at most every `_PURGE_EVERY` seconds, by whichever call comes next.
+# deleted by the next housekeeping pass.
 _KV_SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS kv (
@@ -61,7 +63,6 @@ CREATE TABLE IF NOT EXISTS kv (
 """,
     "CREATE INDEX IF NOT EXISTS kv_expires ON kv (expires_at)",
 )
-_PURGE_EVERY = 600.0
 
 # Finds expired done rows without a scan. Partial: rows in progress (done_at NULL), the
 # ones claims look up all day, are not in it.
@@ -73,7 +74,7 @@ _DONE_INDEX = (
 # trailproc (no done_at index) or brand new; `_migrate` brings it up to date once.
 _SCHEMA_VERSION = 1
 
-_PRUNE_EVERY = 600.0  # seconds between retention passes
+_PRUNE_EVERY = 600.0  # seconds between housekeeping passes
 _PRUNE_BATCH = 500  # rows per DELETE (one short write transaction each)
 _PRUNE_BUDGET = 0.05  # seconds of deleting per pass, so callers are never held up long
 _PRUNE_BACKLOG_RETRY = 5.0  # seconds to the next pass when a pass left rows behind
@@ -157,8 +158,7 @@ class SqliteStore:
         # Connections inherited over fork: kept referenced (never used or closed here),
         # since closing them in the child could disturb the parent's locks and WAL.
         self._inherited: list[sqlite3.Connection] = []
-        self._purged_at = 0.0  # last lazy purge of expired values (time.time())
-        self._prune_due = 0.0  # next retention pass (time.time()); 0: when first opened
+        self._housekeeping_due = 0.0  # next pass (time.time()); 0: when first opened
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -171,7 +171,7 @@ class SqliteStore:
             self._inherited.append(self._conn)
         conn = self._open()
         self._conn, self._pid = conn, pid
-        self._prune_if_due(conn, time.time())
+        self._housekeeping(conn, time.time())
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -277,10 +277,7 @@ class SqliteStore:
             " lease_owner = NULL, lease_expires = NULL, updated_at = excluded.updated_at",
             (*_ident(file), records, records, now, now),
         )
-        # Completions are what grows the table, so they carry the periodic pass.
-        if now >= self._prune_due:
-            with self._lock:
-                self._prune_if_due(self._connection(), now)
+        self._housekeeping_if_due(now)
 
     async def release(self, file: FileId, owner: str) -> None:
         self._execute(
@@ -295,38 +292,41 @@ class SqliteStore:
         )
         return bool(rows and rows[0][0])
 
-    # --- retention --------------------------------------------------------------------
-    def _prune_if_due(self, conn: sqlite3.Connection, now: float) -> None:
-        """Delete done rows older than the retention, if a pass is due (caller holds the
-        lock). Bounded by `_PRUNE_BUDGET`; a failure (e.g. the write lock stayed busy) is
-        logged and retried at the next pass, never raised into the caller's operation."""
-        if now < self._prune_due:
+    # --- housekeeping -----------------------------------------------------------------
+    def _housekeeping_if_due(self, now: float) -> None:
+        # Called by the writes that grow the file (completions, remembered values).
+        if now >= self._housekeeping_due:
+            with self._lock:
+                self._housekeeping(self._connection(), now)
+
+    def _housekeeping(self, conn: sqlite3.Connection, now: float) -> None:
+        """If a pass is due (caller holds the lock): delete expired key-value rows, then
+        done rows older than the retention, within `_PRUNE_BUDGET`. A failure (e.g. the
+        write lock stayed busy) is logged and retried at the next pass, never raised into
+        the caller's operation."""
+        if now < self._housekeeping_due:
             return
-        self._prune_due = now + self.prune_every
+        self._housekeeping_due = now + self.prune_every
         try:
+            conn.execute("DELETE FROM kv WHERE expires_at <= ?", (now,))
             deleted, left = _prune(conn, now - self.ttl_days * 86400.0)
         except sqlite3.OperationalError as exc:
-            log.warning("checkpoint retention pass failed; trying again later",
+            log.warning("checkpoint housekeeping failed; trying again later",
                         path=str(self.path), error=str(exc))  # fmt: skip
             return
         if left:  # a backlog (e.g. an old database's first pass): keep each pass short
-            self._prune_due = now + min(self.prune_every, _PRUNE_BACKLOG_RETRY)
+            self._housekeeping_due = now + min(self.prune_every, _PRUNE_BACKLOG_RETRY)
         if deleted:
             log.debug("checkpoint retention pass", path=str(self.path), deleted=deleted,
                       more_left=left)  # fmt: skip
 
     # --- KeyValueStore ----------------------------------------------------------------
-    def _purge(self, now: float) -> None:
-        if now - self._purged_at < _PURGE_EVERY:
-            return
-        self._purged_at = now
-        self._execute("DELETE FROM kv WHERE expires_at <= ?", (now,))
 
     async def remember(
         self, key: str, value: str, ttl_seconds: float, *, only_new: bool = False
     ) -> bool:
         now = time.time()
-        self._purge(now)
+        self._housekeeping_if_due(now)
         # An expired row counts as absent: only_new may replace it.
         condition = " WHERE kv.expires_at <= ?" if only_new else ""
         params: tuple[Any, ...] = (key, value, now + ttl_seconds) + ((now,) if only_new else ())
