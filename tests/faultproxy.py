@@ -166,7 +166,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._respond(status, list(answer_headers.items()), payload)
             return
         protocol = _protocol(self.headers, self.path)
-        action = proxy.decide(self.command, protocol)
+        action = proxy.decide(self.command, self.path, protocol)
         if proxy.latency:
             time.sleep(proxy.pick_latency())
         if action in _ERRORS:
@@ -269,6 +269,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._local = threading.local()
         self.stats: collections.Counter[str] = collections.Counter()
+        self.requests: list[tuple[str, str]] = []  # (method, path with query), in order
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -303,10 +304,11 @@ class FaultProxy:
         with self._lock:
             self.stats[what] += 1
 
-    def decide(self, method: str, protocol: str) -> str:
+    def decide(self, method: str, path: str, protocol: str) -> str:
         """'forward', 'drop', 'truncate' or an error flavour; seeded, counted."""
         with self._lock:
             self.stats["requests"] += 1
+            self.requests.append((method, path))
             # One random stream per kind of call, so the faults a kind gets do not depend
             # on how its requests interleave with others' (threads, long polls).
             rng = self._streams.get((method, protocol))

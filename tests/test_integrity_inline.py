@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from faultproxy import FaultProxy
 from helpers import run_in_process
 
 import trailproc
@@ -464,3 +465,30 @@ def test_backfill_verify_digests_finds_the_digest_after_midnight(
     assert (result.listed, result.digests_listed) == (3, 1)
     assert (result.digest_matches, result.digest_mismatches) == (2, 0)
     assert result.ok and user.errors == [] and len(user.events) == 6
+
+
+def test_backfill_verify_digests_lists_each_folder_once(
+    sandbox: TrailSandbox, private_key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The digest walk reuses the log walk's folder listings (accounts, regions, years,
+    months, days): with discovered days, no folder is listed twice in one run, and the
+    next day's digest folder is still found."""
+    from trailproc.backfill import backfill
+
+    signer = DigestChainSigner(private_key, bucket=sandbox.bucket, sink=sandbox.client("s3"))
+    signer.run_hours(dt.datetime(2026, 11, 1, 22, tzinfo=dt.timezone.utc), 2)
+    with FaultProxy(sandbox.endpoint_url, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
+                    slow_rate=0) as proxy:  # fmt: skip
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        result = backfill(
+            sandbox.bucket, Collect(), end_time="2026-11-02T00:00Z", checkpoint="memory",
+            verify_digests=True, progress=False,
+        )  # fmt: skip
+
+    assert (result.digests_listed, result.digest_matches, result.digest_mismatches) == (2, 4, 0)
+    folder_listings = [
+        path for method, path in proxy.requests if method == "GET" and "delimiter=" in path
+    ]
+    assert folder_listings, "the walk lists folders with a delimiter"
+    repeated = {p for p in folder_listings if folder_listings.count(p) > 1}
+    assert not repeated, f"folders listed more than once: {sorted(repeated)}"

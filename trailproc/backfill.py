@@ -41,7 +41,13 @@ from .observe import Metrics, get_logger
 from .pipeline.keys import FileRef
 from .processor import EventProcessor, maybe_await
 from .progress import Progress
-from .sources.s3_listing import DIGEST_LAG, ListingQuery, iter_digest_refs, iter_log_refs
+from .sources.s3_listing import (
+    DIGEST_LAG,
+    FolderCache,
+    ListingQuery,
+    iter_digest_refs,
+    iter_log_refs,
+)
 
 __all__ = [
     "DIGEST_LAG",
@@ -213,14 +219,19 @@ async def backfill_async(
                 pipeline.enable_digest_checks(wait_seconds=config.digest_wait_hours * 3600)
 
             async def listed() -> AsyncIterator[FileRef]:
-                async for ref in iter_log_refs(s3, query, concurrency=workers):
+                folders: FolderCache = {}  # the digest walk reuses the log walk's folders
+                async for ref in iter_log_refs(
+                    s3, query, concurrency=workers, folder_cache=folders
+                ):
                     result.listed += 1
                     yield ref
                 if not config.verify_digests:
                     return
                 # After the log files, so most comparisons happen as each digest arrives
                 # (either order works: the first side waits in the store).
-                async for ref in iter_digest_refs(s3, query, concurrency=workers):
+                async for ref in iter_digest_refs(
+                    s3, query, concurrency=workers, folder_cache=folders
+                ):
                     result.listed += 1
                     result.digests_listed += 1
                     yield ref

@@ -33,6 +33,7 @@ from ..timeparse import parse_time, to_utc
 __all__ = [
     "DIGEST_LAG",
     "DayFolder",
+    "FolderCache",
     "ListingQuery",
     "iter_day_folders",
     "iter_digest_refs",
@@ -120,14 +121,19 @@ class DayFolder:
     org_id: str | None = None
 
 
+FolderCache = dict[str, list[str]]
+"""Sub-folder names by folder path, filled by one listing and reused by the next."""
+
+
 class _Lister:
-    def __init__(self, s3: Any, bucket: str) -> None:
+    def __init__(self, s3: Any, bucket: str, folders: FolderCache | None = None) -> None:
         self.s3 = s3
         self.bucket = bucket
-        self.calls = 0
+        # Shared by the walks of one run (log files, then their digests), so the account,
+        # region and date folders are listed once. Object listings are never cached.
+        self.folders: FolderCache = {} if folders is None else folders
 
     async def _page(self, **kwargs: Any) -> dict[str, Any]:
-        self.calls += 1
         response: dict[str, Any] = await retry_transient(
             lambda: self.s3.list_objects_v2(Bucket=self.bucket, **kwargs)
         )
@@ -135,6 +141,14 @@ class _Lister:
 
     async def children(self, folder: str) -> list[str]:
         """Names of the sub-folders of `folder` (which ends with '/')."""
+        known = self.folders.get(folder)
+        if known is not None:
+            return known
+        names = await self._list_children(folder)
+        self.folders[folder] = names
+        return names
+
+    async def _list_children(self, folder: str) -> list[str]:
         names: list[str] = []
         token: str | None = None
         while True:
@@ -217,10 +231,17 @@ async def _discover_days(lister: _Lister, region_folder: str, last: dt.date) -> 
 
 
 async def iter_day_folders(
-    s3: Any, query: ListingQuery, *, now: dt.datetime | None = None
+    s3: Any,
+    query: ListingQuery,
+    *,
+    now: dt.datetime | None = None,
+    folder_cache: FolderCache | None = None,
 ) -> AsyncIterator[DayFolder]:
-    """Every date folder of the selection, account by account, region by region."""
-    lister = _Lister(s3, query.bucket)
+    """Every date folder of the selection, account by account, region by region.
+
+    `folder_cache`: pass the same dict to the walks of one run to list each folder once.
+    """
+    lister = _Lister(s3, query.bucket, folder_cache)
     now = now or dt.datetime.now(dt.timezone.utc)
     # The end is exclusive: a range ending at midnight does not need that day's folder.
     end = query.end or now
@@ -284,18 +305,20 @@ async def iter_log_refs(
     *,
     concurrency: int = 8,
     now: dt.datetime | None = None,
+    folder_cache: FolderCache | None = None,
 ) -> AsyncIterator[FileRef]:
     """File references for every log file of the selection.
 
     Up to `concurrency` date folders are listed at once; references come out folder by
-    folder, in key order within a folder, folders in listing order.
+    folder, in key order within a folder, folders in listing order. `folder_cache` as in
+    `iter_day_folders`.
     """
-    lister = _Lister(s3, query.bucket)
+    lister = _Lister(s3, query.bucket, folder_cache)
 
     async def collect(folder: DayFolder) -> list[FileRef]:
         return [ref async for ref in _folder_refs(lister, query, folder)]
 
-    folders = iter_day_folders(s3, query, now=now)
+    folders = iter_day_folders(s3, query, now=now, folder_cache=lister.folders)
     async for ref in _in_order((collect(folder) async for folder in folders), concurrency):
         yield ref
 
@@ -313,6 +336,7 @@ async def iter_digest_refs(
     *,
     concurrency: int = 8,
     now: dt.datetime | None = None,
+    folder_cache: FolderCache | None = None,
 ) -> AsyncIterator[FileRef]:
     """The digest files that can list the log files `query` selects.
 
@@ -321,13 +345,14 @@ async def iter_digest_refs(
     The date folders come from the log listing's own folder walk, each mapped to its
     `CloudTrail-Digest/` twin; a digest ending after midnight lists the previous day's
     last files, so the day after each log day is listed too when the days were
-    discovered rather than computed from a start time.
+    discovered rather than computed from a start time. With the `folder_cache` of the log
+    listing, that walk lists no folder again.
     """
     until = query.end + DIGEST_LAG if query.end else None
     # Log files are selected from the start's minute on (their names carry minutes).
     after = query.start.replace(second=0, microsecond=0) if query.start else None
     logs = replace(query, end=until, kinds=frozenset({ObjectKind.LOG}))
-    lister = _Lister(s3, query.bucket)
+    lister = _Lister(s3, query.bucket, folder_cache)
 
     async def digests_in(folder: str) -> list[FileRef]:
         refs = []
@@ -343,7 +368,7 @@ async def iter_digest_refs(
 
     async def listings() -> AsyncIterator[Coroutine[Any, Any, list[FileRef]]]:
         seen: set[str] = set()
-        async for folder in iter_day_folders(s3, logs, now=now):
+        async for folder in iter_day_folders(s3, logs, now=now, folder_cache=lister.folders):
             tail = f"CloudTrail/{folder.region}/{folder.day:%Y/%m/%d}/"
             base = folder.path[: -len(tail)]
             days = [folder.day]
