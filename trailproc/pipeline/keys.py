@@ -32,26 +32,41 @@ def _log_pattern(folder: str) -> re.Pattern[str]:
     # The file name repeats account and region; a separator before the unique string is
     # sometimes missing in AWS's own examples, so `_?` keeps us lenient there.
     return re.compile(
-        _PREFIX + _ORG + r"(?P<account>\d{12})/" + folder + r"/(?P<region>[a-z0-9-]+)/" + _DATE
-        + r"(?P<facct>\d{12})_" + folder + r"_(?P<fregion>[a-z0-9-]+)_(?P<ts>\d{8}T\d{4}Z)_?"
-        r"(?P<uniq>[A-Za-z0-9]+)\.json(?:\.gz)?$"
+        _PREFIX
+        + _ORG
+        + r"(?P<account>\d{12})/"
+        + folder
+        + r"/(?P<region>[a-z0-9-]+)/"
+        + _DATE
+        + r"(?P<facct>\d{12})_"
+        + folder
+        + r"_(?P<fregion>[a-z0-9-]+)_(?P<ts>\d{8}T\d{4}Z)_?"
+        r"(?P<uniq>[A-Za-z0-9]+)\.json(?:\.gz)?\Z",
+        re.ASCII,
     )
 
 
 _LOG_RE = _log_pattern("CloudTrail")
 _INSIGHT_RE = _log_pattern("CloudTrail-Insight")
 _DIGEST_RE = re.compile(
-    _PREFIX + _ORG + r"(?P<account>\d{12})/CloudTrail-Digest/(?P<region>[a-z0-9-]+)/" + _DATE
+    _PREFIX
+    + _ORG
+    + r"(?P<account>\d{12})/CloudTrail-Digest/(?P<region>[a-z0-9-]+)/"
+    + _DATE
     # Trail names may contain "_" (so the greedy match leaves the *last* region-shaped
     # field to the home region) but never "/", which would mean another folder level.
+    # The home region's first part is 2 letters in most partitions, 4 in aws-eusc
+    # ("eusc-de-east-1"); accept any run of letters rather than list partitions.
     + r"(?P=account)_CloudTrail-Digest_(?P=region)_(?P<trail>[^/]+)_"
-    r"(?P<home>[a-z]{2}(?:-[a-z]+)+-\d)_(?P<ts>\d{8}T\d{6}Z)\.json\.gz$"
+    r"(?P<home>[a-z]+(?:-[a-z]+)+-\d+)_(?P<ts>\d{8}T\d{6}Z)\.json\.gz\Z",
+    re.ASCII,
 )
 # Looser fallback: anything under .../AWSLogs/[org/]account/CloudTrail/region/... is a log
 # even if the file name is unusual (e.g. sanitised fixtures); we still learn account/region.
 _LOOSE_RE = re.compile(
     _PREFIX + _ORG + r"(?P<account>\d{12})/(?P<folder>CloudTrail|CloudTrail-Insight)/"
-    r"(?P<region>[a-z0-9-]+)/" + _DATE + r"[^/]+\.json(?:\.gz)?$"
+    r"(?P<region>[a-z0-9-]+)/" + _DATE + r"[^/]+\.json(?:\.gz)?\Z",
+    re.ASCII,
 )
 
 

@@ -63,7 +63,15 @@ class Notification:
 
 
 class BadNotification(ValueError):
-    """A body trailproc cannot understand; the message must be kept (retry/DLQ), never deleted."""
+    """A body trailproc cannot understand; the message must be kept (retry/DLQ), never deleted.
+
+    `bucket` and `key` name the object the bad part was about, when the body told them.
+    """
+
+    def __init__(self, message: str, *, bucket: str | None = None, key: str | None = None):
+        super().__init__(message)
+        self.bucket = bucket
+        self.key = key
 
 
 DEFAULT_KINDS: frozenset[ObjectKind] = frozenset({ObjectKind.LOG, ObjectKind.INSIGHT})
@@ -81,6 +89,8 @@ _KIND_LABEL = {
 # Upper bound on how many keys an "unknown shape" error lists: enough to recognise a
 # payload, short enough for a log line.
 _MAX_KEYS_SHOWN = 12
+# Upper bound on the length of one value quoted from the body in an error message.
+_MAX_SHOWN = 60
 
 
 class _RawDetail(msgspec.Struct):
@@ -101,7 +111,8 @@ def parse_notification(
     body: str | bytes, *, process_kinds: frozenset[ObjectKind] = DEFAULT_KINDS
 ) -> Notification:
     """Parse an SQS message body (SNS-wrapped or raw). Raises BadNotification."""
-    data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+    # surrogatepass: a lone surrogate becomes bytes that _decode rejects as not UTF-8.
+    data = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)
     # The validation text is not JSON, so it must be recognised before decoding.
     if data.strip() == _VALIDATION_BYTES:
         return Notification(NotificationKind.VALIDATION, raw_delivery=True)
@@ -145,6 +156,12 @@ def _decode(data: bytes, what: str) -> Mapping[str, Any]:
         obj = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise BadNotification(f"{what} is not JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec decodes strings as strict UTF-8
+        raise BadNotification(
+            f"{what} is not valid UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
+    except RecursionError:
+        raise BadNotification(f"{what} is JSON nested too deeply to be a notification") from None
     if not isinstance(obj, dict):
         raise BadNotification(
             f"{what} is a JSON {_json_type(obj)}, not an object; expected a notification"
@@ -167,13 +184,14 @@ def _parse_sns_envelope(
     if msg_type != "Notification":
         # SubscriptionConfirmation & co. need a human (or IaC) to act; keep them visible.
         raise BadNotification(
-            f"SNS message of Type {msg_type!r} from {topic_arn}; only Notification messages "
-            "carry CloudTrail deliveries"
+            f"SNS message of Type {_show(msg_type)} from {_clip(str(topic_arn))}; only "
+            "Notification messages carry CloudTrail deliveries"
         )
     message = env.get("Message")
     if not isinstance(message, str):
         raise BadNotification(
-            f"SNS envelope from {topic_arn} has no Message string (got {_json_type(message)})"
+            f"SNS envelope from {_clip(str(topic_arn))} has no Message string "
+            f"(got {_json_type(message)})"
         )
     message_id = _opt_str(env.get("MessageId"))
     if message.strip() == _VALIDATION_TEXT:
@@ -181,7 +199,7 @@ def _parse_sns_envelope(
             NotificationKind.VALIDATION, sns_message_id=message_id, topic_arn=topic_arn
         )
     # Message is JSON inside a JSON string: decode a second time.
-    inner_bytes = message.encode("utf-8")
+    inner_bytes = message.encode("utf-8", "surrogatepass")
     inner = _decode(inner_bytes, "SNS Message")
     ctx = _Context(process_kinds, topic_arn, message_id, raw_delivery=False)
     return _classify(inner, inner_bytes, ctx)
@@ -209,7 +227,8 @@ def _classify(p: Mapping[str, Any], raw: bytes | None, ctx: _Context) -> Notific
         if p.get("source") == "aws.s3":
             return _eventbridge_s3(p, detail_type, ctx)
     keys = sorted(str(k) for k in p)
-    shown = ", ".join(keys[:_MAX_KEYS_SHOWN]) + (", ..." if len(keys) > _MAX_KEYS_SHOWN else "")
+    shown = ", ".join(_clip(k) for k in keys[:_MAX_KEYS_SHOWN])
+    shown += ", ..." if len(keys) > _MAX_KEYS_SHOWN else ""
     raise BadNotification(
         f"JSON of unknown shape (keys: {shown or 'none'}); "
         "expected a CloudTrail, S3 or EventBridge notification"
@@ -227,15 +246,17 @@ def _cloudtrail(p: Mapping[str, Any], ctx: _Context) -> Notification:
     keys = p.get("s3ObjectKey")
     if not isinstance(keys, list):
         raise BadNotification(
-            f"CloudTrail notification s3ObjectKey must be a list of keys, got {_json_type(keys)}"
+            f"CloudTrail notification s3ObjectKey must be a list of keys, got {_json_type(keys)}",
+            bucket=bucket,
         )
     if not keys:
-        raise BadNotification("CloudTrail notification s3ObjectKey is an empty list")
+        raise BadNotification("CloudTrail notification s3ObjectKey is an empty list", bucket=bucket)
     for i, key in enumerate(keys):
         if not isinstance(key, str) or not key:
             raise BadNotification(
                 f"CloudTrail notification s3ObjectKey[{i}] is not a non-empty string "
-                f"(got {_json_type(key)})"
+                f"(got {_json_type(key)})",
+                bucket=bucket,
             )
     # CloudTrail's keys are plain, not URL-encoded.
     return _notification(
@@ -263,13 +284,13 @@ def _s3_event(records: Any, ctx: _Context) -> Notification:
             raise BadNotification(f"{where} is not an S3 event record (eventSource aws:s3)")
         s3 = _member(rec, "s3", where)
         bucket = _req_str(_member(s3, "bucket", f"{where}.s3"), "name", f"{where}.s3.bucket")
-        obj = _member(s3, "object", f"{where}.s3")
-        raw_key = _req_str(obj, "key", f"{where}.s3.object")
-        event_name = _req_str(rec, "eventName", where)
+        obj = _member(s3, "object", f"{where}.s3", bucket=bucket)
+        # S3 event keys are form-encoded (space → "+"), unlike CloudTrail's own keys.
+        key = unquote_plus(_req_str(obj, "key", f"{where}.s3.object", bucket=bucket))
+        event_name = _req_str(rec, "eventName", where, bucket=bucket, key=key)
         ref = FileRef.of(
             bucket,
-            # S3 event keys are form-encoded (space → "+"), unlike CloudTrail's own keys.
-            unquote_plus(raw_key),
+            key,
             etag=_opt_str(obj.get("eTag")),
             version_id=_opt_str(obj.get("versionId")),
             size=_opt_int(obj.get("size")),
@@ -297,10 +318,10 @@ def _records_mismatch(first: Mapping[str, Any]) -> str:
     if "eventVersion" in first and ("eventName" in first or "eventTime" in first):
         return (
             "body looks like a CloudTrail log file (Records of events, Records[0].eventSource "
-            f"{source!r}), not a notification about one"
+            f"{_show(source)}), not a notification about one"
         )
     return (
-        f"Records[0] is not an S3 event notification record (eventSource {source!r}, "
+        f"Records[0] is not an S3 event notification record (eventSource {_show(source)}, "
         f"has s3 member: {'s3' in first})"
     )
 
@@ -309,11 +330,11 @@ def _eventbridge_s3(p: Mapping[str, Any], detail_type: str, ctx: _Context) -> No
     where = "EventBridge S3 event detail"
     detail = _member(p, "detail", "EventBridge S3 event")
     bucket = _req_str(_member(detail, "bucket", where), "name", f"{where}.bucket")
-    obj = _member(detail, "object", where)
+    obj = _member(detail, "object", where, bucket=bucket)
     ref = FileRef.of(
         bucket,
         # EventBridge carries the key as-is; decoding would corrupt keys containing "+".
-        _req_str(obj, "key", f"{where}.object"),
+        _req_str(obj, "key", f"{where}.object", bucket=bucket),
         etag=_opt_str(obj.get("etag")),
         version_id=_opt_str(obj.get("version-id")),
         size=_opt_int(obj.get("size")),
@@ -321,7 +342,7 @@ def _eventbridge_s3(p: Mapping[str, Any], detail_type: str, ctx: _Context) -> No
     if detail_type == "Object Created":
         return _notification(NotificationKind.EVENTBRIDGE_S3, ctx, [ref])
     # Deletions, restores, tag changes... are about objects, but not new deliveries.
-    reason = f"EventBridge S3 event {detail_type!r} is not Object Created"
+    reason = f"EventBridge S3 event {_show(detail_type)} is not Object Created"
     return _notification(NotificationKind.EVENTBRIDGE_S3, ctx, (), [(ref, reason)])
 
 
@@ -329,7 +350,7 @@ def _eventbridge_cloudtrail(p: Mapping[str, Any], raw: bytes | None, ctx: _Conte
     detail = p.get("detail")
     if not isinstance(detail, Mapping):
         raise BadNotification(
-            f"EventBridge {p.get('detail-type')!r} event detail is a {_json_type(detail)}, "
+            f"EventBridge {_show(p.get('detail-type'))} event detail is a {_json_type(detail)}, "
             "not a CloudTrail record object"
         )
     record: bytes
@@ -361,7 +382,13 @@ def _notification(
     """Apply the object-kind policy and build the result."""
     refs: list[FileRef] = []
     out_skipped = list(skipped)
+    seen: set[FileRef] = set()
     for ref in candidates:
+        # An object named twice in one message is handed over once: running it twice at
+        # the same time would find it busy (leased by ourselves) and keep the message.
+        if ref in seen:
+            continue
+        seen.add(ref)
         reason = _skip_reason(ref, ctx.process_kinds)
         if reason is None:
             refs.append(ref)
@@ -391,18 +418,45 @@ def _skip_reason(ref: FileRef, process_kinds: frozenset[ObjectKind]) -> str | No
     return f"{_KIND_LABEL[ref.kind]} (not processed: process_kinds={allowed})"
 
 
-def _member(obj: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any]:
+def _member(
+    obj: Mapping[str, Any], name: str, where: str, *, bucket: str | None = None
+) -> Mapping[str, Any]:
     value = obj.get(name)
     if not isinstance(value, Mapping):
-        raise BadNotification(f"{where}.{name} is missing or not an object")
+        raise BadNotification(f"{where}.{name} is missing or not an object", bucket=bucket)
     return value
 
 
-def _req_str(obj: Mapping[str, Any], name: str, where: str) -> str:
+def _req_str(
+    obj: Mapping[str, Any],
+    name: str,
+    where: str,
+    *,
+    bucket: str | None = None,
+    key: str | None = None,
+) -> str:
     value = obj.get(name)
     if not isinstance(value, str) or not value:
-        raise BadNotification(f"{where}.{name} is missing or not a non-empty string")
+        raise BadNotification(
+            f"{where}.{name} is missing or not a non-empty string", bucket=bucket, key=key
+        )
     return value
+
+
+def _clip(text: str) -> str:
+    """`text` for an error message: control characters escaped, at most _MAX_SHOWN chars."""
+    shown = repr(text)[1:-1]
+    return shown if len(shown) <= _MAX_SHOWN else shown[: _MAX_SHOWN - 3] + "..."
+
+
+def _show(value: Any) -> str:
+    """repr(value), cut to _MAX_SHOWN characters: the body is untrusted and may be huge.
+
+    Containers are only named: their repr could be deep as well as long."""
+    if isinstance(value, (Mapping, list, tuple)):
+        return f"<JSON {_json_type(value)}>"
+    shown = repr(value)
+    return shown if len(shown) <= _MAX_SHOWN else shown[: _MAX_SHOWN - 3] + "..."
 
 
 def _opt_str(value: Any) -> str | None:

@@ -80,7 +80,10 @@ class MessageRunner:
             self.check_trust(note, message_id)
         except (BadNotification, Refused) as exc:
             pipeline.report_end(ProgressState.PARSE_MESSAGE, ProgressInfo(False, message_id), token)
-            error = exc if isinstance(exc, Refused) else BadMessage(str(exc), message_id=message_id)
+            if isinstance(exc, Refused):
+                error: TrailprocError = exc
+            else:
+                error = BadMessage(str(exc), message_id=message_id, bucket=exc.bucket, key=exc.key)
             pipeline.fail(error)
             return error
         pipeline.report_end(ProgressState.PARSE_MESSAGE, info, token)
@@ -162,9 +165,7 @@ class MessageRunner:
             return Verdict("release", "interrupted", outcomes)
         return Verdict("retry", "busy", outcomes)
 
-    def _inline(
-        self, raw: bytes, message_id: str | None, account: str | None
-    ) -> Any:
+    def _inline(self, raw: bytes, message_id: str | None, account: str | None) -> Any:
         """A record delivered inside the message (EventBridge "via CloudTrail").
 
         Checkpointed under its eventID, so the same event arriving in another message, or
