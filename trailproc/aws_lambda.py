@@ -12,10 +12,11 @@ or build one in your own module::
     handler = make_handler(handlers, checkpoint="dynamodb://trailproc-checkpoints")
 
 Every ``TRAILPROC_*`` configuration variable applies (``TRAILPROC_CHECKPOINT``,
-``TRAILPROC_MAX_EVENTS_PER_EMIT``, ``TRAILPROC_ALLOWED_BUCKETS``...); the ready handler
-also reads ``TRAILPROC_LAMBDA_SAFETY_MARGIN``, ``TRAILPROC_LAMBDA_ABORT_MARGIN`` (seconds)
-and ``TRAILPROC_LAMBDA_FIFO_MODE`` (``batch`` or ``group``). What each trigger gets back
-is described in `trailproc.sources.lambda_`.
+``TRAILPROC_MAX_EVENTS_PER_EMIT``, ``TRAILPROC_ALLOWED_BUCKETS``...), and so do
+``TRAILPROC_LAMBDA_SAFETY_MARGIN``, ``TRAILPROC_LAMBDA_ABORT_MARGIN`` (seconds) and
+``TRAILPROC_LAMBDA_FIFO_MODE`` (``batch`` or ``group``), whichever way the handler is
+built (arguments given to `make_handler` win). What each trigger gets back is described
+in `trailproc.sources.lambda_`.
 
 Importing this module is cheap: the pipeline, boto and the user's code are loaded on the
 first invocation, and kept for the warm ones.
@@ -49,7 +50,7 @@ def make_handler(
     config: Config | None = None,
     safety_margin: float | None = None,
     abort_margin: float | None = None,
-    fifo_mode: str = "batch",
+    fifo_mode: str | None = None,
     concurrency: int | None = None,
     configure_logs: bool = True,
     **overrides: Any,
@@ -61,7 +62,9 @@ def make_handler(
     configured handlers/output only. `overrides` are configuration keys, e.g.
     ``checkpoint="dynamodb://TABLE"`` (the default store here is ``memory``).
     `safety_margin`/`abort_margin` (seconds), `fifo_mode` and `concurrency`: see
-    `trailproc.sources.lambda_.LambdaOptions`. With `configure_logs`, structlog writes
+    `trailproc.sources.lambda_.LambdaOptions`; the first three default to
+    ``TRAILPROC_LAMBDA_SAFETY_MARGIN``, ``TRAILPROC_LAMBDA_ABORT_MARGIN`` and
+    ``TRAILPROC_LAMBDA_FIFO_MODE`` when not given. With `configure_logs`, structlog writes
     one JSON object per line (unless ``log_format`` says otherwise), with the request id.
     """
     from .app import build_processor
@@ -81,6 +84,12 @@ def make_handler(
         user = user()
     elif callable(user) and not isinstance(user, (EventProcessor, type)):
         user = FunctionProcessor(user)
+    if safety_margin is None:
+        safety_margin = _float_env("TRAILPROC_LAMBDA_SAFETY_MARGIN")
+    if abort_margin is None:
+        abort_margin = _float_env("TRAILPROC_LAMBDA_ABORT_MARGIN")
+    if fifo_mode is None:
+        fifo_mode = os.environ.get("TRAILPROC_LAMBDA_FIFO_MODE", "").strip() or "batch"
     options = LambdaOptions(
         safety_margin=safety_margin,
         abort_margin=abort_margin,
@@ -112,12 +121,7 @@ def _cold_start() -> LambdaRuntime:
             f"set {HANDLER_ENV}=module:attr to the processor or Handlers registry to run "
             "(or TRAILPROC_HANDLERS / TRAILPROC_OUTPUT)"
         )
-    return make_handler(
-        spec,
-        safety_margin=_float_env("TRAILPROC_LAMBDA_SAFETY_MARGIN"),
-        abort_margin=_float_env("TRAILPROC_LAMBDA_ABORT_MARGIN"),
-        fifo_mode=os.environ.get("TRAILPROC_LAMBDA_FIFO_MODE", "batch").strip() or "batch",
-    )
+    return make_handler(spec)  # the TRAILPROC_LAMBDA_* settings are read there
 
 
 def handler(event: Any, context: Any) -> Any:

@@ -8,9 +8,14 @@ Triggers and what Lambda is told:
   FIFO queues (ARN ending ``.fifo``) are processed in order and stop at the first failure:
   it and every later record are reported (``fifo_mode="batch"``), or only the later
   records of its message group (``fifo_mode="group"``), so ordering within a group holds.
+  With ``delete_on_failure`` a message whose files failed is not reported (as the daemon
+  deletes it); an unreadable body still is.
 * **SNS**, **S3** and **EventBridge** (S3 "Object Created", or CloudTrail records routed
   as "AWS API Call via CloudTrail", handed over inline): everything is processed and the
-  invocation raises `InvocationFailed` if anything failed, so Lambda retries the event.
+  invocation raises `InvocationFailed` if anything failed, so Lambda retries the event;
+  its message names each failed notification and why.
+* Anything else is taken as a notification itself; another service's event (Kinesis,
+  DynamoDB Streams, Kafka...) or one that is not a JSON object raises `BadNotification`.
 
 The deadline is watched through ``context.get_remaining_time_in_millis()``: below the
 *safety margin* no new message is started (unstarted ones are reported as failures, or
@@ -45,7 +50,7 @@ from ..pipeline.notifications import (
     BadNotification,
 )
 from ..processor import EventProcessor, maybe_await
-from .messages import MessageRunner
+from .messages import MessageRunner, Verdict
 
 __all__ = ["InvocationFailed", "LambdaOptions", "LambdaRuntime", "trigger_of"]
 
@@ -117,6 +122,7 @@ def trigger_of(event: Any) -> str:
     if not isinstance(event, Mapping):
         raise BadNotification(f"Lambda event is a {type(event).__name__}, not a JSON object")
     records = event.get("Records")
+    source: Any = event.get("eventSource")  # Kafka and Amazon MQ events name it here
     if isinstance(records, list) and records and isinstance(records[0], Mapping):
         source = records[0].get("eventSource") or records[0].get("EventSource")
         if source == "aws:sqs":
@@ -125,6 +131,14 @@ def trigger_of(event: Any) -> str:
             return "sns"
         if source == "aws:s3":
             return "s3"
+    if isinstance(source, str) and source.startswith("aws:"):
+        # Another service's Lambda event (Kinesis, DynamoDB Streams, Kafka, MQ...): the
+        # function is wired to the wrong trigger. (A CloudTrail record's eventSource is
+        # "<service>.amazonaws.com", never "aws:...".)
+        raise BadNotification(
+            f"Lambda event from {source} is not supported; trailproc takes SQS, SNS, S3 "
+            "and EventBridge trigger events (or a notification itself)"
+        )
     if "detail-type" in event:
         return "eventbridge"
     return "direct"
@@ -138,6 +152,28 @@ class _Unit:
     status: str = "unstarted"  # → ok | failed | aborted
     group: str | None = None
     record: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None  # why it failed, for the error Lambda records
+
+    def describe(self) -> str:
+        why = f": {self.error}" if self.error else ""
+        return f"{self.ident} ({self.status}{why})"
+
+
+def _why(error: TrailprocError) -> str:
+    """An error's message and object (the message id is named beside it already)."""
+    if error.bucket or error.key:
+        return f"{error.message} (s3://{error.bucket or '?'}/{error.key or ''})"
+    return error.message
+
+
+def _verdict_error(verdict: Verdict) -> str | None:
+    """What made a message fail: its first file's error, or the verdict's reason."""
+    if verdict.action == "ack":
+        return None
+    for outcome in verdict.outcomes:
+        if outcome.error is not None:
+            return _why(outcome.error)
+    return verdict.reason
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -150,9 +186,13 @@ def _lambda_owner() -> str:
     stream = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
     if stream:
         return f"lambda:{stream}"
+    # Not set with SnapStart, whose environments are all restored from one snapshot of
+    # the init phase: same host name, same pid. Called on the first invocation (after
+    # the restore), a fresh random part tells them apart.
     import socket
+    import uuid
 
-    return f"lambda:{socket.gethostname()}:{os.getpid()}"
+    return f"lambda:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 class LambdaRuntime:
@@ -164,8 +204,6 @@ class LambdaRuntime:
         config: Config,
         options: LambdaOptions | None = None,
     ) -> None:
-        if not config.worker_id:
-            config = config.replace(worker_id=_lambda_owner())
         if (
             config.checkpoint
             and config.checkpoint.strip().lower().startswith("sqlite")
@@ -235,6 +273,8 @@ class LambdaRuntime:
         from ..pipeline.fetch import S3Fetcher
 
         started = time.monotonic()
+        if not self.config.worker_id:  # here, not at init: see _lambda_owner
+            self.config = self.config.replace(worker_id=_lambda_owner())
         clients = AwsClients(self.config)
         s3 = await clients.client("s3")
         store = open_store(self.config.checkpoint or "memory", self.config.state_dir)
@@ -250,10 +290,10 @@ class LambdaRuntime:
     # --- one invocation ------------------------------------------------------------------
     async def handle(self, event: Any, context: Any = None) -> dict[str, Any]:
         """Process one invocation's event; see the module docstring for the answer."""
+        trigger = trigger_of(event)  # an event it cannot take fails before the cold start
         pipeline = await self._ensure_started()
         self.invocations += 1
         clock = _Deadline(context, self.options)
-        trigger = trigger_of(event)
         records_before = self.metrics.value("trailproc_records_total")
         started = time.monotonic()
         structlog.contextvars.bind_contextvars(trigger=trigger)
@@ -280,7 +320,7 @@ class LambdaRuntime:
         if trigger == "sqs":
             return {"batchItemFailures": [{"itemIdentifier": u.ident} for u in failed]}
         if failed:
-            detail = ", ".join(f"{u.ident} ({u.status})" for u in failed[:10])
+            detail = "; ".join(u.describe() for u in failed[:10])
             raise InvocationFailed(
                 f"{len(failed)} of {len(units)} notification(s) not processed: {detail}",
                 [u.ident for u in failed],
@@ -301,7 +341,7 @@ class LambdaRuntime:
         fifo = any(str(r.get("eventSourceARN", "")).endswith(".fifo") for r in records)
 
         async def work(unit: _Unit) -> bool:
-            return await self._sqs_message(pipeline, unit.record)
+            return await self._sqs_message(pipeline, unit)
 
         if fifo:
             await self._in_order(units, work, clock)
@@ -319,15 +359,14 @@ class LambdaRuntime:
             ]
 
             async def work(unit: _Unit) -> bool:
-                sns = unit.record.get("Sns")
-                return await self._payload(pipeline, sns, unit.ident)
+                return await self._payload(pipeline, unit.record.get("Sns"), unit)
 
         else:
             ident = str(event.get("id") or f"{trigger}-event")
             units = [_Unit(ident=ident, record=event)]
 
             async def work(unit: _Unit) -> bool:
-                return await self._payload(pipeline, unit.record, unit.ident)
+                return await self._payload(pipeline, unit.record, unit)
 
         await self._concurrently(units, work, clock)
         return units
@@ -410,11 +449,13 @@ class LambdaRuntime:
                         count=len(unstarted), message_ids=unstarted[:20])  # fmt: skip
 
     # --- one message ---------------------------------------------------------------------
-    async def _sqs_message(self, pipeline: FilePipeline, record: Mapping[str, Any]) -> bool:
+    async def _sqs_message(self, pipeline: FilePipeline, unit: _Unit) -> bool:
+        record = unit.record
         message_id = record.get("messageId")
         attributes: dict[str, str] = dict(record.get("attributes") or {})
         note = self._runner(pipeline).parse(record.get("body") or "", message_id)
         if isinstance(note, TrailprocError):
+            unit.error = _why(note)
             return False
         verdict = await self._runner(pipeline).run(
             note,
@@ -423,16 +464,26 @@ class LambdaRuntime:
             sent_at=int(attributes.get("SentTimestamp", "0") or 0) / 1000 or None,
             attributes=attributes,
         )
+        if verdict.reason == "failed" and self.config.delete_on_failure:
+            # As the daemon does (Java's deleteMessageUponFailure): not reported, so
+            # Lambda deletes it. Unreadable bodies (above) are still kept.
+            log.warning("deleting failed message (delete_on_failure is set)",
+                        message_id=message_id)  # fmt: skip
+            return True
+        unit.error = _verdict_error(verdict)
         return verdict.action == "ack"
 
-    async def _payload(self, pipeline: FilePipeline, payload: Any, ident: str) -> bool:
+    async def _payload(self, pipeline: FilePipeline, payload: Any, unit: _Unit) -> bool:
         runner = self._runner(pipeline)
+        ident = unit.ident
         note = runner.parse(payload if isinstance(payload, Mapping) else str(payload), ident)
         if isinstance(note, TrailprocError):
+            unit.error = _why(note)
             return False
         # An EventBridge envelope names the account (older records lack recipientAccountId).
         account = payload.get("account") if isinstance(payload, Mapping) else None
         verdict = await runner.run(note, message_id=ident, account=_str_or_none(account))
+        unit.error = _verdict_error(verdict)
         return verdict.action == "ack"
 
     def _runner(self, pipeline: FilePipeline) -> MessageRunner:
