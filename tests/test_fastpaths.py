@@ -592,3 +592,21 @@ def test_parallel_refuses_shared_stdout(tmp_path: Path) -> None:
         process_parallel([logs], config, jobs=2)
     with pytest.raises(ValueError, match="memory"):
         run_workers(config.replace(output=None), 2)
+
+
+@pytest.mark.parametrize(
+    ("char", "offset"), [("\u20ac", -2), ("\u20ac", -1), ("\U0001f600", -3), ("\U0001f600", -1)]
+)
+def test_utf8_check_passes_characters_across_its_chunks(char: str, offset: int) -> None:
+    """The UTF-8 check reads non-ASCII documents in 1 MiB chunks: a multi-byte character
+    cut by a chunk boundary is still valid, and the records come out unchanged."""
+    head = b'{"Records":[{"p": "'
+    pad = "x" * (decode._UTF8_CHUNK + offset - len(head))
+    records = [
+        json.dumps({"p": pad + char}, ensure_ascii=False).encode(),
+        json.dumps({"userName": "j\u00fcrgen"}, ensure_ascii=False).encode(),
+    ]
+    document = b'{"Records":[' + b",".join(records) + b"]}"
+    start = decode._UTF8_CHUNK + offset  # where the character's bytes begin
+    assert document[start:].startswith(char.encode()) and not document.isascii()
+    assert [bytes(r) for r in split_records(document)] == records

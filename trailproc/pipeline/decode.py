@@ -12,11 +12,15 @@ Speed notes (see benchmarks/README.md for the profiles behind them):
   copies and no final `bytes(bytearray)` copy; `max_length` is the cap, so a bomb still
   stops at `max_bytes + 1` bytes;
 - with the `fast` extra, isal's zlib-compatible inflater (2-3x faster) is used;
-- the records stay `msgspec.Raw` views into the decompressed document (zero-copy).
+- the records stay `msgspec.Raw` views into the decompressed document (zero-copy);
+- msgspec does not look inside the raw values, so the document's UTF-8 is checked
+  separately: `bytes.isascii` (~7 GB/s) for the usual all-ASCII file, a chunked strict
+  decode otherwise, so a corrupt file fails whole before any record is handed over.
 """
 
 from __future__ import annotations
 
+import codecs
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -92,6 +96,24 @@ class _Envelope(msgspec.Struct):
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
+_UTF8_CHUNK = 1 << 20
+
+
+def _check_utf8(document: bytes) -> None:
+    """Raise BadLogFile unless `document` is valid UTF-8 (as JSON must be)."""
+    if document.isascii():
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(document)
+    # In chunks: a full decode would hold a str as large as the document.
+    for start in range(0, len(view), _UTF8_CHUNK):
+        try:
+            decoder.decode(view[start : start + _UTF8_CHUNK])
+        except UnicodeDecodeError as exc:
+            raise BadLogFile(
+                f"log file is not valid UTF-8 (byte {start + exc.start}: {exc.reason})"
+            ) from None
+    # No final flush needed: msgspec accepted the JSON, so it ends with ASCII.
 
 
 def split_records(document: bytes) -> list[msgspec.Raw]:
@@ -102,6 +124,9 @@ def split_records(document: bytes) -> list[msgspec.Raw]:
         raise BadLogFile(f"not a CloudTrail log file: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise BadLogFile(f"log file is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise BadLogFile("log file is JSON nested too deeply to be CloudTrail's") from None
+    _check_utf8(document)
     records = envelope.Records
     # Raw keeps the exact bytes; a record must be a JSON object (msgspec strips the
     # whitespace around each value, so the first byte is the value's own).
