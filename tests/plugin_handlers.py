@@ -29,3 +29,10 @@ class CountingProcessor(trailproc.EventProcessor):
     def close(self) -> None:
         with open(os.environ["PLUGIN_REPORT"], "w") as f:
             json.dump(counts, f)
+
+
+class BrokenFilterSource(trailproc.EventProcessor):
+    """A processor whose `filter_source` hook raises: an unexpected exception."""
+
+    def filter_source(self, source: trailproc.Source) -> bool:
+        raise RuntimeError("filter_source exploded")

@@ -191,6 +191,18 @@ BAD_FILES = {
         "bad_log_file",
         "record 1 is not a JSON object",
     ),
+    # msgspec does not look inside raw records: invalid bytes there must still fail the
+    # file, before any record is handed over.
+    "invalid_utf8_in_a_record": (
+        gzip.compress(b'{"Records": [{"eventID": "a"}, {"eventID": "b\xff\xfe"}]}'),
+        "bad_log_file",
+        "not valid UTF-8 (byte 45: invalid start byte)",
+    ),
+    "nested_too_deeply": (
+        gzip.compress(b'{"Records": [{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}]}"),
+        "bad_log_file",
+        "nested too deeply",
+    ),
 }  # fmt: skip
 
 
@@ -402,3 +414,26 @@ def test_daemon_logs_one_json_error_line(sandbox: TrailSandbox, tmp_path: Path) 
     assert len(event_ids(str(output))) == 5
     assert sandbox.queue_depth() == 1  # the bad one, kept
     assert good
+
+
+@pytest.mark.timeout(60)
+def test_unexpected_exception_is_one_error_line_with_its_traceback(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    """An exception nobody expected (here from the user's filter_source hook) is one error
+    line naming the message, with the traceback in it; the message is kept."""
+    sandbox.deliver(make_records(3, seed=5))
+    proc = subprocess.run(
+        daemon_command(sandbox.queue_url, str(tmp_path / "out.jsonl"),
+                       "--handler", "plugin_handlers:BrokenFilterSource"),
+        env=daemon_env(sandbox.endpoint_url, str(tmp_path / "state"), visibility_timeout="5"),
+        capture_output=True, text=True, timeout=50,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    errors = [e for e in json_logs(proc.stderr) if e.get("level") == "error"]
+    assert len(errors) == 1, errors
+    assert errors[0]["reason"] == "error" and errors[0]["message_id"]
+    assert errors[0]["event"] == "internal error: RuntimeError('filter_source exploded')"
+    assert "Traceback" in str(errors[0]["exception"])
+    assert "filter_source exploded" in str(errors[0]["exception"])
+    assert sandbox.queue_depth() == 1

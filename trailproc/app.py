@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from .checkpoint import open_store
 from .checkpoint.base import CheckpointStore
 from .config import Config, load_config
-from .errors import TrailprocError
+from .errors import InternalError
 from .observe import Metrics, get_logger
 from .pipeline.engine import FileOutcome, FilePipeline
 from .pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
@@ -259,8 +259,7 @@ async def run_refs(
             try:
                 outcome = await pipeline.run(ref)
             except Exception as exc:  # e.g. the checkpoint store is unreachable
-                log.exception("unexpected error processing file", key=ref.key)
-                error = TrailprocError(f"internal error: {exc!r}", bucket=ref.bucket, key=ref.key)
+                error = InternalError.of(exc, bucket=ref.bucket, key=ref.key)
                 pipeline.fail(error)
                 outcome = FileOutcome(ref, "failed", error=error)
             if not outcome.ok:

@@ -21,6 +21,7 @@ __all__ = [
     "DigestMismatch",
     "FetchError",
     "HandlerError",
+    "InternalError",
     "Refused",
     "TrailprocError",
     "is_transient",
@@ -109,6 +110,24 @@ class CheckpointError(TrailprocError):
     """The checkpoint store failed (after retries): the file is kept for a later attempt."""
 
     reason = "checkpoint_failed"
+
+
+class InternalError(TrailprocError):
+    """An exception nobody expected (a bug, here or in a hook such as `filter_source`):
+    the message or file is kept for retry, and the one error line carries the traceback."""
+
+    @classmethod
+    def of(
+        cls,
+        exc: BaseException,
+        *,
+        message_id: str | None = None,
+        bucket: str | None = None,
+        key: str | None = None,
+    ) -> InternalError:
+        error = cls(f"internal error: {exc!r}", message_id=message_id, bucket=bucket, key=key)
+        error.__cause__ = exc
+        return error
 
 
 class HandlerError(TrailprocError):

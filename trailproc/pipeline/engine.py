@@ -27,6 +27,7 @@ from ..errors import (
     CheckpointError,
     DigestMismatch,
     HandlerError,
+    InternalError,
     TrailprocError,
     retry_transient,
 )
@@ -208,6 +209,8 @@ class FilePipeline:
                      "actual_sha256": error.actual}  # fmt: skip
         where = {"message_id": error.message_id, "bucket": error.bucket, "key": error.key,
                  "cause": repr(error.__cause__) if error.__cause__ else None}  # fmt: skip
+        if isinstance(error, InternalError) and error.__cause__ is not None:
+            extra["exc_info"] = error.__cause__  # a bug: the traceback, in the same line
         # Only what is known: a local file has no message id or bucket.
         log.error(
             error.message,

@@ -43,7 +43,7 @@ import structlog
 from ..checkpoint import open_store
 from ..checkpoint.base import CheckpointStore
 from ..config import Config
-from ..errors import TrailprocError
+from ..errors import InternalError, TrailprocError
 from ..observe import Metrics, get_logger
 from ..pipeline.engine import FilePipeline
 from ..pipeline.notifications import (
@@ -379,8 +379,9 @@ class LambdaRuntime:
             unit.status = "aborted"
             raise
         except Exception as exc:  # a bug must fail this message, not the whole batch
-            log.exception("unexpected error handling message", message_id=unit.ident)
-            pipeline.fail(TrailprocError(f"internal error: {exc!r}", message_id=unit.ident))
+            error = InternalError.of(exc, message_id=unit.ident)
+            pipeline.fail(error)
+            unit.error = _why(error)
             ok = False
         unit.status = "ok" if ok else "failed"
 

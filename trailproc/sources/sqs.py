@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from ..config import Config
-from ..errors import TrailprocError, is_transient, retry_transient
+from ..errors import InternalError, TrailprocError, is_transient, retry_transient
 from ..observe import Metrics, get_logger, short_handle
 from ..pipeline.engine import FilePipeline
 from ..processor import ProgressInfo, ProgressState
@@ -37,6 +37,10 @@ log = get_logger("trailproc.sqs")
 _GONE_CODES = {"ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight",
                "AWS.SimpleQueueService.MessageNotInflight"}  # fmt: skip
 _MAX_VISIBILITY = 43200  # SQS's limit: 12 hours from the receive
+
+
+def _receive_count(message: dict[str, Any]) -> int:
+    return int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
 
 
 def _error_code(exc: BaseException) -> str:
@@ -316,17 +320,21 @@ class SqsSource:
             await asyncio.shield(self._set_visibility(message, 0))
             raise
         except Exception as exc:  # a bug must not kill the daemon or lose the message
-            log.exception("unexpected error handling message", message_id=message.get("MessageId"))
-            self.pipeline.fail(
-                TrailprocError(f"internal error: {exc!r}", message_id=message.get("MessageId"))
-            )
+            self.pipeline.fail(InternalError.of(exc, message_id=message.get("MessageId")))
+            # Kept like any failure: backoff, then the DLQ, instead of returning every
+            # visibility timeout forever.
+            try:
+                await self._keep(message, _receive_count(message), "error")
+            except Exception as keep_exc:  # the visibility timeout brings it back anyway
+                log.warning("could not keep the failed message", error=repr(keep_exc),
+                            message_id=message.get("MessageId"))  # fmt: skip
         finally:
             self.metrics.in_flight_messages.dec()
 
     async def _handle_inner(self, message: dict[str, Any]) -> None:
         message_id = message.get("MessageId")
         attributes: dict[str, str] = message.get("Attributes", {})
-        receive_count = int(attributes.get("ApproximateReceiveCount", "1"))
+        receive_count = _receive_count(message)
         sent_at = int(attributes.get("SentTimestamp", "0")) / 1000 or None
         if sent_at:
             self.metrics.queue_lag.observe(max(0.0, time.time() - sent_at))
