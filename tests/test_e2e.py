@@ -255,3 +255,21 @@ def test_handler_plugins_loaded_by_module_attr(sandbox: TrailSandbox, tmp_path: 
     assert written["sts"] == want_sts
     assert written["writes"] == want_writes
     assert written["counted"] == len(records)
+
+
+def test_eventbridge_cloudtrail_record_over_sqs_takes_the_envelope_account(
+    sandbox: TrailSandbox, corpus: Path, tmp_path: Path
+) -> None:
+    """An "AWS API Call via CloudTrail" event routed to the queue by EventBridge: the
+    record is handed over inline, and a record without recipientAccountId (older event
+    versions) is labelled with the envelope's account, as on Lambda."""
+    path = corpus / "cloud-custodian__cloud-custodian" / "event-cloud-trail-create-bucket.json"
+    event = json.loads(path.read_text())
+    assert "recipientAccountId" not in event["detail"]
+    sandbox.send_raw(json.dumps(event))
+    collected = Collect()
+    run_in_process(sandbox, tmp_path, collected)
+    (only,) = collected.events
+    assert only.event_id == event["detail"]["eventID"]
+    assert only.delivery.account_id == event["account"]
+    assert sandbox.queue_depth() == 0

@@ -55,6 +55,9 @@ class Notification:
     sns_message_id: str | None = None
     topic_arn: str | None = None
     raw_delivery: bool = False
+    # The EventBridge envelope's `account`: labels inline records that lack
+    # recipientAccountId (older event versions).
+    account: str | None = None
 
     @property
     def is_ack_only(self) -> bool:
@@ -361,12 +364,14 @@ def _eventbridge_cloudtrail(p: Mapping[str, Any], raw: bytes | None, ctx: _Conte
             record = msgspec.json.encode(detail)
     else:
         record = msgspec.json.encode(detail)
+    account = p.get("account")
     return Notification(
         NotificationKind.EVENTBRIDGE_CLOUDTRAIL,
         inline_records=(record,),
         sns_message_id=ctx.sns_message_id,
         topic_arn=ctx.topic_arn,
         raw_delivery=ctx.raw_delivery,
+        account=account if isinstance(account, str) and account else None,
     )
 
 

@@ -176,10 +176,6 @@ def _verdict_error(verdict: Verdict) -> str | None:
     return verdict.reason
 
 
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def _lambda_owner() -> str:
     # The log stream names the execution environment: unique per sandbox, stable across
     # its warm invocations (so a retry landing here resumes its own lease).
@@ -481,9 +477,7 @@ class LambdaRuntime:
         if isinstance(note, TrailprocError):
             unit.error = _why(note)
             return False
-        # An EventBridge envelope names the account (older records lack recipientAccountId).
-        account = payload.get("account") if isinstance(payload, Mapping) else None
-        verdict = await runner.run(note, message_id=ident, account=_str_or_none(account))
+        verdict = await runner.run(note, message_id=ident)
         unit.error = _verdict_error(verdict)
         return verdict.action == "ack"
 

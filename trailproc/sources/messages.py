@@ -120,10 +120,8 @@ class MessageRunner:
         receive_count: int = 1,
         sent_at: float | None = None,
         attributes: Mapping[str, str] | None = None,
-        account: str | None = None,
     ) -> Verdict:
-        """Hand over everything `note` names; `account` labels inline records whose
-        envelope (EventBridge) names the account."""
+        """Hand over everything `note` names."""
         if note.is_ack_only:
             log.info("message needs no processing", message_id=message_id,
                      kind=note.kind.value, skipped=len(note.skipped))  # fmt: skip
@@ -153,7 +151,7 @@ class MessageRunner:
         info = ProgressInfo(True, message_id)
         token = pipeline.report_start(ProgressState.PROCESS_SOURCE, info)
         runs = [pipeline.run(ref, message_id) for ref in (*note.refs, *digests)]
-        runs += [self._inline(raw, message_id, account) for raw in note.inline_records]
+        runs += [self._inline(raw, message_id, note.account) for raw in note.inline_records]
         outcomes = tuple(await asyncio.gather(*runs))
         ok = all(o.ok for o in outcomes)
         pipeline.report_end(ProgressState.PROCESS_SOURCE, ProgressInfo(ok, message_id), token)
