@@ -2,8 +2,10 @@
 
 Needs S3 data events enabled on the trail. Prints a table when the run ends.
 
-Run as a daemon handler:  trailproc run --handler samples.s3_access_summary:S3AccessSummary ...
+From the repository root:
 Run stand-alone:          python samples/s3_access_summary.py [--queue-url URL | PATH...]
+Run as a daemon handler:
+    trailproc run --handler samples.s3_access_summary:S3AccessSummary --queue-url URL
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@
 - IAM policy changes: attaching, putting, creating or deleting policies;
 - bursts of AccessDenied from one principal (N within a window).
 
-Run as a daemon handler:  trailproc run --handler samples.security_alerts:handlers --queue-url URL
+From the repository root:
 Run stand-alone:          python samples/security_alerts.py [--queue-url URL | PATH...]
+Run as a daemon handler:
+    trailproc run --handler samples.security_alerts:handlers --queue-url URL
 """
 
 from __future__ import annotations
@@ -64,8 +66,8 @@ def build(emit: Callable[[Alert], None]) -> trailproc.Handlers:
     def iam_policy_change(e: trailproc.Event) -> None:
         params = e.request_parameters or {}
         target = params.get("roleName") or params.get("userName") or params.get("groupName")
-        policy = params.get("policyArn", "")
-        alert("iam-policy-change", e, f"{e.event_name} {target or ''} {policy}")
+        detail = " ".join(filter(None, [e.event_name, target, params.get("policyArn")]))
+        alert("iam-policy-change", e, detail)
 
     denied_codes = ("AccessDenied", "UnauthorizedOperation", "AccessDeniedException")
 

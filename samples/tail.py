@@ -1,7 +1,8 @@
 """Print one line per CloudTrail event, like `tail -f` for your trail.
 
-Run as a daemon handler:  trailproc run --handler samples.tail:Tail --queue-url URL
+From the repository root:
 Run stand-alone:          python samples/tail.py [--queue-url URL | PATH...]
+Run as a daemon handler:  trailproc run --handler samples.tail:Tail --queue-url URL
 """
 
 from __future__ import annotations

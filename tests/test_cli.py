@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,31 @@ def test_demo_runs_the_whole_pipeline_on_a_local_sandbox() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Processed 36 records from 3 log files" in proc.stdout
     assert "queue depth now 0." in proc.stdout and "demo OK" in proc.stdout
+
+
+def test_handler_module_in_the_current_folder_is_found(tmp_path: Path) -> None:
+    """`--handler mod:attr` finds `mod.py` in the current folder with the installed
+    `trailproc` command (whose own folder, not the current one, starts sys.path), in
+    `--jobs` worker processes too, without PYTHONPATH."""
+    script = Path(sys.executable).parent / "trailproc"
+    assert script.exists(), "the trailproc console script is installed beside python"
+    work = tmp_path / "work"
+    (work / "logs").mkdir(parents=True)
+    for i in range(2):
+        (work / "logs" / f"{i}.json.gz").write_bytes(encode_log(make_records(4, seed=i)))
+    (work / "localhandler.py").write_text(
+        "import os\n"
+        "def on_event(event):\n"
+        "    with open('seen.txt', 'a') as f:\n"
+        "        f.write(f'{os.getpid()} {event.event_id}\\n')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [str(script), "process", "logs", "--handler", "localhandler:on_event", "--jobs", "2",
+         "--log-format", "json"],
+        cwd=work, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = [line.split() for line in (work / "seen.txt").read_text().splitlines()]
+    assert len(seen) == 8
+    assert len({pid for pid, _id in seen}) == 2  # one file per job: both imported it

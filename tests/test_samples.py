@@ -5,9 +5,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import trailproc
 from trailproc.sandbox import encode_log
@@ -108,3 +111,44 @@ def test_samples_run_as_they_are_on_sample_data() -> None:
         assert marker in proc.stdout, (script, proc.stdout[-500:])
         if script == "security_alerts.py":
             assert all(json.loads(line)["rule"] for line in proc.stdout.splitlines())
+
+
+def test_samples_run_on_paths_and_as_documented_daemon_handlers(tmp_path: Path) -> None:
+    """`python samples/X.py PATH` works, and so does the `--handler samples.X:Y` each
+    docstring gives, in the installed `trailproc` command, run as documented: from the
+    repository root, with no PYTHONPATH."""
+    command = Path(sys.executable).with_name("trailproc")
+    if not command.is_file():
+        pytest.skip("no trailproc console script beside this interpreter")
+    log = _write(tmp_path, [
+        rec("StopLogging", "cloudtrail.amazonaws.com"),
+        rec("GetObject", "s3.amazonaws.com", requestParameters={"bucketName": "data"}),
+    ])  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k != "PYTHONPATH"}
+    for module, marker in ((tail, "cloudtrail:StopLogging"),
+                           (security_alerts, "cloudtrail-tampering"),
+                           (s3_access_summary, "arn:aws:iam::1:user/alice")):  # fmt: skip
+        script = REPO / "samples" / f"{module.__name__}.py"
+        proc = subprocess.run([sys.executable, str(script), str(log)], env=env, cwd=REPO,
+                              capture_output=True, timeout=120, text=True)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert marker in proc.stdout, (script.name, proc.stdout[-500:])
+        found = re.search(r"--handler (samples\.\S+)", module.__doc__ or "")
+        assert found, f"{script.name}: no daemon handler command in the docstring"
+        args = [str(command), "process", str(log), "--handler", found[1], "--checkpoint", "memory"]
+        proc = subprocess.run(args, env=env, cwd=REPO, capture_output=True, timeout=120, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert marker in proc.stdout, (found[1], proc.stdout[-500:])
+
+
+def test_docs_name_existing_sample_handlers() -> None:
+    """Every `samples.X:attr` in the README and docs is an attribute of that sample."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    pattern = re.compile(r"samples\.(\w+):(\w+)")
+    named = {(page.name, mod, attr) for page in pages
+             for mod, attr in pattern.findall(page.read_text(encoding="utf-8"))}  # fmt: skip
+    assert named
+    modules = {m.__name__: m for m in (tail, security_alerts, s3_access_summary)}
+    missing = [f"{page}: samples.{mod}:{attr}" for page, mod, attr in sorted(named)
+               if not hasattr(modules.get(mod), attr)]  # fmt: skip
+    assert not missing, missing

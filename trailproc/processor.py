@@ -14,6 +14,7 @@ import enum
 import fnmatch
 import importlib
 import inspect
+import os
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -351,10 +352,20 @@ def _to_processor(obj: Any, spec: str) -> EventProcessor:
     )
 
 
+def _importable_from_cwd() -> None:
+    """Let `--handler mymodule:attr` find a module in the current folder, as `python -m`
+    and application servers do, even though the `trailproc` script's own folder is what
+    Python put on sys.path. Appended, so installed packages of the same name still win."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def load_processor(spec: str) -> EventProcessor:
     """Load `module:attr`, or a name from the `trailproc.handlers` entry-point group."""
     if ":" in spec:
         module_name, _, attr = spec.partition(":")
+        _importable_from_cwd()
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
