@@ -574,6 +574,8 @@ def test_sample_template_and_policy_wiring() -> None:
         "sqs:GetQueueAttributes",
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
+        "dynamodb:PutItem",
+        "dynamodb:DeleteItem",
         "logs:CreateLogGroup",
         "logs:CreateLogStream",
         "logs:PutLogEvents",

@@ -28,7 +28,14 @@ DAEMON_ACTIONS = {
     "sqs:GetQueueAttributes",
     "s3:GetObject",
 }
-CHECKPOINT_ACTIONS = {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DescribeTable"}
+# PutItem and DeleteItem: the pending digest hashes of verify_digests.
+CHECKPOINT_ACTIONS = {
+    "dynamodb:GetItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DescribeTable",
+    "dynamodb:PutItem",
+    "dynamodb:DeleteItem",
+}
 
 
 def _load_cfn() -> dict[str, Any]:

@@ -434,8 +434,8 @@ class Checker:
         except Exception as exc:
             code = _code(exc)
             if code in _DENIED_CODES:
-                fix = ("allow dynamodb:GetItem, PutItem, UpdateItem and DescribeTable on the "
-                       "table for the worker's role")  # fmt: skip
+                fix = ("allow dynamodb:GetItem, UpdateItem, DescribeTable, PutItem and "
+                       "DeleteItem on the table for the worker's role")  # fmt: skip
             elif code == "ResourceNotFoundException":
                 fix = "create the table, or use dynamodb://TABLE?create=true once"
             elif isinstance(exc, (OSError, ValueError)):

@@ -244,8 +244,12 @@ data "aws_iam_policy_document" "worker" {
   dynamic "statement" {
     for_each = aws_dynamodb_table.checkpoints
     content {
-      sid       = "Checkpoints"
-      actions   = ["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DescribeTable"]
+      # PutItem and DeleteItem: pending digest hashes, with verify_digests.
+      sid = "Checkpoints"
+      actions = [
+        "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DescribeTable",
+        "dynamodb:PutItem", "dynamodb:DeleteItem",
+      ]
       resources = [statement.value.arn]
     }
   }
