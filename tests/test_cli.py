@@ -105,3 +105,16 @@ def test_handler_module_in_the_current_folder_is_found(tmp_path: Path) -> None:
     seen = [line.split() for line in (work / "seen.txt").read_text().splitlines()]
     assert len(seen) == 8
     assert len({pid for pid, _id in seen}) == 2  # one file per job: both imported it
+
+
+def test_a_local_file_error_names_its_path(tmp_path: Path) -> None:
+    """A failure in a local file (no bucket) is located by its path, not as S3."""
+    import trailproc
+
+    bad = tmp_path / "bad.json.gz"
+    bad.write_bytes(b"\x1f\x8bnot really gzip")
+    result = trailproc.process_paths([str(bad)], output=str(tmp_path / "out.jsonl"))
+    (failed,) = result.failed_files
+    assert failed.error is not None
+    assert str(failed.error).endswith(f"({bad})")
+    assert "s3://" not in str(failed.error)

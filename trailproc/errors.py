@@ -60,12 +60,19 @@ class TrailprocError(Exception):
         return self
 
     @property
+    def location(self) -> str:
+        """The object: `s3://bucket/key`, or a local file's path (no bucket); "" if unknown."""
+        if self.bucket:
+            return f"s3://{self.bucket}/{self.key or ''}"
+        return self.key or ""
+
+    @property
     def where(self) -> str:
         parts = []
         if self.message_id:
             parts.append(f"message {self.message_id}")
-        if self.bucket or self.key:
-            parts.append(f"s3://{self.bucket or '?'}/{self.key or ''}")
+        if self.location:
+            parts.append(self.location)
         return ", ".join(parts)
 
     def __str__(self) -> str:

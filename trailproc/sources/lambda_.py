@@ -161,9 +161,7 @@ class _Unit:
 
 def _why(error: TrailprocError) -> str:
     """An error's message and object (the message id is named beside it already)."""
-    if error.bucket or error.key:
-        return f"{error.message} (s3://{error.bucket or '?'}/{error.key or ''})"
-    return error.message
+    return f"{error.message} ({error.location})" if error.location else error.message
 
 
 def _verdict_error(verdict: Verdict) -> str | None:
