@@ -118,3 +118,32 @@ def test_a_local_file_error_names_its_path(tmp_path: Path) -> None:
     assert failed.error is not None
     assert str(failed.error).endswith(f"({bad})")
     assert "s3://" not in str(failed.error)
+
+
+def test_library_calls_log_to_stderr_at_info_unless_the_app_configured_structlog(
+    tmp_path: Path,
+) -> None:
+    """An application that never configured structlog gets trailproc's own setup (info
+    and up, to stderr; JSON when not a terminal), not structlog's default of every level
+    to stdout; an application that did configure it keeps its own."""
+    (tmp_path / "a.json.gz").write_bytes(encode_log(make_records(3)))
+    (tmp_path / "bad.json.gz").write_bytes(b"\x1f\x8bnot really gzip")
+    call = (
+        "import trailproc; from trailproc.observe import get_logger; "
+        f"trailproc.process_paths([{str(tmp_path)!r}], output={str(tmp_path / 'o.jsonl')!r}); "
+        "get_logger('app').debug('app debug line')"
+    )
+    plain = subprocess.run([sys.executable, "-c", call], capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert plain.stdout == ""
+    lines = [json.loads(line) for line in plain.stderr.splitlines()]
+    assert any(e["level"] == "error" and e["key"].endswith("bad.json.gz") for e in lines)
+    assert "app debug line" not in plain.stderr
+
+    configured = subprocess.run(
+        [sys.executable, "-c", "import structlog; structlog.configure(); " + call],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert configured.returncode == 0, configured.stderr[-2000:]
+    assert "app debug line" in configured.stdout  # the app's setup (structlog's default)

@@ -19,7 +19,7 @@ from .checkpoint import open_store
 from .checkpoint.base import CheckpointStore
 from .config import Config, load_config
 from .errors import InternalError
-from .observe import Metrics, get_logger
+from .observe import Metrics, ensure_logging, get_logger
 from .pipeline.engine import FileOutcome, FilePipeline
 from .pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
 from .pipeline.keys import FileRef
@@ -123,6 +123,7 @@ async def run_async(
     from .ops.servers import serve_ops
     from .sources.sqs import SqsSource
 
+    ensure_logging(config.log_level, config.log_format)
     user = build_processor(config, processor)
     metrics = metrics or Metrics()
     stopping = stopping or asyncio.Event()
@@ -286,6 +287,7 @@ async def process_paths_async(
 
     `progress`: a tqdm bar (True), periodic log lines (False), or a bar on a terminal (None).
     """
+    ensure_logging(config.log_level, config.log_format)
     user = build_processor(config, processor)
     metrics = metrics or Metrics()
     store = open_store(config.checkpoint or "memory", config.state_dir)

@@ -37,7 +37,7 @@ from .checkpoint import open_store
 from .checkpoint.base import CheckpointStore, Claim, FileId, KeyValueStore
 from .cli_common import TimeParam, fail_cleanly, load_cli_config, processing_options
 from .config import Config, load_config
-from .observe import Metrics, get_logger
+from .observe import Metrics, ensure_logging, get_logger
 from .pipeline.keys import FileRef
 from .processor import EventProcessor, maybe_await
 from .progress import Progress
@@ -187,6 +187,7 @@ async def backfill_async(
     from .aws import AwsClients
     from .pipeline.fetch import S3Fetcher
 
+    ensure_logging(config.log_level, config.log_format)
     query = ListingQuery.build(
         bucket, prefix=prefix, account_ids=account_ids, regions=regions,
         start=start_time, end=end_time, insights=insights,

@@ -22,7 +22,9 @@ import structlog
 if TYPE_CHECKING:  # prometheus_client is imported only when `Metrics.registry` is read
     from prometheus_client import CollectorRegistry
 
-__all__ = ["Metrics", "configure_logging", "get_logger", "redact", "short_handle"]
+__all__ = [
+    "Metrics", "configure_logging", "ensure_logging", "get_logger", "redact", "short_handle",
+]  # fmt: skip
 
 
 # Field names whose values are secrets or bearer tokens: never written to a log line.
@@ -105,6 +107,15 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _LogStream())),
         cache_logger_on_first_use=False,
     )
+
+
+def ensure_logging(level: str = "info", fmt: str = "auto") -> None:
+    """`configure_logging`, unless the application configured structlog itself.
+
+    For the library entry points: unconfigured, structlog prints every level, debug
+    included, to stdout."""
+    if not structlog.is_configured():
+        configure_logging(level, fmt)
 
 
 def get_logger(name: str = "trailproc") -> Any:
