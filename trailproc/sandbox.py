@@ -72,8 +72,8 @@ class MotoServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(
-                    "moto server exited at start; is moto[server] installed? "
-                    "(pip install 'trailproc[demo]')"
+                    "moto server exited at start; is moto[server] installed? (the demo "
+                    "extra: pip install '.[demo]' in a trailproc checkout)"
                 )
             try:
                 with urllib.request.urlopen(self.url + "/moto-api/", timeout=1):

@@ -37,7 +37,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _make_decompressor() -> tuple[Callable[[], Any], tuple[type[BaseException], ...], str]:
-    # isal's zlib-compatible API is 2-3x faster; optional (`pip install trailproc[fast]`).
+    # isal's zlib-compatible API is 2-3x faster; optional (the `fast` extra).
     try:
         from isal import isal_zlib
 
