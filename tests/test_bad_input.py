@@ -353,6 +353,40 @@ def test_forged_account_is_refused(sandbox: TrailSandbox, tmp_path: Path) -> Non
     assert run.metrics.value("trailproc_bytes_compressed_total") == 0
 
 
+def _eventbridge_api_call(account: str, recipient: str | None) -> dict[str, Any]:
+    detail = dict(make_records(1, seed=9, account=recipient or account)[0])
+    if recipient is None:
+        detail.pop("recipientAccountId", None)
+    return {"version": "0", "id": f"eb-{account}-{recipient}", "source": "aws.iam",
+            "detail-type": "AWS API Call via CloudTrail", "account": account,
+            "region": "us-east-1", "time": "2026-11-01T00:00:00Z", "resources": [],
+            "detail": detail}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("account", "recipient", "refused"),
+    [("999999999999", "999999999999", True), ("999999999999", None, True),
+     ("123456789012", "999999999999", True), ("123456789012", None, False),
+     ("123456789012", "123456789012", False)],
+)  # fmt: skip
+def test_allowed_accounts_applies_to_records_routed_by_eventbridge(
+    sandbox: TrailSandbox, tmp_path: Path, account: str, recipient: str | None, refused: bool
+) -> None:
+    """A CloudTrail record inside an EventBridge event reads no bucket, but a forged one
+    would reach the handlers: allowed_accounts checks its recipientAccountId, or the
+    envelope's account when the record has none."""
+    message_id = send(sandbox, _eventbridge_api_call(account, recipient))
+    run = run_once(tmp_path, sandbox.queue_url, allowed_accounts=["123456789012"])
+    if refused:
+        assert len(run.errors) == 1 and run.errors[0]["reason"] == "refused"
+        assert "allowed_accounts" in run.errors[0]["event"]
+        assert run.errors[0]["message_id"] == message_id
+        assert run.records == [] and sandbox.queue_depth() == 1
+    else:
+        assert run.errors == [] and len(run.records) == 1
+        assert sandbox.queue_depth() == 0
+
+
 def test_notification_from_unknown_topic_is_refused(sandbox: TrailSandbox, tmp_path: Path) -> None:
     key = sandbox.deliver(make_records(3))  # SNS from the sandbox's topic
     assert key

@@ -102,7 +102,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         list[str], _doc("If set, refuse notifications naming any other bucket.")
     ] = msgspec.field(default_factory=list)
     allowed_accounts: Annotated[
-        list[str], _doc("If set, refuse log files of any other account id.")
+        list[str],
+        _doc("If set, refuse log files (and EventBridge-routed records) of other accounts."),
     ] = msgspec.field(default_factory=list)
     allowed_topic_arns: Annotated[
         list[str], _doc("If set, refuse SNS notifications from any other topic.")

@@ -110,6 +110,14 @@ class MessageRunner:
                     f"account {ref.info.account_id!r} not in allowed_accounts",
                     message_id=message_id, bucket=ref.bucket, key=ref.key,
                 )  # fmt: skip
+        if cfg.allowed_accounts:
+            # Records inside the message (EventBridge) read no bucket, but a forged one
+            # would still reach the handlers: the same account rule applies to them.
+            for raw in note.inline_records:
+                account = _probe(raw).recipient_account_id or note.account
+                if account not in cfg.allowed_accounts:
+                    raise Refused(f"account {account!r} not in allowed_accounts",
+                                  message_id=message_id)  # fmt: skip
 
     # --- run -----------------------------------------------------------------------------
     async def run(
@@ -168,7 +176,7 @@ class MessageRunner:
 
         Checkpointed under its eventID, so the same event arriving in another message, or
         the message coming back, is not handed over twice."""
-        probe = Event(raw, Delivery(FileRef("", "")), 0)
+        probe = _probe(raw)
         event_key = probe.event_id or hashlib.sha256(raw).hexdigest()
         info = KeyInfo(
             ObjectKind.LOG,
@@ -177,3 +185,8 @@ class MessageRunner:
         )
         ref = FileRef(bucket="eventbridge", key=f"cloudtrail-event/{event_key}", info=info)
         return self.pipeline.run_records(ref, [raw], message_id)
+
+
+def _probe(raw: bytes) -> Event:
+    """An inline record as an Event, to read its header fields."""
+    return Event(raw, Delivery(FileRef("", "")), 0)
