@@ -147,7 +147,7 @@ class ValidationReport:
     log_files: list[FileResult] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     found_start: dt.datetime | None = None  # oldest digestStartTime seen
-    found_end: dt.datetime | None = None  # newest digestEndTime seen
+    found_end: dt.datetime | None = None  # newest digestEndTime seen, capped at requested_end
 
     @property
     def ok(self) -> bool:

@@ -140,7 +140,12 @@ class LocalStore:
         metadata: dict[str, str] = {}
         sidecar = path.with_name(path.name + SIGNATURE_SUFFIX)
         if sidecar.is_file():
-            metadata["signature"] = sidecar.read_text(encoding="ascii").strip()
+            try:
+                raw = sidecar.read_bytes()
+            except OSError as exc:
+                raise ReadError(str(exc)) from exc
+            # Damaged text (not ASCII) is kept as it is: it then fails verification.
+            metadata["signature"] = raw.decode("ascii", errors="replace").strip()
             metadata["signature-algorithm"] = "SHA256withRSA"
         return data, metadata
 

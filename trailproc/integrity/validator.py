@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import structlog
 
 from ..pipeline.keys import ObjectKind, classify_key
-from ..timeparse import parse_time, parse_time_or_none
+from ..timeparse import parse_time, parse_time_or_none, to_utc
 from .keys import CloudTrailPublicKeys, KeyNotUsable, PublicKeyRing, PublicKeySource
 from .model import FileKind, FileResult, Gap, Status, ValidationReport
 from .signing import NotGzipError, gunzip, gunzip_sha256, signing_string, verify_signature
@@ -28,6 +28,10 @@ __all__ = ["ProgressHook", "TrailArn", "ValidationError", "parse_time", "validat
 log = structlog.get_logger(__name__)
 
 HOUR = dt.timedelta(hours=1)
+# A digest lists the files delivered in the hour before its end time, so the one straddling
+# the requested end lies up to an hour after it (the AWS CLI reads an hour past the end too);
+# the margin absorbs CloudTrail's drifting digest times.
+AFTER_END = HOUR + dt.timedelta(minutes=15)
 _ARN_RE = re.compile(
     r"^arn:(?P<partition>aws[a-z-]*):cloudtrail:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
     r"trail/(?P<name>[A-Za-z0-9._-]{1,128})$"
@@ -188,8 +192,9 @@ class _Run:
                 if self.regions and region not in self.regions:
                     continue
                 found: list[str] = []
+                last = self.end + AFTER_END
                 day = self.start.date()
-                while day <= self.end.date():
+                while day <= last.date():
                     stem = (
                         f"{digest_root}{region}/{day:%Y/%m/%d}/{self.account_id}_CloudTrail-Digest_"
                         f"{region}_{self.trail.name}_{self.trail.region}_"
@@ -207,7 +212,7 @@ class _Run:
                             and info.trail_name == self.trail.name
                             and info.home_region == self.trail.region
                             and info.delivered_at is not None
-                            and self.start <= info.delivered_at <= self.end
+                            and self.start <= info.delivered_at <= last
                         ):
                             found.append(key)
                     day += dt.timedelta(days=1)
@@ -217,17 +222,17 @@ class _Run:
 
     # -- digests ---------------------------------------------------------------------------
 
-    def _load(self, key: str, region: str) -> _Digest:
+    def _load(self, key: str, region: str, bucket: str | None = None) -> _Digest:
         ts = classify_key(key).delivered_at
         assert ts is not None
-        d = _Digest(self.bucket, key, region, ts)
+        d = _Digest(bucket or self.bucket, key, region, ts)
 
         def problem(status: Status, detail: str | None = None) -> _Digest:
             d.problem = self._digest_result(d, status, detail)
             return d
 
         try:
-            body, d.metadata = self.store.get(self.bucket, key)
+            body, d.metadata = self.store.get(d.bucket, key)
         except NotFound:
             return problem(Status.NOT_FOUND)
         except ReadError as exc:
@@ -312,14 +317,27 @@ class _Run:
                 )
             )
 
+    def _in_range(self, d: _Digest) -> bool:
+        """Digests after the end only count when they list files delivered before it."""
+        if d.ts <= self.end:
+            return True
+        start = d.start or d.ts - HOUR  # unreadable: assume the usual hour
+        return start < self.end
+
     def _walk(self, region: str, keys: list[str]) -> None:
         loaded = list(self.pool.map(lambda k: self._load(k, region), keys))
+        loaded = [d for d in loaded if self._in_range(d)]
         loaded.sort(key=lambda d: (d.ts, d.key), reverse=True)
         link: _Link | None = None
         for d in loaded:
+            link = self._follow(link, region, d.ts)
             if d.problem is None and d.moved:
                 # A copy away from where CloudTrail put it: report, but it is no chain link.
                 self.digests.append(self._digest_result(d, Status.MOVED))
+                if link is not None and (link.bucket or self.bucket, link.key) == (d.bucket, d.key):
+                    # Where the chain expected its next digest, another one was put: the
+                    # chain is cut here (the file is there, so not "not found").
+                    link = None
                 continue
             signature = d.metadata.get("signature")
             if link is not None:
@@ -339,21 +357,8 @@ class _Run:
             if d.problem is not None:
                 self.digests.append(d.problem)
                 continue
-            result = self._verify(d, signature)
-            self.digests.append(result)
-            self._note_range(d)
-            doc = d.doc
-            assert doc is not None
-            prev_key = doc.get("previousDigestS3Object")
-            link = _Link(
-                bucket=doc.get("previousDigestS3Bucket") or None,
-                key=prev_key if isinstance(prev_key, str) and prev_key else None,
-                signature=doc.get("previousDigestSignature") or None,
-                trusted=result.ok,
-                newer_start=d.start,
-            )
-            if result.ok:
-                self._check_logs(d)
+            link = self._check(d, signature)
+        link = self._follow(link, region, None)
         if (
             link is not None
             and link.key is not None
@@ -362,8 +367,50 @@ class _Run:
         ):
             self._missing(link, region, None)
 
+    def _check(self, d: _Digest, signature: str | None) -> _Link:
+        """Verify a loaded digest and queue its log files; returns its link to the previous."""
+        result = self._verify(d, signature)
+        self.digests.append(result)
+        self._note_range(d)
+        doc = d.doc
+        assert doc is not None
+        prev_key = doc.get("previousDigestS3Object")
+        if result.ok:
+            self._check_logs(d)
+        return _Link(
+            bucket=doc.get("previousDigestS3Bucket") or None,
+            key=prev_key if isinstance(prev_key, str) and prev_key else None,
+            signature=doc.get("previousDigestSignature") or None,
+            trusted=result.ok,
+            newer_start=d.start,
+        )
+
+    def _follow(self, link: _Link | None, region: str, floor: dt.datetime | None) -> _Link | None:
+        """Follow the chain into another bucket (the trail delivered there before) by its
+        links, while it stays there, in range and newer than `floor` (the next digest listed
+        here). That bucket is not listed: a digest missing there ends the walk in it."""
+        seen: set[tuple[str, str]] = set()
+        while (
+            link is not None
+            and link.key is not None
+            and link.bucket not in (None, self.bucket)
+            and link.ts is not None
+            and link.ts >= self.start
+            and (floor is None or link.ts > floor)
+            and (link.bucket, link.key) not in seen
+        ):
+            assert link.bucket is not None
+            seen.add((link.bucket, link.key))
+            d = self._load(link.key, region, link.bucket)
+            if d.problem is not None or d.moved:
+                self.digests.append(d.problem or self._digest_result(d, Status.MOVED))
+                return None
+            own = d.metadata.get("signature")
+            link = self._check(d, link.signature if link.trusted and link.signature else own)
+        return link
+
     def _note_range(self, d: _Digest) -> None:
-        start, end = d.start, d.end
+        start, end = d.start, min(d.end, self.end)  # as the AWS CLI: never past the request
         if start is not None and (self.found_start is None or start < self.found_start):
             self.found_start = start
         if self.found_end is None or end > self.found_end:
@@ -432,7 +479,7 @@ def _key_source(
     end: dt.datetime,
 ) -> PublicKeySource:
     if public_keys is None:
-        return CloudTrailPublicKeys(client_factory, start - HOUR, end + HOUR)
+        return CloudTrailPublicKeys(client_factory, start - HOUR, end + AFTER_END + HOUR)
     if isinstance(public_keys, PublicKeySource):
         return public_keys
     if isinstance(public_keys, (bytes, str, os.PathLike)):
@@ -465,10 +512,11 @@ def validate(
 ) -> ValidationReport:
     """Validate a trail's digest chain and the log files it lists, for `[start_time, end_time]`.
 
-    Digests are those whose end time (the timestamp in their key) lies in the range, in
-    every delivering region found under the account's `CloudTrail-Digest/` folder (or only
-    `regions`). Each region's chain is walked newest to oldest; log files listed by a digest
-    whose signature verified are hashed concurrently (`max_workers` threads).
+    Digests are those whose end time (the timestamp in their key) lies in the range, and the
+    one after it when it lists files delivered before `end_time`, in every delivering region
+    found under the account's `CloudTrail-Digest/` folder (or only `regions`). Each region's
+    chain is walked newest to oldest; log files listed by a digest whose signature verified
+    are hashed concurrently (`max_workers` threads).
 
     `public_keys`: None to ask CloudTrail `ListPublicKeys` in each delivering region; or key
     files / PEM or DER bytes (offline); or any object with `get(region, fingerprint, when)`.
@@ -477,8 +525,8 @@ def validate(
     what is signed and reported.
     """
     trail = TrailArn.parse(trail_arn)
-    start = start_time.astimezone(dt.timezone.utc)
-    end = (end_time or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
+    start = to_utc(start_time)  # naive = UTC, as everywhere in trailproc
+    end = to_utc(end_time or dt.datetime.now(dt.timezone.utc))
     if end < start:
         raise ValidationError("end time is before start time")
     if session is None and ((s3_client is None and local_dir is None) or public_keys is None):
