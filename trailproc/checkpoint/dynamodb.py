@@ -64,8 +64,17 @@ def _s(value: str) -> dict[str, str]:
     return {"S": value}
 
 
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
 def _conditional_failed(error: ClientError) -> bool:
-    return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+    return _code(error) == "ConditionalCheckFailedException"
+
+
+def _denied(error: ClientError) -> bool:
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return _code(error) in ("AccessDeniedException", "AccessDenied") or status == 403
 
 
 class DynamoDBStore:
@@ -127,32 +136,62 @@ class DynamoDBStore:
         return self._client
 
     async def _ensure_table(self, client: Any, timeout: float = 300.0) -> None:
+        """Create the table if it is missing, wait until it is ACTIVE, turn TTL on.
+
+        Every worker may run with ``?create=true``, but CreateTable and the TTL calls are
+        needed once (docs/iam.md): a table that exists already needs only DescribeTable,
+        and a role refused the TTL calls on it is left alone.
+        """
         try:
-            await client.create_table(
-                TableName=self.table,
-                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-        except ClientError as e:
-            # Already there (or being created by another worker right now).
-            if e.response.get("Error", {}).get("Code") != "ResourceInUseException":
-                raise
-        deadline = time.monotonic() + timeout
-        while True:
             desc = await client.describe_table(TableName=self.table)
-            if desc["Table"]["TableStatus"] == "ACTIVE":
-                break
+            existed = True
+        except ClientError as e:
+            if _code(e) != "ResourceNotFoundException":
+                raise
+            existed = False
+            try:
+                await client.create_table(
+                    TableName=self.table,
+                    AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                    BillingMode="PAY_PER_REQUEST",
+                )
+            except ClientError as e:
+                # Being created by another worker right now.
+                if _code(e) != "ResourceInUseException":
+                    raise
+            desc = await client.describe_table(TableName=self.table)
+        deadline = time.monotonic() + timeout
+        while desc["Table"]["TableStatus"] != "ACTIVE":
             if time.monotonic() > deadline:
                 raise TimeoutError(f"DynamoDB table {self.table} not ACTIVE after {timeout}s")
             await asyncio.sleep(1.0)
-        ttl = await client.describe_time_to_live(TableName=self.table)
-        status = ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus")
-        if status not in ("ENABLED", "ENABLING"):
+            desc = await client.describe_table(TableName=self.table)
+        try:
+            await self._ensure_ttl(client)
+        except ClientError as e:
+            if not (existed and _denied(e)):
+                raise
+
+    async def _ensure_ttl(self, client: Any) -> None:
+        def enabled(ttl: dict[str, Any]) -> bool:
+            status = ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus")
+            return status in ("ENABLED", "ENABLING")
+
+        if enabled(await client.describe_time_to_live(TableName=self.table)):
+            return
+        try:
             await client.update_time_to_live(
                 TableName=self.table,
                 TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
             )
+        except ClientError as e:
+            # Not idempotent: when another worker turned TTL on since we looked, DynamoDB
+            # answers ValidationException ("TimeToLive is already enabled").
+            if _code(e) != "ValidationException" or not enabled(
+                await client.describe_time_to_live(TableName=self.table)
+            ):
+                raise
 
     async def _get_item(self, client: Any, file: FileId) -> dict[str, Any] | None:
         resp = await client.get_item(

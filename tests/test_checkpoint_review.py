@@ -1,0 +1,177 @@
+"""Checkpoint store review: DynamoDB table set-up with ``?create=true``.
+
+The store is the real one, talking to moto over real HTTP. Where moto does not behave
+as DynamoDB does (it enables TTL twice without complaint), the test proxy in front of it
+answers that one call as DynamoDB does, in its JSON wire format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from faultproxy import FaultProxy
+
+from trailproc.checkpoint import Claim, ClaimState, DynamoDBStore, FileId
+from trailproc.sandbox import REGION, MotoServer
+
+TABLE = "trailproc-checkpoints"
+FILE = FileId("trail-bucket", "AWSLogs/123456789012/CloudTrail/us-east-1/f.json.gz", "etag-1")
+
+
+def _create_table(client: Any) -> None:
+    """The table as the templates create it: `pk` hash key, on demand, TTL on expires_at."""
+    client.create_table(
+        TableName=TABLE,
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    client.update_time_to_live(
+        TableName=TABLE,
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+    )
+
+
+async def _claim_commit_complete(store: DynamoDBStore) -> None:
+    try:
+        assert await store.claim(FILE, "A", 30) == Claim(ClaimState.NEW, 0)
+        await store.commit(FILE, "A", 3)
+        await store.complete(FILE, "A", 3)
+        assert await store.is_done(FILE)
+    finally:
+        await store.close()
+
+
+# --- an existing table needs only the steady-state permissions --------------------------
+
+SETUP_REQUESTS = 6  # two users, their keys and policies; moto checks IAM after these
+
+
+def _user(iam: Any, name: str, actions: list[str]) -> tuple[str, str]:
+    iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    policy = {"Version": "2012-10-17",
+              "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}  # fmt: skip
+    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@pytest.fixture
+def enforcing() -> Iterator[MotoServer]:
+    server = MotoServer().start(authorize_after=SETUP_REQUESTS)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_dynamodb_create_true_on_existing_table_needs_no_create_permission(
+    enforcing: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/iam.md: with ?create=true, CreateTable and the TTL calls are "needed once".
+    Every worker runs with the same spec, so once the table exists a worker granted only
+    the steady-state actions (iam.md's policy) must work; it used to call CreateTable on
+    every start and fail every store call with AccessDenied."""
+
+    def client(service: str, key: tuple[str, str] | None = None) -> Any:
+        access, secret = key or ("testing", "testing")
+        return boto3.client(service, endpoint_url=enforcing.url, region_name=REGION,
+                            aws_access_key_id=access, aws_secret_access_key=secret)  # fmt: skip
+
+    iam = client("iam")
+    admin = _user(iam, "admin", ["*"])
+    worker = _user(iam, "worker", ["dynamodb:GetItem", "dynamodb:UpdateItem",
+                                   "dynamodb:DescribeTable", "dynamodb:PutItem",
+                                   "dynamodb:DeleteItem"])  # fmt: skip
+    _create_table(client("dynamodb", admin))
+    for name, value in enforcing.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", worker[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", worker[1])
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+    asyncio.run(_claim_commit_complete(DynamoDBStore(TABLE, create_table=True)))
+
+
+def test_dynamodb_create_true_still_creates_a_missing_table(
+    enforcing: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only an existing table excuses a refused call: a role without CreateTable still gets
+    its AccessDenied when the table is missing, and a role with the documented extra
+    actions (iam.md) creates it, with TTL on expires_at."""
+
+    def client(service: str, key: tuple[str, str]) -> Any:
+        return boto3.client(service, endpoint_url=enforcing.url, region_name=REGION,
+                            aws_access_key_id=key[0], aws_secret_access_key=key[1])  # fmt: skip
+
+    iam = client("iam", ("testing", "testing"))
+    creator = _user(iam, "creator", ["dynamodb:GetItem", "dynamodb:UpdateItem",
+                                     "dynamodb:DescribeTable", "dynamodb:CreateTable",
+                                     "dynamodb:DescribeTimeToLive",
+                                     "dynamodb:UpdateTimeToLive"])  # fmt: skip
+    worker = _user(iam, "worker", ["dynamodb:GetItem", "dynamodb:UpdateItem",
+                                   "dynamodb:DescribeTable"])  # fmt: skip
+    for name, value in enforcing.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", worker[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", worker[1])
+    with pytest.raises(ClientError) as info:
+        asyncio.run(_claim_commit_complete(DynamoDBStore(TABLE, create_table=True)))
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert info.value.operation_name == "CreateTable"
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", creator[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", creator[1])
+    asyncio.run(_claim_commit_complete(DynamoDBStore(TABLE, create_table=True)))
+    ttl = client("dynamodb", creator).describe_time_to_live(TableName=TABLE)
+    assert ttl["TimeToLiveDescription"] == {
+        "TimeToLiveStatus": "ENABLED",
+        "AttributeName": "expires_at",
+    }
+
+
+# --- workers starting together ----------------------------------------------------------
+
+
+def test_dynamodb_create_true_ttl_enabled_by_another_worker_meanwhile(
+    aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers started together with ?create=true (deploy.md: "let the first worker do
+    it") all find TTL off and all enable it. UpdateTimeToLive is not idempotent: DynamoDB
+    answers the later ones ValidationException "TimeToLive is already enabled". That is
+    success for us, not a failed store call (which failed the worker's first files)."""
+    ddb = boto3.client("dynamodb")
+    answered: list[dict[str, Any]] = []
+
+    def update_time_to_live(body: bytes) -> tuple[int, dict[str, str], bytes]:
+        # Another worker's call lands first; ours then gets DynamoDB's refusal.
+        request = json.loads(body)
+        answered.append(request)
+        ddb.update_time_to_live(
+            TableName=request["TableName"],
+            TimeToLiveSpecification=request["TimeToLiveSpecification"],
+        )
+        payload = {
+            "__type": "com.amazon.coral.validate#ValidationException",
+            "message": "TimeToLive is already enabled",
+        }
+        return 400, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(payload).encode()
+
+    answers = {"UpdateTimeToLive": update_time_to_live}
+    with FaultProxy(aws_env.url, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
+                    slow_rate=0, answers=answers) as proxy:  # fmt: skip
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        asyncio.run(_claim_commit_complete(DynamoDBStore(TABLE, create_table=True)))
+    assert len(answered) == 1
+    ttl = ddb.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
+    assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
