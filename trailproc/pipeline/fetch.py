@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import FetchError, is_transient, retry_transient
+from ..observe import get_logger
 from .keys import FileRef
 
 __all__ = ["Fetched", "Fetcher", "LocalFetcher", "S3Fetcher"]
+
+log = get_logger("trailproc.fetch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,11 @@ class S3Fetcher:
 
     `client` is an S3 client, or an awaitable that gives one (a client still being built
     while the first messages are received); it is awaited on the first download.
+
+    A reference with a version id (S3 event notifications of a versioned bucket) is read
+    by version, which needs `s3:GetObjectVersion`. Without that permission the current
+    object is read instead (plain `s3:GetObject`, as documented) and accepted only if it
+    is that same version; an older version fails with an error naming the permission.
     """
 
     def __init__(self, client: Any, *, concurrency: int = 8, attempts: int = 5) -> None:
@@ -56,16 +64,41 @@ class S3Fetcher:
             self._pending = asyncio.ensure_future(client)
         self._limit = asyncio.Semaphore(concurrency)
         self._attempts = attempts
+        self._by_version = True  # False once GetObject with VersionId was denied
 
     async def _get(self, ref: FileRef) -> Fetched:
-        kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
-        if ref.version_id:
-            kwargs["VersionId"] = ref.version_id
         if self._pending is not None:
             self._client = await self._pending  # a failure here is the download's failure
             self._pending = None
+        if not ref.version_id or not self._by_version:
+            return await self._read(ref, ref.version_id)
+        try:
+            return await self._read(ref, None, version_id=ref.version_id)
+        except Exception as exc:
+            if _code(exc) not in ("AccessDenied", "403"):
+                raise
+        fetched = await self._read(ref, ref.version_id)  # denied too: the usual error
+        log.info("reading objects without their version id: s3:GetObjectVersion is not "
+                 "granted; the current version is checked instead")  # fmt: skip
+        self._by_version = False
+        return fetched
+
+    async def _read(
+        self, ref: FileRef, expected_version: str | None, *, version_id: str | None = None
+    ) -> Fetched:
+        """GetObject, by `version_id` if given; with `expected_version`, the current
+        object must be that version."""
+        kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
+        if version_id:
+            kwargs["VersionId"] = version_id
         response = await self._client.get_object(**kwargs)
         async with response["Body"] as body:
+            if expected_version and response.get("VersionId") != expected_version:
+                raise FetchError(
+                    f"the notified version {expected_version} is no longer the current one "
+                    f"({response.get('VersionId')}); reading it needs s3:GetObjectVersion",
+                    code="AccessDenied", bucket=ref.bucket, key=ref.key,
+                )  # fmt: skip
             data = await body.read()
         etag = str(response.get("ETag") or "").strip('"') or None
         return Fetched(data, etag, response.get("VersionId"))
@@ -74,15 +107,22 @@ class S3Fetcher:
         async with self._limit:
             try:
                 return await retry_transient(lambda: self._get(ref), attempts=self._attempts)
+            except FetchError:
+                raise
             except Exception as exc:
                 raise _as_fetch_error(exc, ref) from exc
 
 
-def _as_fetch_error(exc: BaseException, ref: FileRef) -> FetchError:
-    code = None
+def _code(exc: BaseException) -> str | None:
+    """The S3 error code of a ClientError, None for anything else."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
-        code = str(response.get("Error", {}).get("Code") or "") or None
+        return str(response.get("Error", {}).get("Code") or "") or None
+    return None
+
+
+def _as_fetch_error(exc: BaseException, ref: FileRef) -> FetchError:
+    code = _code(exc)
     transient = is_transient(exc)
     if code and code in _PERMANENT_HINTS:
         text = _PERMANENT_HINTS[code]

@@ -9,6 +9,12 @@ Acknowledgement policy, in one place:
   `delete_on_failure` is set.
 While a message is being worked on, its visibility is extended (heartbeat).
 
+FIFO queues: the messages of one message group are worked on one after the other, in
+the order SQS gave them. One that stays on the queue (failed, busy, released at shutdown)
+holds back the rest of its group: they are not started but made visible again at once,
+and SQS hands them out again only after it, since it gives out no message of a group
+while an earlier one is in flight. A message moved to the DLQ no longer holds its group.
+
 With `verify_digests`, digest objects named by notifications are no longer skipped: they
 go to the pipeline's digest check (never to user code, `filter_source` included), and a
 digest whose listed files mismatch is still deleted once the result is recorded: a
@@ -20,7 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from ..config import Config
@@ -43,6 +51,35 @@ def _receive_count(message: dict[str, Any]) -> int:
     return int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
 
 
+def _group_id(message: dict[str, Any]) -> str | None:
+    """The FIFO message group, None on a standard queue."""
+    group = message.get("Attributes", {}).get("MessageGroupId")
+    return str(group) if group is not None else None
+
+
+def _units(messages: list[dict[str, Any]]) -> list[tuple[str | None, list[dict[str, Any]]]]:
+    """One receive's messages as units of work: each standard message alone, the messages
+    of one FIFO group together, in the order received."""
+    units: list[tuple[str | None, list[dict[str, Any]]]] = []
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for message in messages:
+        group = _group_id(message)
+        if group is None:
+            units.append((None, [message]))
+        elif group in groups:
+            groups[group].append(message)
+        else:
+            groups[group] = [message]
+            units.append((group, groups[group]))
+    return units
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def _error_code(exc: BaseException) -> str:
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
@@ -50,21 +87,32 @@ def _error_code(exc: BaseException) -> str:
     return ""
 
 
-class _DeleteBatcher:
-    """Collects deletes for a moment and sends them 10 at a time (DeleteMessageBatch)."""
+_Entry = tuple[str, str | None, "asyncio.Future[bool]"]  # receipt handle, message id, result
 
-    def __init__(self, sqs: Any, queue_url: str, linger: float = 0.05) -> None:
+
+class _DeleteBatcher:
+    """Collects deletes for a moment and sends them 10 at a time (DeleteMessageBatch).
+
+    An entry SQS failed on its own side (`SenderFault` false: an internal error or
+    throttling of that entry) is sent again a few times; one it refused (an invalid or
+    expired receipt handle) is not.
+    """
+
+    def __init__(
+        self, sqs: Any, queue_url: str, linger: float = 0.05, entry_attempts: int = 4
+    ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.linger = linger
-        self._pending: list[tuple[str, asyncio.Future[bool]]] = []
+        self.entry_attempts = entry_attempts
+        self._pending: list[_Entry] = []
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Future[None]] = set()
 
-    async def delete(self, receipt_handle: str) -> bool:
+    async def delete(self, receipt_handle: str, message_id: str | None = None) -> bool:
         """Resolve True once SQS confirmed the delete, False if it refused."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((receipt_handle, future))
+        self._pending.append((receipt_handle, message_id, future))
         if len(self._pending) >= 10:
             self._flush()
         elif self._timer is None:
@@ -84,28 +132,43 @@ class _DeleteBatcher:
         if self._pending:
             self._timer = asyncio.get_running_loop().call_later(0, self._flush)
 
-    async def _send(self, batch: list[tuple[str, asyncio.Future[bool]]]) -> None:
-        entries = [{"Id": str(i), "ReceiptHandle": rh} for i, (rh, _f) in enumerate(batch)]
-        try:
-            response = await retry_transient(
-                lambda: self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
-            )
-        except Exception as exc:
-            for _rh, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        failed = {f["Id"]: f for f in response.get("Failed", [])}
-        for i, (_rh, future) in enumerate(batch):
-            if future.done():
-                continue
-            if str(i) in failed:
-                log.warning(
-                    "delete refused by SQS",
-                    code=failed[str(i)].get("Code"),
-                    detail=failed[str(i)].get("Message"),
-                )
-            future.set_result(str(i) not in failed)
+    async def _send(self, batch: list[_Entry]) -> None:
+        for attempt in range(1, self.entry_attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(0.2 * 2 ** (attempt - 2))
+            entries = [{"Id": str(i), "ReceiptHandle": rh} for i, (rh, _m, _f) in enumerate(batch)]
+            try:
+                response = await retry_transient(functools.partial(self._call, entries))
+            except Exception as exc:
+                for _rh, _mid, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                return
+            failed = {f["Id"]: f for f in response.get("Failed", [])}
+            again: list[_Entry] = []
+            for i, entry in enumerate(batch):
+                _rh, message_id, future = entry
+                failure = failed.get(str(i))
+                if future.done():
+                    continue
+                if failure is None:
+                    future.set_result(True)
+                    continue
+                code = failure.get("Code")
+                if (not failure.get("SenderFault") and code not in _GONE_CODES
+                        and attempt < self.entry_attempts):  # fmt: skip
+                    again.append(entry)
+                    continue
+                log.warning("delete refused by SQS", message_id=message_id, code=code,
+                            detail=failure.get("Message"), attempts=attempt,
+                            then="it comes back and is skipped by its checkpoint")  # fmt: skip
+                future.set_result(False)
+            if not again:
+                return
+            batch = again
+
+    async def _call(self, entries: list[dict[str, str]]) -> Any:
+        return await self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
 
 
 class SqsSource:
@@ -124,7 +187,13 @@ class SqsSource:
         self.metrics = metrics
         self.runner = MessageRunner(config, pipeline)
         self.deleter = _DeleteBatcher(sqs, self.queue_url)
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._held = 0  # messages received and not yet finished with (tasks hold them)
+        # FIFO: the task working on each message group, so that a later receive's
+        # messages of the group wait for it.
+        self._groups: dict[str, asyncio.Task[Any]] = {}
+        self._stopping = asyncio.Event()
+        self._receive_sent = time.monotonic()  # when the last ReceiveMessage was sent
         self.ready = False  # the queue answered at least once (readiness probe)
         # Messages this process kept after a failure (message id → time it is due back).
         # With exit_when_idle they are "accounted for": the run may end while they wait.
@@ -144,9 +213,10 @@ class SqsSource:
         # counts); once `_settled` said no, receives are long polls again until messages
         # arrive, as before.
         draining = False
+        self._stopping = stopping
         try:
             while not stopping.is_set():
-                free = cfg.max_in_flight_messages - len(self.tasks)
+                free = cfg.max_in_flight_messages - self._held
                 if free <= 0:
                     await self._wait_for_a_task(stopping, None)
                     continue
@@ -155,7 +225,7 @@ class SqsSource:
                     await self._wait_for_a_task(stopping, max(1, cfg.wait_time_seconds))
                     if stopping.is_set():
                         break
-                    free = cfg.max_in_flight_messages - len(self.tasks)
+                    free = cfg.max_in_flight_messages - self._held
                 count = min(free, cfg.max_messages_per_receive)
                 messages = await self._receive(count, stopping, wait=0 if quick else None)
                 if messages is None:  # stopping while waiting
@@ -172,13 +242,29 @@ class SqsSource:
                 self._idle_since = None
                 self._unsettled = False
                 draining = len(messages) < count
+                # SQS's 12-hour visibility limit counts from the receive: from when the
+                # request went out, to be on the safe side.
+                received = self._receive_sent
                 for message in messages:
                     self.parked.pop(str(message.get("MessageId")), None)
-                    task = asyncio.create_task(self._handle(message))
-                    self.tasks.add(task)
-                    task.add_done_callback(self.tasks.discard)
+                for group, unit in _units(messages):
+                    if group is None:
+                        self._start(self._handle(unit[0], received), 1)
+                    else:
+                        self._start(self._handle_group(group, unit, received), len(unit))
         finally:
             await self._drain()
+
+    def _start(self, work: Coroutine[Any, Any, Any], held: int) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        self._held += held
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self.tasks.discard(task)
+            self._held -= held
+
+        task.add_done_callback(done)
 
     async def _wait_for_a_task(self, stopping: asyncio.Event, timeout: float | None) -> None:
         """Until one in-flight message is finished, `stopping` is set, or `timeout`."""
@@ -243,20 +329,19 @@ class SqsSource:
         wait_seconds = self.config.wait_time_seconds if wait is None else wait
         info = ProgressInfo(True)
         token = self.pipeline.report_start(ProgressState.POLL, info)
-        call = asyncio.ensure_future(
-            retry_transient(
-                lambda: self.sqs.receive_message(
-                    QueueUrl=self.queue_url,
-                    MaxNumberOfMessages=count,
-                    WaitTimeSeconds=wait_seconds,
-                    VisibilityTimeout=self.config.visibility_timeout,
-                    AttributeNames=["All"],
-                    MessageAttributeNames=["All"],
-                ),
-                attempts=8,
-                max_wait=20,
+
+        def receive() -> Any:
+            self._receive_sent = time.monotonic()
+            return self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=count,
+                WaitTimeSeconds=wait_seconds,
+                VisibilityTimeout=self.config.visibility_timeout,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
             )
-        )
+
+        call = asyncio.ensure_future(retry_transient(receive, attempts=8, max_wait=20))
         stop = asyncio.ensure_future(stopping.wait())
         # Wait for whichever comes first, so SIGTERM does not wait out a 20 s long poll.
         done, _ = await asyncio.wait({call, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -309,11 +394,81 @@ class SqsSource:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
 
+    # --- one FIFO message group -----------------------------------------------------------
+    async def _handle_group(
+        self, group: str, messages: list[dict[str, Any]], received: float
+    ) -> bool:
+        """A FIFO group's messages of one receive, one after the other, in order.
+
+        True if every one of them is finished with (done, or moved to the DLQ): only
+        then may the group's next messages go on. A message that stays on the queue
+        holds back the rest, which are made visible again at once (SQS hands them out
+        after it). Messages waiting for their turn get heartbeats too, so none becomes
+        visible to another consumer meanwhile.
+        """
+        previous = self._groups.get(group)
+        me = asyncio.current_task()
+        assert me is not None
+        self._groups[group] = me
+        heartbeats = {id(m): asyncio.create_task(self._heartbeat(m, received)) for m in messages}
+        pending = list(messages)
+        go_on = True
+        try:
+            if previous is not None:
+                # The group's earlier messages (an earlier receive) are still in hand.
+                await asyncio.wait({previous})
+                go_on = (not previous.cancelled() and previous.exception() is None
+                         and previous.result() is True)  # fmt: skip
+            before = None
+            while pending and go_on and not self._stopping.is_set():
+                message = pending.pop(0)
+                before = str(message.get("MessageId"))
+                go_on = await self._handle(message, received, heartbeats[id(message)])
+            if pending:
+                await self._hold_back(group, pending, heartbeats, before)
+            return go_on and not pending
+        except asyncio.CancelledError:
+            await asyncio.shield(self._hold_back(group, pending, heartbeats, None))
+            raise
+        finally:
+            for heartbeat in heartbeats.values():
+                await _stop(heartbeat)
+            if self._groups.get(group) is me:
+                del self._groups[group]
+
+    async def _hold_back(
+        self,
+        group: str,
+        messages: list[dict[str, Any]],
+        heartbeats: dict[int, asyncio.Task[None]],
+        behind: str | None,
+    ) -> None:
+        """Leave messages of a FIFO group unprocessed: visible again now, so that SQS hands
+        them out again after the group's earlier message still on the queue. Waiting
+        behind a message parked after a failure, they are accounted for like it."""
+        if not messages:
+            return
+        due = self.parked.get(behind) if behind is not None else None
+        log.info("message group held back: later messages not started", group=group,
+                 behind=behind, message_ids=[m.get("MessageId") for m in messages])  # fmt: skip
+        for message in messages:
+            await _stop(heartbeats[id(message)])
+            if due is not None:
+                self.parked[str(message.get("MessageId"))] = due
+            await self._set_visibility(message, 0)
+
     # --- one message ---------------------------------------------------------------------
-    async def _handle(self, message: dict[str, Any]) -> None:
+    async def _handle(
+        self,
+        message: dict[str, Any],
+        received: float,
+        heartbeat: asyncio.Task[None] | None = None,
+    ) -> bool:
+        """Work on one message and acknowledge it. True if it is finished with (done, or
+        deleted or moved to the DLQ after a failure); False if it stays on the queue."""
         self.metrics.in_flight_messages.inc()
         try:
-            await self._handle_inner(message)
+            return await self._handle_inner(message, received, heartbeat)
         except asyncio.CancelledError:
             # Shutdown timed out while this message was being worked on: make it visible
             # again now; its checkpoints say where the next receiver resumes.
@@ -324,14 +479,19 @@ class SqsSource:
             # Kept like any failure: backoff, then the DLQ, instead of returning every
             # visibility timeout forever.
             try:
-                await self._keep(message, _receive_count(message), "error")
+                return await self._keep(message, _receive_count(message), "error")
             except Exception as keep_exc:  # the visibility timeout brings it back anyway
                 log.warning("could not keep the failed message", error=repr(keep_exc),
                             message_id=message.get("MessageId"))  # fmt: skip
+                return False
         finally:
+            if heartbeat is not None:
+                await _stop(heartbeat)
             self.metrics.in_flight_messages.dec()
 
-    async def _handle_inner(self, message: dict[str, Any]) -> None:
+    async def _handle_inner(
+        self, message: dict[str, Any], received: float, heartbeat: asyncio.Task[None] | None
+    ) -> bool:
         message_id = message.get("MessageId")
         attributes: dict[str, str] = message.get("Attributes", {})
         receive_count = _receive_count(message)
@@ -341,36 +501,40 @@ class SqsSource:
 
         note = self.runner.parse(message.get("Body", ""), message_id)
         if isinstance(note, TrailprocError):
-            await self._keep(message, receive_count, note.reason)
-            return
-        heartbeat = asyncio.create_task(self._heartbeat(message))
+            if heartbeat is not None:
+                await _stop(heartbeat)
+            return await self._keep(message, receive_count, note.reason)
+        if heartbeat is None:
+            heartbeat = asyncio.create_task(self._heartbeat(message, received))
         try:
             verdict = await self.runner.run(
                 note, message_id=message_id, receive_count=receive_count, sent_at=sent_at,
                 attributes=attributes,
             )  # fmt: skip
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await _stop(heartbeat)
         if verdict.action == "ack":
+            # Finished with even if the delete fails: the message comes back, and is
+            # skipped by its checkpoint.
             await self._delete(message, verdict.reason)
-        elif verdict.action == "release":
+            return True
+        if verdict.action == "release":
             # Shutdown: progress is committed; let the next receiver start right away.
             self.metrics.messages_kept.labels(verdict.reason).inc()
             await self._set_visibility(message, 0)
-        elif verdict.reason == "failed" and self.config.delete_on_failure:
+            return False
+        if verdict.reason == "failed" and self.config.delete_on_failure:
             log.warning("deleting failed message (delete_on_failure is set)", message_id=message_id)
             await self._delete(message, "failed_deleted")
-        else:
-            await self._keep(message, receive_count, verdict.reason)
+            return True
+        return await self._keep(message, receive_count, verdict.reason)
 
     # --- acknowledging -------------------------------------------------------------------
     async def _delete(self, message: dict[str, Any], reason: str) -> None:
         info = ProgressInfo(True, message.get("MessageId"))
         token = self.pipeline.report_start(ProgressState.DELETE, info)
         try:
-            deleted = await self.deleter.delete(message["ReceiptHandle"])
+            deleted = await self.deleter.delete(message["ReceiptHandle"], info.message_id)
         except Exception as exc:
             deleted = False
             log.warning(
@@ -384,7 +548,7 @@ class SqsSource:
         if deleted:
             self.metrics.messages_deleted.labels(reason).inc()
 
-    async def _keep(self, message: dict[str, Any], receive_count: int, reason: str) -> None:
+    async def _keep(self, message: dict[str, Any], receive_count: int, reason: str) -> bool:
         """Leave a message on the queue, hidden for a backoff that grows per receive.
 
         `failed` (and refused/bad messages) back off `failure_visibility_base * 2^(n-1)`
@@ -392,16 +556,17 @@ class SqsSource:
         `dlq_url` when one is configured (otherwise the queue's redrive policy decides).
         `busy` is not a failure: the file is being worked on elsewhere, so the message
         returns after a short wait and never goes to the DLQ because of it.
+        Returns True if the message was moved to the DLQ instead (it left this queue).
         """
         self.metrics.messages_kept.labels(reason).inc()
         cfg = self.config
         message_id = str(message.get("MessageId"))
         if reason == "busy":
             await self._set_visibility(message, max(1, min(cfg.visibility_timeout // 2, 30)))
-            return
+            return False
         poison = bool(cfg.max_receive_count and receive_count >= cfg.max_receive_count)
         if cfg.dlq_url and poison and await self._move_to_dlq(message, reason):
-            return
+            return True
         backoff = min(
             cfg.failure_visibility_max,
             cfg.failure_visibility_base * 2 ** min(max(0, receive_count - 1), 20),
@@ -411,15 +576,25 @@ class SqsSource:
         log.info("message kept for retry", message_id=message_id, reason=reason,
                  receive_count=receive_count, visible_in=backoff)  # fmt: skip
         await self._set_visibility(message, backoff)
+        return False
 
     async def _move_to_dlq(self, message: dict[str, Any], reason: str) -> bool:
         """Copy to `dlq_url`, then delete here. A lost send response may leave two
-        copies in the DLQ; never zero. Returns False if the message stays here."""
-        assert self.config.dlq_url
+        copies in the DLQ; never zero. Returns False if the message stays here.
+
+        A FIFO DLQ needs a message group: the message's own (or "trailproc"), and the
+        source message id as deduplication id, so that a send repeated after a lost
+        response is dropped by SQS (within its 5-minute deduplication window)."""
+        dlq_url = self.config.dlq_url
+        assert dlq_url
+        fifo: dict[str, str] = {}
+        if dlq_url.endswith(".fifo"):
+            fifo = {"MessageGroupId": _group_id(message) or "trailproc",
+                    "MessageDeduplicationId": str(message.get("MessageId"))[:128]}  # fmt: skip
         try:
             await retry_transient(
                 lambda: self.sqs.send_message(
-                    QueueUrl=self.config.dlq_url,
+                    QueueUrl=dlq_url,
                     MessageBody=message.get("Body", ""),
                     MessageAttributes={
                         "trailproc-reason": {"DataType": "String", "StringValue": reason},
@@ -428,6 +603,7 @@ class SqsSource:
                             "StringValue": str(message.get("MessageId")),
                         },
                     },
+                    **fifo,
                 )
             )
         except Exception as exc:
@@ -456,18 +632,18 @@ class SqsSource:
                      code=_error_code(exc) or repr(exc))  # fmt: skip
             return False
 
-    async def _heartbeat(self, message: dict[str, Any]) -> None:
+    async def _heartbeat(self, message: dict[str, Any], received: float) -> None:
         """Extend visibility at half the timeout until the message's work ends.
 
         A failed extension is retried soon (not half a timeout later, when the message
         may already be visible to others); an invalid receipt handle (the message was
         deleted, or received again elsewhere) ends the heartbeat; so does SQS's 12-hour
-        cap on a message's total visibility.
+        cap on a message's total visibility, counted from `received` (monotonic time of
+        the receive request).
         """
         timeout = self.config.visibility_timeout
         if timeout <= 1:
             return
-        received = time.monotonic()
         interval = timeout / 2
         delay = interval
         while True:

@@ -1,0 +1,377 @@
+"""The SQS daemon's acknowledgement edges: FIFO queues (order within a message group,
+a failed message holding its group back, the move to a FIFO DLQ, stopping), entries of
+DeleteMessageBatch that SQS failed or refused, and reading a notified object version
+with the documented IAM policy.
+
+Everything runs against moto's server on 127.0.0.1 through the daemon's own code path;
+faults come from a `FaultProxy` (tests/faultproxy.py) in front of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import run_in_process
+
+import trailproc
+from trailproc.app import run_async
+from trailproc.observe import Metrics
+from trailproc.sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from faultproxy import FaultProxy
+
+
+# --- FIFO queues ---------------------------------------------------------------------------
+def _fifo_queue(sandbox: TrailSandbox, name: str, visibility: int = 30, **extra: str) -> str:
+    attributes = {"FifoQueue": "true", "VisibilityTimeout": str(visibility), **extra}
+    return str(
+        sandbox.client("sqs").create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    )
+
+
+def _send_fifo(sandbox: TrailSandbox, queue_url: str, key: str, group: str, n: int) -> None:
+    """CloudTrail's notification for `key`, sent to a FIFO queue in `group`."""
+    body = json.dumps({"s3Bucket": sandbox.bucket, "s3ObjectKey": [key]})
+    sandbox.client("sqs").send_message(
+        QueueUrl=queue_url, MessageBody=body, MessageGroupId=group,
+        MessageDeduplicationId=f"{group}-{n}",
+    )  # fmt: skip
+
+
+class KeysInOrder(trailproc.EventProcessor):
+    """Remembers the key of every record handed over, in order; slow enough per batch
+    that messages processed concurrently would interleave."""
+
+    def __init__(self, sleep: float = 0.01) -> None:
+        self.keys: list[str] = []
+        self.sleep = sleep
+
+    async def process(self, events: list[trailproc.Event]) -> None:
+        await asyncio.sleep(self.sleep)
+        self.keys += [e.delivery.key for e in events]
+
+
+@pytest.mark.timeout(60)
+def test_fifo_group_is_handed_over_in_order(sandbox: TrailSandbox, tmp_path: Path) -> None:
+    queue = _fifo_queue(sandbox, "trail-ordered.fifo")
+    keys = [log_key(unique=f"fifoorder{i:07d}") for i in range(4)]
+    for n, key in enumerate(keys):
+        sandbox.put(key, encode_log(make_records(30, seed=n)))
+        _send_fifo(sandbox, queue, key, "one-group", n)
+    collected = KeysInOrder()
+    sandbox.queue_url = queue
+    run_in_process(sandbox, tmp_path, collected, max_events_per_emit=5)
+    # Every record of message 1, then every record of message 2, ...: never interleaved.
+    assert collected.keys == [k for k in keys for _ in range(30)]
+    assert sandbox.queue_depth(queue) == 0
+
+
+@pytest.mark.timeout(60)
+def test_fifo_failed_message_holds_its_group_back(sandbox: TrailSandbox, tmp_path: Path) -> None:
+    queue = _fifo_queue(sandbox, "trail-held.fifo")
+    missing = log_key(unique="fifomissing00001")
+    later = log_key(unique="fifolater0000001")
+    other = log_key(unique="fifoother0000001")
+    sandbox.put(later, encode_log(make_records(5, seed=1)))
+    sandbox.put(other, encode_log(make_records(5, seed=2)))
+    _send_fifo(sandbox, queue, missing, "held", 0)
+    _send_fifo(sandbox, queue, later, "held", 1)
+    _send_fifo(sandbox, queue, other, "free", 2)
+    collected = KeysInOrder(sleep=0)
+    sandbox.queue_url = queue
+    started = time.monotonic()
+    result = run_in_process(sandbox, tmp_path, collected)
+    # The group's later message waits for the failed one; another group goes on.
+    assert set(collected.keys) == {other}
+    assert result.metrics.value("trailproc_messages_kept_total", reason="failed") == 1
+    assert result.metrics.value("trailproc_messages_deleted_total", reason="processed") == 1
+    assert sandbox.queue_depth(queue) == 2  # both of the held group kept, none deleted
+    assert time.monotonic() - started < 30  # the held message counts as accounted for
+
+
+@pytest.mark.timeout(60)
+def test_fifo_message_moves_to_a_fifo_dlq_and_its_group_goes_on(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    queue = _fifo_queue(sandbox, "trail-poison.fifo")
+    dlq = _fifo_queue(sandbox, "trail-poison-dlq.fifo")
+    missing = log_key(unique="fifopoison000001")
+    later = log_key(unique="fifoafter0000001")
+    sandbox.put(later, encode_log(make_records(5, seed=3)))
+    _send_fifo(sandbox, queue, missing, "poisoned", 0)
+    _send_fifo(sandbox, queue, later, "poisoned", 1)
+    collected = KeysInOrder(sleep=0)
+    sandbox.queue_url = queue
+    result = run_in_process(sandbox, tmp_path, collected, dlq_url=dlq, max_receive_count=1)
+    assert result.metrics.value("trailproc_messages_deleted_total", reason="moved_to_dlq") == 1
+    moved = sandbox.client("sqs").receive_message(
+        QueueUrl=dlq, AttributeNames=["All"], MessageAttributeNames=["All"]
+    )["Messages"]
+    assert len(moved) == 1 and missing in moved[0]["Body"]
+    assert moved[0]["Attributes"]["MessageGroupId"] == "poisoned"  # the group is kept
+    # The poison message is out of the way: the rest of its group was processed.
+    assert set(collected.keys) == {later}
+    assert sandbox.queue_depth(queue) == 0
+
+
+@pytest.mark.timeout(60)
+def test_fifo_messages_waiting_for_their_turn_stay_hidden(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    """A group's later message waits while an earlier one is worked on for longer than
+    the visibility timeout: it is kept hidden meanwhile (heartbeats), so no other
+    consumer can receive it while this one still has it in hand."""
+    queue = _fifo_queue(sandbox, "trail-waiting.fifo", visibility=2)
+    slow = log_key(unique="fifoslow00000001")
+    after = log_key(unique="fifowaits0000001")
+    sandbox.put(slow, encode_log(make_records(40, seed=4)))
+    sandbox.put(after, encode_log(make_records(5, seed=5)))
+    _send_fifo(sandbox, queue, slow, "waiting", 0)
+    _send_fifo(sandbox, queue, after, "waiting", 1)
+    visible: list[int] = []
+    finished = threading.Event()
+
+    def watch() -> None:
+        import boto3
+
+        sqs = boto3.client("sqs", endpoint_url=sandbox.endpoint_url, region_name="us-east-1")
+        while not finished.is_set():
+            attrs = sqs.get_queue_attributes(
+                QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"]
+            )["Attributes"]
+            visible.append(int(attrs["ApproximateNumberOfMessages"]))
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+
+    class Watched(KeysInOrder):
+        async def process(self, events: list[trailproc.Event]) -> None:
+            if not watcher.is_alive() and not finished.is_set():
+                watcher.start()  # both messages are in hand from here on
+            await super().process(events)
+
+    collected = Watched(sleep=0.5)  # 8 batches of 5: about 4 s for the slow file
+    sandbox.queue_url = queue
+    try:
+        run_in_process(sandbox, tmp_path, collected, max_events_per_emit=5, visibility_timeout=2)
+    finally:
+        finished.set()
+    watcher.join(10)
+    assert collected.keys == [slow] * 40 + [after] * 5
+    assert len(visible) >= 10 and max(visible) == 0, visible
+    assert sandbox.queue_depth(queue) == 0
+
+
+@pytest.mark.timeout(60)
+def test_fifo_stop_releases_the_group_messages_not_started(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    """On a stop (SIGTERM sets the same event), the message being worked on finishes; the
+    group's later messages are not started and are visible again at once, for the next
+    worker, instead of being worked through or left hidden."""
+    queue = _fifo_queue(sandbox, "trail-stop.fifo", visibility=60)
+    keys = [log_key(unique=f"fifostop{i:08d}") for i in range(3)]
+    for n, key in enumerate(keys):
+        sandbox.put(key, encode_log(make_records(20, seed=n)))
+        _send_fifo(sandbox, queue, key, "stopped", n)
+    stopping = asyncio.Event()
+
+    class StopAtFirstBatch(KeysInOrder):
+        async def process(self, events: list[trailproc.Event]) -> None:
+            stopping.set()
+            await super().process(events)
+
+    collected = StopAtFirstBatch(sleep=0.05)
+    config = trailproc.load_config(
+        env={}, queue_url=queue, wait_time_seconds=1, state_dir=str(tmp_path / "state"),
+        stats_interval=0, max_events_per_emit=5, visibility_timeout=60, shutdown_timeout=20,
+    )  # fmt: skip
+    started = time.monotonic()
+    result = asyncio.run(run_async(config, collected, stopping=stopping, metrics=Metrics()))
+    assert time.monotonic() - started < 15
+    assert collected.keys == [keys[0]] * 20  # finished; the others never started
+    assert result.metrics.value("trailproc_messages_deleted_total", reason="processed") == 1
+    attrs = sandbox.client("sqs").get_queue_attributes(
+        QueueUrl=queue,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+    assert attrs["ApproximateNumberOfMessages"] == "2"
+
+
+# --- DeleteMessageBatch entries failed ------------------------------------------------------
+class FailingDeleteEntries(FaultProxy):
+    """Forwards everything, except that the first `times` DeleteMessageBatch calls have
+    their first entry taken out before they reach SQS (moto) and reported back in
+    `Failed`, as SQS reports an entry it could not delete: `code`, with `sender_fault`."""
+
+    def __init__(self, upstream: str, *, code: str, sender_fault: bool, times: int = 1) -> None:
+        super().__init__(upstream, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
+                         slow_rate=0)  # fmt: skip
+        self.code = code
+        self.sender_fault = sender_fault
+        self.times = times
+        self.batches: list[list[str]] = []  # receipt handles of every DeleteMessageBatch
+
+    def forward(
+        self, method: str, path: str, headers: Any, body: bytes
+    ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        if not str(headers.get("X-Amz-Target") or "").endswith(".DeleteMessageBatch"):
+            return super().forward(method, path, headers, body)
+        request = json.loads(body)
+        with self._lock:
+            self.batches.append([e["ReceiptHandle"] for e in request["Entries"]])
+            fail = self.times > 0
+            self.times -= fail
+        if not fail:
+            return super().forward(method, path, headers, body)
+        first, rest = request["Entries"][0], request["Entries"][1:]
+        answer: dict[str, Any] = {"Successful": [], "Failed": []}
+        status, reason = 200, "OK"
+        out_headers = [("Content-Type", "application/x-amz-json-1.0"),
+                       ("x-amzn-RequestId", "00000000-0000-0000-0000-000000000000")]  # fmt: skip
+        if rest:
+            request["Entries"] = rest
+            status, reason, out_headers, payload = super().forward(
+                method, path, headers, json.dumps(request).encode()
+            )
+            answer = json.loads(payload)
+            answer.setdefault("Failed", [])
+        answer["Failed"].append({"Id": first["Id"], "SenderFault": self.sender_fault,
+                                 "Code": self.code, "Message": "injected"})  # fmt: skip
+        return status, reason, out_headers, json.dumps(answer).encode()
+
+
+@pytest.mark.timeout(60)
+def test_delete_entry_failed_on_the_sqs_side_is_retried(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    for n in range(3):
+        sandbox.deliver(make_records(5, seed=n))
+    with FailingDeleteEntries(sandbox.endpoint_url, code="InternalError",
+                              sender_fault=False) as proxy:  # fmt: skip
+        started = time.monotonic()
+        result = run_in_process(
+            sandbox, tmp_path, KeysInOrder(sleep=0), endpoint_url=proxy.url,
+            visibility_timeout=15,
+        )  # fmt: skip
+        took = time.monotonic() - started
+    # The failed entry was sent again at once, not left to come back after the
+    # visibility timeout (an extra receive, counted toward the redrive limit).
+    failed_handle = proxy.batches[0][0]
+    assert any(failed_handle in batch for batch in proxy.batches[1:]), proxy.batches
+    assert result.metrics.value("trailproc_messages_received_total") == 3
+    assert result.metrics.value("trailproc_messages_deleted_total", reason="processed") == 3
+    assert sandbox.queue_depth() == 0
+    assert took < 10
+
+
+@pytest.mark.timeout(60)
+def test_delete_refused_is_logged_with_its_message_id(
+    sandbox: TrailSandbox, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sandbox.deliver(make_records(5, seed=7))
+    message_id = sandbox.client("sqs").receive_message(
+        QueueUrl=sandbox.queue_url, VisibilityTimeout=0
+    )["Messages"][0]["MessageId"]
+    with FailingDeleteEntries(sandbox.endpoint_url, code="ReceiptHandleIsInvalid",
+                              sender_fault=True) as proxy:  # fmt: skip
+        run_in_process(sandbox, tmp_path, KeysInOrder(sleep=0), endpoint_url=proxy.url,
+                       visibility_timeout=2)  # fmt: skip
+    # Refused for good (a sender fault): not sent again, but the line says which message.
+    assert len(proxy.batches) >= 2 and proxy.batches[0] != proxy.batches[1]
+    lines = [json.loads(x) for x in capfd.readouterr().err.splitlines() if x.startswith("{")]
+    refused = [x for x in lines if "refused" in x["event"]]
+    assert refused, lines
+    assert refused[0]["message_id"] == message_id
+    assert refused[0]["code"] == "ReceiptHandleIsInvalid"
+    assert sandbox.queue_depth() == 0  # it came back, was skipped as done, and deleted
+
+
+# --- GetObject of a versioned object -----------------------------------------------------
+SETUP_REQUESTS = 6  # two users, their keys and policies; moto checks IAM after these
+
+
+@pytest.fixture
+def enforcing() -> Iterator[MotoServer]:
+    server = MotoServer().start(authorize_after=SETUP_REQUESTS)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _user(iam: Any, name: str, actions: list[str]) -> tuple[str, str]:
+    iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    policy = {"Version": "2012-10-17",
+              "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}  # fmt: skip
+    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+def _s3_event(bucket: str, key: str, version_id: str, etag: str) -> str:
+    obj = {"key": key, "versionId": version_id, "eTag": etag}
+    record = {"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+              "eventName": "ObjectCreated:Put",
+              "s3": {"bucket": {"name": bucket}, "object": obj}}  # fmt: skip
+    return json.dumps({"Records": [record]})
+
+
+@pytest.mark.timeout(60)
+def test_versioned_object_is_read_with_the_documented_policy(
+    enforcing: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """S3 event notifications of a versioned bucket name the object's version. Reading a
+    version by id needs s3:GetObjectVersion, which docs/iam.md does not grant: the
+    worker must still read the object while that version is the current one."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=enforcing.url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    admin = _user(iam, "admin", ["*"])
+    # docs/iam.md's policy. moto checks the batch delete under an action of its own (AWS
+    # authorizes DeleteMessageBatch as sqs:DeleteMessage), so that one is added.
+    worker = _user(iam, "worker", ["sqs:ReceiveMessage", "sqs:ChangeMessageVisibility",
+                                   "sqs:DeleteMessage", "sqs:DeleteMessageBatch",
+                                   "sqs:GetQueueAttributes", "s3:GetObject"])  # fmt: skip
+    sandbox = TrailSandbox(enforcing.url, access_key=admin).create()
+    s3 = sandbox.client("s3")
+    s3.put_bucket_versioning(Bucket=sandbox.bucket,
+                             VersioningConfiguration={"Status": "Enabled"})  # fmt: skip
+    current, replaced = log_key(unique="versioned0000001"), log_key(unique="versioned0000002")
+    put = s3.put_object(Bucket=sandbox.bucket, Key=current, Body=encode_log(make_records(5)))
+    sandbox.send_raw(_s3_event(sandbox.bucket, current, put["VersionId"], put["ETag"].strip('"')))
+    # A version that is no longer the current one cannot be read without the permission.
+    old = s3.put_object(Bucket=sandbox.bucket, Key=replaced, Body=encode_log(make_records(3)))
+    s3.put_object(Bucket=sandbox.bucket, Key=replaced, Body=encode_log(make_records(4, seed=9)))
+    sandbox.send_raw(_s3_event(sandbox.bucket, replaced, old["VersionId"], old["ETag"].strip('"')))
+
+    for name, value in enforcing.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", worker[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", worker[1])
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    errors: list[trailproc.TrailprocError] = []
+
+    class Recorder(KeysInOrder):
+        def on_error(self, error: trailproc.TrailprocError) -> None:
+            errors.append(error)
+
+    collected = Recorder(sleep=0)
+    result = run_in_process(sandbox, tmp_path, collected)
+    assert collected.keys == [current] * 5
+    assert result.metrics.value("trailproc_messages_deleted_total", reason="processed") == 1
+    (error,) = errors
+    assert isinstance(error, trailproc.FetchError) and error.code == "AccessDenied"
+    assert error.key == replaced and "s3:GetObjectVersion" in str(error)
+    assert sandbox.queue_depth() == 1  # the old version's message is kept
