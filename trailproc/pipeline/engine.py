@@ -423,6 +423,9 @@ class FilePipeline:
         position: int,
         message_id: str | None,
     ) -> int:
+        # The lease was taken just before this call: renewals count from here, not from
+        # the end of decoding (a large file's decode may take a good part of the lease).
+        renewed = time.monotonic()
         sha256: str | None = None
         one_line = False
         if records is None:
@@ -444,7 +447,7 @@ class FilePipeline:
         delivery = Delivery(ref, message_id, one_line=one_line)
         keep = self.processor.filter_event
         handed = 0
-        renewed = yielded = time.monotonic()
+        yielded = time.monotonic()
         for batch, next_position, dropped in iter_batches(
             records, delivery, start=position, size=self.batch_size, keep=keep
         ):
