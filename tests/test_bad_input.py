@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import random
 import subprocess
 import sys
 import time
@@ -230,6 +231,22 @@ def test_gzip_bomb_is_bounded(
                 "max_decompressed_bytes")  # fmt: skip
     # Stopped within the cap (+ one chunk), not after inflating everything.
     assert run.metrics.value("trailproc_bytes_decompressed_total") == 0
+
+
+def test_object_larger_than_the_cap_is_not_downloaded(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    """A gzip is never larger than its JSON, so an object bigger than
+    max_decompressed_bytes is refused from its size, before its body is read into memory."""
+    body = gzip.compress(random.Random(7).randbytes(200_000), compresslevel=1)
+    key = log_key(unique="hugeobject01")
+    sandbox.put(key, body)
+    message_id = send(sandbox, cloudtrail_note(sandbox.bucket, key))
+    run = run_once(tmp_path, sandbox.queue_url, max_decompressed_bytes=100_000)
+    assert_kept(run, sandbox, message_id, "too_large", sandbox.bucket, key,
+                f"object is {len(body)} bytes, over max_decompressed_bytes=100000; "
+                "not downloaded")  # fmt: skip
+    assert run.metrics.value("trailproc_bytes_compressed_total") == 0
 
 
 # --- inputs that must pass --------------------------------------------------------------

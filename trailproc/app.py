@@ -142,7 +142,8 @@ async def run_async(
             # instead of delaying it; downloads wait for it.
             s3 = asyncio.ensure_future(_soon(clients.client("s3")))
             pipeline = build_pipeline(
-                config, user, store, S3Fetcher(s3, concurrency=config.download_concurrency),
+                config, user, store, S3Fetcher(s3, concurrency=config.download_concurrency,
+                                 max_bytes=config.max_decompressed_bytes),
                 metrics,
             )  # fmt: skip
             source = SqsSource(config, pipeline, sqs, metrics)

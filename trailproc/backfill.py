@@ -213,7 +213,7 @@ async def backfill_async(
     try:
         async with AwsClients(config) as clients:
             s3 = await clients.client("s3")
-            fetcher = S3Fetcher(s3, concurrency=workers)
+            fetcher = S3Fetcher(s3, concurrency=workers, max_bytes=config.max_decompressed_bytes)
             pipeline = build_pipeline(config, user, store, fetcher, metrics)
             if config.verify_digests:
                 # As for SQS notifications (MessageRunner): digests go to the check.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import FetchError, is_transient, retry_transient
+from ..errors import DecompressedTooLarge, FetchError, TrailprocError, is_transient, retry_transient
 from ..observe import get_logger
 from .keys import FileRef
 
@@ -57,8 +57,19 @@ class S3Fetcher:
     is that same version; an older version fails with an error naming the permission.
     """
 
-    def __init__(self, client: Any, *, concurrency: int = 8, attempts: int = 5) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        concurrency: int = 8,
+        attempts: int = 5,
+        max_bytes: int | None = None,
+    ) -> None:
         self._client = client
+        # An object larger than this is refused before its body is read: a log file's
+        # gzip is never larger than its JSON, so it would fail max_decompressed_bytes
+        # anyway, after holding the whole download in memory.
+        self._max_bytes = max_bytes
         self._pending: Awaitable[Any] | None = None
         if inspect.isawaitable(client):
             self._pending = asyncio.ensure_future(client)
@@ -99,6 +110,12 @@ class S3Fetcher:
                     f"({response.get('VersionId')}); reading it needs s3:GetObjectVersion",
                     code="AccessDenied", bucket=ref.bucket, key=ref.key,
                 )  # fmt: skip
+            size = response.get("ContentLength")
+            if self._max_bytes is not None and isinstance(size, int) and size > self._max_bytes:
+                raise DecompressedTooLarge(
+                    f"object is {size} bytes, over max_decompressed_bytes={self._max_bytes}; "
+                    "not downloaded", bucket=ref.bucket, key=ref.key,
+                )  # fmt: skip
             data = await body.read()
         etag = str(response.get("ETag") or "").strip('"') or None
         return Fetched(data, etag, response.get("VersionId"))
@@ -107,7 +124,7 @@ class S3Fetcher:
         async with self._limit:
             try:
                 return await retry_transient(lambda: self._get(ref), attempts=self._attempts)
-            except FetchError:
+            except TrailprocError:
                 raise
             except Exception as exc:
                 raise _as_fetch_error(exc, ref) from exc

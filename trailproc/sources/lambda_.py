@@ -273,7 +273,11 @@ class LambdaRuntime:
         s3 = await clients.client("s3")
         store = open_store(self.config.checkpoint or "memory", self.config.state_dir)
         await maybe_await(self.processor.start())
-        fetcher = S3Fetcher(s3, concurrency=self.config.download_concurrency)
+        fetcher = S3Fetcher(
+            s3,
+            concurrency=self.config.download_concurrency,
+            max_bytes=self.config.max_decompressed_bytes,
+        )
         self._clients, self._store = clients, store
         self._pipeline = build_pipeline(self.config, self.processor, store, fetcher, self.metrics)
         log.info("cold start", checkpoint=self.config.checkpoint or "memory",
