@@ -44,6 +44,21 @@ def moto() -> Iterator[MotoServer]:
         server.stop()
 
 
+# Requests moto serves before it enforces IAM: two users made with `helpers.iam_user`
+# (user, access key, policy each; moto counts the three calls per user).
+IAM_SETUP_REQUESTS = 6
+
+
+@pytest.fixture
+def enforcing() -> Iterator[MotoServer]:
+    """A moto server of its own that checks IAM policies after IAM_SETUP_REQUESTS."""
+    server = MotoServer().start(authorize_after=IAM_SETUP_REQUESTS)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def aws_env(moto: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> MotoServer:
     """A clean moto and the environment variables a user would set to reach it."""

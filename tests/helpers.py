@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +27,14 @@ def run_in_process(
         **overrides,
     )
     return asyncio.run(run_async(config, processor, metrics=Metrics()))
+
+
+def iam_user(iam: Any, name: str, actions: list[str]) -> tuple[str, str]:
+    """An IAM user allowed `actions` on everything, with an access key: (id, secret).
+    Three requests, made before an `enforcing` moto starts checking policies."""
+    iam.create_user(UserName=name)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    policy = {"Version": "2012-10-17",
+              "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}  # fmt: skip
+    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
+    return key["AccessKeyId"], key["SecretAccessKey"]

@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
+from helpers import iam_user
 
 import trailproc
 from trailproc.app import run_async
 from trailproc.observe import Metrics
 from trailproc.sandbox import MotoServer, TrailSandbox, make_records
-
-SETUP_REQUESTS = 6  # two users, their keys and policies; moto checks IAM after these
-
-
-def _user(iam: object, name: str, actions: list[str]) -> tuple[str, str]:
-    iam.create_user(UserName=name)  # type: ignore[attr-defined]
-    key = iam.create_access_key(UserName=name)["AccessKey"]  # type: ignore[attr-defined]
-    policy = {"Version": "2012-10-17",
-              "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}  # fmt: skip
-    iam.put_user_policy(  # type: ignore[attr-defined]
-        UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy)
-    )
-    return key["AccessKeyId"], key["SecretAccessKey"]
-
-
-@pytest.fixture
-def enforcing() -> Iterator[MotoServer]:
-    server = MotoServer().start(authorize_after=SETUP_REQUESTS)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_access_denied_is_reported_and_the_message_kept(
@@ -43,9 +20,9 @@ def test_access_denied_is_reported_and_the_message_kept(
 ) -> None:
     iam = boto3.client("iam", endpoint_url=enforcing.url, region_name="us-east-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
-    admin = _user(iam, "admin", ["*"])
+    admin = iam_user(iam, "admin", ["*"])
     # The worker may use the queue but was never granted s3:GetObject.
-    worker = _user(iam, "worker", ["sqs:*"])
+    worker = iam_user(iam, "worker", ["sqs:*"])
     sandbox = TrailSandbox(enforcing.url, access_key=admin).create()
     key = sandbox.deliver(make_records(5))
 

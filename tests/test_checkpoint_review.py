@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 from faultproxy import FaultProxy
+from helpers import iam_user
 
 from trailproc.checkpoint import Claim, ClaimState, DynamoDBStore, FileId
 from trailproc.sandbox import REGION, MotoServer
@@ -50,26 +50,6 @@ async def _claim_commit_complete(store: DynamoDBStore) -> None:
 
 # --- an existing table needs only the steady-state permissions --------------------------
 
-SETUP_REQUESTS = 6  # two users, their keys and policies; moto checks IAM after these
-
-
-def _user(iam: Any, name: str, actions: list[str]) -> tuple[str, str]:
-    iam.create_user(UserName=name)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    policy = {"Version": "2012-10-17",
-              "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}  # fmt: skip
-    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
-    return key["AccessKeyId"], key["SecretAccessKey"]
-
-
-@pytest.fixture
-def enforcing() -> Iterator[MotoServer]:
-    server = MotoServer().start(authorize_after=SETUP_REQUESTS)
-    try:
-        yield server
-    finally:
-        server.stop()
-
 
 def test_dynamodb_create_true_on_existing_table_needs_no_create_permission(
     enforcing: MotoServer, monkeypatch: pytest.MonkeyPatch
@@ -85,8 +65,8 @@ def test_dynamodb_create_true_on_existing_table_needs_no_create_permission(
                             aws_access_key_id=access, aws_secret_access_key=secret)  # fmt: skip
 
     iam = client("iam")
-    admin = _user(iam, "admin", ["*"])
-    worker = _user(iam, "worker", ["dynamodb:GetItem", "dynamodb:UpdateItem",
+    admin = iam_user(iam, "admin", ["*"])
+    worker = iam_user(iam, "worker", ["dynamodb:GetItem", "dynamodb:UpdateItem",
                                    "dynamodb:DescribeTable", "dynamodb:PutItem",
                                    "dynamodb:DeleteItem"])  # fmt: skip
     _create_table(client("dynamodb", admin))
@@ -112,11 +92,11 @@ def test_dynamodb_create_true_still_creates_a_missing_table(
                             aws_access_key_id=key[0], aws_secret_access_key=key[1])  # fmt: skip
 
     iam = client("iam", ("testing", "testing"))
-    creator = _user(iam, "creator", ["dynamodb:GetItem", "dynamodb:UpdateItem",
+    creator = iam_user(iam, "creator", ["dynamodb:GetItem", "dynamodb:UpdateItem",
                                      "dynamodb:DescribeTable", "dynamodb:CreateTable",
                                      "dynamodb:DescribeTimeToLive",
                                      "dynamodb:UpdateTimeToLive"])  # fmt: skip
-    worker = _user(iam, "worker", ["dynamodb:GetItem", "dynamodb:UpdateItem",
+    worker = iam_user(iam, "worker", ["dynamodb:GetItem", "dynamodb:UpdateItem",
                                    "dynamodb:DescribeTable"])  # fmt: skip
     for name, value in enforcing.env().items():
         monkeypatch.setenv(name, value)

@@ -14,12 +14,11 @@ import json
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_in_process
+from helpers import iam_user, run_in_process
 
 import trailproc
 from trailproc.app import run_async
@@ -298,25 +297,6 @@ def test_delete_refused_is_logged_with_its_message_id(
 
 
 # --- GetObject of a versioned object -----------------------------------------------------
-SETUP_REQUESTS = 6  # two users, their keys and policies; moto checks IAM after these
-
-
-@pytest.fixture
-def enforcing() -> Iterator[MotoServer]:
-    server = MotoServer().start(authorize_after=SETUP_REQUESTS)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _user(iam: Any, name: str, actions: list[str]) -> tuple[str, str]:
-    iam.create_user(UserName=name)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    policy = {"Version": "2012-10-17",
-              "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}  # fmt: skip
-    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
-    return key["AccessKeyId"], key["SecretAccessKey"]
 
 
 def _s3_event(bucket: str, key: str, version_id: str, etag: str) -> str:
@@ -338,10 +318,10 @@ def test_versioned_object_is_read_with_the_documented_policy(
 
     iam = boto3.client("iam", endpoint_url=enforcing.url, region_name="us-east-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
-    admin = _user(iam, "admin", ["*"])
+    admin = iam_user(iam, "admin", ["*"])
     # docs/iam.md's policy. moto checks the batch delete under an action of its own (AWS
     # authorizes DeleteMessageBatch as sqs:DeleteMessage), so that one is added.
-    worker = _user(iam, "worker", ["sqs:ReceiveMessage", "sqs:ChangeMessageVisibility",
+    worker = iam_user(iam, "worker", ["sqs:ReceiveMessage", "sqs:ChangeMessageVisibility",
                                    "sqs:DeleteMessage", "sqs:DeleteMessageBatch",
                                    "sqs:GetQueueAttributes", "s3:GetObject"])  # fmt: skip
     sandbox = TrailSandbox(enforcing.url, access_key=admin).create()
