@@ -355,3 +355,37 @@ def test_versioned_object_is_read_with_the_documented_policy(
     assert isinstance(error, trailproc.FetchError) and error.code == "AccessDenied"
     assert error.key == replaced and "s3:GetObjectVersion" in str(error)
     assert sandbox.queue_depth() == 1  # the old version's message is kept
+
+
+@pytest.mark.timeout(60)
+def test_heartbeat_refused_for_good_is_not_retried_every_second(
+    enforcing: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A worker without sqs:ChangeMessageVisibility: the heartbeat's AccessDenied is
+    permanent, so it is logged once per heartbeat interval, not every second."""
+    import boto3
+    import structlog
+
+    iam = boto3.client("iam", endpoint_url=enforcing.url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    admin = iam_user(iam, "admin", ["*"])
+    worker = iam_user(iam, "worker", ["sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                      "sqs:DeleteMessageBatch", "sqs:GetQueueAttributes",
+                                      "s3:GetObject"])  # fmt: skip
+    sandbox = TrailSandbox(enforcing.url, access_key=admin).create(visibility_timeout=60)
+    sandbox.deliver(make_records(3))
+    for name, value in enforcing.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", worker[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", worker[1])
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    # Heartbeats every 2 s (visibility 4 s); the handler takes ~5.5 s: two heartbeats.
+    slow = KeysInOrder(sleep=5.5)
+    with structlog.testing.capture_logs() as logs:
+        run_in_process(sandbox, tmp_path, slow, visibility_timeout=4)
+    refused = [e for e in logs if e["event"].startswith("heartbeat")]
+    assert refused and all(e["event"].startswith("heartbeat refused") for e in refused)
+    # SQS's JSON protocol names AccessDenied; moto's answer carries only the status.
+    assert refused[0]["code"] in ("AccessDenied", "AccessDeniedException", "403")
+    assert len(refused) <= 3  # every 2 s, not every second (that made 5 or more)
+    assert len(slow.keys) == 3

@@ -635,8 +635,9 @@ class SqsSource:
     async def _heartbeat(self, message: dict[str, Any], received: float) -> None:
         """Extend visibility at half the timeout until the message's work ends.
 
-        A failed extension is retried soon (not half a timeout later, when the message
-        may already be visible to others); an invalid receipt handle (the message was
+        A transient failure is retried soon (not half a timeout later, when the message
+        may already be visible to others), a permanent one (AccessDenied) at the usual
+        interval; an invalid receipt handle (the message was
         deleted, or received again elsewhere) ends the heartbeat; so does SQS's 12-hour
         cap on a message's total visibility, counted from `received` (monotonic time of
         the receive request).
@@ -667,6 +668,14 @@ class SqsSource:
                     log.warning("receipt handle no longer valid; heartbeat stops",
                                 message_id=message.get("MessageId"))  # fmt: skip
                     return
-                log.warning("heartbeat failed; will retry", message_id=message.get("MessageId"),
-                            error=repr(exc))  # fmt: skip
-                delay = min(1.0, interval / 4)
+                if is_transient(exc):
+                    log.warning("heartbeat failed; will retry", message_id=message.get("MessageId"),
+                                error=repr(exc))  # fmt: skip
+                    delay = min(1.0, interval / 4)
+                else:
+                    # Permanent (e.g. AccessDenied): retrying within a second would only
+                    # repeat the warning; try again at the usual interval.
+                    log.warning("heartbeat refused; visibility is not being extended",
+                                message_id=message.get("MessageId"),
+                                code=_error_code(exc) or repr(exc))  # fmt: skip
+                    delay = interval
