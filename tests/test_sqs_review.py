@@ -92,6 +92,7 @@ def test_fifo_failed_message_holds_its_group_back(sandbox: TrailSandbox, tmp_pat
     # The group's later message waits for the failed one; another group goes on.
     assert set(collected.keys) == {other}
     assert result.metrics.value("trailproc_messages_kept_total", reason="failed") == 1
+    assert result.metrics.value("trailproc_messages_kept_total", reason="held_back") >= 1
     assert result.metrics.value("trailproc_messages_deleted_total", reason="processed") == 1
     assert sandbox.queue_depth(queue) == 2  # both of the held group kept, none deleted
     assert time.monotonic() - started < 30  # the held message counts as accounted for

@@ -322,7 +322,8 @@ class Metrics:
     # first failure ever happens.
     DELETE_REASONS = ("processed", "filtered", "all_skipped", "s3_test_event", "validation",
                       "failed_deleted", "moved_to_dlq")  # fmt: skip
-    KEEP_REASONS = ("failed", "busy", "interrupted", "bad_notification", "refused")
+    KEEP_REASONS = ("failed", "busy", "interrupted", "bad_notification", "refused", "error",
+                    "held_back")  # fmt: skip
     FILE_KINDS = ("log", "insight", "digest", "other")
     FILE_OUTCOMES = ("done", "already_done", "busy", "interrupted", "failed")
     ERROR_REASONS = ("fetch_failed", "bad_log_file", "too_large", "bad_notification",

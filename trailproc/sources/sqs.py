@@ -453,6 +453,7 @@ class SqsSource:
                  behind=behind, message_ids=[m.get("MessageId") for m in messages])  # fmt: skip
         for message in messages:
             await _stop(heartbeats[id(message)])
+            self.metrics.messages_kept.labels("held_back").inc()
             if due is not None:
                 self.parked[str(message.get("MessageId"))] = due
             await self._set_visibility(message, 0)
