@@ -23,7 +23,9 @@ __all__ = [
     "HandlerError",
     "InternalError",
     "Refused",
+    "RetryAgain",
     "TrailprocError",
+    "error_code",
     "is_transient",
     "retry_transient",
 ]
@@ -206,6 +208,19 @@ _TRANSIENT_CODES = frozenset(
 )
 
 
+class RetryAgain(Exception):
+    """Raised by a `retry_transient` call to ask for another attempt: a partial failure
+    no SDK exception shows (some entries of a batch call failed on the service's side)."""
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ClientError ("AccessDenied", ...); "" otherwise."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code") or "")
+    return ""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for failures that a retry may cure (throttling, 5xx, timeouts, resets)."""
     if isinstance(exc, FetchError):
@@ -222,8 +237,10 @@ def is_transient(exc: BaseException) -> bool:
         ResponseStreamingError,
     )
 
+    if isinstance(exc, RetryAgain):
+        return True
     if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = error_code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return code in _TRANSIENT_CODES or int(status or 0) >= 500
     if isinstance(

@@ -25,6 +25,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from ..errors import error_code
 from .base import Claim, ClaimState, FileId, LeaseLost
 
 __all__ = ["DynamoDBStore"]
@@ -64,17 +65,13 @@ def _s(value: str) -> dict[str, str]:
     return {"S": value}
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
-
-
 def _conditional_failed(error: ClientError) -> bool:
-    return _code(error) == "ConditionalCheckFailedException"
+    return error_code(error) == "ConditionalCheckFailedException"
 
 
 def _denied(error: ClientError) -> bool:
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return _code(error) in ("AccessDeniedException", "AccessDenied") or status == 403
+    return error_code(error) in ("AccessDeniedException", "AccessDenied") or status == 403
 
 
 class DynamoDBStore:
@@ -146,7 +143,7 @@ class DynamoDBStore:
             desc = await client.describe_table(TableName=self.table)
             existed = True
         except ClientError as e:
-            if _code(e) != "ResourceNotFoundException":
+            if error_code(e) != "ResourceNotFoundException":
                 raise
             existed = False
             try:
@@ -158,7 +155,7 @@ class DynamoDBStore:
                 )
             except ClientError as e:
                 # Being created by another worker right now.
-                if _code(e) != "ResourceInUseException":
+                if error_code(e) != "ResourceInUseException":
                     raise
             desc = await client.describe_table(TableName=self.table)
         deadline = time.monotonic() + timeout
@@ -188,7 +185,7 @@ class DynamoDBStore:
         except ClientError as e:
             # Not idempotent: when another worker turned TTL on since we looked, DynamoDB
             # answers ValidationException ("TimeToLive is already enabled").
-            if _code(e) != "ValidationException" or not enabled(
+            if error_code(e) != "ValidationException" or not enabled(
                 await client.describe_time_to_live(TableName=self.table)
             ):
                 raise

@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import error_code
 from .signing import Readable
 
 __all__ = ["SIGNATURE_SUFFIX", "LocalStore", "NotFound", "ObjectStore", "ReadError", "S3Store"]
@@ -42,11 +43,6 @@ class ObjectStore(Protocol):
         ...
 
 
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
 class S3Store:
     """Reads from S3 through a boto3 client (thread-safe)."""
 
@@ -59,7 +55,7 @@ class S3Store:
         try:
             return getattr(self.client, method)(**kwargs)
         except ClientError as exc:
-            code = _error_code(exc)
+            code = error_code(exc)
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise NotFound(kwargs.get("Key", "")) from exc
             raise ReadError(f"{code or 'error'}: {exc}") from exc

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import click
 
 from ..config import Config, ConfigError, load_config
+from ..errors import error_code
 from ..observe import configure_logging, get_logger
 
 __all__ = ["Row", "check_command", "run_checks"]
@@ -65,15 +66,8 @@ class Row:
     fix: str = ""
 
 
-def _code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", "")) or ""
-    return ""
-
-
 def _describe(exc: BaseException) -> str:
-    code = _code(exc)
+    code = error_code(exc)
     if code:
         message = str(getattr(exc, "response", {}).get("Error", {}).get("Message", "")).strip()
         return f"{code}: {message}" if message else code
@@ -199,7 +193,7 @@ class Checker:
         try:
             identity = self.client("sts").get_caller_identity()
         except Exception as exc:
-            code = _code(exc)
+            code = error_code(exc)
             fix = ("configure AWS credentials the standard way: environment variables, "
                    "a profile (profile = ... / AWS_PROFILE), or an instance/task role")  # fmt: skip
             if not code or code in _CREDENTIAL_CODES:
@@ -218,7 +212,7 @@ class Checker:
                 QueueUrl=queue_url, AttributeNames=["All"]
             )["Attributes"]
         except Exception as exc:
-            code = _code(exc)
+            code = error_code(exc)
             if code in _MISSING_QUEUE_CODES:
                 fix = (f"the queue {queue_url} does not exist (in this account and region): "
                        "check queue_url and region, or create it (samples/infra)")  # fmt: skip
@@ -254,8 +248,8 @@ class Checker:
             )
         except Exception as exc:
             fix = (f"allow sqs:ReceiveMessage on {_arn_from_url(queue_url)}"
-                   if _code(exc) in _DENIED_CODES else "see the AWS error")  # fmt: skip
-            if _code(exc) in _DENIED_CODES and attributes.get("KmsMasterKeyId"):
+                   if error_code(exc) in _DENIED_CODES else "see the AWS error")  # fmt: skip
+            if error_code(exc) in _DENIED_CODES and attributes.get("KmsMasterKeyId"):
                 fix += f" and kms:Decrypt on the queue's key {attributes['KmsMasterKeyId']}"
             self.add(name, "fail", _describe(exc), fix)
             return
@@ -274,7 +268,7 @@ class Checker:
                     QueueUrl=queue_url, ReceiptHandle=PROBE_HANDLE, VisibilityTimeout=0
                 )
         except Exception as exc:
-            code = _code(exc)
+            code = error_code(exc)
             if code in _INVALID_HANDLE_CODES:
                 self.add(name, "pass", "allowed (probed with a handle no message has)")
             elif code in _DENIED_CODES:
@@ -334,7 +328,7 @@ class Checker:
             try:
                 page = s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1000)
             except Exception as exc:
-                code = _code(exc)
+                code = error_code(exc)
                 if code == "NoSuchBucket":
                     fix = "check the bucket name: it must be the trail's S3 bucket"
                     return None, Row(label, "fail", _describe(exc), fix)
@@ -380,7 +374,7 @@ class Checker:
         try:
             head = s3.head_object(Bucket=bucket, Key=key)
         except Exception as exc:
-            code = _code(exc)
+            code = error_code(exc)
             fix = (f"allow s3:GetObject on {resource}" if code in _DENIED_CODES
                    else f"check that s3://{bucket}/{key} exists" if code in ("404", "NoSuchKey")
                    else "see the AWS error")  # fmt: skip
@@ -393,7 +387,7 @@ class Checker:
             response = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")
             response["Body"].read()
         except Exception as exc:
-            code, text = _code(exc), _describe(exc)
+            code, text = error_code(exc), _describe(exc)
             if sse.startswith("aws:kms") and (code.startswith("KMS") or "kms" in text.lower()
                                               or code in _DENIED_CODES):  # fmt: skip
                 self.add(label, "pass", f"HeadObject {key} allowed")
@@ -432,7 +426,7 @@ class Checker:
         try:
             state = asyncio.run(attempt())
         except Exception as exc:
-            code = _code(exc)
+            code = error_code(exc)
             if code in _DENIED_CODES:
                 fix = ("allow dynamodb:GetItem, UpdateItem, DescribeTable, PutItem and "
                        "DeleteItem on the table for the worker's role")  # fmt: skip

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import DecompressedTooLarge, FetchError, TrailprocError, is_transient, retry_transient
+from ..errors import (
+    DecompressedTooLarge,
+    FetchError,
+    TrailprocError,
+    error_code,
+    is_transient,
+    retry_transient,
+)
 from ..observe import get_logger
 from .keys import FileRef
 
@@ -86,7 +93,7 @@ class S3Fetcher:
         try:
             return await self._read(ref, None, version_id=ref.version_id)
         except Exception as exc:
-            if _code(exc) not in ("AccessDenied", "403"):
+            if error_code(exc) not in ("AccessDenied", "403"):
                 raise
         fetched = await self._read(ref, ref.version_id)  # denied too: the usual error
         log.info("reading objects without their version id: s3:GetObjectVersion is not "
@@ -130,16 +137,8 @@ class S3Fetcher:
                 raise _as_fetch_error(exc, ref) from exc
 
 
-def _code(exc: BaseException) -> str | None:
-    """The S3 error code of a ClientError, None for anything else."""
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code") or "") or None
-    return None
-
-
 def _as_fetch_error(exc: BaseException, ref: FileRef) -> FetchError:
-    code = _code(exc)
+    code = error_code(exc) or None
     transient = is_transient(exc)
     if code and code in _PERMANENT_HINTS:
         text = _PERMANENT_HINTS[code]

@@ -448,10 +448,13 @@ def _req_str(
     return value
 
 
+def _cut(shown: str) -> str:
+    return shown if len(shown) <= _MAX_SHOWN else shown[: _MAX_SHOWN - 3] + "..."
+
+
 def _clip(text: str) -> str:
     """`text` for an error message: control characters escaped, at most _MAX_SHOWN chars."""
-    shown = repr(text)[1:-1]
-    return shown if len(shown) <= _MAX_SHOWN else shown[: _MAX_SHOWN - 3] + "..."
+    return _cut(repr(text)[1:-1])
 
 
 def _show(value: Any) -> str:
@@ -460,8 +463,7 @@ def _show(value: Any) -> str:
     Containers are only named: their repr could be deep as well as long."""
     if isinstance(value, (Mapping, list, tuple)):
         return f"<JSON {_json_type(value)}>"
-    shown = repr(value)
-    return shown if len(shown) <= _MAX_SHOWN else shown[: _MAX_SHOWN - 3] + "..."
+    return _cut(repr(value))
 
 
 def _opt_str(value: Any) -> str | None:

@@ -26,13 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import time
 from collections.abc import Coroutine
 from typing import Any
 
 from ..config import Config
-from ..errors import InternalError, TrailprocError, is_transient, retry_transient
+from ..errors import (
+    InternalError,
+    RetryAgain,
+    TrailprocError,
+    error_code,
+    is_transient,
+    retry_transient,
+)
 from ..observe import Metrics, get_logger, short_handle
 from ..pipeline.engine import FilePipeline
 from ..processor import ProgressInfo, ProgressState
@@ -80,13 +86,6 @@ async def _stop(task: asyncio.Task[Any]) -> None:
         await task
 
 
-def _error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 _Entry = tuple[str, str | None, "asyncio.Future[bool]"]  # receipt handle, message id, result
 
 
@@ -99,7 +98,7 @@ class _DeleteBatcher:
     """
 
     def __init__(
-        self, sqs: Any, queue_url: str, linger: float = 0.05, entry_attempts: int = 4
+        self, sqs: Any, queue_url: str, linger: float = 0.05, entry_attempts: int = 5
     ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
@@ -133,42 +132,49 @@ class _DeleteBatcher:
             self._timer = asyncio.get_running_loop().call_later(0, self._flush)
 
     async def _send(self, batch: list[_Entry]) -> None:
-        for attempt in range(1, self.entry_attempts + 1):
-            if attempt > 1:
-                await asyncio.sleep(0.2 * 2 ** (attempt - 2))
-            entries = [{"Id": str(i), "ReceiptHandle": rh} for i, (rh, _m, _f) in enumerate(batch)]
-            try:
-                response = await retry_transient(functools.partial(self._call, entries))
-            except Exception as exc:
-                for _rh, _mid, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                return
+        pending = list(batch)  # entries not yet confirmed or refused
+        attempts = 0
+
+        async def attempt() -> None:
+            nonlocal attempts, pending
+            attempts += 1
+            entries = [{"Id": str(i), "ReceiptHandle": e[0]} for i, e in enumerate(pending)]
+            response = await self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
             failed = {f["Id"]: f for f in response.get("Failed", [])}
             again: list[_Entry] = []
-            for i, entry in enumerate(batch):
+            for i, entry in enumerate(pending):
                 _rh, message_id, future = entry
                 failure = failed.get(str(i))
                 if future.done():
                     continue
                 if failure is None:
                     future.set_result(True)
-                    continue
-                code = failure.get("Code")
-                if (not failure.get("SenderFault") and code not in _GONE_CODES
-                        and attempt < self.entry_attempts):  # fmt: skip
+                elif failure.get("SenderFault") or failure.get("Code") in _GONE_CODES:
+                    self._refused(message_id, failure, attempts)
+                    future.set_result(False)
+                else:  # failed on SQS's side: send it again
                     again.append(entry)
-                    continue
-                log.warning("delete refused by SQS", message_id=message_id, code=code,
-                            detail=failure.get("Message"), attempts=attempt,
-                            then="it comes back and is skipped by its checkpoint")  # fmt: skip
-                future.set_result(False)
-            if not again:
-                return
-            batch = again
+            pending = again
+            if again:
+                raise RetryAgain(f"{len(again)} delete entries failed on SQS's side")
 
-    async def _call(self, entries: list[dict[str, str]]) -> Any:
-        return await self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+        try:
+            await retry_transient(attempt, attempts=self.entry_attempts)
+        except RetryAgain:
+            for _rh, message_id, future in pending:
+                if not future.done():
+                    self._refused(message_id, {"Code": "InternalError"}, attempts)
+                    future.set_result(False)
+        except Exception as exc:
+            for _rh, _mid, future in pending:
+                if not future.done():
+                    future.set_exception(exc)
+
+    @staticmethod
+    def _refused(message_id: str | None, failure: dict[str, Any], attempts: int) -> None:
+        log.warning("delete refused by SQS", message_id=message_id, code=failure.get("Code"),
+                    detail=failure.get("Message"), attempts=attempts,
+                    then="it comes back and is skipped by its checkpoint")  # fmt: skip
 
 
 class SqsSource:
@@ -630,7 +636,7 @@ class SqsSource:
         except Exception as exc:
             log.info("visibility change not applied", message_id=message.get("MessageId"),
                      handle=short_handle(message.get("ReceiptHandle")),
-                     code=_error_code(exc) or repr(exc))  # fmt: skip
+                     code=error_code(exc) or repr(exc))  # fmt: skip
             return False
 
     async def _heartbeat(self, message: dict[str, Any], received: float) -> None:
@@ -665,7 +671,7 @@ class SqsSource:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if _error_code(exc) in _GONE_CODES:
+                if error_code(exc) in _GONE_CODES:
                     log.warning("receipt handle no longer valid; heartbeat stops",
                                 message_id=message.get("MessageId"))  # fmt: skip
                     return
@@ -678,5 +684,5 @@ class SqsSource:
                     # repeat the warning; try again at the usual interval.
                     log.warning("heartbeat refused; visibility is not being extended",
                                 message_id=message.get("MessageId"),
-                                code=_error_code(exc) or repr(exc))  # fmt: skip
+                                code=error_code(exc) or repr(exc))  # fmt: skip
                     delay = interval
