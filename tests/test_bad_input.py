@@ -321,6 +321,19 @@ def test_good_and_missing_file_then_trailproc_dlq(sandbox: TrailSandbox, tmp_pat
     assert all(n == 1 for n in seen.values())
 
 
+def _wait_until_visible(sandbox: TrailSandbox, timeout: float = 20.0) -> None:
+    """Until a message kept with a backoff can be received again (bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        attributes = sandbox.client("sqs").get_queue_attributes(
+            QueueUrl=sandbox.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        if int(attributes["ApproximateNumberOfMessages"]) > 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the kept message never became visible again")
+
+
 def test_good_and_missing_file_then_queue_redrive(aws_env: MotoServer, tmp_path: Path) -> None:
     sandbox = TrailSandbox(aws_env.url, max_receive_count=2).create(visibility_timeout=5)
     records = make_records(30, seed=42)
@@ -331,7 +344,7 @@ def test_good_and_missing_file_then_queue_redrive(aws_env: MotoServer, tmp_path:
     for _ in range(2):
         run = run_once(tmp_path, sandbox.queue_url, failure_visibility_base=1)
         assert [e["key"] for e in run.errors] == [missing]
-        time.sleep(1.2)
+        _wait_until_visible(sandbox)  # its 1 s backoff, however busy the machine is
     # The third receive finds it gone: the queue's redrive policy moved it.
     last = run_once(tmp_path, sandbox.queue_url, failure_visibility_base=1)
     assert last.errors == []
