@@ -64,6 +64,11 @@ class CheckpointStore(Protocol):
       raises `LeaseLost` unless `owner` is still the recorded lease holder.
     * `complete` marks the file done whoever holds it (all records were handed over) and
       drops the lease; `release` drops `owner`'s lease and keeps the position.
+
+    A store may set a class attribute `never_suspends = True` when none of its calls
+    ever awaits anything (all work done synchronously) and none fails transiently. The
+    pipeline then awaits its commits directly, since no cancellation can land inside
+    one, instead of protecting each in a shielded task with retries.
     """
 
     async def claim(self, file: FileId, owner: str, lease_seconds: float) -> Claim:

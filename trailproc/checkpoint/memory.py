@@ -26,6 +26,8 @@ class _Entry:
 class MemoryStore:
     """`CheckpointStore` kept in a dict; one instance is one shared view of progress."""
 
+    never_suspends = True  # see CheckpointStore: no call ever awaits anything
+
     def __init__(self) -> None:
         self._files: dict[FileId, _Entry] = {}
         self._values: dict[str, tuple[str, float]] = {}  # key → (value, expires at)

@@ -137,6 +137,10 @@ class SqliteStore:
     announced again after that is processed again, as with DynamoDB's TTL.
     """
 
+    # Every call runs synchronously (see the module docstring); lock waits happen inside
+    # SQLite's busy handler, not on the event loop's clock.
+    never_suspends = True
+
     def __init__(
         self,
         path: str | os.PathLike[str],
