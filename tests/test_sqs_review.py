@@ -297,6 +297,53 @@ def test_delete_refused_is_logged_with_its_message_id(
     assert sandbox.queue_depth() == 0  # it came back, was skipped as done, and deleted
 
 
+@pytest.mark.timeout(60)
+def test_deletes_wait_for_each_other_only_while_other_messages_are_in_progress(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    # A long linger makes any wait for it obvious: the run would take over 10 s.
+    for n in range(3):
+        sandbox.deliver(make_records(5, seed=n))
+    with FailingDeleteEntries(sandbox.endpoint_url, code="-", sender_fault=False,
+                              times=0) as proxy:  # fmt: skip
+        started = time.monotonic()
+        result = run_in_process(sandbox, tmp_path, KeysInOrder(sleep=0),
+                                endpoint_url=proxy.url, delete_linger_seconds=10)  # fmt: skip
+        took = time.monotonic() - started
+    # Received together: the first two deletes waited for the third, which, with
+    # nothing else in progress, sent all three in one call without waiting further.
+    assert result.metrics.value("trailproc_messages_received_total") == 3
+    assert [len(batch) for batch in proxy.batches] == [3]
+    assert sandbox.queue_depth() == 0
+    assert took < 10
+
+
+@pytest.mark.timeout(60)
+def test_fifo_group_deletes_do_not_wait_out_the_linger(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    queue = _fifo_queue(sandbox, "trail-linger.fifo")
+    keys = [log_key(unique=f"fifolinger{i:06d}") for i in range(3)]
+    for n, key in enumerate(keys):
+        sandbox.put(key, encode_log(make_records(5, seed=n)))
+        _send_fifo(sandbox, queue, key, "one-group", n)
+    collected = KeysInOrder(sleep=0)
+    sandbox.queue_url = queue
+    with FailingDeleteEntries(sandbox.endpoint_url, code="-", sender_fault=False,
+                              times=0) as proxy:  # fmt: skip
+        started = time.monotonic()
+        run_in_process(sandbox, tmp_path, collected, endpoint_url=proxy.url,
+                       delete_linger_seconds=10)  # fmt: skip
+        took = time.monotonic() - started
+    # Each message of the group waits for its predecessor's delete; with the rest of
+    # the group queued behind it, no other delete could share the call, so each went
+    # at once (three calls of one), in order, and nobody waited 10 s.
+    assert collected.keys == [k for k in keys for _ in range(5)]
+    assert [len(batch) for batch in proxy.batches] == [1, 1, 1]
+    assert sandbox.queue_depth(queue) == 0
+    assert took < 10
+
+
 # --- GetObject of a versioned object -----------------------------------------------------
 
 

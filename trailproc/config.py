@@ -58,6 +58,15 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         Positive, _doc("Messages being worked on at once (bounds memory with the file size).")
     ] = 16
     download_concurrency: Annotated[Positive, _doc("Concurrent S3 GetObject calls.")] = 8
+    delete_linger_seconds: Annotated[
+        float,
+        msgspec.Meta(
+            ge=0,
+            le=10,
+            description="Seconds a processed message's delete waits for others to share "
+            "its DeleteMessageBatch call; it goes at once when nothing else is in progress.",
+        ),
+    ] = 0.05
     process_kinds: Annotated[
         list[Literal["log", "insight", "digest", "other"]],
         _doc("Object kinds handed to user code; others are skipped with a reason."),

@@ -108,11 +108,17 @@ class _DeleteBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Future[None]] = set()
 
-    async def delete(self, receipt_handle: str, message_id: str | None = None) -> bool:
-        """Resolve True once SQS confirmed the delete, False if it refused."""
+    async def delete(
+        self, receipt_handle: str, message_id: str | None = None, *, last: bool = False
+    ) -> bool:
+        """Resolve True once SQS confirmed the delete, False if it refused.
+
+        `last`: the caller knows no other delete can join this batch before the linger
+        ends (nothing else is being worked on), so waiting would only add latency.
+        """
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((receipt_handle, message_id, future))
-        if len(self._pending) >= 10:
+        if len(self._pending) >= 10 or last:
             self._flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.linger, self._flush)
@@ -192,9 +198,14 @@ class SqsSource:
         self.sqs = sqs
         self.metrics = metrics
         self.runner = MessageRunner(config, pipeline)
-        self.deleter = _DeleteBatcher(sqs, self.queue_url)
+        self.deleter = _DeleteBatcher(sqs, self.queue_url, linger=config.delete_linger_seconds)
         self.tasks: set[asyncio.Task[Any]] = set()
         self._held = 0  # messages received and not yet finished with (tasks hold them)
+        # Of those: waiting for their delete, and (FIFO) waiting for their group's turn.
+        # When they are all there is, no other delete can come before a receive, so the
+        # pending deletes go out at once instead of after the batching linger.
+        self._acking = 0
+        self._queued_in_groups = 0
         # FIFO: the task working on each message group, so that a later receive's
         # messages of the group wait for it.
         self._groups: dict[str, asyncio.Task[Any]] = {}
@@ -255,20 +266,25 @@ class SqsSource:
                     self.parked.pop(str(message.get("MessageId")), None)
                 for group, unit in _units(messages):
                     if group is None:
-                        self._start(self._handle(unit[0], received), 1)
+                        self._start(self._handle(unit[0], received), [1])
                     else:
-                        self._start(self._handle_group(group, unit, received), len(unit))
+                        # The group task gives each message's slot back as it finishes.
+                        slots = [len(unit)]
+                        self._start(self._handle_group(group, unit, received, slots), slots)
         finally:
             await self._drain()
 
-    def _start(self, work: Coroutine[Any, Any, Any], held: int) -> None:
+    def _start(self, work: Coroutine[Any, Any, Any], slots: list[int]) -> None:
+        """Run `work` as a task holding `slots[0]` in-flight slots; the task may give
+        some back early (decrementing both `slots[0]` and `_held`), the rest are given
+        back when it ends, even if it was cancelled before it started."""
         task = asyncio.create_task(work)
         self.tasks.add(task)
-        self._held += held
+        self._held += slots[0]
 
         def done(task: asyncio.Task[Any]) -> None:
             self.tasks.discard(task)
-            self._held -= held
+            self._held -= slots[0]
 
         task.add_done_callback(done)
 
@@ -402,7 +418,7 @@ class SqsSource:
 
     # --- one FIFO message group -----------------------------------------------------------
     async def _handle_group(
-        self, group: str, messages: list[dict[str, Any]], received: float
+        self, group: str, messages: list[dict[str, Any]], received: float, slots: list[int]
     ) -> bool:
         """A FIFO group's messages of one receive, one after the other, in order.
 
@@ -419,6 +435,7 @@ class SqsSource:
         heartbeats = {id(m): asyncio.create_task(self._heartbeat(m, received)) for m in messages}
         pending = list(messages)
         go_on = True
+        self._queued_in_groups += len(pending)
         try:
             if previous is not None:
                 # The group's earlier messages (an earlier receive) are still in hand.
@@ -428,8 +445,13 @@ class SqsSource:
             before = None
             while pending and go_on and not self._stopping.is_set():
                 message = pending.pop(0)
+                self._queued_in_groups -= 1
                 before = str(message.get("MessageId"))
-                go_on = await self._handle(message, received, heartbeats[id(message)])
+                try:
+                    go_on = await self._handle(message, received, heartbeats[id(message)])
+                finally:
+                    slots[0] -= 1
+                    self._held -= 1
             if pending:
                 await self._hold_back(group, pending, heartbeats, before)
             return go_on and not pending
@@ -437,6 +459,7 @@ class SqsSource:
             await asyncio.shield(self._hold_back(group, pending, heartbeats, None))
             raise
         finally:
+            self._queued_in_groups -= len(pending)
             for heartbeat in heartbeats.values():
                 await _stop(heartbeat)
             if self._groups.get(group) is me:
@@ -540,8 +563,12 @@ class SqsSource:
     async def _delete(self, message: dict[str, Any], reason: str) -> None:
         info = ProgressInfo(True, message.get("MessageId"))
         token = self.pipeline.report_start(ProgressState.DELETE, info)
+        self._acking += 1
         try:
-            deleted = await self.deleter.delete(message["ReceiptHandle"], info.message_id)
+            last = self._acking + self._queued_in_groups >= self._held
+            deleted = await self.deleter.delete(
+                message["ReceiptHandle"], info.message_id, last=last
+            )
         except Exception as exc:
             deleted = False
             log.warning(
@@ -549,6 +576,8 @@ class SqsSource:
                 message_id=message.get("MessageId"),
                 error=repr(exc),
             )
+        finally:
+            self._acking -= 1
         self.pipeline.report_end(
             ProgressState.DELETE, ProgressInfo(deleted, info.message_id), token
         )
