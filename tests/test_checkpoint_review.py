@@ -155,3 +155,53 @@ def test_dynamodb_create_true_ttl_enabled_by_another_worker_meanwhile(
     assert len(answered) == 1
     ttl = ddb.describe_time_to_live(TableName=TABLE)["TimeToLiveDescription"]
     assert ttl == {"TimeToLiveStatus": "ENABLED", "AttributeName": "expires_at"}
+
+
+# --- a value taken once, whatever the network does -------------------------------------
+class LostReply(FaultProxy):
+    """Forwards everything; the first reply to DynamoDB's `action` is lost: the server
+    acted on the request, the client's connection is dropped and botocore sends it again."""
+
+    def __init__(self, upstream: str, action: str) -> None:
+        super().__init__(upstream, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
+                         slow_rate=0)  # fmt: skip
+        self.action = action
+        self.lost = 0
+
+    def forward(
+        self, method: str, path: str, headers: Any, body: bytes
+    ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        answer = super().forward(method, path, headers, body)
+        if str(headers.get("X-Amz-Target") or "").endswith("." + self.action) and not self.lost:
+            self.lost += 1
+            raise OSError("reply lost")  # the proxy drops the client's connection
+        return answer
+
+
+@pytest.mark.parametrize("action", ["UpdateItem", "DeleteItem"])
+def test_dynamodb_forget_hands_the_value_over_when_its_reply_is_lost(
+    aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    """A pending digest check is taken with `forget`: a lost reply and botocore's retry
+    must neither lose the value (a plain DeleteItem's retry finds nothing) nor hand it
+    out twice."""
+
+    async def body() -> None:
+        direct = DynamoDBStore(TABLE, create_table=True)
+        assert await direct.remember("digest-check:x", '{"sha256":"ab"}', 3600, only_new=True)
+        with LostReply(aws_env.url, action) as proxy:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+            taker = DynamoDBStore(TABLE)
+            try:
+                first = await taker.forget("digest-check:x")
+                second = await taker.forget("digest-check:x")
+            finally:
+                await taker.close()
+        assert proxy.lost == 1
+        assert (first, second) == ('{"sha256":"ab"}', None)
+        assert await direct.recall("digest-check:x") is None
+        # The key is free again for the next pair.
+        assert await direct.remember("digest-check:x", "next", 3600, only_new=True)
+        await direct.close()
+
+    asyncio.run(body())

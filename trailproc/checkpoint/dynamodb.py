@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from ..errors import error_code
+from ..observe import get_logger
 from .base import Claim, ClaimState, FileId, LeaseLost
 
 __all__ = ["DynamoDBStore"]
@@ -47,9 +49,12 @@ _NAMES = {
     "#ttl": TTL_ATTRIBUTE,
     "#value": "value",
     "#vexp": "value_expires",
+    "#taker": "taker",
 }
 
 KV_PREFIX = "kv:"
+
+log = get_logger("trailproc.checkpoint")
 
 
 def _names(expression: str) -> dict[str, str]:
@@ -368,11 +373,53 @@ class DynamoDBStore:
         return self._live_value(resp.get("Item"), time.time())
 
     async def forget(self, key: str) -> str | None:
+        """Take the value: handed to exactly one caller, even when a reply is lost.
+
+        A single DeleteItem is not enough: when its reply is lost, botocore sends it
+        again, the second call finds nothing, and the value is lost to everyone (a
+        pending digest check never met). So the item is first marked with a token of
+        this call (conditional on no other taker and a live value); a repeated mark
+        fails its condition and a consistent read then shows whether the token is ours.
+        The delete that follows is cleanup: if it fails, the TTL removes the item.
+        """
         client = await self._get_client()
-        resp = await client.delete_item(
-            TableName=self.table, Key={"pk": _s(KV_PREFIX + key)}, ReturnValues="ALL_OLD"
-        )
-        return self._live_value(resp.get("Attributes"), time.time())
+        pk = {"pk": _s(KV_PREFIX + key)}
+        token = uuid.uuid4().hex
+        condition = "attribute_exists(#value) AND attribute_not_exists(#taker) AND #vexp > :now"
+        try:
+            resp = await client.update_item(
+                TableName=self.table,
+                Key=pk,
+                UpdateExpression="SET #taker = :token",
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_names(condition),
+                ExpressionAttributeValues={":token": _s(token), ":now": _n(time.time())},
+                ReturnValues="ALL_NEW",
+            )
+            item = resp.get("Attributes")
+        except ClientError as e:
+            if not _conditional_failed(e):
+                raise
+            # No live value, another taker, or our own mark whose reply was lost.
+            resp = await client.get_item(TableName=self.table, Key=pk, ConsistentRead=True)
+            item = resp.get("Item")
+            if not item or item.get("taker", {}).get("S") != token:
+                return None
+        try:
+            condition = "#taker = :token"
+            await client.delete_item(
+                TableName=self.table,
+                Key=pk,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_names(condition),
+                ExpressionAttributeValues={":token": _s(token)},
+            )
+        except Exception as e:  # the value is ours now: never lose it over cleanup
+            # A failed condition: already deleted (our own delete, its reply lost).
+            if not (isinstance(e, ClientError) and _conditional_failed(e)):
+                log.warning("taken value not deleted; its TTL removes it", key=key,
+                            error=error_code(e) or repr(e))  # fmt: skip
+        return str(item["value"]["S"])
 
     async def close(self) -> None:
         cm, self._client_cm, self._client = self._client_cm, None, None
