@@ -208,6 +208,26 @@ def test_fifo_stop_releases_the_group_messages_not_started(
     assert attrs["ApproximateNumberOfMessages"] == "2"
 
 
+@pytest.mark.timeout(60)
+def test_exit_when_idle_stops_counting_a_parked_message_the_redrive_took(
+    aws_env: MotoServer, tmp_path: Path
+) -> None:
+    """A message parked after failures no longer stands in for another message once the
+    queue's redrive policy moved it to the DLQ: the run waits for the message a crashed
+    consumer holds, instead of exiting with it unprocessed."""
+    box = TrailSandbox(aws_env.url, bucket="redrive-bucket", topic_name="redrive-topic",
+                       queue_name="redrive-queue", max_receive_count=2).create()  # fmt: skip
+    good = box.deliver(make_records(5, seed=4))
+    held = box.client("sqs").receive_message(QueueUrl=box.queue_url, VisibilityTimeout=6)
+    assert len(held["Messages"]) == 1  # invisible for 6 s, as if its consumer had crashed
+    box.notify([log_key(unique="redrivemissing01")])  # names no object: fails, is parked
+    collected = KeysInOrder(sleep=0)
+    run_in_process(box, tmp_path, collected, failure_visibility_base=1)
+    assert collected.keys == [good] * 5
+    assert box.queue_depth() == 0
+    assert box.queue_depth(box.dlq_url) == 1  # the failing one, moved by the redrive
+
+
 # --- DeleteMessageBatch entries failed ------------------------------------------------------
 class FailingDeleteEntries(FaultProxy):
     """Forwards everything, except that the first `times` DeleteMessageBatch calls have

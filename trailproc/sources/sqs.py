@@ -339,6 +339,14 @@ class SqsSource:
                 "ApproximateNumberOfMessagesDelayed",
             )
         )
+        # A parked message past its due time is visible again and no longer accounted
+        # for: it is received again (and parked anew if it fails again), or it left the
+        # queue without us (the queue's redrive policy moved it to its DLQ on that
+        # receive, or someone deleted it). Counting it for ever would let it stand in
+        # for a message that is invisible for another reason.
+        now = time.monotonic()
+        for message_id in [m for m, due in self.parked.items() if due <= now]:
+            del self.parked[message_id]
         if left <= len(self.parked):
             return True
         log.debug("queue not settled", left=left, parked=len(self.parked))
