@@ -271,6 +271,17 @@ class FailingDeleteEntries(FaultProxy):
         return status, reason, out_headers, json.dumps(answer).encode()
 
 
+def _drain_through(
+    proxy: FaultProxy, sandbox: TrailSandbox, tmp_path: Path, collected: Any = None,
+    **overrides: Any,
+) -> tuple[Any, float]:
+    """Drain the queue through `proxy`: the run's result and how long it took."""
+    started = time.monotonic()
+    result = run_in_process(sandbox, tmp_path, collected or KeysInOrder(sleep=0),
+                            endpoint_url=proxy.url, **overrides)  # fmt: skip
+    return result, time.monotonic() - started
+
+
 @pytest.mark.timeout(60)
 def test_delete_entry_failed_on_the_sqs_side_is_retried(
     sandbox: TrailSandbox, tmp_path: Path
@@ -279,12 +290,7 @@ def test_delete_entry_failed_on_the_sqs_side_is_retried(
         sandbox.deliver(make_records(5, seed=n))
     with FailingDeleteEntries(sandbox.endpoint_url, code="InternalError",
                               sender_fault=False) as proxy:  # fmt: skip
-        started = time.monotonic()
-        result = run_in_process(
-            sandbox, tmp_path, KeysInOrder(sleep=0), endpoint_url=proxy.url,
-            visibility_timeout=15,
-        )  # fmt: skip
-        took = time.monotonic() - started
+        result, took = _drain_through(proxy, sandbox, tmp_path, visibility_timeout=15)
     # The failed entry was sent again at once, not left to come back after the
     # visibility timeout (an extra receive, counted toward the redrive limit).
     failed_handle = proxy.batches[0][0]
@@ -326,10 +332,7 @@ def test_deletes_wait_for_each_other_only_while_other_messages_are_in_progress(
         sandbox.deliver(make_records(5, seed=n))
     with FailingDeleteEntries(sandbox.endpoint_url, code="-", sender_fault=False,
                               times=0) as proxy:  # fmt: skip
-        started = time.monotonic()
-        result = run_in_process(sandbox, tmp_path, KeysInOrder(sleep=0),
-                                endpoint_url=proxy.url, delete_linger_seconds=10)  # fmt: skip
-        took = time.monotonic() - started
+        result, took = _drain_through(proxy, sandbox, tmp_path, delete_linger_seconds=10)
     # Received together: the first two deletes waited for the third, which, with
     # nothing else in progress, sent all three in one call without waiting further.
     assert result.metrics.value("trailproc_messages_received_total") == 3
@@ -351,10 +354,8 @@ def test_fifo_group_deletes_do_not_wait_out_the_linger(
     sandbox.queue_url = queue
     with FailingDeleteEntries(sandbox.endpoint_url, code="-", sender_fault=False,
                               times=0) as proxy:  # fmt: skip
-        started = time.monotonic()
-        run_in_process(sandbox, tmp_path, collected, endpoint_url=proxy.url,
-                       delete_linger_seconds=10)  # fmt: skip
-        took = time.monotonic() - started
+        _result, took = _drain_through(proxy, sandbox, tmp_path, collected,
+                                       delete_linger_seconds=10)  # fmt: skip
     # Each message of the group waits for its predecessor's delete; with the rest of
     # the group queued behind it, no other delete could share the call, so each went
     # at once (three calls of one), in order, and nobody waited 10 s.
