@@ -465,7 +465,9 @@ class FilePipeline:
             # The batch returned: from here on it must be recorded even if a shutdown
             # cancels us, or it would be handed over again.
             if self._commits_inline:
-                await self._commit_inline(file_id, next_position)  # never suspends
+                await self._inline(  # never suspends
+                    "commit", self.store.commit(file_id, self.owner, next_position)
+                )
                 if time.monotonic() - yielded > 0.02:
                     # Nothing above suspended: let the loop run (other files, heartbeats,
                     # signals) every 20 ms, as the task + shield below would each batch.
@@ -519,23 +521,16 @@ class FilePipeline:
                 raise _LeaseLost() from exc
             raise
 
-    async def _commit_inline(self, file_id: FileId, position: int) -> None:
-        """`_commit` for a store that never suspends (see `_commits_inline`)."""
-        try:
-            await self._inline("commit", self.store.commit(file_id, self.owner, position))
-        except CheckpointError as exc:
-            if type(exc.__cause__).__name__ == "LeaseLost":
-                raise _LeaseLost() from exc.__cause__
-            raise
-
     async def _inline(self, what: str, call: Awaitable[None]) -> None:
-        """One call to a store that never suspends, awaited as is. Such stores have no
-        transient failures to retry (a local file's errors stay), so there is no retry
-        wrapper and its coroutines per batch; failures map to CheckpointError as in
-        `_store`."""
+        """One call to a store that never suspends (see `_commits_inline`), awaited as
+        is. Such stores have no transient failures to retry (a local file's errors stay),
+        so there is no retry wrapper and its coroutines per batch; failures map to the
+        same exceptions as in `_commit` and `_store`."""
         try:
             await call
         except Exception as exc:
+            if type(exc).__name__ == "LeaseLost":
+                raise _LeaseLost() from exc
             raise CheckpointError(
                 f"checkpoint store {what} failed: {type(exc).__name__}: {exc}"
             ) from exc
