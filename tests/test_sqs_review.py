@@ -365,6 +365,88 @@ def test_fifo_group_deletes_do_not_wait_out_the_linger(
     assert took < 10
 
 
+class SqsRecorder(FaultProxy):
+    """Forwards everything, recording each ReceiveMessage (its WaitTimeSeconds and how
+    many messages it brought) and the span of each DeleteMessageBatch, which it holds
+    `delete_delay` seconds before forwarding (a slow delete)."""
+
+    def __init__(self, upstream: str, *, delete_delay: float = 0.0) -> None:
+        super().__init__(upstream, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
+                         slow_rate=0)  # fmt: skip
+        self.delete_delay = delete_delay
+        self.receives: list[tuple[int, int]] = []  # (WaitTimeSeconds, messages), in order
+        self.deletes: list[tuple[float, float]] = []  # (arrived, answered), monotonic
+
+    def forward(
+        self, method: str, path: str, headers: Any, body: bytes
+    ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        action = str(headers.get("X-Amz-Target") or "").rpartition(".")[2]
+        arrived = time.monotonic()
+        if action == "DeleteMessageBatch":
+            time.sleep(self.delete_delay)
+        answer = super().forward(method, path, headers, body)
+        with self._lock:
+            if action == "ReceiveMessage":
+                got = len(json.loads(answer[3]).get("Messages", []))
+                self.receives.append((int(json.loads(body).get("WaitTimeSeconds", -1)), got))
+            elif action == "DeleteMessageBatch":
+                self.deletes.append((arrived, time.monotonic()))
+        return answer
+
+
+class ProcessedAt(trailproc.EventProcessor):
+    """Remembers when each file's first batch was handed over (monotonic)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def process(self, events: list[trailproc.Event]) -> None:
+        for event in events:
+            self.times.setdefault(event.delivery.key, time.monotonic())
+
+
+@pytest.mark.timeout(60)
+def test_a_message_waiting_only_for_its_delete_frees_its_slot(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    """With one slot and slow deletes, the next file is worked on while the previous
+    message's delete is still outstanding: waiting for a delete holds no file."""
+    for n in range(3):
+        sandbox.deliver(make_records(5, seed=n))
+    collected = ProcessedAt()
+    with SqsRecorder(sandbox.endpoint_url, delete_delay=1.5) as proxy:
+        result, _took = _drain_through(proxy, sandbox, tmp_path, collected,
+                                       max_in_flight_messages=1)  # fmt: skip
+    assert len(collected.times) == 3
+    overlapping = [t for t in collected.times.values()
+                   if any(start < t < end for start, end in proxy.deletes)]  # fmt: skip
+    assert overlapping, (sorted(collected.times.values()), proxy.deletes)
+    # The bound still holds: never more than one message received ahead of its delete.
+    assert max(got for _wait, got in proxy.receives) == 1
+    assert result.metrics.value("trailproc_messages_deleted_total", reason="processed") == 3
+    assert sandbox.queue_depth() == 0
+
+
+@pytest.mark.timeout(60)
+def test_exit_when_idle_does_not_long_poll_while_its_messages_are_in_flight(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    """Each receive here gets exactly what it asks for, so none looks like the end of the
+    queue; still, once messages are in hand no receive waits: on the drained queue a
+    20 s long poll would hold the exit up for 20 s."""
+    for n in range(2):
+        sandbox.deliver(make_records(5, seed=n))
+    with SqsRecorder(sandbox.endpoint_url) as proxy:
+        result, _took = _drain_through(proxy, sandbox, tmp_path, max_in_flight_messages=1,
+                                       wait_time_seconds=20)  # fmt: skip
+    assert result.metrics.value("trailproc_messages_deleted_total", reason="processed") == 2
+    first, *later = proxy.receives
+    assert first == (20, 1)  # nothing in hand yet: a long poll, as a daemon does
+    assert later and all(wait == 0 for wait, _got in later), proxy.receives
+    assert sum(got for _wait, got in later) == 1
+    assert sandbox.queue_depth() == 0
+
+
 # --- GetObject of a versioned object -----------------------------------------------------
 
 

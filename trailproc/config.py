@@ -55,7 +55,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int, msgspec.Meta(ge=1, le=10, description="Messages asked for per ReceiveMessage.")
     ] = 10
     max_in_flight_messages: Annotated[
-        Positive, _doc("Messages being worked on at once (bounds memory with the file size).")
+        Positive,
+        _doc("Messages being worked on at once (bounds memory with the file size); one "
+             "waiting only for its delete does not count."),
     ] = 16
     download_concurrency: Annotated[Positive, _doc("Concurrent S3 GetObject calls.")] = 8
     delete_linger_seconds: Annotated[

@@ -206,6 +206,9 @@ class SqsSource:
         # pending deletes go out at once instead of after the batching linger.
         self._acking = 0
         self._queued_in_groups = 0
+        # Set whenever a slot may have freed up: a task ended, a FIFO group gave one back,
+        # or a message's work is done and only its delete is outstanding.
+        self._slot_freed = asyncio.Event()
         # FIFO: the task working on each message group, so that a later receive's
         # messages of the group wait for it.
         self._groups: dict[str, asyncio.Task[Any]] = {}
@@ -222,27 +225,31 @@ class SqsSource:
     async def run(self, stopping: asyncio.Event) -> None:
         """Receive and process until `stopping` is set (or idle, with exit_when_idle)."""
         cfg = self.config
-        # exit_when_idle only: the last receive brought fewer messages than asked for, so
-        # the queue looks drained. The next receive then first waits for one of our
-        # messages to finish and is a short poll: a long poll would hold the exit up to
-        # wait_time_seconds after the last message is done. The exit itself still needs
-        # an empty receive, nothing in flight here and `_settled` (the queue's own
-        # counts); once `_settled` said no, receives are long polls again until messages
-        # arrive, as before.
+        # exit_when_idle only: receives are short polls while our own messages are in
+        # flight or the last receive brought fewer messages than asked for (the queue
+        # looks drained): on an empty queue a long poll would hold the exit up to
+        # wait_time_seconds after the last message is done. When the queue looks
+        # drained, the next receive first waits for one of our messages to finish. The
+        # exit itself still needs an empty receive, nothing in flight here and
+        # `_settled` (the queue's own counts); once `_settled` said no, receives are long
+        # polls again until messages arrive, as before.
         draining = False
         self._stopping = stopping
         try:
             while not stopping.is_set():
-                free = cfg.max_in_flight_messages - self._held
+                free = self._free_slots()
                 if free <= 0:
-                    await self._wait_for_a_task(stopping, None)
+                    await self._wait_for_a_slot(stopping, None)
                     continue
-                quick = cfg.exit_when_idle and draining and not self._unsettled
-                if quick and self.tasks:
-                    await self._wait_for_a_task(stopping, max(1, cfg.wait_time_seconds))
+                quick = (cfg.exit_when_idle and not self._unsettled
+                         and (draining or bool(self.tasks)))  # fmt: skip
+                if quick and draining and self.tasks:
+                    await self._wait_for_a_slot(stopping, max(1, cfg.wait_time_seconds))
                     if stopping.is_set():
                         break
-                    free = cfg.max_in_flight_messages - self._held
+                    free = self._free_slots()
+                    if free <= 0:
+                        continue
                 count = min(free, cfg.max_messages_per_receive)
                 messages = await self._receive(count, stopping, wait=0 if quick else None)
                 if messages is None:  # stopping while waiting
@@ -285,17 +292,32 @@ class SqsSource:
         def done(task: asyncio.Task[Any]) -> None:
             self.tasks.discard(task)
             self._held -= slots[0]
+            self._slot_freed.set()
 
         task.add_done_callback(done)
 
-    async def _wait_for_a_task(self, stopping: asyncio.Event, timeout: float | None) -> None:
-        """Until one in-flight message is finished, `stopping` is set, or `timeout`."""
+    def _free_slots(self) -> int:
+        """How many more messages may be received now.
+
+        A message whose work is done and whose delete is all that is outstanding holds
+        no file and no handler, so it stops counting against `max_in_flight_messages`
+        (up to as many again): otherwise the delete batching linger and round trip
+        would keep the next files waiting, and the slots would refill in waves.
+        """
+        limit = self.config.max_in_flight_messages
+        return limit - self._held + min(self._acking, limit)
+
+    async def _wait_for_a_slot(self, stopping: asyncio.Event, timeout: float | None) -> None:
+        """Until a slot may have freed up, `stopping` is set, or `timeout`."""
+        self._slot_freed.clear()
+        if self._free_slots() > 0 and timeout is None:
+            return
+        freed = asyncio.ensure_future(self._slot_freed.wait())
         stop = asyncio.ensure_future(stopping.wait())
         try:
-            await asyncio.wait(
-                [*self.tasks, stop], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait({freed, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            freed.cancel()
             stop.cancel()
 
     async def _settled(self) -> bool:
@@ -460,6 +482,7 @@ class SqsSource:
                 finally:
                     slots[0] -= 1
                     self._held -= 1
+                    self._slot_freed.set()
             if pending:
                 await self._hold_back(group, pending, heartbeats, before)
             return go_on and not pending
@@ -572,6 +595,7 @@ class SqsSource:
         info = ProgressInfo(True, message.get("MessageId"))
         token = self.pipeline.report_start(ProgressState.DELETE, info)
         self._acking += 1
+        self._slot_freed.set()
         try:
             last = self._acking + self._queued_in_groups >= self._held
             deleted = await self.deleter.delete(
