@@ -376,6 +376,7 @@ class SqsRecorder(FaultProxy):
         self.delete_delay = delete_delay
         self.receives: list[tuple[int, int]] = []  # (WaitTimeSeconds, messages), in order
         self.deletes: list[tuple[float, float]] = []  # (arrived, answered), monotonic
+        self.calls: list[tuple[str, float, Any]] = []  # (action, arrived, request body)
 
     def forward(
         self, method: str, path: str, headers: Any, body: bytes
@@ -386,6 +387,7 @@ class SqsRecorder(FaultProxy):
             time.sleep(self.delete_delay)
         answer = super().forward(method, path, headers, body)
         with self._lock:
+            self.calls.append((action, arrived, json.loads(body or b"null")))
             if action == "ReceiveMessage":
                 got = len(json.loads(answer[3]).get("Messages", []))
                 self.receives.append((int(json.loads(body).get("WaitTimeSeconds", -1)), got))
@@ -445,6 +447,27 @@ def test_exit_when_idle_does_not_long_poll_while_its_messages_are_in_flight(
     assert later and all(wait == 0 for wait, _got in later), proxy.receives
     assert sum(got for _wait, got in later) == 1
     assert sandbox.queue_depth() == 0
+
+
+@pytest.mark.timeout(60)
+def test_failure_backoff_ends_within_twelve_hours_of_the_receive(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    """SQS refuses a visibility change that would end more than 12 hours after the
+    receive; a backoff as long as that is cut to what is left of those 12 hours."""
+    sandbox.notify([log_key(unique="twelvehours0001")])  # names no object: it fails
+    with SqsRecorder(sandbox.endpoint_url) as proxy:
+        result, _took = _drain_through(proxy, sandbox, tmp_path,
+                                       failure_visibility_base=43200,
+                                       failure_visibility_max=43200)  # fmt: skip
+    assert result.metrics.value("trailproc_messages_kept_total", reason="failed") == 1
+    received = next(t for action, t, _ in proxy.calls if action == "ReceiveMessage")
+    changes = [(t, body["VisibilityTimeout"]) for action, t, body in proxy.calls
+               if action == "ChangeMessageVisibility"]  # fmt: skip
+    assert changes, proxy.calls
+    for sent, seconds in changes:
+        assert seconds > 0 and seconds + (sent - received) <= 43200, (sent - received, seconds)
+    assert sandbox.queue_depth() == 1  # kept, hidden for the rest of the 12 hours
 
 
 # --- GetObject of a versioned object -----------------------------------------------------

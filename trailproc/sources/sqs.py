@@ -51,6 +51,16 @@ log = get_logger("trailproc.sqs")
 _GONE_CODES = {"ReceiptHandleIsInvalid", "InvalidParameterValue", "MessageNotInflight",
                "AWS.SimpleQueueService.MessageNotInflight"}  # fmt: skip
 _MAX_VISIBILITY = 43200  # SQS's limit: 12 hours from the receive
+# SQS counts those 12 hours from when it handled the receive, and a change from when it
+# handles the change; our clock starts earlier and stops earlier than its by a request's
+# latency each, so a few seconds are left aside.
+_VISIBILITY_MARGIN = 5
+
+
+def _visibility_left(received: float) -> int:
+    """Seconds of visibility SQS still allows a message received at `received`
+    (monotonic time the receive request went out)."""
+    return int(_MAX_VISIBILITY - _VISIBILITY_MARGIN - (time.monotonic() - received))
 
 
 def _receive_count(message: dict[str, Any]) -> int:
@@ -540,7 +550,7 @@ class SqsSource:
             # Kept like any failure: backoff, then the DLQ, instead of returning every
             # visibility timeout forever.
             try:
-                return await self._keep(message, _receive_count(message), "error")
+                return await self._keep(message, _receive_count(message), "error", received)
             except Exception as keep_exc:  # the visibility timeout brings it back anyway
                 log.warning("could not keep the failed message", error=repr(keep_exc),
                             message_id=message.get("MessageId"))  # fmt: skip
@@ -564,7 +574,7 @@ class SqsSource:
         if isinstance(note, TrailprocError):
             if heartbeat is not None:
                 await _stop(heartbeat)
-            return await self._keep(message, receive_count, note.reason)
+            return await self._keep(message, receive_count, note.reason, received)
         if heartbeat is None:
             heartbeat = asyncio.create_task(self._heartbeat(message, received))
         try:
@@ -588,7 +598,7 @@ class SqsSource:
             log.warning("deleting failed message (delete_on_failure is set)", message_id=message_id)
             await self._delete(message, "failed_deleted")
             return True
-        return await self._keep(message, receive_count, verdict.reason)
+        return await self._keep(message, receive_count, verdict.reason, received)
 
     # --- acknowledging -------------------------------------------------------------------
     async def _delete(self, message: dict[str, Any], reason: str) -> None:
@@ -616,7 +626,9 @@ class SqsSource:
         if deleted:
             self.metrics.messages_deleted.labels(reason).inc()
 
-    async def _keep(self, message: dict[str, Any], receive_count: int, reason: str) -> bool:
+    async def _keep(
+        self, message: dict[str, Any], receive_count: int, reason: str, received: float
+    ) -> bool:
         """Leave a message on the queue, hidden for a backoff that grows per receive.
 
         `failed` (and refused/bad messages) back off `failure_visibility_base * 2^(n-1)`
@@ -624,13 +636,17 @@ class SqsSource:
         `dlq_url` when one is configured (otherwise the queue's redrive policy decides).
         `busy` is not a failure: the file is being worked on elsewhere, so the message
         returns after a short wait and never goes to the DLQ because of it.
-        Returns True if the message was moved to the DLQ instead (it left this queue).
+        Every wait ends within SQS's 12 hours from the receive (`received`), which SQS
+        would otherwise refuse. Returns True if the message was moved to the DLQ instead
+        (it left this queue).
         """
         self.metrics.messages_kept.labels(reason).inc()
         cfg = self.config
         message_id = str(message.get("MessageId"))
+        left = max(0, _visibility_left(received))
         if reason == "busy":
-            await self._set_visibility(message, max(1, min(cfg.visibility_timeout // 2, 30)))
+            soon = max(1, min(cfg.visibility_timeout // 2, 30))
+            await self._set_visibility(message, min(left, soon))
             return False
         poison = bool(cfg.max_receive_count and receive_count >= cfg.max_receive_count)
         if cfg.dlq_url and poison and await self._move_to_dlq(message, reason):
@@ -638,7 +654,7 @@ class SqsSource:
         backoff = min(
             cfg.failure_visibility_max,
             cfg.failure_visibility_base * 2 ** min(max(0, receive_count - 1), 20),
-            _MAX_VISIBILITY,
+            left,
         )
         self.parked[message_id] = time.monotonic() + backoff
         log.info("message kept for retry", message_id=message_id, reason=reason,
@@ -717,7 +733,7 @@ class SqsSource:
         delay = interval
         while True:
             await asyncio.sleep(delay)
-            remaining = _MAX_VISIBILITY - (time.monotonic() - received)
+            remaining = _visibility_left(received)
             if remaining < 1:
                 log.warning("visibility extension cap reached", message_id=message.get("MessageId"))
                 return
@@ -725,7 +741,7 @@ class SqsSource:
                 await self.sqs.change_message_visibility(
                     QueueUrl=self.queue_url,
                     ReceiptHandle=message["ReceiptHandle"],
-                    VisibilityTimeout=int(min(timeout, remaining)),
+                    VisibilityTimeout=min(timeout, remaining),
                 )
                 self.metrics.visibility_extensions.inc()
                 delay = interval
