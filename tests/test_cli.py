@@ -91,6 +91,8 @@ def test_handler_module_in_the_current_folder_is_found(tmp_path: Path) -> None:
         (work / "logs" / f"{i}.json.gz").write_bytes(encode_log(make_records(4, seed=i)))
     (work / "localhandler.py").write_text(
         "import os\n"
+        "with open('imported.txt', 'a') as f:\n"
+        "    f.write(f'{os.getpid()}\\n')\n"
         "def on_event(event):\n"
         "    with open('seen.txt', 'a') as f:\n"
         "        f.write(f'{os.getpid()} {event.event_id}\\n')\n"
@@ -103,8 +105,41 @@ def test_handler_module_in_the_current_folder_is_found(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     seen = [line.split() for line in (work / "seen.txt").read_text().splitlines()]
-    assert len(seen) == 8
-    assert len({pid for pid, _id in seen}) == 2  # one file per job: both imported it
+    assert len(seen) == 8 and len({event_id for _pid, event_id in seen}) == 8
+    # Both processes imported it (which of them handled which file is up to timing:
+    # each takes the next file when it has room).
+    assert len(set((work / "imported.txt").read_text().split())) == 2
+
+
+def test_a_failed_jobs_process_fails_the_run_with_its_error(tmp_path: Path) -> None:
+    """A `--jobs` child that fails (here: its handler cannot be loaded there) fails the
+    whole run with one line naming its error, even though the other process handed
+    over every file it claimed."""
+    work = tmp_path / "work"
+    (work / "logs").mkdir(parents=True)
+    for i in range(3):
+        (work / "logs" / f"{i}.json.gz").write_bytes(encode_log(make_records(4, seed=i)))
+    (work / "onlyhere.py").write_text(
+        "import os\n"
+        "if os.getpid() != int(os.environ['FIRST_PID']):\n"
+        "    raise RuntimeError('handler refused in this process')\n"
+        "def on_event(event):\n"
+        "    pass\n"
+    )
+    code = (
+        "import os, sys; os.environ['FIRST_PID'] = str(os.getpid()); "
+        "from trailproc.cli import main; sys.argv[0] = 'trailproc'; main()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "process", "logs", "--handler", "onlyhere:on_event",
+         "--jobs", "2", "--log-format", "json"],
+        cwd=work, env={**os.environ, "PYTHONPATH": str(work)}, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: 1 of 2 processes failed"), proc.stderr[-2000:]
+    assert last.endswith("RuntimeError: handler refused in this process")
 
 
 def test_a_local_file_error_names_its_path(tmp_path: Path) -> None:

@@ -558,16 +558,11 @@ def _write_logs(folder: Path, files: int, per_file: int) -> list[str]:
 
 def test_process_parallel_hands_every_record_over_exactly_once(tmp_path: Path) -> None:
     from trailproc.config import load_config
-    from trailproc.parallel import plan_shares, process_parallel
+    from trailproc.parallel import process_parallel
 
     logs = tmp_path / "logs"
     logs.mkdir()
     ids = _write_logs(logs, files=7, per_file=1500)
-    shares = plan_shares([logs], 2)
-    assert len(shares) == 2
-    assert sorted(name for share in shares for name in share) == sorted(
-        str(p) for p in logs.glob("*.json.gz")
-    )
     out = tmp_path / "out.jsonl"
     config = load_config(output=str(out), checkpoint="memory", log_level="warning")
     result = process_parallel([logs], config, jobs=2)
@@ -578,6 +573,65 @@ def test_process_parallel_hands_every_record_over_exactly_once(tmp_path: Path) -
     seen = Counter(json.loads(line)["eventID"] for line in lines)
     # ... and every record is there exactly once.
     assert seen == Counter(ids)
+
+
+_RECORDER = """
+import os
+
+import trailproc
+
+MARK = "fresh"  # a forked child sees what the parent set; a spawned one imports anew
+
+
+class Recorder(trailproc.EventProcessor):
+    def start(self):
+        with open(os.environ["RECORDER_FILE"], "a") as f:
+            f.write(f"{os.getpid()} {MARK}\\n")
+
+    def process(self, events):
+        pass
+"""
+
+
+@pytest.mark.parametrize("situation", ["alone", "thread running", "spawn asked for"])
+def test_jobs_children_are_forked_only_when_that_is_safe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, situation: str
+) -> None:
+    """`process --jobs` forks its children (ready at once, imports inherited) only from
+    a process running nothing else; with another thread alive, or when asked, they are
+    spawned (a fresh interpreter that imports everything itself)."""
+    import importlib
+    import threading
+
+    from trailproc.config import load_config
+    from trailproc.parallel import process_parallel
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    _write_logs(logs, files=4, per_file=10)
+    (tmp_path / "forkmark.py").write_text(_RECORDER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # for a spawned child
+    monkeypatch.setenv("RECORDER_FILE", str(tmp_path / "started.txt"))
+    module = importlib.import_module("forkmark")
+    monkeypatch.setattr(module, "MARK", "parent")
+    config = load_config(checkpoint="memory", log_level="warning", handlers=["forkmark:Recorder"])
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    if situation == "thread running":
+        other.start()
+    try:
+        result = process_parallel([logs], config, jobs=2,
+                                  start_method="spawn" if situation == "spawn asked for" else None)
+    finally:
+        stop.set()
+    assert result.files_ok == 4 and result.records == 40
+    marks = dict(line.split() for line in (tmp_path / "started.txt").read_text().splitlines())
+    import os
+
+    child = {pid: mark for pid, mark in marks.items() if int(pid) != os.getpid()}
+    assert len(child) == 1, marks
+    assert list(child.values()) == ["parent" if situation == "alone" else "fresh"]
 
 
 def test_parallel_refuses_shared_stdout(tmp_path: Path) -> None:

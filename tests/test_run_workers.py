@@ -84,11 +84,16 @@ def test_sigterm_while_a_worker_is_still_starting_is_a_clean_stop(
 ) -> None:
     # systemd or Kubernetes may stop the service the moment it started: a child killed by
     # the forwarded SIGTERM before it installed its own handlers had received nothing, so
-    # the command must exit 0, not report a failed worker.
+    # the command must exit 0, not report a failed worker. A forked child installs them
+    # within milliseconds; a thread alive in the parent (an application embedding the
+    # CLI, here) makes the children spawned, whose start-up leaves time to hit.
+    embedded = ("import sys, threading; threading.Thread(target=threading.Event().wait, "
+                "daemon=True).start(); from trailproc.cli import main; sys.argv[0] = "
+                "'trailproc'; main()")  # fmt: skip
     log = tmp_path / "stderr.log"
     with open(log, "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trailproc.cli", "run", "--queue-url", sandbox.queue_url,
+            [sys.executable, "-c", embedded, "run", "--queue-url", sandbox.queue_url,
              "--workers", "2", "--wait-time", "20", "--output", str(tmp_path / "out.jsonl"),
              "--state-dir", str(tmp_path / "state"), "--log-format", "json"],
             env=sandbox.env(), stderr=stderr, start_new_session=True,

@@ -227,14 +227,17 @@ async def run_refs(
     failed: list[FileOutcome],
     progress: Progress | None = None,
     stopping: asyncio.Event | None = None,
+    lookahead: int | None = None,
 ) -> None:
     """Run file references through `pipeline`, `concurrency` at a time (no queue to ack).
 
     The sources without acknowledgement (local files, S3 listings) share this loop.
     Setting `stopping` stops starting new files; files in flight finish. Failed outcomes
-    are appended to `failed`.
+    are appended to `failed`. `lookahead`: references taken from `refs` ahead of the
+    files in flight (default `4 * concurrency`, which hides a listing's page requests).
     """
-    queue: asyncio.Queue[FileRef | None] = asyncio.Queue(maxsize=concurrency * 4)
+    size = concurrency * 4 if lookahead is None else lookahead
+    queue: asyncio.Queue[FileRef | None] = asyncio.Queue(maxsize=max(1, size))
 
     async def produce() -> None:
         try:
@@ -297,8 +300,10 @@ async def process_paths_async(
     meter = Progress(metrics, desc="process", bar=progress)
     await maybe_await(user.start())
     try:
+        # Local files need no reading ahead, and with `process --jobs` taking the next
+        # path claims that file for this process: only as the pipeline has room.
         await run_refs(pipeline, local_refs(paths), concurrency=config.download_concurrency,
-                       failed=result.failed_files, progress=meter)  # fmt: skip
+                       failed=result.failed_files, progress=meter, lookahead=1)  # fmt: skip
     finally:
         meter.close()
         await pipeline.close()

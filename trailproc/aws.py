@@ -15,7 +15,7 @@ import msgspec
 
 from .config import Config
 
-__all__ = ["AwsClients", "aio_session", "botocore_config"]
+__all__ = ["AwsClients", "aio_session", "botocore_config", "import_aws_stack"]
 
 
 def _fast_model_loader(search_path: str | None) -> Any:
@@ -43,6 +43,12 @@ def _fast_model_loader(search_path: str | None) -> Any:
         for path in (search_path.split(os.pathsep) if search_path else [])
     ]
     return Loader(extra_search_paths=paths, file_loader=MsgspecFileLoader())
+
+
+def import_aws_stack() -> None:
+    """Import aioboto3 and what its clients use now (before forking workers)."""
+    import aioboto3  # noqa: F401
+    from aiobotocore.session import AioSession  # noqa: F401
 
 
 def aio_session(profile: str | None = None, region: str | None = None) -> Any:
