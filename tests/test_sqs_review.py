@@ -450,6 +450,43 @@ def test_exit_when_idle_does_not_long_poll_while_its_messages_are_in_flight(
 
 
 @pytest.mark.timeout(60)
+def test_exit_when_idle_follows_a_message_held_elsewhere_without_a_long_poll(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    """Another consumer (another worker finishing its last file) holds a message when
+    this run is done with its own: the run asks again after short, growing pauses and
+    exits soon after that message is deleted, not a 20 s long poll later."""
+    keys = {sandbox.deliver(make_records(5, seed=1)), sandbox.deliver(make_records(5, seed=2))}
+    sqs = sandbox.client("sqs")
+    held = sqs.receive_message(QueueUrl=sandbox.queue_url, MaxNumberOfMessages=1,
+                               VisibilityTimeout=60)["Messages"][0]  # fmt: skip
+    collected = KeysInOrder(sleep=0)
+    deleted_at: list[float] = []
+
+    def finish_elsewhere() -> None:  # the other consumer is done 2 s from now
+        time.sleep(2)
+        sqs.delete_message(QueueUrl=sandbox.queue_url, ReceiptHandle=held["ReceiptHandle"])
+        deleted_at.append(time.monotonic())
+
+    finisher = threading.Thread(target=finish_elsewhere)
+    finisher.start()
+    try:
+        with SqsRecorder(sandbox.endpoint_url) as proxy:
+            run_in_process(sandbox, tmp_path, collected, endpoint_url=proxy.url,
+                           wait_time_seconds=20)  # fmt: skip
+        ended = time.monotonic()
+    finally:
+        finisher.join()
+    elsewhere = {key for key in keys if key in held["Body"]}
+    assert len(elsewhere) == 1 and set(collected.keys) == keys - elsewhere
+    first, *later = proxy.receives
+    assert first[0] == 20  # nothing known yet: a long poll, as a daemon does
+    assert later and max(wait for wait, _got in later) <= 2, proxy.receives
+    assert ended - deleted_at[0] < 5
+    assert sandbox.queue_depth() == 0
+
+
+@pytest.mark.timeout(60)
 def test_failure_backoff_ends_within_twelve_hours_of_the_receive(
     sandbox: TrailSandbox, tmp_path: Path
 ) -> None:

@@ -230,6 +230,7 @@ class SqsSource:
         self.parked: dict[str, float] = {}
         self._idle_since: float | None = None
         self._unsettled = False  # exit_when_idle: `_settled` said no since the last messages
+        self._settle_pause = 0.0  # exit_when_idle: seconds before asking again (grows)
 
     # --- the loop ------------------------------------------------------------------------
     async def run(self, stopping: asyncio.Event) -> None:
@@ -241,8 +242,11 @@ class SqsSource:
         # wait_time_seconds after the last message is done. When the queue looks
         # drained, the next receive first waits for one of our messages to finish. The
         # exit itself still needs an empty receive, nothing in flight here and
-        # `_settled` (the queue's own counts); once `_settled` said no, receives are long
-        # polls again until messages arrive, as before.
+        # `_settled` (the queue's own counts). Once `_settled` said no (messages held
+        # elsewhere: another worker finishing its last files), it is asked again after
+        # a pause that starts short and doubles up to a long poll of wait_time_seconds,
+        # so the run ends soon after the others are done without polling hard if they
+        # take long.
         draining = False
         self._stopping = stopping
         try:
@@ -260,8 +264,13 @@ class SqsSource:
                     free = self._free_slots()
                     if free <= 0:
                         continue
+                wait: int | None = 0 if quick else None
+                if self._unsettled and not self.tasks:
+                    wait = await self._pause_before_settling(stopping)
+                    if stopping.is_set():
+                        break
                 count = min(free, cfg.max_messages_per_receive)
-                messages = await self._receive(count, stopping, wait=0 if quick else None)
+                messages = await self._receive(count, stopping, wait=wait)
                 if messages is None:  # stopping while waiting
                     break
                 if not messages:
@@ -271,6 +280,11 @@ class SqsSource:
                             if await self._settled():
                                 log.info("queue is empty and nothing is in flight; exiting")
                                 break
+                            self._settle_pause = (
+                                min(2 * self._settle_pause, max(1, cfg.wait_time_seconds))
+                                if self._unsettled
+                                else 0.1
+                            )
                             self._unsettled = True
                     continue
                 self._idle_since = None
@@ -329,6 +343,16 @@ class SqsSource:
         finally:
             freed.cancel()
             stop.cancel()
+
+    async def _pause_before_settling(self, stopping: asyncio.Event) -> int:
+        """exit_when_idle, the queue not settled: wait `_settle_pause`, and return the
+        next receive's wait. Under a second, a pause and a short poll; from a second on,
+        a long poll of that many seconds, which answers at once if a message comes."""
+        if self._settle_pause >= 1:
+            return int(self._settle_pause)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), self._settle_pause)
+        return 0
 
     async def _settled(self) -> bool:
         """For exit_when_idle: is every message left on the queue one we parked?
