@@ -369,7 +369,7 @@ def bench_scaling(quick: bool, repeats: int) -> list[Row]:
             f"{_rate(n, t1)} (wall {t1:.2f} s, median {m1:.2f} s; cpu {best(one):.2f} s)",
             t1 / t2, ">= 1.6x", t1 / t2 >= 1.6,
             f"ratio of best wall times (medians: {m1 / m2:.2f}); {cores} usable cores; "
-            f"spawn start-up of the children included (slowest child alone: "
+            f"start-up of the children included (forked; slowest child alone: "
             f"{min(children):.2f} s)"),
     ]  # fmt: skip
     if workers is not None:
