@@ -79,16 +79,22 @@ def test_demo_runs_the_whole_pipeline_on_a_local_sandbox() -> None:
     assert "queue depth now 0." in proc.stdout and "demo OK" in proc.stdout
 
 
+def _work_with_logs(tmp_path: Path, files: int) -> Path:
+    """A working folder with `logs/` holding `files` small log files."""
+    work = tmp_path / "work"
+    (work / "logs").mkdir(parents=True)
+    for i in range(files):
+        (work / "logs" / f"{i}.json.gz").write_bytes(encode_log(make_records(4, seed=i)))
+    return work
+
+
 def test_handler_module_in_the_current_folder_is_found(tmp_path: Path) -> None:
     """`--handler mod:attr` finds `mod.py` in the current folder with the installed
     `trailproc` command (whose own folder, not the current one, starts sys.path), in
     `--jobs` worker processes too, without PYTHONPATH."""
     script = Path(sys.executable).parent / "trailproc"
     assert script.exists(), "the trailproc console script is installed beside python"
-    work = tmp_path / "work"
-    (work / "logs").mkdir(parents=True)
-    for i in range(2):
-        (work / "logs" / f"{i}.json.gz").write_bytes(encode_log(make_records(4, seed=i)))
+    work = _work_with_logs(tmp_path, files=2)
     (work / "localhandler.py").write_text(
         "import os\n"
         "with open('imported.txt', 'a') as f:\n"
@@ -115,10 +121,7 @@ def test_a_failed_jobs_process_fails_the_run_with_its_error(tmp_path: Path) -> N
     """A `--jobs` child that fails (here: its handler cannot be loaded there) fails the
     whole run with one line naming its error, even though the other process handed
     over every file it claimed."""
-    work = tmp_path / "work"
-    (work / "logs").mkdir(parents=True)
-    for i in range(3):
-        (work / "logs" / f"{i}.json.gz").write_bytes(encode_log(make_records(4, seed=i)))
+    work = _work_with_logs(tmp_path, files=3)
     (work / "onlyhere.py").write_text(
         "import os\n"
         "if os.getpid() != int(os.environ['FIRST_PID']):\n"

@@ -39,7 +39,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -177,16 +177,22 @@ def _largest_first(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
     return sorted((ref.key for ref in local_refs(paths)), key=size, reverse=True)
 
 
-def _claiming_child(claims: FileClaims, config: Config, connection: Any) -> None:
-    """Runs in a child process: the files it claims, then its summary to the parent."""
+def _report(connection: Any, work: Callable[[], dict[str, Any]]) -> None:
+    """In a child process: run `work`, then send its summary (or its error, before
+    failing the child) to the parent."""
     try:
-        summary = _process_child(claims, config)
-    except BaseException as exc:  # report, then fail the child
+        summary = work()
+    except BaseException as exc:
         connection.send({"pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"})
         connection.close()
         raise
     connection.send(summary)
     connection.close()
+
+
+def _claiming_child(claims: FileClaims, config: Config, connection: Any) -> None:
+    """Runs in a child process: the files it claims, then its summary to the parent."""
+    _report(connection, lambda: _process_child(claims, config))
 
 
 def process_parallel(
@@ -266,15 +272,7 @@ def _worker_child(config: Config, connection: Any) -> None:
     from .observe import configure_logging
 
     configure_logging(config.log_level, config.log_format)
-    try:
-        result = run(config=config)
-        summary = _summary(result)
-    except BaseException as exc:  # report, then fail the child
-        connection.send({"pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"})
-        connection.close()
-        raise
-    connection.send(summary)
-    connection.close()
+    _report(connection, lambda: _summary(run(config=config)))
 
 
 def run_workers(
