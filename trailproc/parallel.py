@@ -45,7 +45,7 @@ from typing import Any
 
 from .config import Config
 
-__all__ = ["FileClaims", "ParallelResult", "process_parallel", "run_workers"]
+__all__ = ["ParallelResult", "process_parallel", "run_workers"]
 
 
 @dataclass
@@ -122,7 +122,7 @@ def _check_output(config: Config, processes: int) -> None:
         )
 
 
-class FileClaims:
+class _FileClaims:
     """The files of a `process --jobs` run, each handed to whichever process asks first.
 
     Iterating claims the next unclaimed file (a shared index under its lock), so each
@@ -163,10 +163,9 @@ def _start_method(requested: str | None) -> str:
     return "spawn"
 
 
-def _largest_first(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Every log file under `paths`, largest first: the small ones left for the end
-    keep the processes' finishing times close together."""
-    from .sources.local import local_refs
+def _largest_first(files: Sequence[str]) -> list[str]:
+    """`files`, largest first: the small ones left for the end keep the processes'
+    finishing times close together."""
 
     def size(name: str) -> int:
         try:
@@ -174,7 +173,7 @@ def _largest_first(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
         except OSError:  # reported as a failed file by the process that claims it
             return 0
 
-    return sorted((ref.key for ref in local_refs(paths)), key=size, reverse=True)
+    return sorted(files, key=size, reverse=True)
 
 
 def _report(connection: Any, work: Callable[[], dict[str, Any]]) -> None:
@@ -190,7 +189,7 @@ def _report(connection: Any, work: Callable[[], dict[str, Any]]) -> None:
     connection.close()
 
 
-def _claiming_child(claims: FileClaims, config: Config, connection: Any) -> None:
+def _claiming_child(claims: _FileClaims, config: Config, connection: Any) -> None:
     """Runs in a child process: the files it claims, then its summary to the parent."""
     _report(connection, lambda: _process_child(claims, config))
 
@@ -211,19 +210,22 @@ def process_parallel(
     process that fails (or dies) fails the run: `ChildProcessError` naming it, once every
     other process is done.
     """
+    from .sources.local import local_refs
+
     config = _with_specs(config, processor_specs)
-    files = _largest_first(paths)
+    files = [ref.key for ref in local_refs(paths)]
     jobs = max(1, min(jobs, len(files)))
     _check_output(config, jobs)
     result = ParallelResult()
     if jobs <= 1:
-        result.add(_process_child(sorted(files), config))
+        result.add(_process_child(files, config))
         return result
+    largest_first = _largest_first(files)
     method = _start_method(start_method)
     if method == "fork":
         from . import app  # noqa: F401 - the whole pipeline, imported once for all
     context: Any = multiprocessing.get_context(method)
-    claims = FileClaims(files, context)
+    claims = _FileClaims(largest_first, context)
     # N-1 children plus this process, which starts on the files at once while the
     # children start up (an interpreter start-up and import of the whole stack each);
     # they join in as soon as they are ready.
