@@ -106,7 +106,7 @@ def _process_child(paths: Iterable[str], config: Config, configure: bool = True)
     from .app import process_paths_async
     from .observe import configure_logging
 
-    if configure:  # a spawned child starts with no logging set up
+    if configure:  # a spawned child starts with no logging set up (a forked one: redone)
         configure_logging(config.log_level, config.log_format)
     started = time.perf_counter()
     result = asyncio.run(process_paths_async(paths, config))
@@ -286,11 +286,11 @@ def run_workers(
 ) -> ParallelResult:
     """`trailproc run` as `n` processes sharing the checkpoint store; blocks until all exit.
 
-    `n - 1` workers run in spawned children and one in this process (started after the
-    children, so their start-up overlaps its own). SIGTERM/SIGINT received by this
-    process are passed on to every worker, which then finishes its in-flight batches and
-    stops (a second signal makes them exit at once). A worker that fails is reported in
-    `exit_codes` and `jobs`; the others carry on.
+    `n - 1` workers run in child processes (forked where safe, else spawned; see the
+    module's notes) and one in this process, started after the children.
+    SIGTERM/SIGINT received by this process are passed on to every worker, which then
+    finishes its in-flight batches and stops (a second signal makes them exit at once).
+    A worker that fails is reported in `exit_codes` and `jobs`; the others carry on.
     """
     config = _with_specs(config, processor_specs)
     _check_output(config, n)
@@ -321,8 +321,8 @@ def run_workers(
         return config
 
     # N-1 children plus this process, as in `process_parallel`: the children are started
-    # first, so their interpreter start-up and imports overlap this process's own worker
-    # starting; one interpreter start-up and import of the AWS stack less in all.
+    # first (a spawned one's interpreter start-up and imports then overlap this
+    # process's own worker starting); one start-up of the AWS stack less in all.
     workers = []
     for index in range(1, n):
         receiver, sender = context.Pipe(duplex=False)
