@@ -449,6 +449,35 @@ def test_exit_when_idle_does_not_long_poll_while_its_messages_are_in_flight(
     assert sandbox.queue_depth() == 0
 
 
+class FinishesInTurn(trailproc.EventProcessor):
+    """Each file takes as many 0.15 s batches as it has batches: with files of 1, 2, 3...
+    batches in flight together, they finish one after another, 0.15 s apart."""
+
+    async def process(self, events: list[trailproc.Event]) -> None:
+        await asyncio.sleep(0.15)
+
+
+@pytest.mark.timeout(60)
+def test_exit_when_idle_does_not_poll_for_every_finished_message(
+    sandbox: TrailSandbox, tmp_path: Path
+) -> None:
+    """Once the queue came back empty with messages in flight, the run receives again
+    when all of them are done or after pauses that double (0.1 s, 0.2 s, ...), not once
+    per finished message: each ReceiveMessage is a billed request."""
+    for n in range(10):
+        sandbox.deliver(make_records(5 * (n + 1), seed=n))  # 1..10 batches of 5
+    with SqsRecorder(sandbox.endpoint_url) as proxy:
+        result, _took = _drain_through(proxy, sandbox, tmp_path, FinishesInTurn(),
+                                       max_events_per_emit=5)  # fmt: skip
+    assert result.metrics.value("trailproc_messages_deleted_total", reason="processed") == 10
+    assert sum(got for _wait, got in proxy.receives) == 10
+    empty = [wait for wait, got in proxy.receives if got == 0]
+    # The files finish over ~1.4 s: pauses of 0.1, 0.2, 0.4, 0.8 s cover it, plus the
+    # receive that finds everything done (one per finished message would be 10 or more).
+    assert len(empty) <= 7, proxy.receives
+    assert sandbox.queue_depth() == 0
+
+
 @pytest.mark.timeout(60)
 def test_exit_when_idle_follows_a_message_held_elsewhere_without_a_long_poll(
     sandbox: TrailSandbox, tmp_path: Path

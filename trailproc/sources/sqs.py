@@ -231,6 +231,9 @@ class SqsSource:
         self._idle_since: float | None = None
         self._unsettled = False  # exit_when_idle: `_settled` said no since the last messages
         self._settle_pause = 0.0  # exit_when_idle: seconds before asking again (grows)
+        # exit_when_idle: the queue came back empty while our messages are in flight;
+        # seconds before the next receive unless they are all done first (grows).
+        self._empty_pause = 0.0
 
     # --- the loop ------------------------------------------------------------------------
     async def run(self, stopping: asyncio.Event) -> None:
@@ -240,7 +243,9 @@ class SqsSource:
         # flight or the last receive brought fewer messages than asked for (the queue
         # looks drained): on an empty queue a long poll would hold the exit up to
         # wait_time_seconds after the last message is done. When the queue looks
-        # drained, the next receive first waits for one of our messages to finish. The
+        # drained, the next receive first waits for one of our messages to finish; once
+        # it came back empty, for all of them or a pause that starts at 0.1 s and
+        # doubles while it stays empty (not one receive per finished message). The
         # exit itself still needs an empty receive, nothing in flight here and
         # `_settled` (the queue's own counts). Once `_settled` said no (messages held
         # elsewhere: another worker finishing its last files), it is asked again after
@@ -258,7 +263,10 @@ class SqsSource:
                 quick = (cfg.exit_when_idle and not self._unsettled
                          and (draining or bool(self.tasks)))  # fmt: skip
                 if quick and draining and self.tasks:
-                    await self._wait_for_a_slot(stopping, max(1, cfg.wait_time_seconds))
+                    if self._empty_pause:
+                        await self._wait_for_all_tasks(stopping, self._empty_pause)
+                    else:
+                        await self._wait_for_a_slot(stopping, max(1, cfg.wait_time_seconds))
                     if stopping.is_set():
                         break
                     free = self._free_slots()
@@ -286,7 +294,14 @@ class SqsSource:
                                 else 0.1
                             )
                             self._unsettled = True
+                        else:
+                            self._empty_pause = (
+                                min(2 * self._empty_pause, max(1, cfg.wait_time_seconds))
+                                if self._empty_pause
+                                else 0.1
+                            )
                     continue
+                self._empty_pause = 0.0
                 self._idle_since = None
                 self._unsettled = False
                 draining = len(messages) < count
@@ -343,6 +358,15 @@ class SqsSource:
         finally:
             freed.cancel()
             stop.cancel()
+
+    async def _wait_for_all_tasks(self, stopping: asyncio.Event, timeout: float) -> None:
+        """Until every in-flight message is finished, `stopping` is set, or `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.tasks and not stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await self._wait_for_a_slot(stopping, left)
 
     async def _pause_before_settling(self, stopping: asyncio.Event) -> int:
         """exit_when_idle, the queue not settled: wait `_settle_pause`, and return the
