@@ -271,6 +271,12 @@ class FailingDeleteEntries(FaultProxy):
         return status, reason, out_headers, json.dumps(answer).encode()
 
 
+def _deliver(sandbox: TrailSandbox, files: int) -> None:
+    """`files` small log files, each announced the way CloudTrail does."""
+    for n in range(files):
+        sandbox.deliver(make_records(5, seed=n))
+
+
 def _drain_through(
     proxy: FaultProxy, sandbox: TrailSandbox, tmp_path: Path, collected: Any = None,
     **overrides: Any,
@@ -286,8 +292,7 @@ def _drain_through(
 def test_delete_entry_failed_on_the_sqs_side_is_retried(
     sandbox: TrailSandbox, tmp_path: Path
 ) -> None:
-    for n in range(3):
-        sandbox.deliver(make_records(5, seed=n))
+    _deliver(sandbox, 3)
     with FailingDeleteEntries(sandbox.endpoint_url, code="InternalError",
                               sender_fault=False) as proxy:  # fmt: skip
         result, took = _drain_through(proxy, sandbox, tmp_path, visibility_timeout=15)
@@ -328,10 +333,8 @@ def test_deletes_wait_for_each_other_only_while_other_messages_are_in_progress(
     sandbox: TrailSandbox, tmp_path: Path
 ) -> None:
     # A long linger makes any wait for it obvious: the run would take over 10 s.
-    for n in range(3):
-        sandbox.deliver(make_records(5, seed=n))
-    with FailingDeleteEntries(sandbox.endpoint_url, code="-", sender_fault=False,
-                              times=0) as proxy:  # fmt: skip
+    _deliver(sandbox, 3)
+    with SqsRecorder(sandbox.endpoint_url) as proxy:
         result, took = _drain_through(proxy, sandbox, tmp_path, delete_linger_seconds=10)
     # Received together: the first two deletes waited for the third, which, with
     # nothing else in progress, sent all three in one call without waiting further.
@@ -352,8 +355,7 @@ def test_fifo_group_deletes_do_not_wait_out_the_linger(
         _send_fifo(sandbox, queue, key, "one-group", n)
     collected = KeysInOrder(sleep=0)
     sandbox.queue_url = queue
-    with FailingDeleteEntries(sandbox.endpoint_url, code="-", sender_fault=False,
-                              times=0) as proxy:  # fmt: skip
+    with SqsRecorder(sandbox.endpoint_url) as proxy:
         _result, took = _drain_through(proxy, sandbox, tmp_path, collected,
                                        delete_linger_seconds=10)  # fmt: skip
     # Each message of the group waits for its predecessor's delete; with the rest of
@@ -376,6 +378,7 @@ class SqsRecorder(FaultProxy):
         self.delete_delay = delete_delay
         self.receives: list[tuple[int, int]] = []  # (WaitTimeSeconds, messages), in order
         self.deletes: list[tuple[float, float]] = []  # (arrived, answered), monotonic
+        self.batches: list[list[str]] = []  # receipt handles of every DeleteMessageBatch
         self.calls: list[tuple[str, float, Any]] = []  # (action, arrived, request body)
 
     def forward(
@@ -393,6 +396,7 @@ class SqsRecorder(FaultProxy):
                 self.receives.append((int(json.loads(body).get("WaitTimeSeconds", -1)), got))
             elif action == "DeleteMessageBatch":
                 self.deletes.append((arrived, time.monotonic()))
+                self.batches.append([e["ReceiptHandle"] for e in json.loads(body)["Entries"]])
         return answer
 
 
@@ -413,8 +417,7 @@ def test_a_message_waiting_only_for_its_delete_frees_its_slot(
 ) -> None:
     """With one slot and slow deletes, the next file is worked on while the previous
     message's delete is still outstanding: waiting for a delete holds no file."""
-    for n in range(3):
-        sandbox.deliver(make_records(5, seed=n))
+    _deliver(sandbox, 3)
     collected = ProcessedAt()
     with SqsRecorder(sandbox.endpoint_url, delete_delay=1.5) as proxy:
         result, _took = _drain_through(proxy, sandbox, tmp_path, collected,
@@ -436,8 +439,7 @@ def test_exit_when_idle_does_not_long_poll_while_its_messages_are_in_flight(
     """Each receive here gets exactly what it asks for, so none looks like the end of the
     queue; still, once messages are in hand no receive waits: on the drained queue a
     20 s long poll would hold the exit up for 20 s."""
-    for n in range(2):
-        sandbox.deliver(make_records(5, seed=n))
+    _deliver(sandbox, 2)
     with SqsRecorder(sandbox.endpoint_url) as proxy:
         result, _took = _drain_through(proxy, sandbox, tmp_path, max_in_flight_messages=1,
                                        wait_time_seconds=20)  # fmt: skip

@@ -57,6 +57,12 @@ _MAX_VISIBILITY = 43200  # SQS's limit: 12 hours from the receive
 _VISIBILITY_MARGIN = 5
 
 
+def _grown(pause: float, config: Config) -> float:
+    """The next of a series of pauses (exit_when_idle): 0.1 s first, then doubling up to
+    a long poll's wait."""
+    return min(2 * pause, max(1, config.wait_time_seconds)) if pause else 0.1
+
+
 def _visibility_left(received: float) -> int:
     """Seconds of visibility SQS still allows a message received at `received`
     (monotonic time the receive request went out)."""
@@ -288,20 +294,12 @@ class SqsSource:
                             if await self._settled():
                                 log.info("queue is empty and nothing is in flight; exiting")
                                 break
-                            self._settle_pause = (
-                                min(2 * self._settle_pause, max(1, cfg.wait_time_seconds))
-                                if self._unsettled
-                                else 0.1
-                            )
+                            self._settle_pause = _grown(self._settle_pause, cfg)
                             self._unsettled = True
                         else:
-                            self._empty_pause = (
-                                min(2 * self._empty_pause, max(1, cfg.wait_time_seconds))
-                                if self._empty_pause
-                                else 0.1
-                            )
+                            self._empty_pause = _grown(self._empty_pause, cfg)
                     continue
-                self._empty_pause = 0.0
+                self._empty_pause = self._settle_pause = 0.0
                 self._idle_since = None
                 self._unsettled = False
                 draining = len(messages) < count
