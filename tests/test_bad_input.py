@@ -406,7 +406,8 @@ def test_allowed_accounts_applies_to_records_routed_by_eventbridge(
     would reach the handlers: allowed_accounts checks its recipientAccountId, or the
     envelope's account when the record has none."""
     message_id = send(sandbox, _eventbridge_api_call(account, recipient))
-    run = run_once(tmp_path, sandbox.queue_url, allowed_accounts=["123456789012"])
+    run = run_once(tmp_path, sandbox.queue_url, allowed_accounts=["123456789012"],
+                   accept_records_in_messages=True)  # fmt: skip
     if refused:
         assert len(run.errors) == 1 and run.errors[0]["reason"] == "refused"
         assert "allowed_accounts" in run.errors[0]["event"]
@@ -415,6 +416,39 @@ def test_allowed_accounts_applies_to_records_routed_by_eventbridge(
     else:
         assert run.errors == [] and len(run.records) == 1
         assert sandbox.queue_depth() == 0
+
+
+def _sns_wrapped(topic_arn: str, message: dict[str, Any]) -> dict[str, Any]:
+    """An SNS envelope as a hostile sender writes it straight to the queue: any topic
+    name it likes, no valid signature."""
+    return {"Type": "Notification", "MessageId": "11111111-2222-3333-4444-555555555555",
+            "TopicArn": topic_arn, "Message": json.dumps(message),
+            "Timestamp": "2026-11-01T00:00:00.000Z", "SignatureVersion": "1",
+            "Signature": "Zm9yZ2Vk",
+            "SigningCertURL": "https://example.invalid/cert.pem"}  # fmt: skip
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "sns-wrapped"])
+def test_records_in_messages_are_refused_unless_opted_in(
+    sandbox: TrailSandbox, tmp_path: Path, wrapped: bool
+) -> None:
+    """A forged root ConsoleLogin as an EventBridge "via CloudTrail" event, claiming the
+    allowed account, sent straight to the queue (bare, or inside an SNS envelope naming
+    the allowed topic): with every allow-list set it must not reach the output. It is
+    refused with one error line naming the opt-in, counted, and the message is kept."""
+    topic = "arn:aws:sns:us-east-1:123456789012:trail"
+    forged = _eventbridge_api_call("123456789012", "123456789012")
+    forged["detail"].update(eventName="ConsoleLogin", eventSource="signin.amazonaws.com",
+                            userIdentity={"type": "Root"})  # fmt: skip
+    message_id = send(sandbox, _sns_wrapped(topic, forged) if wrapped else forged)
+    run = run_once(tmp_path, sandbox.queue_url, allowed_accounts=["123456789012"],
+                   allowed_buckets=[sandbox.bucket], allowed_topic_arns=[topic])  # fmt: skip
+    assert run.records == []
+    (error,) = run.errors
+    assert error["reason"] == "refused" and error["message_id"] == message_id
+    assert "accept_records_in_messages" in error["event"]
+    assert run.metrics.value("trailproc_messages_kept_total", reason="refused") == 1
+    assert sandbox.queue_depth() == 1
 
 
 def test_notification_from_unknown_topic_is_refused(sandbox: TrailSandbox, tmp_path: Path) -> None:

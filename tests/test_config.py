@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -99,3 +100,23 @@ def test_cli_run_requires_a_queue() -> None:
     result = CliRunner(env={"TRAILPROC_QUEUE_URL": None}).invoke(main, ["run", "--output", "-"])
     assert result.exit_code == 2
     assert "no queue" in result.output
+
+
+@pytest.mark.parametrize(
+    "source",
+    [{"env": {"TRAILPROC_ALLOWED_BUCKETS": ""}}, {"env": {"TRAILPROC_ALLOWED_ACCOUNTS": " "}},
+     {"env": {"TRAILPROC_ALLOWED_TOPIC_ARNS": "arn:aws:sns:us-east-1:1:t,,"}},
+     {"env": {}, "allowed_buckets": ["trail-bucket", ""]}],
+    ids=["empty-variable", "blank-variable", "trailing-comma", "python-list"],
+)  # fmt: skip
+def test_blank_allow_list_entry_is_an_error_not_off(source: dict[str, Any]) -> None:
+    """A set but empty allow-list (an unset shell variable expanded into it, a stray
+    comma) must stop the start, never quietly allow every bucket, account or topic."""
+    with pytest.raises(ConfigError, match="empty entry"):
+        load_config(**source)
+
+
+def test_records_in_messages_are_off_by_default() -> None:
+    assert load_config(env={}).accept_records_in_messages is False
+    opted_in = load_config(env={"TRAILPROC_ACCEPT_RECORDS_IN_MESSAGES": "true"})
+    assert opted_in.accept_records_in_messages is True

@@ -268,7 +268,7 @@ def test_eventbridge_cloudtrail_record_over_sqs_takes_the_envelope_account(
     assert "recipientAccountId" not in event["detail"]
     sandbox.send_raw(json.dumps(event))
     collected = Collect()
-    run_in_process(sandbox, tmp_path, collected)
+    run_in_process(sandbox, tmp_path, collected, accept_records_in_messages=True)
     (only,) = collected.events
     assert only.event_id == event["detail"]["eventID"]
     assert only.delivery.account_id == event["account"]

@@ -169,15 +169,6 @@ def cases(request: pytest.FixtureRequest) -> list[tuple[str, bytes, list[bytes]]
     return found
 
 
-@pytest.fixture(scope="module")
-def corpus(request: pytest.FixtureRequest) -> Path:  # module-scoped view of conftest's
-    from conftest import CORPUS
-
-    if not CORPUS.is_dir():
-        pytest.fail(f"shared corpus not found at {CORPUS}; set TRAILPROC_SHARED_DIR")
-    return CORPUS
-
-
 _DELIVERY = Delivery(FileRef("bucket", "key.json.gz", etag="e", info=KeyInfo(ObjectKind.LOG)))
 
 _SCALARS = {

@@ -400,7 +400,11 @@ def test_eventbridge_cloudtrail_record_inline(
         def process(self, events: list[Any]) -> None:
             seen.extend(events)
 
-    handler = runtime_factory(Keep())
+    refusing = runtime_factory(Keep())
+    with pytest.raises(InvocationFailed, match="accept_records_in_messages"):
+        refusing(event, FakeContext())  # records in the event itself are opt-in
+    assert seen == []
+    handler = runtime_factory(Keep(), accept_records_in_messages=True)
     assert handler(event, FakeContext()) == {"messages": 1, "records": 1}
     assert handler(event, FakeContext()) == {"messages": 1, "records": 0}  # retry: once only
     (only,) = seen

@@ -119,6 +119,13 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     allowed_topic_arns: Annotated[
         list[str], _doc("If set, refuse SNS notifications from any other topic.")
     ] = msgspec.field(default_factory=list)
+    accept_records_in_messages: Annotated[
+        bool,
+        _doc("Hand over CloudTrail records carried inside a message (EventBridge 'AWS API "
+             "Call via CloudTrail' events). Off: such messages are refused and kept, "
+             "because anyone who may send to the queue or topic can write them; see "
+             "docs/security.md before turning this on."),
+    ] = False
 
     # --- integrity -----------------------------------------------------------------------
     verify_digests: Annotated[
@@ -169,6 +176,14 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         float, msgspec.Meta(ge=0, description="Seconds between summary log lines (0: off).")
     ] = 60.0
 
+    def __post_init__(self) -> None:
+        # An allow-list with a blank entry is a typo or an unset variable, never "allow
+        # everything": refusing to start is the only safe reading.
+        for name in _ALLOW_LISTS:
+            if any(not entry.strip() for entry in getattr(self, name)):
+                raise ValueError(f"{name} has an empty entry; remove it, or unset the "
+                                 "setting to allow any")  # fmt: skip
+
     def replace(self, **changes: Any) -> Config:
         """A validated copy with `changes` applied."""
         return _convert({**msgspec.structs.asdict(self), **changes})
@@ -191,8 +206,8 @@ JAVA_PROPERTIES: dict[str, str] = {
 }
 
 _FIELDS = set(Config.__struct_fields__)
-_LIST_FIELDS = {"process_kinds", "handlers", "allowed_buckets", "allowed_accounts",
-                "allowed_topic_arns"}  # fmt: skip
+_ALLOW_LISTS = ("allowed_buckets", "allowed_accounts", "allowed_topic_arns")
+_LIST_FIELDS = {"process_kinds", "handlers", *_ALLOW_LISTS}
 
 
 def _convert(data: Mapping[str, Any]) -> Config:
@@ -223,7 +238,11 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         key = name[len(ENV_PREFIX) :].lower()
         if key not in _FIELDS:
             continue  # other TRAILPROC_* variables (e.g. TRAILPROC_HANDLER for Lambda)
-        if key in _LIST_FIELDS:
+        if key in _ALLOW_LISTS:
+            # Every entry is kept, blanks included, so that Config refuses them: a set
+            # but empty variable must not switch the allow-list off.
+            out[key] = [v.strip() for v in value.split(",")]
+        elif key in _LIST_FIELDS:
             out[key] = [v.strip() for v in value.split(",") if v.strip()]
         else:
             out[key] = value

@@ -96,6 +96,15 @@ class MessageRunner:
         """Refuse notifications outside the allow-lists: a forged message must not make
         trailproc read another bucket."""
         cfg = self.config
+        if note.inline_records and not cfg.accept_records_in_messages:
+            # Whoever may send to the queue (or publish to the topic) can write such a
+            # record; nothing in the message proves CloudTrail wrote it.
+            raise Refused(
+                f"message carries {len(note.inline_records)} CloudTrail record(s) in its "
+                "body (EventBridge 'via CloudTrail'); these are refused unless "
+                "accept_records_in_messages is set (see docs/security.md)",
+                message_id=message_id,
+            )
         if cfg.allowed_topic_arns and note.topic_arn not in cfg.allowed_topic_arns:
             raise Refused(
                 f"notification from SNS topic {note.topic_arn!r}, not in allowed_topic_arns",
