@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__ as __version__
 from .config import Config, ConfigError, load_config
 from .errors import (
     BadLogFile,
@@ -36,7 +37,6 @@ if TYPE_CHECKING:  # the runners pull in aioboto3; import them only when used
     from .backfill import backfill
     from .pipeline.notifications import BadNotification, Notification, parse_notification
 
-__version__ = "0.1.0"
 
 __all__ = [
     "BadLogFile",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .base import CheckpointStore, Claim, ClaimState, FileId, KeyValueStore, LeaseLost
+from .schema import SchemaTooNew
 
 if TYPE_CHECKING:
     from .dynamodb import DynamoDBStore
@@ -35,6 +36,7 @@ __all__ = [
     "KeyValueStore",
     "LeaseLost",
     "MemoryStore",
+    "SchemaTooNew",
     "SqliteStore",
     "open_store",
 ]

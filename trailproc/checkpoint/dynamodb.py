@@ -14,6 +14,14 @@ Small expiring values (`KeyValueStore`) share the table: one item per value, key
 TTL deletion can lag by days) and `expires_at` (the TTL attribute, so the table forgets
 them by itself when TTL is enabled).
 
+The kind of an item is the prefix of its `pk`, and every kind has its own: "s3://"
+(files), "kv:" (values), "meta:" (the store's own records). Future kinds (leases,
+listing cursors, audit state) take new prefixes; code that does not know a prefix never
+reads such items. The item `pk = "meta:schema"` records the table's schema versions
+(`schema_version`, `compatible_from`, `written_by`; see `schema`). It is read when the
+client is first created, before any other item, and written then when missing (a table
+from trailproc 0.1 has schema 1's layout and no such item) or older than this code's.
+
 No retries here: transient errors propagate and the caller's retry policy decides.
 """
 
@@ -26,9 +34,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from ..errors import error_code
+from ..errors import CheckpointError, error_code
 from ..observe import get_logger
 from .base import Claim, ClaimState, FileId, LeaseLost
+from .schema import SchemaTooNew, StoredSchema, merged_schema
 
 __all__ = ["DynamoDBStore"]
 
@@ -50,9 +59,15 @@ _NAMES = {
     "#value": "value",
     "#vexp": "value_expires",
     "#taker": "taker",
+    "#sv": "schema_version",
+    "#cf": "compatible_from",
+    "#by": "written_by",
 }
 
 KV_PREFIX = "kv:"
+SCHEMA_PK = "meta:schema"
+# A table without the schema item was written by trailproc 0.1 (or is new): schema 1.
+_UNRECORDED = StoredSchema(1, 1)
 
 log = get_logger("trailproc.checkpoint")
 
@@ -72,6 +87,12 @@ def _s(value: str) -> dict[str, str]:
 
 def _conditional_failed(error: ClientError) -> bool:
     return error_code(error) == "ConditionalCheckFailedException"
+
+
+def _stored_schema(item: dict[str, Any]) -> StoredSchema:
+    version = int(item["schema_version"]["N"])
+    compatible_from = int(item.get("compatible_from", {}).get("N", version))
+    return StoredSchema(version, compatible_from, item.get("written_by", {}).get("S", ""))
 
 
 def _denied(error: ClientError) -> bool:
@@ -107,6 +128,7 @@ class DynamoDBStore:
         self._client: Any = None
         self._client_cm: Any = None
         self._lock: asyncio.Lock | None = None
+        self._refused: SchemaTooNew | None = None
 
     def __repr__(self) -> str:
         return f"DynamoDBStore({self.table!r})"
@@ -118,6 +140,8 @@ class DynamoDBStore:
     async def _get_client(self) -> Any:
         if self._client is not None:
             return self._client
+        if self._refused is not None:  # refused once: no more calls to the table
+            raise SchemaTooNew(self._refused.store, self._refused.stored)
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -131,6 +155,7 @@ class DynamoDBStore:
                 try:
                     if self.create_table:
                         await self._ensure_table(client)
+                    await self._check_schema(client)
                 except BaseException:
                     await cm.__aexit__(None, None, None)
                     raise
@@ -194,6 +219,61 @@ class DynamoDBStore:
                 await client.describe_time_to_live(TableName=self.table)
             ):
                 raise
+
+    async def _check_schema(self, client: Any) -> None:
+        """Refuse a table of a newer, incompatible schema (`SchemaTooNew`); record this
+        code's versions when the table records none or older ones. Workers racing here
+        write with conditions, so the recorded versions only ever grow."""
+        for _ in range(5):
+            resp = await client.get_item(
+                TableName=self.table, Key={"pk": _s(SCHEMA_PK)}, ConsistentRead=True
+            )
+            item = resp.get("Item")
+            stored = _stored_schema(item) if item else _UNRECORDED
+            try:
+                target = merged_schema(f"dynamodb://{self.table}", stored)
+            except SchemaTooNew as refusal:
+                self._refused = refusal
+                raise
+            if item and target is None:
+                return
+            if await self._write_schema(client, target or stored.recorded_here(), item):
+                return
+        raise CheckpointError(f"dynamodb://{self.table}: its schema record kept changing")
+
+    async def _write_schema(
+        self, client: Any, schema: StoredSchema, seen: dict[str, Any] | None
+    ) -> bool:
+        """Record `schema` if the schema item is still as `seen` (None: absent)."""
+        if seen is None:
+            condition = "attribute_not_exists(#pk)"
+            values: dict[str, Any] = {}
+        else:
+            condition = "#sv = :seen_sv AND #cf = :seen_cf"
+            values = {":seen_sv": seen["schema_version"], ":seen_cf": seen["compatible_from"]}
+        update = "SET #sv = :sv, #cf = :cf, #by = :by, #updated = :now"
+        try:
+            await client.update_item(
+                TableName=self.table,
+                Key={"pk": _s(SCHEMA_PK)},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_names(update + condition),
+                ExpressionAttributeValues={
+                    ":sv": {"N": str(schema.version)},
+                    ":cf": {"N": str(schema.compatible_from)},
+                    ":by": _s(schema.written_by or "unknown"),
+                    ":now": _n(time.time()),
+                    **values,
+                },
+            )
+        except ClientError as e:
+            if _conditional_failed(e):
+                return False  # another worker wrote it meanwhile: read it again
+            raise
+        log.info("checkpoint schema recorded", table=self.table, schema_version=schema.version,
+                 compatible_from=schema.compatible_from)  # fmt: skip
+        return True
 
     async def _get_item(self, client: Any, file: FileId) -> dict[str, Any] | None:
         resp = await client.get_item(

@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from .base import Claim, ClaimState, FileId, LeaseLost
+from .schema import StoredSchema, merged_schema
 
 __all__ = ["DEFAULT_TTL_DAYS", "SqliteStore"]
 
@@ -70,9 +71,19 @@ _DONE_INDEX = (
     "CREATE INDEX IF NOT EXISTS checkpoints_done_at ON checkpoints (done_at)"
     " WHERE done_at IS NOT NULL"
 )
-# PRAGMA user_version of a database with every statement above. 0: created by an older
-# trailproc (no done_at index) or brand new; `_migrate` brings it up to date once.
-_SCHEMA_VERSION = 1
+# The statements that bring a database to each schema version, oldest first; each is
+# idempotent, so a step half done by an older release is simply done again. A new kind
+# of row (leases, listing cursors, audit state) is a new table in a new step.
+_STEPS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, (_SCHEMA, *_KV_SCHEMA, _DONE_INDEX)),)
+
+# The recorded schema versions (see `schema`); PRAGMA user_version mirrors the version
+# for tools that read only that.
+_META_SCHEMA = """
+CREATE TABLE IF NOT EXISTS trailproc_meta (
+    name  TEXT NOT NULL PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID
+"""
 
 _PRUNE_EVERY = 600.0  # seconds between housekeeping passes
 _PRUNE_BATCH = 500  # rows per DELETE (one short write transaction each)
@@ -93,20 +104,61 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in str(error) or "busy" in str(error)
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a new or older database up to `_SCHEMA_VERSION`, once, in one transaction
-    (processes opening it at the same moment wait for each other; the second finds it
-    done). Version 0 → 1: the done_at index, which existing databases lack."""
+def _read_schema(conn: sqlite3.Connection) -> StoredSchema | None:
+    """The versions the database records; None when it has no meta table (new, or
+    written before versions were recorded)."""
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trailproc_meta'"
+    ).fetchall():
+        return None
+    meta = dict(conn.execute("SELECT name, value FROM trailproc_meta").fetchall())
+    version = int(meta.get("schema_version", 0))
+    return StoredSchema(
+        version, int(meta.get("compatible_from", version)), str(meta.get("written_by", ""))
+    )
+
+
+def _legacy_schema(conn: sqlite3.Connection) -> StoredSchema:
+    """A database without a meta table: trailproc 0.1 wrote schema 1's tables and PRAGMA
+    user_version 1 (0: before the done_at index, or a brand new file). Any other number
+    is not ours to guess at: it counts as usable only by that schema."""
+    user_version = int(conn.execute("PRAGMA user_version").fetchall()[0][0])
+    return StoredSchema(user_version, user_version)
+
+
+def _migrate(conn: sqlite3.Connection, name: str) -> None:
+    """Check the database's schema and bring it up to this code's, once, in one
+    transaction (processes opening it at the same moment wait for each other; the
+    second finds it done). Raises `SchemaTooNew` before changing anything."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if conn.execute("PRAGMA user_version").fetchall()[0][0] < _SCHEMA_VERSION:
-            for statement in (_SCHEMA, *_KV_SCHEMA, _DONE_INDEX):
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        recorded = _read_schema(conn)
+        stored = recorded or _legacy_schema(conn)
+        target = merged_schema(name, stored)
+        if target is not None or recorded is None:
+            for version, statements in _STEPS:
+                if version > stored.version:
+                    for statement in statements:
+                        conn.execute(statement)
+            _write_schema(conn, target or stored.recorded_here())
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _write_schema(conn: sqlite3.Connection, schema: StoredSchema) -> None:
+    conn.execute(_META_SCHEMA)
+    conn.executemany(
+        "INSERT INTO trailproc_meta (name, value) VALUES (?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        [
+            ("schema_version", str(schema.version)),
+            ("compatible_from", str(schema.compatible_from)),
+            ("written_by", schema.written_by),
+        ],
+    )
+    conn.execute(f"PRAGMA user_version = {int(schema.version)}")
 
 
 def _prune(conn: sqlite3.Connection, cutoff: float) -> tuple[int, bool]:
@@ -197,8 +249,7 @@ class SqliteStore:
                 if conn.execute("PRAGMA journal_mode").fetchall()[0][0] != "wal":
                     conn.execute("PRAGMA journal_mode = WAL").fetchall()
                 conn.execute("PRAGMA synchronous = NORMAL")
-                if conn.execute("PRAGMA user_version").fetchall()[0][0] < _SCHEMA_VERSION:
-                    _migrate(conn)
+                self._check_schema(conn)
                 return conn
             except sqlite3.OperationalError as e:
                 conn.close()
@@ -209,6 +260,12 @@ class SqliteStore:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        """Refuse a database from a newer, incompatible schema; upgrade an older one."""
+        stored = _read_schema(conn)
+        if stored is None or merged_schema(str(self.path), stored) is not None:
+            _migrate(conn, str(self.path))
 
     @contextmanager
     def _immediate(self) -> Iterator[sqlite3.Connection]:
