@@ -167,6 +167,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         protocol = _protocol(self.headers, self.path)
         action = proxy.decide(self.command, self.path, protocol)
+        if proxy.take_reply_drop(target):
+            action = "drop"
         if proxy.latency:
             time.sleep(proxy.pick_latency())
         if action in _ERRORS:
@@ -249,6 +251,7 @@ class FaultProxy:
         slow_rate: float = 0.02,
         slow_latency: float = 0.4,
         answers: dict[str, Any] | None = None,
+        drop_replies: dict[str, int] | None = None,
     ) -> None:
         parts = urllib.parse.urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
@@ -263,6 +266,9 @@ class FaultProxy:
         # X-Amz-Target action → handler(body) -> (status, headers, payload), answered
         # without forwarding (for APIs moto lacks, such as CloudTrail ListPublicKeys).
         self.answers: dict[str, Any] = dict(answers or {})
+        # X-Amz-Target action → how many of its next requests are forwarded and then
+        # left unanswered (the server acted; the client never hears of it).
+        self.drop_replies: dict[str, int] = dict(drop_replies or {})
         self._seed = seed
         self._rng = random.Random(seed)
         self._streams: dict[tuple[str, str], random.Random] = {}
@@ -303,6 +309,16 @@ class FaultProxy:
     def count(self, what: str) -> None:
         with self._lock:
             self.stats[what] += 1
+
+    def take_reply_drop(self, target: str) -> bool:
+        """True (once per count) if this request's reply is to be dropped."""
+        with self._lock:
+            left = self.drop_replies.get(target, 0)
+            if left <= 0:
+                return False
+            self.drop_replies[target] = left - 1
+            self.stats[f"dropped_reply:{target}"] += 1
+            return True
 
     def decide(self, method: str, path: str, protocol: str) -> str:
         """'forward', 'drop', 'truncate' or an error flavour; seeded, counted."""

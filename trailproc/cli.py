@@ -24,6 +24,8 @@ class _LazyGroup(click.Group):
         "validate": ("trailproc.integrity.cli", "validate_command"),
         "backfill": ("trailproc.backfill", "backfill_command"),
         "check": ("trailproc.ops.check", "check_command"),
+        "audit": ("trailproc.recovery_cli", "audit_command"),
+        "redrive": ("trailproc.recovery_cli", "redrive_command"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
