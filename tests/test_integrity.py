@@ -64,8 +64,8 @@ def key_file(tmp_path: Path, signer: DigestChainSigner) -> Path:
     return path
 
 
-def cli(*args: str | Path, key: Path | None = None) -> Any:
-    argv = ["--trail-arn", ARN, "--s3-bucket", BUCKET, "--start-time", START, "--end-time", END]
+def cli(*args: str | Path, key: Path | None = None, end: str = END) -> Any:
+    argv = ["--trail-arn", ARN, "--s3-bucket", BUCKET, "--start-time", START, "--end-time", end]
     if key is not None:
         argv += ["--public-key-file", str(key)]
     return CliRunner().invoke(validate_command, [*argv, *map(str, args)])
@@ -97,7 +97,7 @@ def test_intact_multi_hour_chain_passes(signer: DigestChainSigner, key_file: Pat
 
 def test_verbose_lists_valid_files_on_stdout(signer: DigestChainSigner, key_file: Path) -> None:
     digests = signer.run_hours(T0, 2)
-    result = cli("--verbose", key=key_file)
+    result = cli("--verbose", key=key_file, end="2026-11-01T02:00:00Z")
     assert result.exit_code == 0
     assert f"Digest file\t{uri(digests[1].key)}\tvalid" in result.stdout
     assert f"Log file\t{uri(digests[0].logs[0].key)}\tvalid" in result.stdout
@@ -155,7 +155,7 @@ def test_newest_digest_without_signature_metadata(
     digests = signer.run_hours(T0, 3)
     newest = digests[-1]
     s3.put_object(Bucket=BUCKET, Key=newest.key, Body=newest.body)  # metadata dropped
-    result = cli(key=key_file)
+    result = cli(key=key_file, end="2026-11-01T03:00:00Z")
     assert result.exit_code == 1
     assert stderr_lines(result) == [
         f"Digest file\t{uri(newest.key)}\tINVALID: signature verification failed"
@@ -225,7 +225,7 @@ def test_two_consecutive_missing_digests_reported_individually(
 def test_oldest_digest_in_range_missing(s3: Any, signer: DigestChainSigner, key_file: Path) -> None:
     digests = signer.run_hours(T0, 4)
     s3.delete_object(Bucket=BUCKET, Key=digests[0].key)
-    result = cli(key=key_file)
+    result = cli(key=key_file, end="2026-11-01T04:00:00Z")
     assert result.exit_code == 1
     assert stderr_lines(result) == [f"Digest file\t{uri(digests[0].key)}\tINVALID: not found"]
 
@@ -249,7 +249,7 @@ def test_first_digest_in_range_starts_chain(signer: DigestChainSigner, key_file:
     # The chain starts mid-range; nothing before it is missing.
     digests = signer.run_hours(T0 + dt.timedelta(hours=3), 2)
     assert digests[0].document["previousDigestSignature"] is None
-    result = cli(key=key_file)
+    result = cli(key=key_file, end="2026-11-01T05:00:00Z")
     assert result.exit_code == 0, result.output
     assert "Results found for 2026-11-01T03:00:00Z to 2026-11-01T05:00:00Z:" in result.stdout
 
@@ -260,7 +260,7 @@ def test_empty_hour(signer: DigestChainSigner, key_file: Path) -> None:
     signer.run_hours(T0 + dt.timedelta(hours=2), 1)
     assert empty.document["logFiles"] == []
     assert empty.document["newestEventTime"] is None
-    result = cli("--verbose", key=key_file)
+    result = cli("--verbose", key=key_file, end="2026-11-01T03:00:00Z")
     assert result.exit_code == 0, result.output
     assert f"Digest file\t{uri(empty.key)}\tvalid" in result.stdout
     assert "3/3 digest files valid\n" in result.stdout
@@ -271,7 +271,7 @@ def test_non_gzip_log_is_invalid_format(signer: DigestChainSigner, key_file: Pat
     signer.run_hours(T0, 1)
     bad = signer.put_log(b'{"Records": []}', when=T0 + dt.timedelta(hours=1, minutes=10))
     signer.write_digest(T0 + dt.timedelta(hours=2))
-    result = cli(key=key_file)
+    result = cli(key=key_file, end="2026-11-01T02:00:00Z")
     assert result.exit_code == 1
     assert stderr_lines(result) == [f"Log file\t{uri(bad.key)}\tINVALID: invalid format"]
 
@@ -281,7 +281,7 @@ def test_unparseable_digest_is_invalid_format(
 ) -> None:
     digests = signer.run_hours(T0, 3)
     s3.put_object(Bucket=BUCKET, Key=digests[1].key, Body=b"garbage")
-    result = cli(key=key_file)
+    result = cli(key=key_file, end="2026-11-01T03:00:00Z")
     assert result.exit_code == 1
     assert stderr_lines(result) == [f"Digest file\t{uri(digests[1].key)}\tINVALID: invalid format"]
     assert "2/3 digest files valid, 1/3 digest files INVALID" in result.stdout
@@ -314,7 +314,7 @@ def test_key_forms_accepted(
     signer.run_hours(T0, 2, logs_per_hour=1)
     path = tmp_path / "key.bin"
     path.write_bytes(private_key.public_key().public_bytes(encoding, form))
-    result = cli(key=path)
+    result = cli(key=path, end="2026-11-01T02:00:00Z")
     assert result.exit_code == 0, result.output
     assert "2/2 digest files valid\n" in result.stdout
 
@@ -327,7 +327,7 @@ def test_wrong_key_is_public_key_not_found(signer: DigestChainSigner, tmp_path: 
         .public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-    result = cli(key=other)
+    result = cli(key=other, end="2026-11-01T02:00:00Z")
     assert result.exit_code == 1
     assert stderr_lines(result) == [
         f"Digest file\t{uri(d.key)}\tINVALID: public key not found" for d in reversed(digests)
@@ -347,11 +347,11 @@ def test_key_file_that_is_not_a_key_is_usage_error(
 def test_json_output(s3: Any, signer: DigestChainSigner, key_file: Path) -> None:
     digests = signer.run_hours(T0, 3)
     s3.delete_object(Bucket=BUCKET, Key=digests[0].logs[0].key)
-    result = cli("--json", key=key_file)
+    result = cli("--json", key=key_file, end="2026-11-01T03:00:00Z")
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["trail_arn"] == ARN
-    assert report["requested"] == {"start": START, "end": END}
+    assert report["requested"] == {"start": START, "end": "2026-11-01T03:00:00Z"}
     assert report["found"] == {"start": START, "end": "2026-11-01T03:00:00Z"}
     assert report["valid"] is False
     assert report["summary"]["digest_files"] == {
@@ -385,6 +385,7 @@ def test_json_output(s3: Any, signer: DigestChainSigner, key_file: Path) -> None
         }
     ]
     assert report["gaps"] == []
+    assert report["missing_trailing_digests"] == []
 
 
 def test_library_report(signer: DigestChainSigner) -> None:
@@ -463,14 +464,14 @@ def test_local_dir_mirror(private_key: rsa.RSAPrivateKey, tmp_path: Path) -> Non
     digests = signer.run_hours(T0, 3)
     key = tmp_path / "key.pem"
     key.write_bytes(signer.public_key_pem())
-    result = cli("--local-dir", mirror, key=key)
+    result = cli("--local-dir", mirror, key=key, end="2026-11-01T03:00:00Z")
     assert result.exit_code == 0, result.output
     assert "3/3 digest files valid\n" in result.stdout and "6/6 log files valid\n" in result.stdout
 
     victim = digests[1].logs[0].key
     (mirror / victim).write_bytes(gzip.compress(b'{"Records":[]}'))
     (mirror / digests[0].logs[1].key).unlink()
-    result = cli("--local-dir", mirror, key=key)
+    result = cli("--local-dir", mirror, key=key, end="2026-11-01T03:00:00Z")
     assert result.exit_code == 1
     # reported by their S3 location, not the local path
     assert stderr_lines(result) == [
@@ -508,7 +509,7 @@ def test_subprocess_entry_point(signer: DigestChainSigner, key_file: Path, s3: A
             "--start-time",
             "2026-11-01",
             "--end-time",
-            "2026-11-02",
+            "2026-11-01T02:00:00Z",
             "--public-key-file",
             str(key_file),
         ],
@@ -520,7 +521,7 @@ def test_subprocess_entry_point(signer: DigestChainSigner, key_file: Path, s3: A
     )
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip() == f"Log file\t{uri(digests[1].logs[0].key)}\tINVALID: not found"
-    assert "Results requested for 2026-11-01T00:00:00Z to 2026-11-02T00:00:00Z" in proc.stdout
+    assert "Results requested for 2026-11-01T00:00:00Z to 2026-11-01T02:00:00Z" in proc.stdout
     assert "2/2 digest files valid\n" in proc.stdout
     assert "3/4 log files valid, 1/4 log files INVALID" in proc.stdout
 
@@ -551,7 +552,7 @@ def test_list_public_keys_failure_is_reported(
     # digest instead of crashing the run.
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     digests = signer.run_hours(T0, 1)
-    result = cli()
+    result = cli(end="2026-11-01T01:00:00Z")
     assert result.exit_code == 1
     prefix = f"Digest file\t{uri(digests[0].key)}\tERROR: unable to get public keys: "
     assert [line for line in stderr_lines(result) if line.startswith(prefix)]
@@ -623,8 +624,8 @@ def test_progress_bar_on_a_terminal(signer: DigestChainSigner, key_file: Path) -
 
     signer.run_hours(T0, 3)  # 3 digests, 6 log files
     argv = [sys.executable, "-m", "trailproc.integrity.cli", "--trail-arn", ARN,
-            "--s3-bucket", BUCKET, "--start-time", "2026-11-01", "--end-time", "2026-11-02",
-            "--public-key-file", str(key_file)]  # fmt: skip
+            "--s3-bucket", BUCKET, "--start-time", "2026-11-01",
+            "--end-time", "2026-11-01T03:00:00Z", "--public-key-file", str(key_file)]  # fmt: skip
     code, terminal, stdout = _run_on_a_terminal(argv)
 
     assert code == 0, terminal

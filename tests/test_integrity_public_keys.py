@@ -65,7 +65,7 @@ def _validate(monkeypatch: pytest.MonkeyPatch, proxy: FaultProxy) -> Any:
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     return CliRunner().invoke(validate_command, [
         "--trail-arn", ARN, "--s3-bucket", BUCKET,
-        "--start-time", "2026-11-01T00:00:00Z", "--end-time", "2026-11-01T04:00:00Z",
+        "--start-time", "2026-11-01T00:00:00Z", "--end-time", "2026-11-01T03:00:00Z",
     ])  # fmt: skip
 
 

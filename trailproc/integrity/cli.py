@@ -80,6 +80,8 @@ def _print_text(report: ValidationReport, verbose: bool) -> None:
             emit(lf)
     for gap in report.gaps:
         click.echo(gap.line(), err=True)
+    for tail in report.missing_tails:
+        click.echo(tail.line(), err=True)
 
     click.echo("")
     click.echo(
@@ -116,17 +118,32 @@ def _print_text(report: ValidationReport, verbose: bool) -> None:
     "public_key_files",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False),
+    metavar="PATH",
     help="PEM or DER public key (SPKI or PKCS#1); repeatable. Skips ListPublicKeys.",
 )
 @click.option(
     "--local-dir",
     type=click.Path(exists=True, file_okay=False),
     default=None,
+    metavar="DIR",
     help="Read from a local mirror of the bucket (digest signatures in <file>.signature).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @click.option("--verbose", is_flag=True, help="Also print valid files.")
-@click.option("--max-workers", default=16, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--max-workers",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Log files downloaded and hashed at once (threads; each holds one open S3 read).",
+)
+@click.option(
+    "--trail-status/--no-trail-status",
+    default=None,
+    help="Ask CloudTrail GetTrailStatus when the trail last delivered a digest, to tell "
+    "deleted trailing digests from a trail that stopped delivering (default: on, off with "
+    "--local-dir). Without it, the hourly cadence and the clock decide.",
+)
 def validate_command(
     trail_arn: str,
     s3_bucket: str,
@@ -139,11 +156,14 @@ def validate_command(
     as_json: bool,
     verbose: bool,
     max_workers: int,
+    trail_status: bool | None,
 ) -> None:
     """Validate CloudTrail log files against their signed digest chain.
 
     Exit status: 0 when every digest and log file in range is valid, 1 when anything is
-    invalid or missing (or nothing was found), 2 for usage errors.
+    invalid or missing (or nothing was found), 2 for usage errors. Digests missing after
+    a chain's newest one (deleted from the end of the range) are named from the hourly
+    cadence and, where it answers, GetTrailStatus.
     """
     try:
         TrailArn.parse(trail_arn)
@@ -182,6 +202,7 @@ def validate_command(
                 local_dir=local_dir,
                 max_workers=max_workers,
                 progress=progress,
+                trail_status=trail_status,
             )
     except ValidationError as exc:
         click.echo(f"error: {exc}", err=True)

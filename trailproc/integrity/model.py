@@ -7,7 +7,15 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FileKind", "FileResult", "Gap", "Status", "ValidationReport", "format_time"]
+__all__ = [
+    "FileKind",
+    "FileResult",
+    "Gap",
+    "MissingTail",
+    "Status",
+    "ValidationReport",
+    "format_time",
+]
 
 
 def format_time(when: dt.datetime | None) -> str | None:
@@ -123,6 +131,46 @@ class Gap:
         }
 
 
+@dataclass(frozen=True)
+class MissingTail:
+    """Hourly digests that should follow a chain's newest one inside the range, but do not.
+
+    `hours` are the expected digest end times (newest digest's end + 1 h, + 2 h, ...).
+    `last_delivery` is CloudTrail's `LatestDigestDeliveryTime` when GetTrailStatus answered;
+    without it the hours are judged from the cadence and the clock alone.
+    """
+
+    account_id: str
+    region: str
+    after: dt.datetime  # end time of the newest digest found
+    hours: tuple[dt.datetime, ...]
+    last_delivery: dt.datetime | None = None
+    status_note: str | None = None  # why GetTrailStatus did not answer, when it did not
+
+    def line(self) -> str:
+        n = len(self.hours)
+        text = (
+            f"Digest files missing for account {self.account_id} in {self.region}: none after "
+            f"{format_time(self.after)}, {n} hourly digest{'s' if n != 1 else ''} expected "
+            f"from {format_time(self.hours[0])} to {format_time(self.hours[-1])}"
+        )
+        if self.last_delivery is not None:
+            last = format_time(self.last_delivery)
+            return text + f" (CloudTrail last delivered a digest at {last})"
+        note = f"; GetTrailStatus: {self.status_note}" if self.status_note else ""
+        return text + f" (judged by the hourly cadence{note})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "region": self.region,
+            "after": format_time(self.after),
+            "hours": [format_time(h) for h in self.hours],
+            "last_delivery": format_time(self.last_delivery),
+            "status_note": self.status_note,
+        }
+
+
 def _counts(results: list[FileResult]) -> dict[str, Any]:
     by_status: dict[str, int] = {}
     for r in results:
@@ -146,13 +194,17 @@ class ValidationReport:
     digests: list[FileResult] = field(default_factory=list)
     log_files: list[FileResult] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
+    missing_tails: list[MissingTail] = field(default_factory=list)
     found_start: dt.datetime | None = None  # oldest digestStartTime seen
     found_end: dt.datetime | None = None  # newest digestEndTime seen, capped at requested_end
 
     @property
     def ok(self) -> bool:
-        """True when at least one digest was found and everything found is valid."""
-        return bool(self.digests) and all(r.ok for r in (*self.digests, *self.log_files))
+        """True when at least one digest was found, everything found is valid and no hourly
+        digest is missing after a chain's newest one."""
+        if self.missing_tails or not self.digests:
+            return False
+        return all(r.ok for r in (*self.digests, *self.log_files))
 
     @property
     def invalid(self) -> list[FileResult]:
@@ -185,4 +237,5 @@ class ValidationReport:
             "digest_files": [r.to_dict() for r in self.digests],
             "log_files": [r.to_dict() for r in self.log_files],
             "gaps": [g.to_dict() for g in self.gaps],
+            "missing_trailing_digests": [t.to_dict() for t in self.missing_tails],
         }

@@ -19,11 +19,19 @@ import structlog
 from ..pipeline.keys import ObjectKind, classify_key
 from ..timeparse import parse_time, parse_time_or_none, to_utc
 from .keys import CloudTrailPublicKeys, KeyNotUsable, PublicKeyRing, PublicKeySource
-from .model import FileKind, FileResult, Gap, Status, ValidationReport
+from .model import FileKind, FileResult, Gap, MissingTail, Status, ValidationReport
 from .signing import NotGzipError, gunzip, gunzip_sha256, signing_string, verify_signature
 from .storage import LocalStore, NotFound, ObjectStore, ReadError, S3Store
 
-__all__ = ["ProgressHook", "TrailArn", "ValidationError", "parse_time", "validate"]
+__all__ = [
+    "ProgressHook",
+    "TrailArn",
+    "TrailDelivery",
+    "ValidationError",
+    "parse_time",
+    "trail_delivery",
+    "validate",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +40,11 @@ HOUR = dt.timedelta(hours=1)
 # the requested end lies up to an hour after it (the AWS CLI reads an hour past the end too);
 # the margin absorbs CloudTrail's drifting digest times.
 AFTER_END = HOUR + dt.timedelta(minutes=15)
+# CloudTrail's digest end times wander by minutes: an expected hour this close to the range
+# end, or to the last delivery GetTrailStatus reports, is not held against the chain.
+DRIFT = dt.timedelta(minutes=15)
+# Without GetTrailStatus, how long after its end time a digest may still be on its way.
+DELIVERY_GRACE = HOUR
 _ARN_RE = re.compile(
     r"^arn:(?P<partition>aws[a-z-]*):cloudtrail:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
     r"trail/(?P<name>[A-Za-z0-9._-]{1,128})$"
@@ -61,6 +74,33 @@ class TrailArn:
                 f"not a trail ARN: {arn!r} (expected arn:aws:cloudtrail:REGION:ACCOUNT:trail/NAME)"
             )
         return cls(m["partition"], m["region"], m["account"], m["name"])
+
+
+@dataclass(frozen=True)
+class TrailDelivery:
+    """What GetTrailStatus says about the trail's digests (or why it could not say)."""
+
+    last_digest_delivery: dt.datetime | None = None
+    note: str | None = None
+
+
+def trail_delivery(client: Any, trail_arn: str) -> TrailDelivery:
+    """`LatestDigestDeliveryTime` from CloudTrail GetTrailStatus, asked in the home region.
+
+    Any failure (trail deleted, access denied, an endpoint without the field) is a note, not
+    an error: the hourly cadence then decides alone.
+    """
+    try:
+        answer = client.get_trail_status(Name=trail_arn)
+    except Exception as exc:
+        log.info("GetTrailStatus failed", trail=trail_arn, error=_one_line(exc))
+        return TrailDelivery(note=f"unavailable ({_one_line(exc, 120)})")
+    when = answer.get("LatestDigestDeliveryTime")
+    if isinstance(when, str):
+        when = parse_time_or_none(when)
+    if not isinstance(when, dt.datetime):
+        return TrailDelivery(note="no LatestDigestDeliveryTime in its answer")
+    return TrailDelivery(last_digest_delivery=to_utc(when))
 
 
 class ProgressHook(Protocol):
@@ -146,6 +186,8 @@ class _Run:
         pool: ThreadPoolExecutor,
         regions: Sequence[str] | None,
         progress: ProgressHook | None,
+        delivery: TrailDelivery,
+        now: dt.datetime,
     ) -> None:
         self.trail = trail
         self.bucket = bucket
@@ -158,9 +200,12 @@ class _Run:
         self.pool = pool
         self.regions = regions
         self.progress = progress
+        self.delivery = delivery
+        self.now = now
         self.digests: list[FileResult] = []
         self.log_futures: list[Future[FileResult]] = []
         self.gaps: list[Gap] = []
+        self.missing_tails: list[MissingTail] = []
         self.found_start: dt.datetime | None = None
         self.found_end: dt.datetime | None = None
 
@@ -324,10 +369,63 @@ class _Run:
         start = d.start or d.ts - HOUR  # unreadable: assume the usual hour
         return start < self.end
 
+    # -- trailing digests ------------------------------------------------------------------
+
+    def _delivered_by_now(self, end: dt.datetime) -> bool:
+        """Would CloudTrail have delivered the digest ending at `end` by now?"""
+        last = self.delivery.last_digest_delivery
+        if last is not None:
+            return end <= last + DRIFT
+        return end + DELIVERY_GRACE <= self.now
+
+    def _trailing(self, region: str, loaded: list[_Digest]) -> None:
+        """Name the hourly digests that should follow the chain's newest one in the range.
+
+        Deleting the newest digests leaves no link pointing at them: only the cadence (one
+        digest an hour while logging is on) and GetTrailStatus's last delivery show them.
+        """
+        anchors = [d for d in loaded if d.doc is not None and not d.moved]
+        if not anchors:
+            return  # every digest found is already reported invalid
+        newest = anchors[0]
+        hours: list[dt.datetime] = []
+        end = newest.ts + HOUR
+        # An hour counts while it begins well inside the range and was due by now.
+        while end - HOUR + DRIFT < self.end and self._delivered_by_now(end):
+            hours.append(end)
+            end += HOUR
+        if not hours:
+            return
+        self.missing_tails.append(
+            MissingTail(
+                account_id=self.account_id,
+                region=region,
+                after=newest.ts,
+                hours=tuple(hours),
+                last_delivery=self.delivery.last_digest_delivery,
+                status_note=self.delivery.note,
+            )
+        )
+        for when in reversed(hours):
+            key = _shift_key(newest.key, when)
+            if key is not None:
+                self.digests.append(
+                    FileResult(
+                        FileKind.DIGEST,
+                        newest.bucket,
+                        key,
+                        Status.NOT_FOUND,
+                        "INVALID: not found (expected from the hourly digest cadence)",
+                        region=region,
+                        inferred=True,
+                    )
+                )
+
     def _walk(self, region: str, keys: list[str]) -> None:
         loaded = list(self.pool.map(lambda k: self._load(k, region), keys))
         loaded = [d for d in loaded if self._in_range(d)]
         loaded.sort(key=lambda d: (d.ts, d.key), reverse=True)
+        self._trailing(region, loaded)
         link: _Link | None = None
         for d in loaded:
             link = self._follow(link, region, d.ts)
@@ -466,6 +564,7 @@ class _Run:
             digests=self.digests,
             log_files=[f.result() for f in self.log_futures],
             gaps=self.gaps,
+            missing_tails=self.missing_tails,
             found_start=self.found_start,
             found_end=self.found_end,
         )
@@ -494,6 +593,29 @@ def _key_source(
     return ring
 
 
+def _store(
+    session: Any, s3_client: Any, local_dir: str | os.PathLike[str] | None, max_workers: int
+) -> ObjectStore:
+    if local_dir is not None:
+        return LocalStore(local_dir)
+    if s3_client is None:
+        from botocore.config import Config
+
+        s3_client = session.client("s3", config=Config(max_pool_connections=max(10, max_workers)))
+    return S3Store(s3_client)
+
+
+def _ask_delivery(session: Any, trail: TrailArn, trail_arn: str) -> TrailDelivery:
+    from botocore.config import Config
+
+    config = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2})
+    try:
+        client = session.client("cloudtrail", region_name=trail.region, config=config)
+    except Exception as exc:  # no region or endpoint configuration usable
+        return TrailDelivery(note=f"unavailable ({_one_line(exc, 120)})")
+    return trail_delivery(client, trail_arn)
+
+
 def validate(
     trail_arn: str,
     s3_bucket: str,
@@ -509,6 +631,8 @@ def validate(
     session: Any = None,
     max_workers: int = 16,
     progress: ProgressHook | None = None,
+    trail_status: bool | TrailDelivery | None = None,
+    now: dt.datetime | None = None,
 ) -> ValidationReport:
     """Validate a trail's digest chain and the log files it lists, for `[start_time, end_time]`.
 
@@ -517,6 +641,13 @@ def validate(
     found under the account's `CloudTrail-Digest/` folder (or only `regions`). Each region's
     chain is walked newest to oldest; log files listed by a digest whose signature verified
     are hashed concurrently (`max_workers` threads).
+
+    Digests deleted from the end of the range leave no link pointing at them, so each
+    region's chain is also held to the hourly cadence: every hour after its newest digest
+    that begins inside the range and was due by `now` (default: the clock), or by the last
+    digest delivery CloudTrail's GetTrailStatus reports, is reported missing
+    (`report.missing_tails`). `trail_status`: True to ask GetTrailStatus, False not to,
+    None to ask unless `local_dir` is given; or a `TrailDelivery` already known.
 
     `public_keys`: None to ask CloudTrail `ListPublicKeys` in each delivering region; or key
     files / PEM or DER bytes (offline); or any object with `get(region, fingerprint, when)`.
@@ -529,34 +660,29 @@ def validate(
     end = to_utc(end_time or dt.datetime.now(dt.timezone.utc))
     if end < start:
         raise ValidationError("end time is before start time")
-    if session is None and ((s3_client is None and local_dir is None) or public_keys is None):
+    ask_status = local_dir is None if trail_status is None else trail_status is True
+    needs_session = (s3_client is None and local_dir is None) or public_keys is None
+    if session is None and (needs_session or ask_status):
         import boto3
 
         session = boto3.session.Session()
-
-    store: ObjectStore
-    if local_dir is not None:
-        store = LocalStore(local_dir)
+    store = _store(session, s3_client, local_dir, max_workers)
+    keys = _key_source(
+        public_keys, lambda region: session.client("cloudtrail", region_name=region), start, end
+    )
+    if isinstance(trail_status, TrailDelivery):
+        delivery = trail_status
+    elif ask_status:
+        delivery = _ask_delivery(session, trail, trail_arn)
     else:
-        if s3_client is None:
-            from botocore.config import Config
-
-            s3_client = session.client(
-                "s3", config=Config(max_pool_connections=max(10, max_workers))
-            )
-        store = S3Store(s3_client)
-
-    def cloudtrail_client(region: str) -> Any:
-        return session.client("cloudtrail", region_name=region)
-
-    keys = _key_source(public_keys, cloudtrail_client, start, end)
+        delivery = TrailDelivery(note="not asked")
     log.debug(
         "validating digest chain", trail=trail_arn, bucket=s3_bucket, start=str(start), end=str(end)
     )
     with ThreadPoolExecutor(
         max_workers=max(1, max_workers), thread_name_prefix="trailproc-validate"
     ) as pool:
-        run = _Run(
+        report = _Run(
             trail=trail,
             bucket=s3_bucket,
             prefix=s3_prefix,
@@ -568,7 +694,8 @@ def validate(
             pool=pool,
             regions=regions,
             progress=progress,
-        )
-        report = run.run()
+            delivery=delivery,
+            now=to_utc(now or dt.datetime.now(dt.timezone.utc)),
+        ).run()
     report.trail_arn = trail_arn
     return report
