@@ -6,16 +6,46 @@ aioboto3 is imported here, lazily, so `import trailproc` stays fast.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import os
+import re
 from contextlib import AsyncExitStack
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 
 from .config import Config
+from .observe import get_logger
 
-__all__ = ["AwsClients", "aio_session", "botocore_config", "import_aws_stack"]
+__all__ = [
+    "AwsClients",
+    "S3Router",
+    "aio_session",
+    "assumed_role_session",
+    "botocore_config",
+    "import_aws_stack",
+    "queue_region",
+]
+
+log = get_logger("trailproc.aws")
+
+# sqs.REGION.amazonaws.com[.cn] (current) and REGION.queue.amazonaws.com (legacy) URLs.
+_QUEUE_HOST = re.compile(
+    r"^(?:sqs\.(?P<a>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|(?P<b>[a-z0-9-]+)\.queue\.amazonaws\.com)$"
+)
+
+
+def queue_region(queue_url: str | None) -> str | None:
+    """The region in an SQS queue URL, or None (a local emulator's URL names none)."""
+    if not queue_url:
+        return None
+    host = (urlsplit(queue_url).hostname or "").lower()
+    match = _QUEUE_HOST.match(host)
+    if not match:
+        return None
+    return match.group("a") or match.group("b")
 
 
 def _fast_model_loader(search_path: str | None) -> Any:
@@ -94,13 +124,19 @@ def _plain_http(endpoint_url: str | None, service: str) -> bool:
 
 
 class AwsClients:
-    """An async context manager handing out aioboto3 clients that share one session."""
+    """An async context manager handing out aioboto3 clients that share one session.
+
+    Each client is made once per (service, region, role). The SQS client uses the
+    queue's region (`sqs_region`, else the one in `queue_url`), the S3 client
+    `s3_region`; without either, the session's region (`region`, AWS_REGION, profile).
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self._stack = AsyncExitStack()
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[tuple[str, str | None, str | None], Any] = {}
         self._session: Any = None
+        self._role_sessions: dict[str, Any] = {}
 
     @property
     def session(self) -> Any:
@@ -108,21 +144,42 @@ class AwsClients:
             self._session = aio_session(self.config.profile, self.config.region)
         return self._session
 
-    async def client(self, service: str) -> Any:
-        if service not in self._clients:
+    def default_region(self, service: str) -> str | None:
+        """The region a client of `service` uses when none is asked for."""
+        if service == "sqs":
+            return self.config.sqs_region or queue_region(self.config.queue_url)
+        if service == "s3":
+            return self.config.s3_region
+        return None
+
+    async def client(self, service: str, *, region: str | None = None,
+                     role_arn: str | None = None) -> Any:
+        """The client of `service` in `region` (default: `default_region`), acting as
+        `role_arn` when given (assumed through STS and refreshed before it expires)."""
+        region = region or self.default_region(service)
+        slot = (service, region, role_arn)
+        if slot not in self._clients:
             kwargs: dict[str, Any] = {
                 "config": botocore_config(self.config, pool=self.config.download_concurrency + 4)
             }
+            if region:
+                kwargs["region_name"] = region
             if self.config.endpoint_url:
                 kwargs["endpoint_url"] = self.config.endpoint_url
             if _plain_http(self.config.endpoint_url, service):
                 # No TLS on this endpoint (a local emulator): skip building an SSL context
                 # and loading the CA bundle (~50 ms per client), which would go unused.
                 kwargs["verify"] = False
-            self._clients[service] = await self._stack.enter_async_context(
-                self.session.client(service, **kwargs)
+            session = self._role_session(role_arn) if role_arn else self.session
+            self._clients[slot] = await self._stack.enter_async_context(
+                session.client(service, **kwargs)
             )
-        return self._clients[service]
+        return self._clients[slot]
+
+    def _role_session(self, role_arn: str) -> Any:
+        if role_arn not in self._role_sessions:
+            self._role_sessions[role_arn] = assumed_role_session(self, role_arn)
+        return self._role_sessions[role_arn]
 
     async def __aenter__(self) -> AwsClients:
         return self
@@ -130,3 +187,81 @@ class AwsClients:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
         self._clients.clear()
+
+
+ROLE_SESSION_SECONDS = 3600
+
+
+def assumed_role_session(clients: AwsClients, role_arn: str) -> Any:
+    """An aioboto3 session acting as `role_arn`: STS AssumeRole through `clients`' own
+    credentials, called again by botocore's refreshable credentials before the
+    temporary ones expire (15 minutes ahead), so long runs never use stale keys."""
+    import aioboto3
+    from aiobotocore.credentials import AioDeferredRefreshableCredentials
+    from aiobotocore.session import AioSession
+
+    async def assume() -> dict[str, str]:
+        sts = await clients.client("sts")
+        response = await sts.assume_role(
+            RoleArn=role_arn, RoleSessionName="trailproc", DurationSeconds=ROLE_SESSION_SECONDS
+        )
+        issued = response["Credentials"]
+        return {
+            "access_key": issued["AccessKeyId"],
+            "secret_key": issued["SecretAccessKey"],
+            "token": issued["SessionToken"],
+            "expiry_time": issued["Expiration"].isoformat(),
+        }
+
+    core = AioSession(profile=clients.config.profile)
+    loader = _fast_model_loader(core.get_config_variable("data_path"))
+    core.register_component("data_loader", loader)
+    # botocore's documented way to give a session its own credential source.
+    core._credentials = AioDeferredRefreshableCredentials(assume, "assume-role")
+    return aioboto3.Session(botocore_session=core, region_name=clients.config.region)
+
+
+class S3Router:
+    """The S3 client for each object: in its bucket's region (detected once per bucket
+    and cached), acting as the role configured for its bucket or account."""
+
+    def __init__(self, clients: AwsClients) -> None:
+        self.clients = clients
+        self._regions: dict[str, str | None] = {}
+        self._detecting: dict[str, Any] = {}
+
+    def role_for(self, bucket: str, account_id: str | None) -> str | None:
+        config = self.clients.config
+        role = config.assume_role_by_bucket.get(bucket)
+        if role is None and account_id:
+            role = config.assume_role_by_account.get(account_id)
+        return role
+
+    async def for_object(self, bucket: str, account_id: str | None = None) -> Any:
+        role = self.role_for(bucket, account_id)
+        region = await self.region_of(bucket, role)
+        return await self.clients.client("s3", region=region, role_arn=role)
+
+    async def region_of(self, bucket: str, role_arn: str | None = None) -> str | None:
+        """The bucket's region (HeadBucket's x-amz-bucket-region, on success or error);
+        None when S3 does not say, which leaves the default client's region."""
+        if self.clients.config.s3_region:
+            return self.clients.config.s3_region
+        if bucket not in self._regions:
+            if bucket not in self._detecting:
+                self._detecting[bucket] = asyncio.ensure_future(self._detect(bucket, role_arn))
+            region = await self._detecting[bucket]
+            self._regions[bucket] = region
+            self._detecting.pop(bucket, None)
+        return self._regions[bucket]
+
+    async def _detect(self, bucket: str, role_arn: str | None) -> str | None:
+        s3 = await self.clients.client("s3", role_arn=role_arn)
+        try:
+            response = await s3.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            response = getattr(exc, "response", None) or {}
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        region = headers.get("x-amz-bucket-region") or None
+        log.debug("bucket region", bucket=bucket, region=region)
+        return region

@@ -23,6 +23,7 @@ are not read again, so they are not checked; `force` (or a new namespace) checks
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import sys
 import time
@@ -37,6 +38,7 @@ from .checkpoint import open_store
 from .checkpoint.base import CheckpointStore, Claim, FileId, KeyValueStore
 from .cli_common import TimeParam, fail_cleanly, load_cli_config, processing_options
 from .config import Config, load_config
+from .enqueue import EnqueueResult, enqueue_refs
 from .observe import Metrics, ensure_logging, get_logger
 from .pipeline.keys import FileRef
 from .processor import EventProcessor, maybe_await
@@ -56,7 +58,9 @@ __all__ = [
     "backfill",
     "backfill_async",
     "backfill_command",
+    "enqueue_backfill_async",
     "iter_digest_refs",
+    "range_query",
 ]
 
 log = get_logger("trailproc.backfill")
@@ -148,6 +152,31 @@ class BackfillResult(RunResult):
         return not self.files_failed and not self.interrupted and not self.digest_mismatches
 
 
+def range_query(
+    config: Config,
+    bucket: str,
+    *,
+    prefix: str | None,
+    account_ids: Iterable[str],
+    regions: Iterable[str],
+    start: dt.datetime | dt.date | str | None,
+    end: dt.datetime | dt.date | str | None,
+    insights: bool,
+) -> ListingQuery:
+    """The listing for an event-time range: files delivered from `start` until
+    `late_delivery_minutes` after `end`, since CloudTrail delivers an event up to about
+    15 minutes after it happened (those later files can hold events of the range)."""
+    query = ListingQuery.build(
+        bucket, prefix=prefix, account_ids=account_ids, regions=regions,
+        start=start, end=end, insights=insights,
+    )  # fmt: skip
+    if query.end is None or not config.late_delivery_minutes:
+        return query
+    return dataclasses.replace(
+        query, end=query.end + dt.timedelta(minutes=config.late_delivery_minutes)
+    )
+
+
 def _namespace(force: bool, namespace: str | None) -> str | None:
     if force and namespace:
         raise ValueError("force starts a fresh checkpoint namespace; do not also name one")
@@ -188,10 +217,8 @@ async def backfill_async(
     from .pipeline.fetch import S3Fetcher
 
     ensure_logging(config.log_level, config.log_format)
-    query = ListingQuery.build(
-        bucket, prefix=prefix, account_ids=account_ids, regions=regions,
-        start=start_time, end=end_time, insights=insights,
-    )  # fmt: skip
+    query = range_query(config, bucket, prefix=prefix, account_ids=account_ids,
+                        regions=regions, start=start_time, end=end_time, insights=insights)
     ns = _namespace(force, namespace)
     workers = max(1, concurrency or config.download_concurrency)
     user = build_processor(config, processor)
@@ -262,6 +289,57 @@ async def backfill_async(
     return result
 
 
+async def enqueue_backfill_async(
+    bucket: str,
+    config: Config,
+    queue_url: str,
+    *,
+    prefix: str | None = None,
+    account_ids: Iterable[str] = (),
+    regions: Iterable[str] = (),
+    start_time: dt.datetime | dt.date | str | None = None,
+    end_time: dt.datetime | dt.date | str | None = None,
+    insights: bool = False,
+    force: bool = False,
+    progress: bool | None = None,
+    stopping: asyncio.Event | None = None,
+) -> EnqueueResult:
+    """List the selected log files and queue one S3-event message per file for a fleet
+    of `trailproc run` workers (or Lambda functions) sharing `config.checkpoint`.
+
+    Files the checkpoint store records as done are not queued unless `force`.
+    """
+    from tqdm import tqdm
+
+    from .aws import AwsClients, queue_region
+
+    ensure_logging(config.log_level, config.log_format)
+    query = range_query(config, bucket, prefix=prefix, account_ids=account_ids,
+                        regions=regions, start=start_time, end=end_time, insights=insights)
+    store = None if force else open_store(config.checkpoint, config.state_dir)
+    bar = tqdm(total=0, unit="file", desc="enqueue", file=sys.stderr, dynamic_ncols=True,
+               disable=not (sys.stderr.isatty() if progress is None else progress))  # fmt: skip
+    log.info("enqueue starting", bucket=bucket, queue_url=queue_url, force=force,
+             start=query.start.isoformat() if query.start else None,
+             end=query.end.isoformat() if query.end else None)  # fmt: skip
+    try:
+        async with AwsClients(config) as clients:
+            s3 = await clients.client("s3")
+            sqs = await clients.client(
+                "sqs", region=config.sqs_region or queue_region(queue_url)
+            )
+            refs = iter_log_refs(s3, query, concurrency=config.download_concurrency)
+            result = await enqueue_refs(refs, sqs, queue_url, store, progress=bar,
+                                        stopping=stopping)  # fmt: skip
+    finally:
+        bar.close()
+        if store is not None:
+            await store.close()
+    log.info("enqueue finished", listed=result.listed, sent=result.sent,
+             already_done=result.skipped_done, unsent=len(result.unsent))  # fmt: skip
+    return result
+
+
 def backfill(
     bucket: str,
     processor: EventProcessor | Sequence[EventProcessor] | None = None,
@@ -318,7 +396,12 @@ def backfill(
     type=TimeParam(),
     help="First delivery time to include (UTC unless an offset is given).",
 )
-@click.option("--end-time", type=TimeParam(), help="Delivery time to stop before (exclusive).")
+@click.option(
+    "--end-time",
+    type=TimeParam(),
+    help="Time to stop before (exclusive); files delivered up to late_delivery_minutes "
+    "(15) later are read too, as they can hold events from before it.",
+)
 @click.option("--insights", is_flag=True, help="Also process CloudTrail Insights files.")
 @click.option(
     "--force",
@@ -342,6 +425,13 @@ def backfill(
     help="Also list the range's digest files and check each processed log file against "
     "its hash (default: the verify_digests setting). A mismatch exits 1.",
 )
+@click.option(
+    "--enqueue",
+    "enqueue_url",
+    metavar="QUEUE_URL",
+    help="Do not process: queue one S3-event message per file not done yet, for "
+    "`trailproc run` workers sharing this checkpoint store (--force: every file).",
+)
 @processing_options
 @fail_cleanly
 def backfill_command(
@@ -359,12 +449,34 @@ def backfill_command(
     handlers: tuple[str, ...],
     progress: bool | None,
     verify_digests: bool | None,
+    enqueue_url: str | None,
     **flags: Any,
 ) -> None:
     """Process log files already in a bucket (history loads, replays, new handlers)."""
     from .app import install_signal_handlers
 
     config = load_cli_config(config_path, handlers=handlers, verify_digests=verify_digests, **flags)
+    if enqueue_url:
+        if namespace:
+            raise click.UsageError("--namespace does not apply to --enqueue: workers use "
+                                   "their own checkpoint store")  # fmt: skip
+
+        async def enqueue() -> EnqueueResult:
+            stopping = asyncio.Event()
+            install_signal_handlers(stopping)
+            return await enqueue_backfill_async(
+                bucket, config, enqueue_url, prefix=prefix, account_ids=account_ids,
+                regions=regions, start_time=start_time, end_time=end_time,
+                insights=insights, force=force, progress=progress, stopping=stopping,
+            )  # fmt: skip
+
+        queued = asyncio.run(enqueue())
+        click.echo(f"{queued.listed} file(s) listed: {queued.sent} queued, "
+                   f"{queued.skipped_done} already done, {len(queued.unsent)} not queued",
+                   err=True)  # fmt: skip
+        if not queued.ok:
+            sys.exit(1)
+        return
 
     async def main() -> BackfillResult:
         stopping = asyncio.Event()

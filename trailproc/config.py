@@ -44,6 +44,40 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         str | None, _doc("Endpoint override for every service; AWS_ENDPOINT_URL also works.")
     ] = None
 
+    # --- regions and access (organisation buckets) ----------------------------------------
+    sqs_region: Annotated[
+        str | None, _doc("Region of the SQS client; default: the one in queue_url, else region.")
+    ] = None
+    s3_region: Annotated[
+        str | None,
+        _doc("Region of every S3 client; default: each bucket's own region, detected once "
+             "(HeadBucket) and cached."),
+    ] = None
+    assume_role_by_bucket: Annotated[
+        dict[str, str],
+        _doc("Role ARN to assume (STS, refreshed before expiry) to read a bucket: "
+             "{bucket = arn} in the config file."),
+    ] = msgspec.field(default_factory=dict)
+    assume_role_by_account: Annotated[
+        dict[str, str],
+        _doc("Role ARN to assume to read the log files of an account (by the account in "
+             "the key), when its bucket has none in assume_role_by_bucket."),
+    ] = msgspec.field(default_factory=dict)
+    requester_pays_buckets: Annotated[
+        list[str], _doc("Buckets read with RequestPayer=requester (requester pays).")
+    ] = msgspec.field(default_factory=list)
+    bucket_owners: Annotated[
+        dict[str, str],
+        _doc("Expected owner account of a bucket ({bucket = account}): every request "
+             "sends ExpectedBucketOwner, so a look-alike bucket elsewhere is refused."),
+    ] = msgspec.field(default_factory=dict)
+    late_delivery_minutes: Annotated[
+        float,
+        msgspec.Meta(ge=0, le=1440,
+                     description="Minutes after an event-time range's end whose deliveries "
+                     "are still read: CloudTrail delivers an event within about 15 minutes."),
+    ] = 15.0
+
     # --- receiving -----------------------------------------------------------------------
     visibility_timeout: Annotated[
         Seconds, _doc("Seconds a received message stays hidden; extended while working.")
@@ -207,7 +241,7 @@ JAVA_PROPERTIES: dict[str, str] = {
 
 _FIELDS = set(Config.__struct_fields__)
 _ALLOW_LISTS = ("allowed_buckets", "allowed_accounts", "allowed_topic_arns")
-_LIST_FIELDS = {"process_kinds", "handlers", *_ALLOW_LISTS}
+_LIST_FIELDS = {"process_kinds", "handlers", "requester_pays_buckets", *_ALLOW_LISTS}
 
 
 def _convert(data: Mapping[str, Any]) -> Config:
