@@ -203,6 +203,18 @@ def peak_rss(*cmd: str) -> None:
     _emit(seconds=time.perf_counter() - start, max_rss_mb=usage.ru_maxrss / 1024)
 
 
+def peak_rss_unchecked(*cmd: str) -> None:
+    """`peak_rss`, reporting the exit code instead of failing on it (hostile cases may
+    fail some files, or be killed by the benchmark's watchdog)."""
+    import subprocess
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    _emit(seconds=time.perf_counter() - start, max_rss_mb=usage.ru_maxrss / 1024,
+          exit=os.waitstatus_to_exitcode(status))  # fmt: skip
+
+
 def import_time(module: str) -> None:
     start = time.perf_counter()
     __import__(module)

@@ -38,3 +38,21 @@ class ToJson(EventProcessor):
     def process(self, events: list[Event]) -> None:
         for event in events:
             self.encoded += len(json.dumps(event.to_dict()))
+
+
+class SlowWriter(EventProcessor):
+    """Writes each record's id to --output's neighbour file, 20 ms per batch: a handler
+    slower than the downloads, so decoded files queue in memory unless something bounds
+    them (the hostile many-files case)."""
+
+    def __init__(self) -> None:
+        import os
+
+        self.path = os.environ["TRAILPROC_BENCH_IDS"]
+
+    def process(self, events: list[Event]) -> None:
+        import time
+
+        time.sleep(0.02)
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.writelines(f'{{"eventID": "{e.event_id}"}}\n' for e in events)
