@@ -141,7 +141,8 @@ def run_daemon(
     cmd += ["--handler", "bench_handlers:SlowWriter"] if slow else ["--output", str(out)]
     env = {**box.env(), **MOTO_ENV, "TRAILPROC_STATE_DIR": str(state),
            "TRAILPROC_STATS_INTERVAL": "0", "TRAILPROC_BENCH_IDS": str(out),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE),
+                                                       os.environ.get("PYTHONPATH")]))}  # fmt: skip
     launcher = [sys.executable, str(HERE / "_workloads.py"), "peak_rss_unchecked", *cmd]
     start = time.perf_counter()
     proc = subprocess.Popen(launcher, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -153,7 +154,8 @@ def run_daemon(
     stdout, stderr = proc.communicate(timeout=900)
     report = json.loads(stdout.strip().splitlines()[-1]) if stdout.strip() else {}
     return {"seconds": time.perf_counter() - start, "rss_mb": report.get("max_rss_mb"),
-            "exit": report.get("exit"), "killed": bool(killed), "stderr": stderr[-2000:]}  # fmt: skip
+            "exit": report.get("exit"), "killed": bool(killed),
+            "stderr": stderr[-2000:]}  # fmt: skip
 
 
 def _watch_grandchild(launcher_pid: int, limit_mb: float, killed: list[bool]) -> None:
@@ -245,7 +247,8 @@ def main() -> int:
         rows.append((name, runs, rss))
         print(f"{name}: " + "; ".join(
             f"{r['rss_mb'] or 0:,.0f} MB{' (killed)' if r['killed'] else ''} "
-            f"{r['seconds']:.1f} s records_out={r['records_out']} good_once={r['good_once']} hostile_kept={r['hostile_kept']}"
+            f"{r['seconds']:.1f} s records_out={r['records_out']} "
+            f"good_once={r['good_once']} hostile_kept={r['hostile_kept']}"
             for r in runs), flush=True)  # fmt: skip
     print("\n| case | peak RSS median | spread (min-max) | killed | records out | good once "
           "| hostile kept |")
@@ -253,7 +256,8 @@ def main() -> int:
     for name, runs, rss in rows:
         print(f"| {name} | {statistics.median(rss):,.0f} MB | {min(rss):,.0f}-{max(rss):,.0f} MB"
               f" | {sum(bool(r['killed']) for r in runs)}/{len(runs)}"
-              f" | {runs[0]['records_out']:,} | {all(r['good_once'] for r in runs)} | {all(r['hostile_kept'] for r in runs)} |")
+              f" | {runs[0]['records_out']:,} | {all(r['good_once'] for r in runs)}"
+              f" | {all(r['hostile_kept'] for r in runs)} |")
     return 0
 
 
