@@ -92,6 +92,14 @@ def test_records_keep_their_exact_bytes_non_ascii_included() -> None:
     assert b"\\u" in document(RECORD_A)
 
 
+def test_plain_base64_document_only_when_gzip_is_optional() -> None:
+    data = base64.b64encode(document(RECORD_A))
+    with pytest.raises(BadLogFile, match="not gzip"):
+        decode_base64_payload(data, max_bytes=MAX)
+    parsed = decode_base64_payload(data, max_bytes=MAX, gzip_only=False)
+    assert parsed.log_events[0].record == RECORD_A.encode()
+
+
 def test_control_message_is_recognised() -> None:
     parsed = parse_document(CONTROL)
     assert parsed.is_control and parsed.message_type == CONTROL_MESSAGE
@@ -154,6 +162,9 @@ def with_event(event: bytes) -> bytes:
         (with_event(b'{"id":"1","timestamp":1,"message":"\xff"}'), "not valid"),
         (with_event(b'{"id":"1","timestamp":1,"message":"\\ud800"}'), "not valid"),
         (b'{"messageType":"DATA_MESSAGE","x":' + b"[" * 100_000, "payload"),
+        (with_event(b'{"id":"1","timestamp":1,"message":"START RequestId: 1"}'), "JSON object"),
+        (with_event(b'{"id":"1","timestamp":1,"message":"[1,2]"}'), "JSON object"),
+        (with_event(b'{"id":"1","timestamp":1,"message":"{\\"a\\":"}'), "JSON object"),
     ],
 )
 def test_wrong_shapes_are_one_clear_error(payload: bytes, words: str) -> None:

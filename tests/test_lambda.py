@@ -597,24 +597,22 @@ def test_sample_template_and_policy_wiring() -> None:
 # The Lambda console's default test event, and a Kinesis event (a trigger wired to the
 # wrong function): neither is something trailproc can process.
 CONSOLE_TEST_EVENT = {"key1": "value1", "key2": "value2", "key3": "value3"}
-KINESIS_EVENT = {
+DYNAMODB_STREAM_EVENT = {
     "Records": [
         {
-            "kinesis": {
-                "kinesisSchemaVersion": "1.0",
-                "partitionKey": "1",
-                "sequenceNumber": "49590338271490256608559692538361571095921575989136588898",
-                "data": "SGVsbG8sIHRoaXMgaXMgYSB0ZXN0Lg==",
-                "approximateArrivalTimestamp": 1545084650.987,
+            "eventID": "c4ca4238a0b923820dcc509a6f75849b",
+            "eventName": "INSERT",
+            "eventVersion": "1.1",
+            "eventSource": "aws:dynamodb",
+            "awsRegion": "us-east-1",
+            "dynamodb": {
+                "Keys": {"Id": {"N": "101"}},
+                "NewImage": {"Message": {"S": "New item!"}, "Id": {"N": "101"}},
+                "SequenceNumber": "4421584500000000017450439091",
+                "SizeBytes": 26,
+                "StreamViewType": "NEW_AND_OLD_IMAGES",
             },
-            "eventSource": "aws:kinesis",
-            "eventVersion": "1.0",
-            "eventID": "shardId-000000000006:"
-            "49590338271490256608559692538361571095921575989136588898",
-            "eventName": "aws:kinesis:record",
-            "invokeIdentityArn": "arn:aws:iam::123456789012:role/lambda-role",
-            "awsRegion": "us-east-2",
-            "eventSourceARN": "arn:aws:kinesis:us-east-2:123456789012:stream/lambda-stream",
+            "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/T/stream/2015-06-27",
         }
     ]
 }
@@ -630,8 +628,8 @@ def test_unexpected_event_shape_raises_one_clear_error(aws_env: Any, runtime_fac
     # Another service's trigger is named as such (it used to be reported as "looks like a
     # CloudTrail log file").
     with pytest.raises(BadNotification) as raised:
-        handler(KINESIS_EVENT, FakeContext())
-    assert str(raised.value).startswith("Lambda event from aws:kinesis is not supported")
+        handler(DYNAMODB_STREAM_EVENT, FakeContext())
+    assert str(raised.value).startswith("Lambda event from aws:dynamodb is not supported")
     assert seen.ids == []
 
 

@@ -161,6 +161,16 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
              "docs/security.md before turning this on."),
     ] = False
 
+    # --- trust: records through CloudWatch Logs (Lambda, Kinesis, Firehose) --------------
+    allowed_log_groups: Annotated[
+        list[str],
+        _doc("If set, refuse CloudWatch Logs subscription payloads from any other log group."),
+    ] = msgspec.field(default_factory=list)
+    allowed_log_streams: Annotated[
+        list[str],
+        _doc("If set, refuse CloudWatch Logs subscription payloads from any other log stream."),
+    ] = msgspec.field(default_factory=list)
+
     # --- integrity -----------------------------------------------------------------------
     verify_digests: Annotated[
         bool,
@@ -240,7 +250,8 @@ JAVA_PROPERTIES: dict[str, str] = {
 }
 
 _FIELDS = set(Config.__struct_fields__)
-_ALLOW_LISTS = ("allowed_buckets", "allowed_accounts", "allowed_topic_arns")
+_ALLOW_LISTS = ("allowed_buckets", "allowed_accounts", "allowed_topic_arns",
+                "allowed_log_groups", "allowed_log_streams")  # fmt: skip
 _LIST_FIELDS = {"process_kinds", "handlers", "requester_pays_buckets", *_ALLOW_LISTS}
 
 

@@ -285,6 +285,12 @@ class Metrics:
             "Time spent per pipeline stage (receive, download, decode, handler)",
             ("stage",), buckets=(0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 30, 120),
         )  # fmt: skip
+        self.road_units = add(
+            "counter", "trailproc_road_units",
+            "Units that came without an S3 notification, by road (lambda: a CloudWatch "
+            "Logs payload; kinesis and firehose records; history pages) and outcome",
+            ("road", "outcome"),
+        )  # fmt: skip
         self.started = time.time()
         self._preinitialise()
         if registry is not None:
@@ -330,6 +336,8 @@ class Metrics:
                      "refused", "handler_failed", "digest_mismatch", "error")  # fmt: skip
     DIGEST_OUTCOMES = ("match", "mismatch")
     STAGES = ("receive", "download", "decode", "handler")
+    ROADS = ("lambda", "kinesis", "firehose", "history")
+    ROAD_OUTCOMES = ("ok", "control", "failed", "refused", "bad_payload")
 
     def _preinitialise(self) -> None:
         for reason in self.DELETE_REASONS:
@@ -345,6 +353,9 @@ class Metrics:
             self.stage_seconds.labels(stage)
         for outcome in self.DIGEST_OUTCOMES:
             self.digest_checks.labels(outcome)
+        for road in self.ROADS:
+            for outcome in self.ROAD_OUTCOMES:
+                self.road_units.labels(road, outcome)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample, e.g. value("trailproc_records_total")."""

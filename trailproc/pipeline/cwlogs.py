@@ -10,6 +10,7 @@ same document (base64 of gzip of it for Lambda and Kinesis)::
 
 Each `message` is one CloudTrail record written as a JSON *string*; its record bytes are
 the UTF-8 bytes of that string's value, exactly what CloudTrail put into the log group.
+A message that is not a JSON object is refused (the log group is not a trail's).
 `CONTROL_MESSAGE` documents are CloudWatch Logs checking that the destination is
 reachable: they carry no records.
 
@@ -93,11 +94,16 @@ class _WireDocument(msgspec.Struct, rename="camel"):
     log_events: list[_WireEvent] = []
 
 
+class _AnyObject(msgspec.Struct):
+    """Decoding into this checks a record is one well-formed JSON object (fields skipped)."""
+
+
 _document_decoder = msgspec.json.Decoder(_WireDocument)
 _string_decoder = msgspec.json.Decoder(str)
+_object_checker = msgspec.json.Decoder(_AnyObject)
 
 
-def _record_bytes(event: _WireEvent, index: int) -> bytes:
+def _record_bytes(event: _WireEvent, index: int, control: bool) -> bytes:
     try:
         text = _string_decoder.decode(event.message)
     except msgspec.ValidationError:
@@ -105,7 +111,19 @@ def _record_bytes(event: _WireEvent, index: int) -> bytes:
     except msgspec.DecodeError as exc:
         raise BadLogFile(f"log event {index} ({event.id}): message is not valid: {exc}") from None
     # msgspec refuses lone surrogate escapes, so this encode cannot fail.
-    return text.encode("utf-8")
+    record = text.encode("utf-8")
+    if control:
+        return record  # CloudWatch Logs' own text ("CWL CONTROL MESSAGE: ..."), no record
+    try:
+        _object_checker.decode(record)
+    except (msgspec.DecodeError, RecursionError):
+        # A CloudTrail log group holds JSON records only; anything else is not ours to
+        # hand over as a record.
+        raise BadLogFile(
+            f"log event {index} ({event.id}): message is not a JSON object "
+            "(not a CloudTrail record)"
+        ) from None
+    return record
 
 
 def parse_document(document: bytes | memoryview) -> SubscriptionDocument:
@@ -122,8 +140,10 @@ def parse_document(document: bytes | memoryview) -> SubscriptionDocument:
         wire.owner and wire.log_group and wire.log_stream
     ):
         raise BadLogFile("DATA_MESSAGE subscription payload lacks owner, logGroup or logStream")
+    control = wire.message_type == CONTROL_MESSAGE
     events = tuple(
-        LogEvent(e.id, e.timestamp, _record_bytes(e, i)) for i, e in enumerate(wire.log_events)
+        LogEvent(e.id, e.timestamp, _record_bytes(e, i, control))
+        for i, e in enumerate(wire.log_events)
     )
     return SubscriptionDocument(
         message_type=wire.message_type,
@@ -201,8 +221,14 @@ def decode_documents(data: bytes, *, max_bytes: int) -> list[SubscriptionDocumen
     return documents
 
 
-def decode_base64_payload(data: str | bytes, *, max_bytes: int) -> SubscriptionDocument:
-    """base64(gzip(document)) as Lambda's `awslogs.data` and Kinesis records carry it."""
+def decode_base64_payload(
+    data: str | bytes, *, max_bytes: int, gzip_only: bool = True
+) -> SubscriptionDocument:
+    """base64(gzip(document)) as Lambda's `awslogs.data` and Kinesis records carry it.
+
+    With `gzip_only=False` a plain JSON document is taken too (a Firehose stream that
+    decompresses CloudWatch Logs records before its transformation function).
+    """
     # base64 is 4/3 of the bytes it holds; refuse before decoding an oversized string.
     if len(data) > (max_bytes * 4) // 3 + 4:
         raise DecompressedTooLarge(
@@ -212,7 +238,7 @@ def decode_base64_payload(data: str | bytes, *, max_bytes: int) -> SubscriptionD
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise BadLogFile(f"payload is not valid base64: {exc}") from None
-    if not raw.startswith(GZIP_MAGIC):
+    if not raw.startswith(GZIP_MAGIC) and gzip_only:
         raise BadLogFile("payload is not gzip data (CloudWatch Logs always compresses it)")
     return parse_document(decompress(raw, max_bytes=max_bytes))
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from .keys import FileRef, KeyInfo
+from .keys import FileRef, KeyInfo, StreamOrigin
 
 __all__ = ["Delivery", "Event", "json_lines"]
 
@@ -59,6 +59,21 @@ class Delivery:
     @property
     def org_id(self) -> str | None:
         return self.ref.info.org_id
+
+    @property
+    def origin(self) -> StreamOrigin | None:
+        """How records that came without an S3 object travelled (None for log files)."""
+        return self.ref.origin
+
+    @property
+    def log_group(self) -> str | None:
+        """The CloudWatch Logs group the records came through, if they did."""
+        return self.ref.origin.log_group if self.ref.origin else None
+
+    @property
+    def log_stream(self) -> str | None:
+        """The CloudWatch Logs stream the records came through, if they did."""
+        return self.ref.origin.log_stream if self.ref.origin else None
 
 
 class _Header(msgspec.Struct):
@@ -299,6 +314,14 @@ class Event(msgspec.Struct, eq=False, repr_omit_defaults=True):
         issuer = (identity.get("sessionContext") or {}).get("sessionIssuer") or {}
         value = issuer.get("arn")
         return value if isinstance(value, str) else None
+
+    @property
+    def log_event_id(self) -> str | None:
+        """The id of the CloudWatch Logs event that carried this record, if one did."""
+        origin = self.delivery.ref.origin
+        if origin is None or self.index >= len(origin.log_event_ids):
+            return None
+        return origin.log_event_ids[self.index]
 
     @property
     def idempotency_key(self) -> str:

@@ -11,7 +11,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["FileRef", "KeyInfo", "ObjectKind", "classify_key"]
+__all__ = ["FileRef", "KeyInfo", "ObjectKind", "StreamOrigin", "classify_key"]
 
 
 class ObjectKind(str, enum.Enum):
@@ -86,8 +86,25 @@ class KeyInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamOrigin:
+    """Where records that reached trailproc without an S3 object came from.
+
+    `road`: "cloudwatch-logs" (a subscription payload, through Lambda, Kinesis or
+    Firehose: `via` names which) or "history" (`LookupEvents`). For CloudWatch Logs,
+    `log_event_ids[i]` is the id of the log event that carried record `i`.
+    """
+
+    road: str
+    via: str | None = None
+    log_group: str | None = None
+    log_stream: str | None = None
+    log_event_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class FileRef:
-    """One S3 object that a source asked us to handle."""
+    """One S3 object that a source asked us to handle (or a unit of records that came
+    another way, named by `origin`)."""
 
     bucket: str
     key: str
@@ -95,6 +112,8 @@ class FileRef:
     version_id: str | None = None
     size: int | None = None
     info: KeyInfo = field(default_factory=lambda: KeyInfo(ObjectKind.OTHER))
+    # Not part of the identity: the checkpoint key (bucket, key, etag) is.
+    origin: StreamOrigin | None = field(default=None, compare=False)
 
     @classmethod
     def of(

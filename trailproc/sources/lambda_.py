@@ -14,8 +14,26 @@ Triggers and what Lambda is told:
   as "AWS API Call via CloudTrail", handed over inline): everything is processed and the
   invocation raises `InvocationFailed` if anything failed, so Lambda retries the event;
   its message names each failed notification and why.
-* Anything else is taken as a notification itself; another service's event (Kinesis,
-  DynamoDB Streams, Kafka...) or one that is not a JSON object raises `BadNotification`.
+* **CloudWatch Logs** subscription (``{"awslogs": {"data": base64(gzip(payload))}}``):
+  the records of the payload are handed over unchanged; the invocation raises
+  `InvocationFailed` if the payload is bad, refused or failed (Lambda retries, then its
+  on-failure destination keeps it). ``CONTROL_MESSAGE`` payloads are acknowledged.
+* **Kinesis Data Streams** (each record's data is a CloudWatch Logs payload): records
+  of a shard are handed over in order; the partial batch response names by sequence
+  number each record that failed and every later record of its shard, which is not
+  started, so Lambda retries from the first failure and nothing overtakes it.
+* **Firehose data transformation**: every record is answered by `recordId` with
+  ``Ok`` (handed over, or filtered), ``Dropped`` (a control message) or
+  ``ProcessingFailed`` (a bad or refused payload: Firehose writes it to the stream's
+  error output), and the original ``data`` unchanged, so the stream delivers what it
+  received. If a record failed for another reason (handler, checkpoint store, deadline)
+  the invocation raises instead, so Firehose retries it; records done already are not
+  handed over again.
+* Payloads carried by the last three are *records in messages*: refused unless
+  ``accept_records_in_messages`` is set, and subject to ``allowed_accounts``,
+  ``allowed_log_groups`` and ``allowed_log_streams`` (see docs/security.md).
+* Anything else is taken as a notification itself; another service's event (DynamoDB
+  Streams, Kafka...) or one that is not a JSON object raises `BadNotification`.
 
 The deadline is watched through ``context.get_remaining_time_in_millis()``: below the
 *safety margin* no new message is started (unstarted ones are reported as failures, or
@@ -51,6 +69,7 @@ from ..pipeline.notifications import (
 )
 from ..processor import EventProcessor, maybe_await
 from .messages import MessageRunner, Verdict
+from .subscriptions import DocumentResult, SubscriptionRunner
 
 __all__ = ["InvocationFailed", "LambdaOptions", "LambdaRuntime", "trigger_of"]
 
@@ -117,27 +136,32 @@ class _Deadline:
         return None if left is None else max(0.0, left - self.abort)
 
 
+_RECORD_SOURCES = {"aws:sqs": "sqs", "aws:sns": "sns", "aws:s3": "s3", "aws:kinesis": "kinesis"}
+
+
 def trigger_of(event: Any) -> str:
-    """'sqs', 'sns', 's3', 'eventbridge' or 'direct' (a notification payload itself)."""
+    """'sqs', 'sns', 's3', 'kinesis', 'cloudwatch_logs', 'firehose', 'eventbridge' or
+    'direct' (a notification payload itself)."""
     if not isinstance(event, Mapping):
         raise BadNotification(f"Lambda event is a {type(event).__name__}, not a JSON object")
+    if isinstance(event.get("awslogs"), Mapping):
+        return "cloudwatch_logs"
+    if "deliveryStreamArn" in event and isinstance(event.get("records"), list):
+        return "firehose"
     records = event.get("Records")
     source: Any = event.get("eventSource")  # Kafka and Amazon MQ events name it here
     if isinstance(records, list) and records and isinstance(records[0], Mapping):
         source = records[0].get("eventSource") or records[0].get("EventSource")
-        if source == "aws:sqs":
-            return "sqs"
-        if source == "aws:sns":
-            return "sns"
-        if source == "aws:s3":
-            return "s3"
+        if source in _RECORD_SOURCES:
+            return _RECORD_SOURCES[source]
     if isinstance(source, str) and source.startswith("aws:"):
         # Another service's Lambda event (Kinesis, DynamoDB Streams, Kafka, MQ...): the
         # function is wired to the wrong trigger. (A CloudTrail record's eventSource is
         # "<service>.amazonaws.com", never "aws:...".)
         raise BadNotification(
-            f"Lambda event from {source} is not supported; trailproc takes SQS, SNS, S3 "
-            "and EventBridge trigger events (or a notification itself)"
+            f"Lambda event from {source} is not supported; trailproc takes SQS, SNS, S3, "
+            "EventBridge, CloudWatch Logs, Kinesis and Firehose trigger events (or a "
+            "notification itself)"
         )
     if "detail-type" in event:
         return "eventbridge"
@@ -153,6 +177,7 @@ class _Unit:
     group: str | None = None
     record: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None  # why it failed, for the error Lambda records
+    result: DocumentResult | None = None  # for units holding a CloudWatch Logs payload
 
     def describe(self) -> str:
         why = f": {self.error}" if self.error else ""
@@ -215,6 +240,7 @@ class LambdaRuntime:
         self._store: CheckpointStore | None = None
         self._pipeline: FilePipeline | None = None
         self._message_runner: MessageRunner | None = None
+        self._subscription_runner: SubscriptionRunner | None = None
 
     # --- the synchronous face ----------------------------------------------------------
     def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
@@ -296,10 +322,7 @@ class LambdaRuntime:
         started = time.monotonic()
         structlog.contextvars.bind_contextvars(trigger=trigger)
         try:
-            if trigger == "sqs":
-                units = await self._sqs(pipeline, event["Records"], clock)
-            else:
-                units = await self._notifications(pipeline, event, trigger, clock)
+            units = await self._units(pipeline, event, trigger, clock, context)
         finally:
             structlog.contextvars.unbind_contextvars("trigger")
         failed = [u for u in units if u.status != "ok"]
@@ -315,14 +338,45 @@ class LambdaRuntime:
             seconds=round(time.monotonic() - started, 3),
             remaining_seconds=clock.remaining(),
         )
+        return self._answer(trigger, units, failed, records)
+
+    async def _units(
+        self,
+        pipeline: FilePipeline,
+        event: Mapping[str, Any],
+        trigger: str,
+        clock: _Deadline,
+        context: Any,
+    ) -> list[_Unit]:
         if trigger == "sqs":
+            return await self._sqs(pipeline, event["Records"], clock)
+        if trigger == "kinesis":
+            return await self._kinesis(pipeline, event["Records"], clock)
+        if trigger == "firehose":
+            return await self._firehose(pipeline, event["records"], clock)
+        if trigger == "cloudwatch_logs":
+            return await self._awslogs(pipeline, event, clock, context)
+        return await self._notifications(pipeline, event, trigger, clock)
+
+    @staticmethod
+    def _answer(
+        trigger: str, units: list[_Unit], failed: list[_Unit], records: int
+    ) -> dict[str, Any]:
+        if trigger in ("sqs", "kinesis"):
             return {"batchItemFailures": [{"itemIdentifier": u.ident} for u in failed]}
+        if trigger == "firehose":
+            # A payload that is bad or refused will be the same on a retry: Firehose
+            # keeps it in its error output. Anything else is worth retrying (raise).
+            failed = [u for u in failed if u.result is None or u.result.status == "failed"]
         if failed:
             detail = "; ".join(u.describe() for u in failed[:10])
+            what = "record(s)" if trigger == "firehose" else "notification(s)"
             raise InvocationFailed(
-                f"{len(failed)} of {len(units)} notification(s) not processed: {detail}",
+                f"{len(failed)} of {len(units)} {what} not processed: {detail}",
                 [u.ident for u in failed],
             )
+        if trigger == "firehose":
+            return {"records": [_firehose_result(u) for u in units]}
         return {"messages": len(units), "records": records}
 
     async def _sqs(
@@ -342,7 +396,7 @@ class LambdaRuntime:
             return await self._sqs_message(pipeline, unit)
 
         if fifo:
-            await self._in_order(units, work, clock)
+            await self._in_order(units, work, clock, by_group=self.options.fifo_mode == "group")
         else:
             await self._concurrently(units, work, clock)
         return units
@@ -368,6 +422,68 @@ class LambdaRuntime:
 
         await self._concurrently(units, work, clock)
         return units
+
+    async def _kinesis(
+        self, pipeline: FilePipeline, records: list[Mapping[str, Any]], clock: _Deadline
+    ) -> list[_Unit]:
+        units = [
+            _Unit(
+                ident=str((r.get("kinesis") or {}).get("sequenceNumber") or f"record-{i}"),
+                # eventID is "<shard id>:<sequence number>"; order holds within a shard.
+                group=str(r.get("eventID") or "").partition(":")[0],
+                record=r,
+            )
+            for i, r in enumerate(records)
+        ]
+
+        async def work(unit: _Unit) -> bool:
+            data = (unit.record.get("kinesis") or {}).get("data")
+            return await self._document(pipeline, unit, data, "kinesis")
+
+        await self._in_order(units, work, clock, by_group=True)
+        return units
+
+    async def _firehose(
+        self, pipeline: FilePipeline, records: list[Mapping[str, Any]], clock: _Deadline
+    ) -> list[_Unit]:
+        units = []
+        for i, r in enumerate(records):
+            record = r if isinstance(r, Mapping) else {}
+            units.append(_Unit(ident=str(record.get("recordId") or f"record-{i}"), record=record))
+
+        async def work(unit: _Unit) -> bool:
+            # A stream may decompress CloudWatch Logs data before the transformation.
+            data = unit.record.get("data")
+            return await self._document(pipeline, unit, data, "firehose", gzip_only=False)
+
+        await self._concurrently(units, work, clock)
+        return units
+
+    async def _awslogs(
+        self, pipeline: FilePipeline, event: Mapping[str, Any], clock: _Deadline, context: Any
+    ) -> list[_Unit]:
+        ident = str(getattr(context, "aws_request_id", None) or "cloudwatch-logs-event")
+        units = [_Unit(ident=ident, record=event["awslogs"])]
+
+        async def work(unit: _Unit) -> bool:
+            return await self._document(pipeline, unit, unit.record.get("data"), "lambda")
+
+        await self._concurrently(units, work, clock)
+        return units
+
+    async def _document(
+        self, pipeline: FilePipeline, unit: _Unit, data: Any, via: str, gzip_only: bool = True
+    ) -> bool:
+        """One CloudWatch Logs payload (base64 `data`) through the pipeline."""
+        if self._subscription_runner is None or self._subscription_runner.pipeline is not pipeline:
+            self._subscription_runner = SubscriptionRunner(self.config, pipeline)
+        runner = self._subscription_runner
+        result = runner.decode(data, ident=unit.ident, via=via, gzip_only=gzip_only)
+        if not isinstance(result, DocumentResult):
+            result = await runner.run(result, ident=unit.ident, via=via)
+        unit.result = result
+        unit.error = result.error
+        return result.ok
 
     # --- scheduling under the deadline ---------------------------------------------------
     async def _guarded(self, pipeline: FilePipeline, unit: _Unit, work: Any) -> None:
@@ -411,7 +527,11 @@ class LambdaRuntime:
                 unit.status = "aborted"
         self._log_unstarted(units)
 
-    async def _in_order(self, units: list[_Unit], work: Any, clock: _Deadline) -> None:
+    async def _in_order(
+        self, units: list[_Unit], work: Any, clock: _Deadline, by_group: bool = False
+    ) -> None:
+        """One unit after the other; after a failure, stop (or with `by_group` skip the
+        rest of its group only). Units not run stay "unstarted" (reported failed)."""
         pipeline = self._pipeline
         assert pipeline is not None
         failed_groups: set[str | None] = set()
@@ -419,7 +539,7 @@ class LambdaRuntime:
         for unit in units:
             if stopped:
                 continue  # reported: "unstarted"
-            if self.options.fifo_mode == "group" and unit.group in failed_groups:
+            if by_group and unit.group in failed_groups:
                 continue
             if not clock.may_start():
                 stopped = True
@@ -434,7 +554,7 @@ class LambdaRuntime:
                 stopped = True
                 continue
             if unit.status != "ok":
-                if self.options.fifo_mode == "group":
+                if by_group:
                     failed_groups.add(unit.group)
                 else:
                     stopped = True
@@ -487,3 +607,16 @@ class LambdaRuntime:
         if self._message_runner is None or self._message_runner.pipeline is not pipeline:
             self._message_runner = MessageRunner(self.config, pipeline)
         return self._message_runner
+
+
+_FIREHOSE_RESULTS = {"ok": "Ok", "control": "Dropped"}
+
+
+def _firehose_result(unit: _Unit) -> dict[str, Any]:
+    """Firehose's answer for one record: its id, result, and the data it came with."""
+    status = unit.result.status if unit.result else "failed"
+    return {
+        "recordId": unit.ident,
+        "result": _FIREHOSE_RESULTS.get(status, "ProcessingFailed"),
+        "data": unit.record.get("data") or "",
+    }
