@@ -1,7 +1,8 @@
 """The operations endpoints: Prometheus metrics and liveness/readiness probes.
 
-Both are served by a tiny HTTP/1.1 server on the daemon's own event loop (no thread, no
-extra dependency), so they stop with the daemon and cannot outlive it::
+Both are served by aiohttp's web server on the daemon's own event loop (no thread), so
+they stop with the daemon and cannot outlive it. aiohttp's server is imported only when
+a port is configured: a run without ports never loads it::
 
     async with serve_ops(config, metrics) as ops:
         ...  # ops.metrics_port / ops.health_port are the bound ports (useful with port 0)
@@ -10,7 +11,9 @@ Routes, on whichever port(s) are configured (metrics_port and health_port may be
 
 * ``GET /metrics``: the Prometheus text exposition of ``metrics.registry``;
 * ``GET /livez``: 200 while the poll loop makes progress, 503 when it looks stuck;
-* ``GET /readyz``: 200 once the queue has answered a receive, 503 before.
+* ``GET /readyz``: 200 while every readiness check passes, else 503 with one line per
+  failing check's reason. The default checks (`readiness_checks`): the queue has
+  answered a receive. A check is any callable returning True/False or (ok, reason).
 
 Endpoints listen on 127.0.0.1 unless ``bind`` says otherwise (``0.0.0.0`` in a container
 whose orchestrator probes from outside the network namespace).
@@ -18,16 +21,26 @@ whose orchestrator probes from outside the network namespace).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..config import Config
 from ..observe import Metrics, get_logger
 
-__all__ = ["Liveness", "OpsServers", "serve_ops"]
+if TYPE_CHECKING:
+    from aiohttp import web
+
+__all__ = [
+    "CheckResult",
+    "HealthCheck",
+    "Liveness",
+    "OpsServers",
+    "readiness_checks",
+    "serve_ops",
+]
 
 log = get_logger("trailproc.ops")
 
@@ -36,8 +49,15 @@ DEFAULT_BIND = "127.0.0.1"
 # daemon is declared stuck: generous, because a false "not live" restarts a healthy pod.
 LIVENESS_MARGIN = 60.0
 
+# A connection that has not sent a whole request within this many seconds is closed
+# (aiohttp's keep-alive timer also runs before the first request).
 _REQUEST_TIMEOUT = 5.0
-_MAX_REQUEST_BYTES = 8192
+_MAX_REQUEST_LINE = 8190  # bytes of request line, and of each header
+_NO_STORE = {"Cache-Control": "no-store"}
+
+# A health check: True/False, or (ok, reason) so a 503 can say what is wrong.
+CheckResult = bool | tuple[bool, str]
+HealthCheck = Callable[[], CheckResult]
 
 
 class Liveness:
@@ -97,6 +117,45 @@ class Liveness:
         return self.idle_seconds() <= self.threshold
 
 
+def queue_answered(metrics: Metrics) -> HealthCheck:
+    """Ready once a receive has answered: the SQS source sets the last_poll gauge then."""
+
+    def check() -> CheckResult:
+        if metrics.value("trailproc_last_poll_timestamp") > 0:
+            return True
+        return False, "the queue has not answered a receive yet"
+
+    return check
+
+
+def readiness_checks(config: Config, metrics: Metrics) -> list[HealthCheck]:
+    """The checks /readyz runs by default; a new readiness condition is one more entry."""
+    return [queue_answered(metrics)]
+
+
+def _as_checks(given: HealthCheck | Sequence[HealthCheck]) -> Sequence[HealthCheck]:
+    """One check, or the caller's own list (read on every probe, so it may grow)."""
+    return [given] if callable(given) else given
+
+
+def _verdict(checks: Sequence[HealthCheck], name: str) -> tuple[int, str]:
+    """(HTTP status, body) of a probe: 200 "ok", or 503 with each failing reason."""
+    reasons: list[str] = []
+    for check in checks:
+        try:
+            result = check()
+        except Exception as exc:  # a broken probe must answer, not hang the kubelet
+            log.warning("health probe raised", probe=name, error=repr(exc))
+            result = (False, f"check raised {type(exc).__name__}")
+        ok, reason = result if isinstance(result, tuple) else (bool(result), "")
+        if not ok:
+            reasons.append(reason)
+    if not reasons:
+        return 200, "ok\n"
+    detail = "".join(f"not {name}: {reason}\n" for reason in reasons if reason)
+    return 503, detail or f"not {name}\n"
+
+
 @dataclass
 class OpsServers:
     """What `serve_ops` started; ports are the bound ones (None: not served)."""
@@ -104,115 +163,65 @@ class OpsServers:
     metrics_port: int | None = None
     health_port: int | None = None
     bind: str = DEFAULT_BIND
-    _servers: list[asyncio.base_events.Server] = field(default_factory=list, repr=False)
+    _runners: list[web.AppRunner] = field(default_factory=list, repr=False)
 
 
-def _response(status: str, body: bytes, content_type: str, head: bool = False) -> bytes:
-    headers = (
-        f"HTTP/1.1 {status}\r\n"
-        f"Content-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Cache-Control: no-store\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return headers.encode("ascii") + (b"" if head else body)
-
-
-class _Handler:
-    def __init__(
-        self,
-        metrics: Metrics,
-        ready: Callable[[], bool],
-        live: Callable[[], bool],
-        routes: frozenset[str],
-    ) -> None:
-        self.metrics = metrics
-        self.ready = ready
-        self.live = live
-        self.routes = routes
-
-    def _probe(self, check: Callable[[], bool], name: str) -> tuple[str, bytes]:
-        try:
-            ok = bool(check())
-        except Exception as exc:  # a broken probe must answer, not hang the kubelet
-            log.warning("health probe raised", probe=name, error=repr(exc))
-            ok = False
-        return ("200 OK", b"ok\n") if ok else ("503 Service Unavailable", f"not {name}\n".encode())
-
-    def answer(self, method: str, path: str) -> bytes:
-        text = "text/plain; charset=utf-8"
-        head = method == "HEAD"
-        if method not in ("GET", "HEAD"):
-            return _response("405 Method Not Allowed", b"GET only\n", text)
-        path = path.split("?", 1)[0]
-        if path not in self.routes:
-            return _response("404 Not Found", b"not found\n", text, head)
-        if path == "/metrics":
-            # Imported on the first scrape: prometheus_client's exposition module costs
-            # ~40 ms of start-up, which a daemon without --metrics-port should not pay.
-            from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
-            return _response("200 OK", generate_latest(self.metrics.registry),
-                             CONTENT_TYPE_LATEST, head)  # fmt: skip
-        if path == "/readyz":
-            status, body = self._probe(self.ready, "ready")
-        else:
-            status, body = self._probe(self.live, "live")
-        return _response(status, body, text, head)
-
-    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(
-                reader.readuntil(b"\r\n\r\n"), timeout=_REQUEST_TIMEOUT
-            )
-            if len(request) > _MAX_REQUEST_BYTES:
-                raise ValueError("request too large")
-            parts = request.split(b"\r\n", 1)[0].decode("latin-1").split()
-            if len(parts) != 3:
-                writer.write(_response("400 Bad Request", b"bad request\n", "text/plain"))
-            else:
-                writer.write(self.answer(parts[0], parts[1]))
-            await writer.drain()
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                ConnectionError, ValueError):  # fmt: skip
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
-
-
-async def _start(handler: _Handler, bind: str, port: int) -> asyncio.base_events.Server:
-    return await asyncio.start_server(
-        handler, host=bind, port=port, reuse_address=True, limit=_MAX_REQUEST_BYTES
-    )
-
-
-@contextlib.asynccontextmanager
-async def serve_ops(
-    config: Config,
+def _application(
     metrics: Metrics,
-    *,
-    ready: Callable[[], bool] | None = None,
-    live: Callable[[], bool] | None = None,
-    bind: str | None = None,
-) -> AsyncIterator[OpsServers]:
-    """Serve /metrics on config.metrics_port and /livez, /readyz on config.health_port.
+    routes: set[str],
+    ready: Sequence[HealthCheck],
+    live: Sequence[HealthCheck],
+) -> web.Application:
+    from aiohttp import web
 
-    Nothing is started for a port that is None; port 0 picks a free port (see the
-    returned `OpsServers`). `ready` defaults to "a receive has answered" (the last_poll
-    gauge is set); `live` defaults to `Liveness.for_config(config, metrics)`.
-    `bind` defaults to config's `ops_bind` when the model has it, else 127.0.0.1.
-    """
-    bind = bind or getattr(config, "ops_bind", None) or DEFAULT_BIND
-    live = live or Liveness.for_config(config, metrics)
-    if ready is None:
-        # The SQS source sets last_poll when a receive answered, exactly when it
-        # turns `ready`; so the metrics alone can say whether the queue answered.
-        def ready() -> bool:
-            return metrics.value("trailproc_last_poll_timestamp") > 0
+    async def serve_metrics(request: web.Request) -> web.Response:
+        # Imported on the first scrape: prometheus_client's exposition module costs
+        # ~40 ms of start-up, which a daemon without --metrics-port should not pay.
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-    ops = OpsServers(bind=bind)
+        response = web.Response(body=generate_latest(metrics.registry), headers=_NO_STORE)
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    def probe(checks: Sequence[HealthCheck], name: str) -> Any:
+        async def serve(request: web.Request) -> web.Response:
+            status, text = _verdict(checks, name)
+            return web.Response(status=status, text=text, headers=_NO_STORE)
+
+        return serve
+
+    handlers = {"/metrics": serve_metrics, "/readyz": probe(ready, "ready"),
+                "/livez": probe(live, "live")}  # fmt: skip
+    app = web.Application()
+    for path in sorted(routes):
+        app.router.add_get(path, handlers[path])  # HEAD too; other methods: 405
+    return app
+
+
+async def _start(app: web.Application, bind: str, port: int) -> tuple[web.AppRunner, int]:
+    from aiohttp import web
+
+    runner = web.AppRunner(
+        app,
+        access_log=None,  # probes every few seconds are not worth a log line each
+        keepalive_timeout=_REQUEST_TIMEOUT,
+        max_line_size=_MAX_REQUEST_LINE,
+        max_field_size=_MAX_REQUEST_LINE,
+        handle_signals=False,
+        shutdown_timeout=2.0,  # seconds a scrape in progress may take to finish on close
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, bind, port, reuse_address=True)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, int(runner.addresses[0][1])
+
+
+def _wanted(config: Config) -> list[tuple[int, set[str]]]:
+    """(port, paths) to serve: one port per setting, or one for both when equal."""
     wanted: list[tuple[int, set[str]]] = []
     if config.metrics_port is not None:
         wanted.append((config.metrics_port, {"/metrics"}))
@@ -222,11 +231,39 @@ async def serve_ops(
             wanted[0][1].update(health)  # one port serves both (port 0: two free ports)
         else:
             wanted.append((config.health_port, health))
+    return wanted
+
+
+@contextlib.asynccontextmanager
+async def serve_ops(
+    config: Config,
+    metrics: Metrics,
+    *,
+    ready: HealthCheck | Sequence[HealthCheck] | None = None,
+    live: HealthCheck | Sequence[HealthCheck] | None = None,
+    bind: str | None = None,
+) -> AsyncIterator[OpsServers]:
+    """Serve /metrics on config.metrics_port and /livez, /readyz on config.health_port.
+
+    Nothing is started (nor imported) for a port that is None; port 0 picks a free port
+    (see the returned `OpsServers`). `ready` defaults to `readiness_checks(config,
+    metrics)`; `live` defaults to `Liveness.for_config(config, metrics)`. Each may be
+    one check or a list of them. `bind` defaults to config's `ops_bind` when the model
+    has it, else 127.0.0.1.
+    """
+    bind = bind or getattr(config, "ops_bind", None) or DEFAULT_BIND
+    ops = OpsServers(bind=bind)
+    wanted = _wanted(config)
+    if not wanted:
+        yield ops
+        return
+    ready_checks = _as_checks(ready if ready is not None else readiness_checks(config, metrics))
+    live_checks = _as_checks(live if live is not None else Liveness.for_config(config, metrics))
     try:
         for port, routes in wanted:
-            server = await _start(_Handler(metrics, ready, live, frozenset(routes)), bind, port)
-            ops._servers.append(server)
-            bound = int(server.sockets[0].getsockname()[1])
+            app = _application(metrics, routes, ready_checks, live_checks)
+            runner, bound = await _start(app, bind, port)
+            ops._runners.append(runner)
             if "/metrics" in routes:
                 ops.metrics_port = bound
             if "/livez" in routes:
@@ -242,12 +279,10 @@ async def serve_ops(
 
 
 async def _close(ops: OpsServers) -> None:
-    for server in ops._servers:
-        server.close()
-    for server in ops._servers:
+    for runner in ops._runners:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), timeout=2)
-    ops._servers.clear()
+            await runner.cleanup()
+    ops._runners.clear()
 
 
 def scrape(text: str) -> dict[str, float]:
