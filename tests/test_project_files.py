@@ -85,3 +85,12 @@ def test_contributing_names_every_check_ci_and_pre_commit_run() -> None:
     for heading in ("## Set-up", "## Tests", "## Benchmarks", "## Layers",
                     "## Adding a road", "## Adding a checkpoint store"):  # fmt: skip
         assert heading in guide
+
+
+def test_layer_contracts_hold() -> None:
+    """The import-linter contracts in pyproject.toml (also a pre-commit hook)."""
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    out = subprocess.run([str(lint_imports), "--no-cache"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert " 0 broken" in out.stdout
