@@ -26,6 +26,7 @@ from .errors import (
     FetchError,
     HandlerError,
     Refused,
+    SetupError,
     TrailprocError,
 )
 from .pipeline.events import Delivery, Event
@@ -59,6 +60,7 @@ __all__ = [
     "ProgressState",
     "Refused",
     "RunResult",
+    "SetupError",
     "Source",
     "TrailprocError",
     "backfill",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 from .checkpoint import open_store
 from .checkpoint.base import CheckpointStore
 from .config import Config, load_config
-from .errors import InternalError
+from .errors import InternalError, setup_error
 from .observe import Metrics, ensure_logging, get_logger
 from .pipeline.engine import FileOutcome, FilePipeline
 from .pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
@@ -110,6 +111,27 @@ def build_pipeline(
     )
 
 
+def _setup_errors_named(
+    func: Callable[..., Awaitable[RunResult]],
+) -> Callable[..., Awaitable[RunResult]]:
+    """A run that cannot start or poll (no credentials, no such queue, access denied)
+    raises one `SetupError` naming the fix instead of the SDK's exception and traceback
+    (kept as `.cause`)."""
+
+    @functools.wraps(func)
+    async def wrapper(config: Config, *args: Any, **kwargs: Any) -> RunResult:
+        try:
+            return await func(config, *args, **kwargs)
+        except Exception as exc:
+            error = setup_error(exc, queue_url=config.queue_url)
+            if error is None or error is exc:
+                raise
+        raise error from None
+
+    return wrapper
+
+
+@_setup_errors_named
 async def run_async(
     config: Config,
     processor: EventProcessor | Sequence[EventProcessor] | None = None,
@@ -140,7 +162,7 @@ async def run_async(
             # Building the S3 client loads S3's large service model (~60 ms of CPU). Done
             # just after the first ReceiveMessage went out, it overlaps that round trip
             # instead of delaying it; downloads wait for it.
-            s3 = asyncio.ensure_future(_soon(clients.client("s3")))
+            s3 = asyncio.ensure_future(_soon(lambda: clients.client("s3")))
             pipeline = build_pipeline(
                 config, user, store, S3Fetcher(s3, concurrency=config.download_concurrency,
                                  max_bytes=config.max_decompressed_bytes),
@@ -165,10 +187,11 @@ async def run_async(
     return RunResult(metrics)
 
 
-async def _soon(work: Awaitable[T], delay: float = 0.005) -> T:
-    """`work`, started a moment from now: after the caller's next request is sent."""
+async def _soon(work: Callable[[], Awaitable[T]], delay: float = 0.005) -> T:
+    """`work()`, started a moment from now: after the caller's next request is sent (and
+    not at all when cancelled before, so no coroutine is left unawaited)."""
     await asyncio.sleep(delay)
-    return await work
+    return await work()
 
 
 def install_signal_handlers(

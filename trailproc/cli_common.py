@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from .config import Config, ConfigError, load_config
+from .errors import SetupError
 from .observe import configure_logging
 from .timeparse import parse_time
 
@@ -37,7 +38,7 @@ class TimeParam(click.ParamType):
 def processing_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Options every command that hands events to handlers shares."""
     options = [
-        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="PATH",
                      help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG."),
         click.option("--handler", "handlers", multiple=True, metavar="MODULE:ATTR",
                      help="Processor or handler registry to load (repeatable), or an entry "
@@ -45,7 +46,8 @@ def processing_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--output", metavar="PATH|-",
                      help="Append each record as one line of JSON to PATH ('-' = stdout)."),
         click.option("--max-events-per-emit", type=int, help="Most events per process() call."),
-        click.option("--state-dir", help="Folder for the checkpoint database (.trailproc)."),
+        click.option("--state-dir", metavar="DIR",
+                     help="Folder for the checkpoint database (.trailproc)."),
         click.option("--checkpoint", metavar="SPEC",
                      help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE (?ttl_days=N)"),
         click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"])),
@@ -78,7 +80,7 @@ def fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, KeyboardInterrupt):
             raise
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, SetupError) as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:
             if type(exc).__module__.startswith(("botocore", "aiobotocore")):

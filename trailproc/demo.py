@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime as dt
 import os
 import tempfile
 import time
@@ -19,12 +20,15 @@ import click
 from .config import load_config
 from .pipeline.events import Event
 from .processor import EventProcessor
-from .sandbox import TrailSandbox, make_records, moto_server
+from .sandbox import TrailSandbox, log_key, make_records, moto_server
 
 if TYPE_CHECKING:
     from .app import RunResult
 
 SUSPICIOUS = {"StopLogging", "DeleteTrail", "AttachRolePolicy", "PutUserPolicy"}
+# CloudTrail delivers a log file about every five minutes, a few minutes after its events.
+DELIVERY_EVERY = dt.timedelta(minutes=5)
+DELIVERY_DELAY = dt.timedelta(minutes=3)
 
 
 class DemoProcessor(EventProcessor):
@@ -32,7 +36,7 @@ class DemoProcessor(EventProcessor):
 
     def __init__(self) -> None:
         self.by_source: collections.Counter[str] = collections.Counter()
-        self.alerts: list[str] = []
+        self.findings: list[tuple[str, str, str]] = []  # (event time, what, by whom)
         self.records = 0
         self.files: set[str] = set()
 
@@ -42,14 +46,37 @@ class DemoProcessor(EventProcessor):
             self.files.add(event.delivery.key)
             self.by_source[event.event_source or "?"] += 1
             name = event.event_name
+            no_mfa = (event.additional_event_data or {}).get("MFAUsed") == "No"
             if name in SUSPICIOUS:
-                self.alerts.append(f"{event.event_time_text}  {name:<18} by {event.principal_arn}")
-            elif name == "ConsoleLogin" and (event.additional_event_data or {}).get(
-                "MFAUsed"
-            ) == "No":
-                self.alerts.append(
-                    f"{event.event_time_text}  {'ConsoleLogin no MFA':<18} by {event.principal_arn}"
-                )
+                what = name
+            elif name == "ConsoleLogin" and no_mfa:
+                what = "ConsoleLogin no MFA"
+            else:
+                continue
+            self.findings.append((event.event_time_text or "?", what, event.principal_arn or "?"))
+
+    @property
+    def alerts(self) -> list[str]:
+        """The findings as lines, in columns as wide as their longest entry."""
+        width = max((len(what) for _, what, _ in self.findings), default=0)
+        return [f"{when}  {what:<{width}}  by {who}" for when, what, who in self.findings]
+
+
+def deliver_samples(
+    sandbox: TrailSandbox, files: int, records: int, now: dt.datetime | None = None
+) -> list[str]:
+    """Deliver `files` sample log files as CloudTrail would have over the last minutes:
+    each key's timestamp a few minutes after its events, every five minutes up to `now`.
+    Returns the keys."""
+    now = (now or dt.datetime.now(dt.timezone.utc)).replace(second=0, microsecond=0)
+    keys = []
+    for i in range(files):
+        delivered = now - (files - 1 - i) * DELIVERY_EVERY
+        # make_records spaces events about 3 s apart: the last one lands before delivery.
+        first = delivered - DELIVERY_DELAY - dt.timedelta(seconds=3 * records)
+        batch = make_records(records, seed=i, region=sandbox.region, start=first)
+        keys.append(sandbox.deliver(batch, key=log_key(region=sandbox.region, when=delivered)))
+    return keys
 
 
 async def run_on_sample_data(
@@ -61,8 +88,7 @@ async def run_on_sample_data(
     with moto_server() as server, tempfile.TemporaryDirectory() as state:
         os.environ.update(server.env())
         sandbox = TrailSandbox(server.url).create()
-        for i in range(files):
-            sandbox.deliver(make_records(records, seed=i))
+        deliver_samples(sandbox, files, records)
         echo(f"delivered {files} sample log files to a local moto server at {server.url}")
         config = load_config(
             env={}, queue_url=sandbox.queue_url, endpoint_url=server.url, region=sandbox.region,
@@ -82,8 +108,7 @@ async def run_demo(*, files: int = 4, records: int = 25) -> int:
         sandbox = TrailSandbox(server.url).create()
         echo(f"  bucket s3://{sandbox.bucket}, topic {sandbox.topic_arn}")
         echo(f"  queue  {sandbox.queue_url}")
-        for i in range(files):
-            key = sandbox.deliver(make_records(records, seed=i))
+        for key in deliver_samples(sandbox, files, records):
             echo(f"  delivered {key}")
         sandbox.send_raw('{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"trail-bucket"}')
         echo(f"  + one s3:TestEvent; queue depth now {sandbox.queue_depth()}")

@@ -24,10 +24,12 @@ __all__ = [
     "InternalError",
     "Refused",
     "RetryAgain",
+    "SetupError",
     "TrailprocError",
     "error_code",
     "is_transient",
     "retry_transient",
+    "setup_error",
 ]
 
 T = TypeVar("T")
@@ -171,6 +173,128 @@ class DigestMismatch(TrailprocError):
         self.actual = actual
         self.digest_bucket = digest_bucket
         self.digest_key = digest_key
+
+
+class SetupError(TrailprocError):
+    """The run cannot start or go on as configured: no credentials, a queue that does not
+    exist, a permission missing. The message names the fix; `code` is the AWS error code
+    (or the botocore error's name) and `cause` the original exception, for debugging."""
+
+    reason = "setup_failed"
+
+    def __init__(
+        self, message: str, *, code: str = "", cause: BaseException | None = None, **where: Any
+    ) -> None:
+        super().__init__(message, **where)
+        self.code = code
+        self.cause = cause
+
+
+_NO_QUEUE_CODES = frozenset(
+    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
+)
+_DENIED_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "AuthorizationError", "KMS.AccessDeniedException"}
+)
+_BAD_CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidSignatureException",
+        "InvalidToken",
+    }
+)
+# API operation → the IAM action to grant (the service prefix is not on the exception).
+_ACTIONS = {
+    "ReceiveMessage": "sqs:ReceiveMessage",
+    "DeleteMessage": "sqs:DeleteMessage",
+    "DeleteMessageBatch": "sqs:DeleteMessage",
+    "ChangeMessageVisibility": "sqs:ChangeMessageVisibility",
+    "ChangeMessageVisibilityBatch": "sqs:ChangeMessageVisibility",
+    "GetQueueAttributes": "sqs:GetQueueAttributes",
+    "GetQueueUrl": "sqs:GetQueueUrl",
+    "GetObject": "s3:GetObject",
+    "ListObjectsV2": "s3:ListBucket",
+    "GetItem": "dynamodb:GetItem",
+    "PutItem": "dynamodb:PutItem",
+    "UpdateItem": "dynamodb:UpdateItem",
+    "Decrypt": "kms:Decrypt",
+}
+
+
+def _client_setup_error(exc: BaseException, queue_url: str | None) -> SetupError | None:
+    code = error_code(exc)
+    operation = str(getattr(exc, "operation_name", "") or "")
+    queue = queue_url or "the configured queue"
+    detail = _short(exc)
+    if code in _NO_QUEUE_CODES:
+        return SetupError(
+            f"queue {queue} does not exist: check queue_url (--queue-url, TRAILPROC_QUEUE_URL);"
+            " a queue URL names its region and account, so also check you use the right ones",
+            code=code,
+            cause=exc,
+        )
+    if code in _BAD_CREDENTIAL_CODES:
+        return SetupError(
+            f"AWS rejected the credentials ({code}): they are wrong or expired; refresh them"
+            f" (aws sso login, new keys) or check AWS_PROFILE [{detail}]",
+            code=code,
+            cause=exc,
+        )
+    response = getattr(exc, "response", None)
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") if response else None
+    # A 403 without a parseable code (an XML error body to a JSON call) is a denial too.
+    if code in _DENIED_CODES or status == 403:
+        action = _ACTIONS.get(operation, f"the permission for {operation or 'this call'}")
+        return SetupError(
+            f"access denied calling {operation or 'AWS'} on {queue}: grant {action} to the"
+            f" credentials in use (policy in docs/iam.md) [{detail}]",
+            code=code if code in _DENIED_CODES else "AccessDenied",
+            cause=exc,
+        )
+    return None
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def setup_error(exc: BaseException, *, queue_url: str | None = None) -> SetupError | None:
+    """The `SetupError` (with its fix) for an exception that stops a run at start-up or
+    polling: missing or rejected credentials, no region, a queue that does not exist,
+    access denied, an endpoint that cannot be reached. None for anything else."""
+    if isinstance(exc, SetupError):
+        return exc
+    from botocore import exceptions as bx  # lazily: botocore is heavy
+
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+        return SetupError(
+            "no AWS credentials found: set AWS_PROFILE (or AWS_ACCESS_KEY_ID and"
+            " AWS_SECRET_ACCESS_KEY), or run with an instance, task or Lambda role",
+            code=type(exc).__name__,
+            cause=exc,
+        )
+    if isinstance(exc, bx.NoRegionError):
+        return SetupError(
+            "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or give a full SQS queue URL",
+            code=type(exc).__name__,
+            cause=exc,
+        )
+    if isinstance(exc, bx.EndpointConnectionError):
+        return SetupError(
+            f"cannot reach AWS ({_short(exc)}): check the network, the region and"
+            " AWS_ENDPOINT_URL if you set one",
+            code=type(exc).__name__,
+            cause=exc,
+        )
+    if isinstance(exc, bx.ClientError):
+        return _client_setup_error(exc, queue_url)
+    return None
 
 
 _TRANSIENT_CODES = frozenset(

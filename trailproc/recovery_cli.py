@@ -114,7 +114,7 @@ def _all_fixed(result: Any, fixed: dict[str, Any]) -> bool:
 @click.option("--wait", "wait_seconds", type=float, default=600.0, show_default=True,
               help="Seconds to wait for a move task to finish.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="PATH",
               help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]))

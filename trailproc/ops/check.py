@@ -15,6 +15,9 @@ Each probe is harmless to the data it touches:
   ranged GET decrypts, which proves kms:Decrypt;
 * the checkpoint store: claim and release a lease on a probe file id that no real S3
   object can have (its bucket name is not a valid bucket name).
+
+A local store (SQLite, memory) is checked without AWS: with no queue, bucket or DynamoDB
+store to check, no credentials are asked for and nothing goes over the network.
 """
 
 from __future__ import annotations
@@ -138,9 +141,21 @@ class Checker:
         cfg = self.config
         self.add("configuration", "pass", self._config_summary())
         self._check_handlers()
+        if not self._uses_aws():
+            # Only a local checkpoint store to check: no credentials needed, no network.
+            self.add("credentials", "skip", "not needed: no queue, bucket or DynamoDB store")
+            self.add("sqs queue", "skip", "no queue_url configured",
+                     "give --queue-url (or TRAILPROC_QUEUE_URL) to check the queue the "
+                     "daemon reads")  # fmt: skip
+            self._check_checkpoint()
+            return self.rows
         if not self._check_credentials():
-            for name in ("sqs queue", "s3:GetObject", "checkpoint store"):
+            for name in ("sqs queue", "s3:GetObject"):
                 self.add(name, "skip", "no usable AWS credentials")
+            if self._local_store():
+                self._check_checkpoint()
+            else:
+                self.add("checkpoint store", "skip", "no usable AWS credentials")
             return self.rows
         if not cfg.queue_url:
             self.add("sqs queue", "fail", "no queue_url configured",
@@ -160,6 +175,13 @@ class Checker:
         self._check_buckets()
         self._check_checkpoint()
         return self.rows
+
+    def _local_store(self) -> bool:
+        """SQLite or memory: checked without AWS."""
+        return not (self.config.checkpoint or "").lower().startswith("dynamodb")
+
+    def _uses_aws(self) -> bool:
+        return bool(self.config.queue_url or self.buckets or not self._local_store())
 
     def _config_summary(self) -> str:
         cfg = self.config
@@ -473,7 +495,7 @@ def format_table(rows: Sequence[Row]) -> str:
 
 
 @click.command("check")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="PATH",
               help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG.")
 @click.option("--queue-url", help="SQS queue with the trail's notifications.")
 @click.option("--bucket", "buckets", multiple=True,
@@ -482,7 +504,8 @@ def format_table(rows: Sequence[Row]) -> str:
 @click.option("--key", help="One log file's key to read (default: found by listing the bucket).")
 @click.option("--checkpoint", metavar="SPEC",
               help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE (?ttl_days=N)")
-@click.option("--state-dir", help="Folder for the checkpoint database (.trailproc).")
+@click.option("--state-dir", metavar="DIR",
+                     help="Folder for the checkpoint database (.trailproc).")
 @click.option("--region", help="AWS region.")
 @click.option("--profile", help="AWS shared-config profile.")
 @click.option("--receive-probe", is_flag=True,

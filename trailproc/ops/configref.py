@@ -241,6 +241,15 @@ def render_metrics_reference() -> str:
         "| Handler errors | `increase(trailproc_errors_total{reason=\"handler_failed\"}[15m])` |",
         "| Poll loop stalled | `time() - trailproc_last_poll_timestamp > 300` |",
         "",
+        "## Grafana dashboard",
+        "",
+        "The dashboard `samples/grafana/trailproc-dashboard.json` (in the repository) shows",
+        "these metrics: throughput, errors by reason, messages kept and deleted by reason,",
+        "queue lag, file sizes, time per stage and digest checks. Import it in Grafana",
+        "(Dashboards, New, Import) and pick the Prometheus data source that scrapes",
+        "`/metrics`; the `job` and `instance` variables narrow it to some workers. A test",
+        "checks that every metric and label value it queries is one trailproc exports.",
+        "",
     ]
     return "\n".join(out)
 
