@@ -23,6 +23,7 @@ from .errors import InternalError, setup_error
 from .observe import Metrics, ensure_logging, get_logger
 from .pipeline.engine import FileOutcome, FilePipeline
 from .pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
+from .pipeline.filters import RecordFilter
 from .pipeline.keys import FileRef
 from .processor import EventProcessor, JsonLinesOutput, combine, load_processor, maybe_await
 from .progress import Progress, files_with
@@ -64,6 +65,11 @@ class RunResult:
         return files_with(self.metrics, "failed")
 
     @property
+    def records_filtered(self) -> int:
+        """Records left out by the configured filters or `filter_event`."""
+        return int(self.metrics.value("trailproc_records_filtered_total"))
+
+    @property
     def bytes(self) -> int:
         return int(self.metrics.value("trailproc_bytes_compressed_total"))
 
@@ -98,6 +104,9 @@ def build_pipeline(
     fetcher: Fetcher,
     metrics: Metrics,
 ) -> FilePipeline:
+    record_filter = RecordFilter.from_config(config)
+    if record_filter.active:
+        log.info("records filtered", **record_filter.describe())
     return FilePipeline(
         processor=processor,
         store=store,
@@ -108,6 +117,7 @@ def build_pipeline(
         max_decompressed_bytes=config.max_decompressed_bytes,
         lease_seconds=max(30.0, float(config.visibility_timeout)),
         handlers_in_thread=config.handlers_in_thread,
+        record_filter=record_filter,
     )
 
 

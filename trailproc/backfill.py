@@ -36,7 +36,13 @@ import click
 from .app import RunResult
 from .checkpoint import open_store
 from .checkpoint.base import CheckpointStore, Claim, FileId, KeyValueStore
-from .cli_common import TimeParam, fail_cleanly, load_cli_config, processing_options
+from .cli_common import (
+    TimeParam,
+    fail_cleanly,
+    filter_options,
+    load_cli_config,
+    processing_options,
+)
 from .config import Config, load_config
 from .enqueue import EnqueueResult, enqueue_refs
 from .observe import Metrics, ensure_logging, get_logger
@@ -433,6 +439,7 @@ def backfill(
     "`trailproc run` workers sharing this checkpoint store (--force: every file).",
 )
 @processing_options
+@filter_options(omit=("account_id", "region"))  # --account-id/--region select folders here
 @fail_cleanly
 def backfill_command(
     bucket: str,

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .cli_common import fail_cleanly, load_cli_config, processing_options
+from .cli_common import fail_cleanly, filter_options, load_cli_config, processing_options
 from .observe import configure_logging, get_logger
 
 log = get_logger("trailproc.cli")
@@ -55,6 +55,7 @@ def main() -> None:
 
 @main.command()
 @processing_options
+@filter_options
 @click.option("--queue-url", help="SQS queue with the trail's notifications.")
 @click.option("--visibility-timeout", type=int, help="Seconds; extended while working.")
 @click.option("--wait-time", "wait_time_seconds", type=int, help="Long-poll seconds (0-20).")
@@ -97,6 +98,7 @@ def run(config_path: str | None, workers: int, **flags: Any) -> None:
 
 @main.command()
 @processing_options
+@filter_options
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes to spread the files over.")  # fmt: skip
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
@@ -113,9 +115,11 @@ def process(paths: tuple[str, ...], config_path: str | None, jobs: int, **flags:
         from .app import process_paths
 
         result = process_paths(paths, config=config)
+    filtered = result.records_filtered
     click.echo(
         f"{result.files_ok} file(s), {result.records} record(s) handed over, "
-        f"{result.files_failed} file(s) failed",
+        f"{result.files_failed} file(s) failed"
+        + (f", {filtered} record(s) filtered out" if filtered else ""),
         err=True,
     )
     if result.files_failed:

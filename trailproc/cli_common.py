@@ -16,9 +16,16 @@ import click
 from .config import Config, ConfigError, load_config
 from .errors import SetupError
 from .observe import configure_logging
-from .timeparse import parse_time
+from .timeparse import parse_time, parse_time_or_ago
 
-__all__ = ["TimeParam", "fail_cleanly", "load_cli_config", "processing_options"]
+__all__ = [
+    "FilterTimeParam",
+    "TimeParam",
+    "fail_cleanly",
+    "filter_options",
+    "load_cli_config",
+    "processing_options",
+]
 
 
 class TimeParam(click.ParamType):
@@ -33,6 +40,73 @@ class TimeParam(click.ParamType):
             return parse_time(str(value))
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class FilterTimeParam(click.ParamType):
+    """`--since`/`--until`: a time or an age (`24h`), fixed once as an ISO 8601 text so
+    that every worker process of one command filters on the same instant."""
+
+    name = "TIME|AGE"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return parse_time_or_ago(str(value)).isoformat()
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+_FILTER_OPTIONS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] = {
+    "event_source": click.option(
+        "--event-source", "filter_event_sources", multiple=True, metavar="GLOB",
+        help="Only records whose eventSource matches (glob, case-sensitive; repeatable)."),
+    "event_name": click.option(
+        "--event-name", "filter_event_names", multiple=True, metavar="GLOB",
+        help="Only records whose eventName matches, e.g. 'Delete*' (repeatable)."),
+    "account_id": click.option(
+        "--account-id", "filter_account_ids", multiple=True, metavar="GLOB",
+        help="Only records of this account: recipientAccountId (repeatable)."),
+    "region": click.option(
+        "--region", "filter_regions", multiple=True, metavar="GLOB",
+        help="Only records whose awsRegion matches (repeatable). Not the AWS client's "
+             "region: that is AWS_REGION or the region setting."),
+    "error_code": click.option(
+        "--error-code", "filter_error_codes", multiple=True, metavar="GLOB",
+        help="Only failed calls whose errorCode matches, e.g. 'AccessDenied*' (repeatable)."),
+    "errors_only": click.option(
+        "--errors-only", "filter_errors_only", is_flag=True, default=None,
+        help="Only failed calls (records with an errorCode)."),
+    "since": click.option(
+        "--since", "filter_since", type=FilterTimeParam(),
+        help="Only records with eventTime at or after this: ISO 8601 or an age (24h, 7d)."),
+    "until": click.option(
+        "--until", "filter_until", type=FilterTimeParam(),
+        help="Only records with eventTime before this: ISO 8601 or an age (1h)."),
+}  # fmt: skip
+
+
+def filter_options(
+    func: Callable[..., Any] | None = None, *, omit: tuple[str, ...] = ()
+) -> Any:
+    """The record filter flags (`--event-name 'Delete*'`, `--since 24h`, ...).
+
+    They land in the `filter_*` settings through `load_cli_config`, and every pipeline
+    built from that configuration applies them (`trailproc.pipeline.filters`), so a
+    command needs only this decorator. `omit` leaves out flags the command already has
+    with another meaning, e.g. `@filter_options(omit=("account_id", "region"))` where
+    those select S3 folders.
+    """
+
+    unknown = set(omit) - set(_FILTER_OPTIONS)
+    if unknown:
+        raise ValueError(f"filter_options(omit=...): no filter option {sorted(unknown)[0]!r}")
+
+    def decorate(target: Callable[..., Any]) -> Callable[..., Any]:
+        for name, option in reversed(_FILTER_OPTIONS.items()):
+            if name not in omit:
+                target = option(target)
+        return target
+
+    return decorate(func) if func is not None else decorate
 
 
 def processing_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,9 +134,9 @@ def processing_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def load_cli_config(config_path: str | None, **flags: Any) -> Config:
     """The configuration from file, environment and flags; a bad value is a usage error."""
-    handlers = flags.pop("handlers", ())
-    if handlers:
-        flags["handlers"] = list(handlers)
+    for name, value in flags.items():
+        if isinstance(value, tuple):  # repeatable options: not given means not set
+            flags[name] = list(value) or None
     try:
         config = load_config(config_path, **flags)
     except ConfigError as exc:

@@ -7,11 +7,12 @@ are accepted too, so a migration can start from the old file unchanged.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
@@ -123,6 +124,48 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         bool, _doc("Run synchronous process() in a worker thread so heartbeats keep going.")
     ] = True
 
+    # --- filtering -----------------------------------------------------------------------
+    filter_event_sources: Annotated[
+        list[str],
+        _doc("Hand over only records whose `eventSource` matches one of these globs "
+             "(`iam.amazonaws.com`, `s3.*`); case-sensitive. Flag: `--event-source`."),
+    ] = msgspec.field(default_factory=list)
+    filter_event_names: Annotated[
+        list[str],
+        _doc("Only records whose `eventName` matches one of these globs (`Delete*`); "
+             "case-sensitive. Flag: `--event-name`."),
+    ] = msgspec.field(default_factory=list)
+    filter_account_ids: Annotated[
+        list[str],
+        _doc("Only records of these accounts (globs): `recipientAccountId`, else the "
+             "account in the log file's key. Flag: `--account-id`."),
+    ] = msgspec.field(default_factory=list)
+    filter_regions: Annotated[
+        list[str],
+        _doc("Only records whose `awsRegion` matches one of these globs (`eu-*`). "
+             "Flag: `--region`."),
+    ] = msgspec.field(default_factory=list)
+    filter_error_codes: Annotated[
+        list[str],
+        _doc("Only failed calls whose `errorCode` matches one of these globs "
+             "(`AccessDenied*`). Flag: `--error-code`."),
+    ] = msgspec.field(default_factory=list)
+    filter_errors_only: Annotated[
+        bool, _doc("Only failed calls (records with an `errorCode`). Flag: `--errors-only`.")
+    ] = False
+    filter_since: Annotated[
+        str | None,
+        _doc("Only records whose `eventTime` is at or after this time: ISO 8601 "
+             "(`2026-11-01T05:00:00Z`, `2026-11-01`) or an age (`24h`, `30m`, `7d`) counted "
+             "back from the start. Records without a readable `eventTime` are left out. "
+             "Flag: `--since`."),
+    ] = None
+    filter_until: Annotated[
+        str | None,
+        _doc("Only records whose `eventTime` is before this time (same forms as "
+             "`filter_since`). Flag: `--until`."),
+    ] = None
+
     # --- acknowledging -------------------------------------------------------------------
     delete_on_failure: Annotated[
         bool, _doc("Delete a message even when processing failed (Java parity; off).")
@@ -227,32 +270,139 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             if any(not entry.strip() for entry in getattr(self, name)):
                 raise ValueError(f"{name} has an empty entry; remove it, or unset the "
                                  "setting to allow any")  # fmt: skip
+        # The same for filters: a blank pattern is a mistake, not "no filter".
+        for name in _FILTER_LISTS:
+            if any(not entry.strip() for entry in getattr(self, name)):
+                raise ValueError(f"{name} has an empty entry; remove it, or unset the "
+                                 "setting to keep every record")  # fmt: skip
+        self._check_time_range()
+
+    def _check_time_range(self) -> None:
+        now = dt.datetime.now(dt.timezone.utc)
+        since = _point_in_time("filter_since", self.filter_since, now)
+        until = _point_in_time("filter_until", self.filter_until, now)
+        if since and until and since >= until:
+            raise ValueError(f"filter_since ({self.filter_since}) is not before filter_until "
+                             f"({self.filter_until}): no record could match")  # fmt: skip
 
     def replace(self, **changes: Any) -> Config:
         """A validated copy with `changes` applied."""
         return _convert({**msgspec.structs.asdict(self), **changes})
 
 
-# The Java library's properties → ours. Credentials are deliberately not mapped: boto3's
-# standard chain (env, profile, instance role) replaces accessKey/secretKey.
-JAVA_PROPERTIES: dict[str, str] = {
-    "sqsUrl": "queue_url",
-    "sqsRegion": "region",
-    "s3Region": "region",
-    "visibilityTimeout": "visibility_timeout",
-    "threadCount": "download_concurrency",
-    "threadTerminationDelaySeconds": "shutdown_timeout",
-    "maxEventsPerEmit": "max_events_per_emit",
-    "enableRawEventInfo": "",  # raw bytes are always available as event.raw
-    "deleteMessageUponFailure": "delete_on_failure",
-    "accessKey": "",
-    "secretKey": "",
+def _point_in_time(name: str, value: str | None, now: dt.datetime) -> dt.datetime | None:
+    from .timeparse import parse_time_or_ago
+
+    if value is None:
+        return None
+    try:
+        return parse_time_or_ago(value, now=now)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+class JavaProperty(NamedTuple):
+    """How one property of the Java CloudTrail Processing Library is read."""
+
+    key: str | None  # the trailproc key it sets; None: accepted, nothing to set
+    note: str  # what a migrating user needs to know (docs/migration.md shows it)
+    refused_values: tuple[str, ...] = ()  # values refused (lowercase), with `refusal`
+    refusal: str = ""
+    integer: bool = False  # checked even when nothing is set
+
+
+_CREDENTIALS_NOTE = ("not read: credentials come from the AWS standard chain (environment, "
+                     "profile, SSO, instance or task role)")  # fmt: skip
+
+# Every property the Java library reads (its PropertiesFileConfiguration), and ours for
+# it. A test checks docs/migration.md against this table, and this table against the
+# key list of the CloudTrail format reference.
+JAVA_PROPERTIES: dict[str, JavaProperty] = {
+    "accessKey": JavaProperty(None, _CREDENTIALS_NOTE),
+    "secretKey": JavaProperty(None, _CREDENTIALS_NOTE),
+    "sqsUrl": JavaProperty("queue_url", "required in both"),
+    "sqsRegion": JavaProperty(
+        "region",
+        "the default region of every client; the SQS client itself follows the queue URL's "
+        "region (or `sqs_region`)",
+    ),
+    "s3Region": JavaProperty(
+        "s3_region",
+        "the region of every S3 client, no longer also the queue's; without it, each "
+        "bucket's region is detected once and cached",
+    ),
+    "visibilityTimeout": JavaProperty(
+        "visibility_timeout", "trailproc also extends it while a message is being worked on"
+    ),
+    "threadCount": JavaProperty(
+        "download_concurrency",
+        "concurrent downloads; `max_in_flight_messages` bounds the messages worked on at once",
+    ),
+    "numOfParallelReaders": JavaProperty(
+        None,
+        "accepted, no effect: in Java it sizes the pool running the one SQS polling job, "
+        "which never runs twice at once; trailproc's receive loop keeps "
+        "`max_in_flight_messages` messages in work (for more processes: `run --workers N`)",
+        integer=True,
+    ),
+    "threadTerminationDelaySeconds": JavaProperty("shutdown_timeout", "grace period on SIGTERM"),
+    "maxEventsPerEmit": JavaProperty(
+        "max_events_per_emit", "Java default 10, trailproc default 100"
+    ),
+    "enableRawEventInfo": JavaProperty(
+        None, "not needed: the original bytes are always in `event.raw`"
+    ),
+    "deleteMessageUponFailure": JavaProperty(
+        "delete_on_failure",
+        "`false` (the default in both) is accepted; `true` is refused: trailproc deletes "
+        "different failed messages (see the migration guide)",
+        refused_values=("true",),
+        refusal="deleteMessageUponFailure=true is refused because trailproc cannot honour "
+        "it exactly: the Java library then deletes a message whose body it cannot parse and "
+        "a message whose log file fails to parse or whose processor raises, but never one "
+        "whose download failed; trailproc's delete_on_failure deletes a message whose files "
+        "failed for any reason, download failures included, and never deletes a message it "
+        "cannot parse or refuses. Remove the key (failed messages stay for retry and the "
+        "dead-letter queue), or set delete_on_failure = true knowing the difference (see "
+        "docs/migration.md).",
+    ),
 }
+
+
+def _java_setting(name: str, value: Any) -> tuple[str, Any] | None:
+    """(trailproc key, value) for a Java property, None if it sets nothing; a refused
+    value raises ConfigError with the reason."""
+    prop = JAVA_PROPERTIES[name]
+    text = str(value).strip().lower()
+    if text in prop.refused_values:
+        raise ConfigError(prop.refusal)
+    if prop.integer and not text.isdigit():
+        raise ConfigError(f"{name}: expected a whole number, got {value!r}")
+    return (prop.key, value) if prop.key else None
+
+
+def _settings(items: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """File entries as trailproc settings, Java property names translated."""
+    out: dict[str, Any] = {}
+    for name, value in items:
+        if name in JAVA_PROPERTIES:
+            setting = _java_setting(name, value)
+            if setting is not None:
+                out[setting[0]] = setting[1]
+        elif isinstance(value, (dt.date, dt.datetime)):
+            out[name] = value.isoformat()  # a TOML date for filter_since/filter_until
+        else:
+            out[name] = value
+    return out
+
 
 _FIELDS = set(Config.__struct_fields__)
 _ALLOW_LISTS = ("allowed_buckets", "allowed_accounts", "allowed_topic_arns",
                 "allowed_log_groups", "allowed_log_streams")  # fmt: skip
-_LIST_FIELDS = {"process_kinds", "handlers", "requester_pays_buckets", *_ALLOW_LISTS}
+_FILTER_LISTS = ("filter_event_sources", "filter_event_names", "filter_account_ids",
+                 "filter_regions", "filter_error_codes")  # fmt: skip
+_KEEPS_BLANKS = (*_ALLOW_LISTS, *_FILTER_LISTS)
+_LIST_FIELDS = {"process_kinds", "handlers", "requester_pays_buckets", *_KEEPS_BLANKS}
 
 
 def _convert(data: Mapping[str, Any]) -> Config:
@@ -283,9 +433,9 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         key = name[len(ENV_PREFIX) :].lower()
         if key not in _FIELDS:
             continue  # other TRAILPROC_* variables (e.g. TRAILPROC_HANDLER for Lambda)
-        if key in _ALLOW_LISTS:
+        if key in _KEEPS_BLANKS:
             # Every entry is kept, blanks included, so that Config refuses them: a set
-            # but empty variable must not switch the allow-list off.
+            # but empty variable must not switch an allow-list or a filter off.
             out[key] = [v.strip() for v in value.split(",")]
         elif key in _LIST_FIELDS:
             out[key] = [v.strip() for v in value.split(",") if v.strip()]
@@ -295,7 +445,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _read_properties(text: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    out: list[tuple[str, str]] = []
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith(("#", "!")):
@@ -303,13 +453,8 @@ def _read_properties(text: str) -> dict[str, Any]:
         sep = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
         if sep < 0:
             continue
-        key, value = line[:sep].strip(), line[sep + 1 :].strip()
-        if key in JAVA_PROPERTIES:
-            if JAVA_PROPERTIES[key]:
-                out[JAVA_PROPERTIES[key]] = value
-        else:
-            out[key] = value
-    return out
+        out.append((line[:sep].strip(), line[sep + 1 :].strip()))
+    return _settings(out)
 
 
 def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -332,7 +477,7 @@ def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{p}: invalid TOML: {exc}") from None
     data = data.get("trailproc", data)
     # Java-style camelCase keys are accepted in TOML too.
-    return {JAVA_PROPERTIES.get(k) or k: v for k, v in data.items() if JAVA_PROPERTIES.get(k, k)}
+    return _settings(data.items())
 
 
 def load_config(

@@ -260,8 +260,9 @@ class Metrics:
         self.bytes_decompressed = add("counter", "trailproc_bytes_decompressed",
                                       "Bytes after decompression")  # fmt: skip
         self.records = add("counter", "trailproc_records", "Records handed to user code")
-        self.records_filtered = add("counter", "trailproc_records_filtered",
-                                    "Records dropped by filter_event")  # fmt: skip
+        self.records_filtered = add(
+            "counter", "trailproc_records_filtered", "Records left out by filters or filter_event"
+        )
         self.errors = add("counter", "trailproc_errors", "Errors by reason", ("reason",))
         self.queue_lag = add("histogram", "trailproc_queue_lag_seconds",
                              "Now minus the message's SentTimestamp when received",

@@ -53,6 +53,7 @@ class ParallelResult:
     """Summed outcome of several processes (same names as `trailproc.app.RunResult`)."""
 
     records: int = 0
+    records_filtered: int = 0
     files_ok: int = 0
     files_failed: int = 0
     failed_files: list[dict[str, Any]] = field(default_factory=list)
@@ -61,6 +62,7 @@ class ParallelResult:
 
     def add(self, part: dict[str, Any]) -> None:
         self.records += int(part.get("records", 0))
+        self.records_filtered += int(part.get("records_filtered", 0))
         self.files_ok += int(part.get("files_ok", 0))
         self.files_failed += int(part.get("files_failed", 0))
         self.failed_files.extend(part.get("failed_files", []))
@@ -93,6 +95,7 @@ def _summary(result: Any, **extra: Any) -> dict[str, Any]:
     return {
         "pid": os.getpid(),
         "records": result.records,
+        "records_filtered": getattr(result, "records_filtered", 0),
         "files_ok": result.files_ok,
         "files_failed": result.files_failed,
         "failed_files": failed,

@@ -40,7 +40,8 @@ log = get_logger("trailproc.processor")
 
 
 class ProgressState(str, enum.Enum):
-    """The operations reported to `report_start`/`report_end` (Java ProgressReporter parity)."""
+    """The operations reported to `report_start`/`report_end` (Java ProgressReporter parity:
+    its six operations, plus its `deleteFilteredMessage` and `uncaughtException`)."""
 
     POLL = "poll"  # one ReceiveMessage call
     PARSE_MESSAGE = "parse_message"  # turning a message body into file references
@@ -48,6 +49,12 @@ class ProgressState(str, enum.Enum):
     DOWNLOAD = "download"  # GetObject of one file
     PROCESS_LOG = "process_log"  # decoding and handing over one file
     DELETE = "delete"  # deleting one message
+    # Java's deleteFilteredMessage: deleting a message that filter_source declined.
+    DELETE_FILTERED = "delete_filtered"
+    # Java's uncaughtException: an unexpected error while working on a message (a bug,
+    # not a failed download or parse); reported once, with success False, then handled
+    # like any failure (the message is kept).
+    UNCAUGHT_EXCEPTION = "uncaught_exception"
 
 
 @dataclass(frozen=True, slots=True)

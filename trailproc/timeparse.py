@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
-__all__ = ["parse_time", "parse_time_or_none", "to_utc"]
+__all__ = ["parse_time", "parse_time_or_ago", "parse_time_or_none", "to_utc"]
 
 # Forms fromisoformat (before Python 3.11) does not read, seen in CloudTrail data and CLIs.
 _FALLBACK_FORMATS = ("%Y%m%dT%H%M%S%z", "%Y%m%dT%H%M%z", "%Y-%m-%dT%H:%M:%S.%f%z")
@@ -52,3 +53,27 @@ def to_utc(value: dt.datetime | dt.date) -> dt.datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.timezone.utc)
     return value.astimezone(dt.timezone.utc)
+
+
+_AGO_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_AGO = re.compile(r"(\d{1,9})([smhdw])")
+
+
+def parse_time_or_ago(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
+    """`parse_time`, or an age before `now` (default: the current time): `90s`, `30m`,
+    `24h`, `7d`, `2w`. An age is measured back from `now`, so `24h` is a day ago."""
+    match = _AGO.fullmatch(text.strip().lower())
+    if match is None:
+        try:
+            return parse_time(text)
+        except ValueError:
+            raise ValueError(
+                f"not a time or an age: {text!r} (e.g. 2026-11-01, "
+                "2026-11-01T05:00:00Z, or 24h / 30m / 7d for that long ago)"
+            ) from None
+    seconds = int(match.group(1)) * _AGO_UNITS[match.group(2)]
+    base = to_utc(now) if now is not None else dt.datetime.now(dt.timezone.utc)
+    try:
+        return base - dt.timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"age {text!r} reaches back before year 1") from None

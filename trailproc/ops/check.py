@@ -127,6 +127,8 @@ class Checker:
                 }
                 if self.config.endpoint_url:
                     kwargs["endpoint_url"] = self.config.endpoint_url
+                if service == "s3" and self.config.s3_region:
+                    kwargs["region_name"] = self.config.s3_region
                 self._clients[service] = session.client(service, **kwargs)
         return self._clients[service]
 

@@ -170,21 +170,16 @@ def render_config_reference() -> str:
         "## Java library properties",
         "",
         "These keys of the Java CloudTrail Processing Library are accepted in a `.properties`",
-        "or TOML file and mean the trailproc key shown. Credentials are never read from the",
+        "or TOML file and set the trailproc key shown. Credentials are never read from the",
         "configuration: the AWS SDK's standard chain (environment, profile, instance or task",
-        "role) supplies them.",
+        "role) supplies them. See [Migrating from the Java library](migration.md).",
         "",
-        "| Java property | trailproc key |",
-        "|---|---|",
+        "| Java property | trailproc key | Notes |",
+        "|---|---|---|",
     ]
-    for java, ours in JAVA_PROPERTIES.items():
-        if ours:
-            target = f"`{ours}`"
-        elif java in ("accessKey", "secretKey"):
-            target = "ignored: use the standard credential chain"
-        else:
-            target = "ignored: always available (`event.raw`)"
-        out.append(f"| `{java}` | {target} |")
+    for java, prop in JAVA_PROPERTIES.items():
+        target = f"`{prop.key}`" if prop.key else "(none)"
+        out.append(f"| `{java}` | {target} | {_cell(prop.note)} |")
     out.append("")
     return "\n".join(out)
 

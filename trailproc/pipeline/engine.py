@@ -37,6 +37,7 @@ from .batches import iter_batches
 from .decode import decode_log_lines, decompress, is_one_line, split_records
 from .events import Delivery
 from .fetch import Fetcher
+from .filters import RecordFilter, keep_both
 from .keys import FileRef, ObjectKind
 
 if TYPE_CHECKING:  # the integrity package pulls in cryptography: imported when enabled
@@ -107,8 +108,11 @@ class FilePipeline:
         max_decompressed_bytes: int = 1 << 30,
         lease_seconds: float = 60.0,
         handlers_in_thread: bool = True,
+        record_filter: RecordFilter | None = None,
     ) -> None:
         self.processor = processor
+        # Per record: the configured filter, then the processor's filter_event.
+        self.keep = keep_both(record_filter, processor)
         self.dispatch = Dispatcher(processor, in_thread=handlers_in_thread)
         self.store = store
         self.fetcher = fetcher
@@ -445,8 +449,9 @@ class FilePipeline:
                 )
             self.metrics.bytes_decompressed.inc(size)
             records = list(decoded)
-        delivery = Delivery(ref, message_id, one_line=one_line)
-        keep = self.processor.filter_event
+        file_size = len(data) if data is not None else ref.size
+        delivery = Delivery(ref, message_id, one_line=one_line, size=file_size)
+        keep = self.keep
         handed = 0
         yielded = time.monotonic()
         for batch, next_position, dropped in iter_batches(

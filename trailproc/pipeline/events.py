@@ -31,6 +31,9 @@ class Delivery:
     # Set by the pipeline when the decompressed file holds no CR or LF at all (how
     # CloudTrail writes logs): then no record spans lines and `json_lines` skips its scan.
     one_line: bool = field(default=False, repr=False, compare=False)
+    # The log file's size in bytes as read (compressed, as stored in S3), like the Java
+    # library's `logFileSize`; None when the records did not come from a file.
+    size: int | None = field(default=None, compare=False)
 
     @property
     def bucket(self) -> str:

@@ -138,7 +138,26 @@ class MessageRunner:
         sent_at: float | None = None,
         attributes: Mapping[str, str] | None = None,
     ) -> Verdict:
-        """Hand over everything `note` names."""
+        """Hand over everything `note` names.
+
+        An unexpected exception (a bug) is reported to the progress hooks as
+        `UNCAUGHT_EXCEPTION` and raised on to the source, which keeps the message."""
+        try:
+            return await self._run(note, message_id, receive_count, sent_at, attributes)
+        except Exception as exc:
+            info = ProgressInfo(False, message_id, detail={"error": repr(exc)})
+            token = self.pipeline.report_start(ProgressState.UNCAUGHT_EXCEPTION, info)
+            self.pipeline.report_end(ProgressState.UNCAUGHT_EXCEPTION, info, token)
+            raise
+
+    async def _run(
+        self,
+        note: Notification,
+        message_id: str | None,
+        receive_count: int,
+        sent_at: float | None,
+        attributes: Mapping[str, str] | None,
+    ) -> Verdict:
         if note.is_ack_only:
             log.info("message needs no processing", message_id=message_id,
                      kind=note.kind.value, skipped=len(note.skipped))  # fmt: skip
