@@ -81,6 +81,8 @@ class NamespacedStore:
     never consume the daemon's pending hashes, nor the other way round.
     """
 
+    never_suspends = False  # a view: its commits take the general, shielded path
+
     def __init__(self, store: CheckpointStore, namespace: str) -> None:
         self.store = store
         self.namespace = namespace

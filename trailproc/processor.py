@@ -90,7 +90,19 @@ class EventProcessor:
     `process` receives up to `max_events_per_emit` events of one log file, in file order.
     When it returns, that batch counts as handed over and its progress is checkpointed;
     when it raises, the file fails, and the message stays for retry.
+
+    How `process` is called (see `Dispatcher`) follows two declared attributes:
+    `runs_on_loop` (awaited on the event loop; by default, when `process` is
+    `async def`) and `inline` (set True when a synchronous `process` is quick and never
+    blocks: it is then called on the event loop instead of the handler thread).
     """
+
+    inline: bool = False
+
+    @property
+    def runs_on_loop(self) -> bool:
+        """True when `process` is awaited on the event loop."""
+        return inspect.iscoroutinefunction(self.process)
 
     def process(self, events: list[Event]) -> Awaitable[None] | None:
         raise NotImplementedError("EventProcessor subclasses must implement process()")
@@ -293,8 +305,8 @@ def combine(processors: Sequence[EventProcessor]) -> EventProcessor:
 class JsonLinesOutput(EventProcessor):
     """Writes each record as one line of its original JSON, flushed before returning."""
 
-    # One write per batch is quick and thread-safe: calling it on the event loop avoids
-    # a thread hop per batch that, measured, cost a third of the offline throughput.
+    # One write per batch is quick and thread-safe: calling it on the event loop saves
+    # a thread hop per batch (see benchmarks/README.md).
     inline = True
 
     def __init__(self, target: str | IO[bytes]) -> None:
@@ -332,7 +344,10 @@ class FunctionProcessor(EventProcessor):
 
     def __init__(self, func: Callable[[Event], Any]) -> None:
         self.func = func
-        self.runs_on_loop = inspect.iscoroutinefunction(func)
+
+    @property
+    def runs_on_loop(self) -> bool:
+        return inspect.iscoroutinefunction(self.func)
 
     def process(self, events: list[Event]) -> Awaitable[None] | None:
         if self.runs_on_loop:
@@ -423,12 +438,9 @@ class Dispatcher:
 
     @staticmethod
     def _mode(processor: EventProcessor, in_thread: bool) -> str:
-        on_loop = getattr(processor, "runs_on_loop", None)
-        if on_loop is None:
-            on_loop = inspect.iscoroutinefunction(processor.process)
-        if on_loop:
+        if processor.runs_on_loop:
             return "loop"
-        if not in_thread or getattr(processor, "inline", False):
+        if not in_thread or processor.inline:
             return "inline"
         return "thread"
 

@@ -65,11 +65,13 @@ class CheckpointStore(Protocol):
     * `complete` marks the file done whoever holds it (all records were handed over) and
       drops the lease; `release` drops `owner`'s lease and keeps the position.
 
-    A store may set a class attribute `never_suspends = True` when none of its calls
-    ever awaits anything (all work done synchronously) and none fails transiently. The
-    pipeline then awaits its commits directly, since no cancellation can land inside
-    one, instead of protecting each in a shielded task with retries.
+    `never_suspends` is True when none of the store's calls ever awaits anything (all
+    work done synchronously) and none fails transiently. The pipeline then awaits its
+    commits directly, since no cancellation can land inside one, instead of protecting
+    each in a shielded task with retries. Every store declares it.
     """
+
+    never_suspends: bool
 
     async def claim(self, file: FileId, owner: str, lease_seconds: float) -> Claim:
         """Take (or renew) the lease on `file` for `owner` and say where to start."""

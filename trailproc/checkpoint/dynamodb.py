@@ -111,6 +111,8 @@ class DynamoDBStore:
     after completion.
     """
 
+    never_suspends = False  # every call is a network round trip
+
     def __init__(
         self,
         table: str,

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..checkpoint.base import CheckpointStore, Claim, ClaimState, FileId
+from ..checkpoint.base import CheckpointStore, Claim, ClaimState, FileId, LeaseLost
 from ..errors import (
     BadLogFile,
     CheckpointError,
@@ -63,10 +63,6 @@ class FileOutcome:
     @property
     def ok(self) -> bool:
         return self.status in ("done", "already_done")
-
-
-class _LeaseLost(Exception):
-    pass
 
 
 class _Interrupted(Exception):
@@ -131,10 +127,9 @@ class FilePipeline:
         # Stores whose calls never suspend (in-process dicts, a local SQLite file) leave
         # no point where a cancellation could land inside a commit: they are awaited
         # directly, without the task + shield that protect commits to a remote store.
-        # Each shielded commit is a trip through the event loop's queue: 10 batches a
-        # file then held the file (and its SQS message's in-flight slot) ~100 ms behind
-        # every other ready callback, measured, for ~5 ms of work.
-        self._commits_inline = getattr(store, "never_suspends", False) is True
+        # Each shielded commit is a trip through the event loop's queue, which holds the
+        # file (and its message's in-flight slot) behind every other ready callback.
+        self._commits_inline = store.never_suspends is True
 
     def enable_digest_checks(self, wait_seconds: float = 7 * 86400.0) -> None:
         """Hash log files as they are processed and check them against their digests.
@@ -186,7 +181,7 @@ class FilePipeline:
         try:
             return await retry_transient(call, attempts=5)
         except Exception as exc:
-            if type(exc).__name__ == "LeaseLost":
+            if isinstance(exc, LeaseLost):
                 raise
             raise CheckpointError(
                 f"checkpoint store {what} failed: {type(exc).__name__}: {exc}"
@@ -398,7 +393,7 @@ class FilePipeline:
             await self._release(file_id)
             self.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
             return FileOutcome(ref, "failed", error=exc.located(**where))
-        except _LeaseLost:
+        except LeaseLost:
             self.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
             log.warning("lease lost to another worker; stopping this file", **where)
             return FileOutcome(ref, "busy")
@@ -497,7 +492,7 @@ class FilePipeline:
                     lambda: self.store.claim(file_id, self.owner, self.lease_seconds),
                 )
                 if claim.state in (ClaimState.BUSY, ClaimState.DONE):
-                    raise _LeaseLost()
+                    raise LeaseLost(f"{self.owner} lost the lease on {file_id}")
                 renewed = time.monotonic()
         total = len(records)
         if sha256 is not None:
@@ -519,12 +514,7 @@ class FilePipeline:
         return handed
 
     async def _commit(self, file_id: FileId, position: int) -> None:
-        try:
-            await self._store("commit", lambda: self.store.commit(file_id, self.owner, position))
-        except Exception as exc:
-            if type(exc).__name__ == "LeaseLost":
-                raise _LeaseLost() from exc
-            raise
+        await self._store("commit", lambda: self.store.commit(file_id, self.owner, position))
 
     async def _inline(self, what: str, call: Awaitable[None]) -> None:
         """One call to a store that never suspends (see `_commits_inline`), awaited as
@@ -533,9 +523,9 @@ class FilePipeline:
         same exceptions as in `_commit` and `_store`."""
         try:
             await call
+        except LeaseLost:
+            raise
         except Exception as exc:
-            if type(exc).__name__ == "LeaseLost":
-                raise _LeaseLost() from exc
             raise CheckpointError(
                 f"checkpoint store {what} failed: {type(exc).__name__}: {exc}"
             ) from exc

@@ -1,4 +1,6 @@
-"""Checkpoint store review: DynamoDB table set-up with ``?create=true``.
+"""The DynamoDB checkpoint store: table set-up with ``?create=true`` (an existing table
+needs no create permission, a missing one is created, TTL enabled meanwhile by another
+worker), and `forget` handing its value over when its reply is lost.
 
 The store is the real one, talking to moto over real HTTP. Where moto does not behave
 as DynamoDB does (it enables TTL twice without complaint), the test proxy in front of it

@@ -1,8 +1,9 @@
-"""Review findings for notification parsing and key classification.
+"""Notification parsing and key classification at their edges.
 
-Each test pins one bug found in review: bad input that crashed with an unexpected
-exception type, error messages that broke the one-line rule or lost the bucket and key,
-a duplicated key that made a message look busy, and key patterns that misclassified.
+Undecodable or malformed bodies are a `BadNotification` whose message is one short line
+naming the bucket and key; a key listed twice in one notification is one file (the
+message is acknowledged at once, never busy with itself); keys with a trailing newline,
+non-ASCII digits or a sovereign-cloud region are classified as S3 and CloudTrail do.
 """
 
 from __future__ import annotations
