@@ -343,8 +343,11 @@ def backfill_hours(
 
 
 def backfill_args(sandbox: TrailSandbox, tmp_path: Path, *extra: str) -> list[str]:
-    # The second hour only: [T0 + 1 h, T0 + 2 h).
-    return ["--bucket", sandbox.bucket, "--start-time", "2026-11-01T04:00:00Z",
+    # The second hour only: [T0 + 1 h, T0 + 2 h), without the late-delivery window (the
+    # next hour's first file, delivered at 05:05, would join the range: see test_fleet).
+    (tmp_path / "strict.toml").write_text("late_delivery_minutes = 0\n")
+    return ["--config", str(tmp_path / "strict.toml"), "--bucket", sandbox.bucket,
+            "--start-time", "2026-11-01T04:00:00Z",
             "--end-time", "2026-11-01T05:00:00Z", "--output", str(tmp_path / "out.jsonl"),
             "--checkpoint", f"sqlite:///{tmp_path / 'cp.db'}", "--log-format", "json",
             "--no-progress", *extra]  # fmt: skip
@@ -415,7 +418,7 @@ def test_backfill_verify_digests_reports_a_tampered_log(
 
     result = backfill(
         sandbox.bucket, user, start_time="2026-11-01T04:00Z", end_time="2026-11-01T05:00Z",
-        checkpoint="memory", verify_digests=True, progress=False,
+        checkpoint="memory", verify_digests=True, progress=False, late_delivery_minutes=0,
     )  # fmt: skip
 
     assert result.digests_listed == 2 and result.listed == 4
