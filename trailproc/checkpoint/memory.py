@@ -1,7 +1,8 @@
 """An in-process checkpoint store: plain dicts, lost when the process ends.
 
 Good for tests and for AWS Lambda, where SQS redelivery is the only durability needed
-and a fresh process starts from nothing anyway.
+and a fresh process starts from nothing anyway. Nothing outlives the process, so no
+other release ever reads it: unlike SQLite and DynamoDB it records no schema version.
 """
 
 from __future__ import annotations

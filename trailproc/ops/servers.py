@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..observe import Metrics, get_logger
@@ -183,7 +183,9 @@ def _application(
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
-    def probe(checks: Sequence[HealthCheck], name: str) -> Any:
+    def probe(
+        checks: Sequence[HealthCheck], name: str
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def serve(request: web.Request) -> web.Response:
             status, text = _verdict(checks, name)
             return web.Response(status=status, text=text, headers=_NO_STORE)
