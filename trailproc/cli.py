@@ -26,6 +26,7 @@ class _LazyGroup(click.Group):
         "check": ("trailproc.ops.check", "check_command"),
         "audit": ("trailproc.recovery_cli", "audit_command"),
         "redrive": ("trailproc.recovery_cli", "redrive_command"),
+        "history": ("trailproc.history_cli", "history_command"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -97,8 +97,10 @@ class Checker:
         key: str | None = None,
         receive_probe: bool = False,
         client_factory: Callable[[str], Any] | None = None,
+        history: bool = False,
     ) -> None:
         self.config = config
+        self.history = history
         self.buckets = list(buckets) or list(config.allowed_buckets)
         self.key = key
         self.receive_probe = receive_probe
@@ -176,6 +178,8 @@ class Checker:
                 self._check_dlq(attributes)
         self._check_buckets()
         self._check_checkpoint()
+        if self.history:
+            self._check_lookup_events()
         return self.rows
 
     def _local_store(self) -> bool:
@@ -466,15 +470,34 @@ class Checker:
         self.add(label, "pass", f"lease taken and released on a probe file ({state})")
 
 
+    def _check_lookup_events(self) -> None:
+        """`trailproc history` reads LookupEvents: one read of at most one event."""
+        import datetime as dt
+
+        now = dt.datetime.now(dt.timezone.utc)
+        try:
+            self.client("cloudtrail").lookup_events(
+                StartTime=now - dt.timedelta(minutes=5), EndTime=now, MaxResults=1
+            )
+        except Exception as exc:
+            self.add("cloudtrail:LookupEvents", "fail", _describe(exc),
+                     "grant cloudtrail:LookupEvents (resource \"*\") to the role running "
+                     "trailproc history")  # fmt: skip
+            return
+        self.add("cloudtrail:LookupEvents", "pass", "allowed (read at most one event)")
+
+
 def run_checks(
     config: Config,
     *,
     buckets: Sequence[str] = (),
     key: str | None = None,
     receive_probe: bool = False,
+    history: bool = False,
 ) -> list[Row]:
     """Run every probe; the rows, in order."""
-    return Checker(config, buckets=buckets, key=key, receive_probe=receive_probe).run()
+    return Checker(config, buckets=buckets, key=key, receive_probe=receive_probe,
+                   history=history).run()  # fmt: skip
 
 
 def format_table(rows: Sequence[Row]) -> str:
@@ -513,6 +536,8 @@ def format_table(rows: Sequence[Row]) -> str:
 @click.option("--receive-probe", is_flag=True,
               help="Probe ReceiveMessage even when messages are waiting (adds one to the "
                    "receive count of the message it sees; the message stays visible).")
+@click.option("--history", is_flag=True,
+              help="Also probe cloudtrail:LookupEvents (what `trailproc history` needs).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]))
 def check_command(
@@ -520,6 +545,7 @@ def check_command(
     buckets: tuple[str, ...],
     key: str | None,
     receive_probe: bool,
+    history: bool,
     **flags: Any,
 ) -> None:
     """Validate the configuration and try each permission the daemon needs.
@@ -535,7 +561,8 @@ def check_command(
                                      "or flag")]))  # fmt: skip
         raise SystemExit(1) from None
     configure_logging(flags.get("log_level") or "warning", config.log_format)
-    rows = run_checks(config, buckets=buckets, key=key, receive_probe=receive_probe)
+    rows = run_checks(config, buckets=buckets, key=key, receive_probe=receive_probe,
+                      history=history)  # fmt: skip
     click.echo(f"trailproc check: queue {config.queue_url or '(none)'}")
     click.echo(format_table(rows))
     if any(r.status == "fail" for r in rows):
