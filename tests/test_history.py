@@ -290,3 +290,63 @@ def test_check_probes_lookup_events(aws_env: MotoServer, monkeypatch: pytest.Mon
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_env.url)
     without = run_checks(load_config(checkpoint="memory"))
     assert all(r.check != "cloudtrail:LookupEvents" for r in without)
+
+
+def test_sigterm_stops_between_pages_and_a_rerun_resumes(
+    aws_env: MotoServer, tmp_path: Path
+) -> None:
+    """A real `trailproc history` process, stopped by SIGTERM while it waits for a page."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from faultproxy import daemon_env, event_ids
+
+    items = [item(n) for n in range(600, 610)]
+    asked_third = threading.Event()
+    release = threading.Event()
+
+    class Held(LookupEvents):
+        def __call__(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+            if len(self.requests) == 2:  # the third request waits for the signal
+                asked_third.set()
+                release.wait(30)
+            return super().__call__(body)
+
+    answer = Held(items, page=2)
+    out = str(tmp_path / "out.jsonl")
+    command = [sys.executable, "-m", "trailproc.cli", "history", "--start-time", "2026-11-01",
+               "--end-time", "2026-11-02", "--region", "us-east-1", "--output", out,
+               "--no-progress"]  # fmt: skip
+    with proxied(aws_env, answer) as proxy:
+        env = daemon_env(proxy.url, str(tmp_path / "state"))
+        proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            assert asked_third.wait(60), "the third page was never asked for"
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)  # let the handler set the stop flag before the page arrives
+            release.set()
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            release.set()
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 1, stderr
+    assert "interrupted (run again to resume)" in stderr
+    # Stopped at a page boundary: the page in flight went through (a slow machine may
+    # even have finished one more before the flag was seen), nothing after it.
+    handed = len(event_ids(out))
+    assert handed in (6, 8)
+    expected = {json.loads(r)["eventID"] for r in records_of(items[:handed])}
+    assert set(event_ids(out)) == expected
+
+    rest = LookupEvents(items, page=2)
+    with proxied(aws_env, rest) as proxy:
+        env = daemon_env(proxy.url, str(tmp_path / "state"))
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert rest.requests[0]["NextToken"] == f"tok-{handed}"
+    counts = event_ids(out)
+    assert set(counts) == {json.loads(r)["eventID"] for r in records_of(items)}
+    assert set(counts.values()) == {1}

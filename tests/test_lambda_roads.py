@@ -382,3 +382,44 @@ def test_firehose_handler_failure_raises_so_firehose_retries_without_repeats(
     answer = handler(firehose_event(*items), FakeContext())
     assert [r["result"] for r in answer["records"]] == ["Ok", "Ok"]
     assert [e.raw for e in keep.events] == [first.encode(), second.encode()]
+
+
+# --- the sample ----------------------------------------------------------------------------
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "cloudwatch-logs" / "template.yaml"
+
+
+def test_cloudwatch_logs_sample_passes_cfn_lint_and_wires_the_road() -> None:
+    import yaml
+    from cfnlint import api
+
+    matches = api.lint_file(SAMPLE)
+    assert not matches, "\n".join(str(m) for m in matches)
+
+    class CfnLoader(yaml.SafeLoader):
+        pass
+
+    def tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            value: Any = loader.construct_scalar(node)
+        elif isinstance(node, yaml.SequenceNode):
+            value = loader.construct_sequence(node)
+        else:
+            value = loader.construct_mapping(node)  # type: ignore[arg-type]
+        return {f"!{suffix}": value}
+
+    CfnLoader.add_multi_constructor("!", tag)
+    resources = yaml.load(SAMPLE.read_text(), Loader=CfnLoader)["Resources"]
+    trail = resources["Trail"]["Properties"]
+    assert trail["CloudWatchLogsLogGroupArn"] == {"!GetAtt": "TrailLogGroup.Arn"}
+    function = resources["Function"]["Properties"]
+    (event,) = function["Events"].values()
+    assert event["Type"] == "CloudWatchLogs"
+    assert event["Properties"]["LogGroupName"] == {"!Ref": "TrailLogGroup"}
+    env = function["Environment"]["Variables"]
+    assert env["TRAILPROC_ACCEPT_RECORDS_IN_MESSAGES"] == "true"
+    assert env["TRAILPROC_ALLOWED_LOG_GROUPS"] == {"!Ref": "TrailLogGroup"}
+    assert env["TRAILPROC_CHECKPOINT"] == {"!Sub": "dynamodb://${CheckpointTable}"}
+    on_failure = function["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
+    assert on_failure["Destination"] == {"!GetAtt": "FailedPayloads.Arn"}
+    assert (SAMPLE.parent / function["CodeUri"] / "app.py").is_file()

@@ -199,7 +199,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     accept_records_in_messages: Annotated[
         bool,
         _doc("Hand over CloudTrail records carried inside a message (EventBridge 'AWS API "
-             "Call via CloudTrail' events). Off: such messages are refused and kept, "
+             "Call via CloudTrail' events; CloudWatch Logs subscription payloads through "
+             "Lambda, Kinesis or Firehose). Off: such messages are refused and kept, "
              "because anyone who may send to the queue or topic can write them; see "
              "docs/security.md before turning this on."),
     ] = False

@@ -366,6 +366,40 @@ async def _cloudtrail(stack: contextlib.AsyncExitStack, clients: Any, region: st
     return await stack.enter_async_context(clients.session.client("cloudtrail", **kwargs))
 
 
+async def _walk_account(
+    clients: Any,
+    pipeline: FilePipeline,
+    store: KeyValueStore,
+    window: HistoryWindow,
+    regions: Sequence[str],
+    result: HistoryResult,
+    stopping: asyncio.Event,
+    meter: Any,
+) -> None:
+    """Every chosen region of the caller's account, each with its own client and rate."""
+    chosen = regions_of(clients.config, regions, clients.session.region_name)
+    sts = await clients.client("sts", region=chosen[0])
+    account = str((await sts.get_caller_identity())["Account"])
+    log.info("event history starting", account=account, regions=chosen,
+             start=window.start.isoformat(), end=window.end.isoformat(),
+             attribute=window.attribute)  # fmt: skip
+
+    def on_page() -> None:
+        meter.add_total(1)
+        meter.advance()
+
+    async with contextlib.AsyncExitStack() as stack:
+        walks = [
+            _Region(pipeline, store, await _cloudtrail(stack, clients, region), account,
+                    region, window, TokenBucket(REQUESTS_PER_SECOND), on_page)
+            for region in chosen
+        ]  # fmt: skip
+        try:
+            await run_regions(walks, result, stopping)
+        finally:
+            await pipeline.close()
+
+
 async def history_async(
     config: Config,
     processor: Any = None,
@@ -401,28 +435,9 @@ async def history_async(
     await maybe_await(user.start())
     try:
         async with AwsClients(config) as clients:
-            chosen = regions_of(config, regions, clients.session.region_name)
-            sts = await clients.client("sts", region=chosen[0])
-            account = str((await sts.get_caller_identity())["Account"])
-            log.info("event history starting", account=account, regions=chosen,
-                     start=window.start.isoformat(), end=window.end.isoformat(),
-                     attribute=lookup_attribute)  # fmt: skip
             pipeline = build_pipeline(config, user, store, _NoObjects(), metrics)
-
-            def on_page() -> None:
-                meter.add_total(1)
-                meter.advance()
-
-            async with contextlib.AsyncExitStack() as stack:
-                walks = [
-                    _Region(pipeline, store, await _cloudtrail(stack, clients, region),
-                            account, region, window, TokenBucket(REQUESTS_PER_SECOND), on_page)
-                    for region in chosen
-                ]  # fmt: skip
-                try:
-                    await run_regions(walks, result, stopping)
-                finally:
-                    await pipeline.close()
+            await _walk_account(clients, pipeline, store, window, regions, result, stopping,
+                                meter)  # fmt: skip
     finally:
         meter.close()
         await maybe_await(user.close())
