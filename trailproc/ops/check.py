@@ -161,7 +161,9 @@ class Checker:
             else:
                 self.add("checkpoint store", "skip", "no usable AWS credentials")
             return self.rows
-        if not cfg.queue_url:
+        if not cfg.queue_url and self.history:
+            self.add("sqs queue", "skip", "no queue_url configured (history needs none)")
+        elif not cfg.queue_url:
             self.add("sqs queue", "fail", "no queue_url configured",
                      "give --queue-url, set queue_url in the config file, or "
                      "TRAILPROC_QUEUE_URL")  # fmt: skip
@@ -187,7 +189,8 @@ class Checker:
         return not (self.config.checkpoint or "").lower().startswith("dynamodb")
 
     def _uses_aws(self) -> bool:
-        return bool(self.config.queue_url or self.buckets or not self._local_store())
+        return bool(self.config.queue_url or self.buckets or self.history
+                    or not self._local_store())  # fmt: skip
 
     def _config_summary(self) -> str:
         cfg = self.config
