@@ -430,71 +430,90 @@ class FilePipeline:
         one_line = False
         if records is None:
             assert data is not None
-            # Decompression and splitting are CPU-bound: keep them off the event loop so
-            # receives and visibility heartbeats stay on time.
-            if self.digest_checks is not None and ref.kind is ObjectKind.LOG and ref.bucket:
-                # Digests list the SHA-256 of the decompressed bytes: hash them in the
-                # same worker thread, while they are at hand.
-                decoded, size, one_line, sha256 = await asyncio.to_thread(
-                    _decode_hashed, data, self.max_bytes
-                )
-            else:
-                decoded, size, one_line = await asyncio.to_thread(
-                    decode_log_lines, data, max_bytes=self.max_bytes
-                )
-            self.metrics.bytes_decompressed.inc(size)
-            records = list(decoded)
+            records, one_line, sha256 = await self._decoded(ref, data)
         file_size = len(data) if data is not None else ref.size
         delivery = Delivery(ref, message_id, one_line=one_line, size=file_size)
-        keep = self.keep
         handed = 0
         yielded = time.monotonic()
         for batch, next_position, dropped in iter_batches(
-            records, delivery, start=position, size=self.batch_size, keep=keep
+            records, delivery, start=position, size=self.batch_size, keep=self.keep
         ):
             if self._interrupted:
                 raise _Interrupted()
             if batch:
-                try:
-                    await self.dispatch(batch)
-                except Exception as exc:
-                    raise HandlerError(
-                        f"handler raised {type(exc).__name__}: {exc} "
-                        f"(batch of records {batch[0].index}..{batch[-1].index})"
-                    ) from exc
+                await self._to_user(batch)
             # The batch returned: from here on it must be recorded even if a shutdown
             # cancels us, or it would be handed over again.
-            if self._commits_inline:
-                await self._inline(  # never suspends
-                    "commit", self.store.commit(file_id, self.owner, next_position)
-                )
-                if time.monotonic() - yielded > 0.02:
-                    # Nothing above suspended: let the loop run (other files, heartbeats,
-                    # signals) every 20 ms, as the task + shield below would each batch.
-                    await asyncio.sleep(0)
-                    yielded = time.monotonic()
-            else:
-                commit = asyncio.ensure_future(self._commit(file_id, next_position))
-                try:
-                    await asyncio.shield(commit)
-                except asyncio.CancelledError:
-                    # Let the commit land before the caller releases the lease.
-                    with contextlib.suppress(Exception):
-                        await commit
-                    raise
+            yielded = await self._record(file_id, next_position, yielded)
             handed += len(batch)
             self.metrics.records.inc(len(batch))
             if dropped:
                 self.metrics.records_filtered.inc(dropped)
             if time.monotonic() - renewed > self.lease_seconds / 3:
-                claim = await self._store(
-                    "lease renewal",
-                    lambda: self.store.claim(file_id, self.owner, self.lease_seconds),
-                )
-                if claim.state in (ClaimState.BUSY, ClaimState.DONE):
-                    raise LeaseLost(f"{self.owner} lost the lease on {file_id}")
-                renewed = time.monotonic()
-        total = len(records)
+                renewed = await self._renew(file_id)
+        await self._finish(ref, file_id, len(records), sha256)
+        return handed
+
+    async def _decoded(self, ref: FileRef, data: bytes) -> tuple[list[Any], bool, str | None]:
+        """The file's records, whether it was one line, and its SHA-256 when a digest
+        check will want it."""
+        sha256: str | None = None
+        # Decompression and splitting are CPU-bound: keep them off the event loop so
+        # receives and visibility heartbeats stay on time.
+        if self.digest_checks is not None and ref.kind is ObjectKind.LOG and ref.bucket:
+            # Digests list the SHA-256 of the decompressed bytes: hash them in the same
+            # worker thread, while they are at hand.
+            decoded, size, one_line, sha256 = await asyncio.to_thread(
+                _decode_hashed, data, self.max_bytes
+            )
+        else:
+            decoded, size, one_line = await asyncio.to_thread(
+                decode_log_lines, data, max_bytes=self.max_bytes
+            )
+        self.metrics.bytes_decompressed.inc(size)
+        return list(decoded), one_line, sha256
+
+    async def _to_user(self, batch: list[Any]) -> None:
+        try:
+            await self.dispatch(batch)
+        except Exception as exc:
+            raise HandlerError(
+                f"handler raised {type(exc).__name__}: {exc} "
+                f"(batch of records {batch[0].index}..{batch[-1].index})"
+            ) from exc
+
+    async def _record(self, file_id: FileId, position: int, yielded: float) -> float:
+        """Commit `position`; returns when the loop was last given a turn."""
+        if self._commits_inline:
+            await self._inline("commit", self.store.commit(file_id, self.owner, position))
+            if time.monotonic() - yielded > 0.02:
+                # Nothing above suspended: let the loop run (other files, heartbeats,
+                # signals) every 20 ms, as the task + shield below would each batch.
+                await asyncio.sleep(0)
+                return time.monotonic()
+            return yielded
+        commit = asyncio.ensure_future(self._commit(file_id, position))
+        try:
+            await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            # Let the commit land before the caller releases the lease.
+            with contextlib.suppress(Exception):
+                await commit
+            raise
+        return yielded
+
+    async def _renew(self, file_id: FileId) -> float:
+        """Renew the file's lease; returns when. LeaseLost if another worker took it."""
+        claim = await self._store(
+            "lease renewal", lambda: self.store.claim(file_id, self.owner, self.lease_seconds)
+        )
+        if claim.state in (ClaimState.BUSY, ClaimState.DONE):
+            raise LeaseLost(f"{self.owner} lost the lease on {file_id}")
+        return time.monotonic()
+
+    async def _finish(
+        self, ref: FileRef, file_id: FileId, total: int, sha256: str | None
+    ) -> None:
         if sha256 is not None:
             # Every record was handed over. Meet the digest now, before completing: if the
             # store fails here the file is retried (resuming past its last record) rather
@@ -511,7 +530,6 @@ class FilePipeline:
             await asyncio.shield(
                 self._store("complete", lambda: self.store.complete(file_id, self.owner, total))
             )
-        return handed
 
     async def _commit(self, file_id: FileId, position: int) -> None:
         await self._store("commit", lambda: self.store.commit(file_id, self.owner, position))
