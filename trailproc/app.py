@@ -25,9 +25,17 @@ from .pipeline.engine import FileOutcome, FilePipeline
 from .pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
 from .pipeline.filters import RecordFilter
 from .pipeline.keys import FileRef
-from .processor import EventProcessor, JsonLinesOutput, combine, load_processor, maybe_await
+from .processor import (
+    EventProcessor,
+    JsonLinesOutput,
+    combine,
+    finish_output,
+    load_processor,
+    maybe_await,
+    prepare_output,
+)
 from .progress import Progress, files_with
-from .sources.local import local_refs
+from .sources.local import SkippedFile, local_refs
 
 __all__ = ["RunResult", "build_processor", "process_paths", "run"]
 
@@ -41,6 +49,7 @@ class RunResult:
 
     metrics: Metrics
     failed_files: list[FileOutcome] = field(default_factory=list)
+    skipped_files: list[SkippedFile] = field(default_factory=list)  # not read (`process`)
 
     @property
     def records(self) -> int:
@@ -319,12 +328,17 @@ async def process_paths_async(
     *,
     metrics: Metrics | None = None,
     progress: bool | None = None,
+    append_output: bool = False,
 ) -> RunResult:
     """Run local log files (or folders of them) through the same pipeline.
 
+    Files are read by content (see `trailproc.sources.local`); what a folder holds but
+    is not read is listed in `RunResult.skipped_files`. `config.output` is replaced
+    unless `append_output`, and no empty output file is left when nothing was written.
     `progress`: a tqdm bar (True), periodic log lines (False), or a bar on a terminal (None).
     """
     ensure_logging(config.log_level, config.log_format)
+    existed = prepare_output(config.output, append=append_output)
     user = build_processor(config, processor)
     metrics = metrics or Metrics()
     store = open_store(config.checkpoint or "memory", config.state_dir)
@@ -335,13 +349,15 @@ async def process_paths_async(
     try:
         # Local files need no reading ahead, and with `process --jobs` taking the next
         # path claims that file for this process: only as the pipeline has room.
-        await run_refs(pipeline, local_refs(paths), concurrency=config.download_concurrency,
+        await run_refs(pipeline, local_refs(paths, result.skipped_files),
+                       concurrency=config.download_concurrency,
                        failed=result.failed_files, progress=meter, lookahead=1)  # fmt: skip
     finally:
         meter.close()
         await pipeline.close()
         await maybe_await(user.close())
         await store.close()
+        finish_output(config.output, existed=existed, append=append_output)
     return result
 
 
@@ -350,8 +366,9 @@ def process_paths(
     processor: EventProcessor | Sequence[EventProcessor] | None = None,
     *,
     config: Config | None = None,
+    append_output: bool = False,
     **overrides: Any,
 ) -> RunResult:
     """Blocking `process_paths_async`."""
     config = config.replace(**overrides) if config else load_config(**overrides)
-    return asyncio.run(process_paths_async(paths, config, processor))
+    return asyncio.run(process_paths_async(paths, config, processor, append_output=append_output))

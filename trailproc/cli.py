@@ -102,29 +102,62 @@ def run(config_path: str | None, workers: int, **flags: Any) -> None:
 @filter_options
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes to spread the files over.")  # fmt: skip
+@click.option("--append", is_flag=True,
+              help="Append to the --output file instead of replacing it.")  # fmt: skip
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @fail_cleanly
-def process(paths: tuple[str, ...], config_path: str | None, jobs: int, **flags: Any) -> None:
-    """Run local log files or folders through the handlers (no AWS needed)."""
+def process(
+    paths: tuple[str, ...], config_path: str | None, jobs: int, append: bool, **flags: Any
+) -> None:
+    """Run local log files or folders through the handlers (no AWS needed).
+
+    Files are read by content, whatever their names: every CloudTrail shape (the
+    {"Records": [...]} delivery, gzip or not, arrays, single records, NDJSON,
+    EventBridge events, LookupEvents items). Inside folders, hidden and binary files
+    are skipped; the summary names every file skipped or failed.
+
+    --output PATH is replaced unless --append is given (`run` always appends).
+    """
+    from .processor import OutputClosed
+
     config = load_cli_config(config_path, **flags)
     result: Any
-    if jobs > 1:
-        from .parallel import process_parallel
+    try:
+        if jobs > 1:
+            from .parallel import process_parallel
 
-        result = process_parallel(paths, config, jobs)
-    else:
-        from .app import process_paths
+            result = process_parallel(paths, config, jobs, append_output=append)
+        else:
+            from .app import process_paths
 
-        result = process_paths(paths, config=config)
+            result = process_paths(paths, config=config, append_output=append)
+    except OutputClosed:
+        sys.exit(0)  # the reader of stdout went away, as `cat` ends in a pipe
+    _echo_summary(result)
+    if result.files_failed:
+        sys.exit(1)
+
+
+def _echo_summary(result: Any) -> None:
+    """One line of counts, then one line per file failed or skipped (on stderr)."""
+    skipped = list(result.skipped_files)
     filtered = result.records_filtered
     click.echo(
         f"{result.files_ok} file(s), {result.records} record(s) handed over, "
         f"{result.files_failed} file(s) failed"
-        + (f", {filtered} record(s) filtered out" if filtered else ""),
+        + (f", {filtered} record(s) filtered out" if filtered else "")
+        + (f", {len(skipped)} skipped" if skipped else ""),
         err=True,
     )
-    if result.files_failed:
-        sys.exit(1)
+    for failure in result.failed_files:
+        if isinstance(failure, dict):  # from `--jobs` processes
+            key, message = failure.get("key"), failure.get("message")
+        else:
+            key = failure.ref.key
+            message = failure.error.message if failure.error else failure.status
+        click.echo(f"  failed:  {key}: {message}", err=True)
+    for entry in skipped:
+        click.echo(f"  skipped: {entry.path}: {entry.reason}", err=True)
 
 
 @main.command()

@@ -118,7 +118,9 @@ def processing_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Processor or handler registry to load (repeatable), or an entry "
                           "point name in the 'trailproc.handlers' group."),
         click.option("--output", metavar="PATH|-",
-                     help="Append each record as one line of JSON to PATH ('-' = stdout)."),
+                     help="Write each record as one line of JSON to PATH ('-' = stdout): "
+                          "`process` replaces PATH unless --append; `run` and `backfill` "
+                          "append to it."),
         click.option("--max-events-per-emit", type=int, help="Most events per process() call."),
         click.option("--state-dir", metavar="DIR",
                      help="Folder for the checkpoint database (.trailproc)."),

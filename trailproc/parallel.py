@@ -57,6 +57,7 @@ class ParallelResult:
     files_ok: int = 0
     files_failed: int = 0
     failed_files: list[dict[str, Any]] = field(default_factory=list)
+    skipped_files: list[Any] = field(default_factory=list)  # `SkippedFile`s (`process`)
     jobs: list[dict[str, Any]] = field(default_factory=list)  # one summary per process
     exit_codes: list[int] = field(default_factory=list)
 
@@ -105,14 +106,14 @@ def _summary(result: Any, **extra: Any) -> dict[str, Any]:
 
 def _process_child(paths: Iterable[str], config: Config, configure: bool = True) -> dict[str, Any]:
     """Runs files through the whole pipeline (in a child, or here): a list, or the
-    files this process claims."""
+    files this process claims. The parent prepared the output file: it is appended to."""
     from .app import process_paths_async
     from .observe import configure_logging
 
     if configure:  # a spawned child starts with no logging set up (a forked one: redone)
         configure_logging(config.log_level, config.log_format)
     started = time.perf_counter()
-    result = asyncio.run(process_paths_async(paths, config))
+    result = asyncio.run(process_paths_async(paths, config, append_output=True))
     files = result.files_ok + result.files_failed
     return _summary(result, files=files, seconds=time.perf_counter() - started)
 
@@ -204,6 +205,7 @@ def process_parallel(
     processor_specs: Sequence[str] = (),
     *,
     start_method: str | None = None,
+    append_output: bool = False,
 ) -> ParallelResult:
     """`trailproc process` over `jobs` processes; `processor_specs` adds handlers by spec.
 
@@ -211,18 +213,34 @@ def process_parallel(
     `process_paths` would. The checkpoint store is the configured one ("memory" per
     process by default, which is right for a one-shot run over disjoint files). A
     process that fails (or dies) fails the run: `ChildProcessError` naming it, once every
-    other process is done.
+    other process is done. The output file is replaced unless `append_output` (here,
+    once, before any process writes; they all append), and removed if nothing was
+    written to it.
     """
+    from .processor import finish_output, prepare_output
     from .sources.local import local_refs
 
     config = _with_specs(config, processor_specs)
-    files = [ref.key for ref in local_refs(paths)]
+    result = ParallelResult()
+    files = [ref.key for ref in local_refs(paths, result.skipped_files)]
     jobs = max(1, min(jobs, len(files)))
     _check_output(config, jobs)
-    result = ParallelResult()
+    existed = prepare_output(config.output, append=append_output)
+    try:
+        _process_files(files, config, jobs, start_method, result)
+    finally:
+        finish_output(config.output, existed=existed, append=append_output)
+    return result
+
+
+def _process_files(
+    files: list[str], config: Config, jobs: int, start_method: str | None,
+    result: ParallelResult,
+) -> None:  # fmt: skip
+    """The body of `process_parallel`: `files` over `jobs` processes into `result`."""
     if jobs <= 1:
         result.add(_process_child(files, config))
-        return result
+        return
     largest_first = _largest_first(files)
     method = _start_method(start_method)
     if method == "fork":
@@ -263,7 +281,6 @@ def process_parallel(
             f"{len(failures)} of {jobs} processes failed, so some files may not have been "
             f"handed over: {'; '.join(failures)}"
         )
-    return result
 
 
 def _worker_child(config: Config, connection: Any) -> None:
@@ -401,4 +418,3 @@ def run_workers(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return result
-

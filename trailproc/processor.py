@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import enum
+import errno
 import fnmatch
 import importlib
 import inspect
@@ -29,6 +30,7 @@ from .pipeline.keys import FileRef
 __all__ = [
     "EventProcessor",
     "Handlers",
+    "OutputClosed",
     "ProgressInfo",
     "ProgressState",
     "Source",
@@ -302,8 +304,49 @@ def combine(processors: Sequence[EventProcessor]) -> EventProcessor:
     return _Combined(processors)
 
 
+class OutputClosed(BaseException):
+    """The reader of standard output went away (`trailproc process --output - | head`).
+
+    A BaseException, like KeyboardInterrupt: it is not a handler failure to log and
+    retry, it ends the run. The batch being written is not committed. By then standard
+    output (and standard error, when it is the same pipe) points at /dev/null, so the
+    interpreter's last flush stays quiet; the CLI exits 0, as `cat` ends in a pipe.
+    """
+
+
+def silence_closed_stdout() -> None:
+    """Point standard output at /dev/null (and standard error, when it is the same pipe),
+    after its reader went away: later writes and the final flush then succeed quietly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        out, err = sys.__stdout__, sys.__stderr__
+        same_pipe = False
+        if out is not None and err is not None:
+            try:
+                a, b = os.fstat(out.fileno()), os.fstat(err.fileno())
+                same_pipe = (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+            except (OSError, ValueError):
+                same_pipe = False
+            if same_pipe:
+                os.dup2(devnull, err.fileno())
+        if out is not None:
+            os.dup2(devnull, out.fileno())
+    finally:
+        os.close(devnull)
+
+
 class JsonLinesOutput(EventProcessor):
-    """Writes each record as one line of its original JSON, flushed before returning."""
+    """Writes each record as one line of its original JSON, one whole batch at a time.
+
+    A path is opened for appending on the first batch, so a run that writes nothing
+    leaves no file behind (`prepare_output`/`finish_output` give `process` its
+    replace-unless-append semantics). Each batch is one `write()` of whole lines: if it
+    fails part way (disk full, file size limit), the file is cut back to where the batch
+    began, so it never holds half a line, and the retry of that batch adds no duplicate.
+    (With several processes appending to one file, the cut is made only while the
+    partial batch is still the file's end.) Standard output ("-") whose reader went
+    away raises `OutputClosed`.
+    """
 
     # One write per batch is quick and thread-safe: calling it on the event loop saves
     # a thread hop per batch (see benchmarks/README.md).
@@ -312,31 +355,99 @@ class JsonLinesOutput(EventProcessor):
     def __init__(self, target: str | IO[bytes]) -> None:
         self._target = target
         self._file: IO[bytes] | None = None
+        self._fd: int | None = None  # our own file at a path: written with os.write
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        if self._file is None:
-            if self._target == "-":
-                self._file = sys.stdout.buffer
-            elif isinstance(self._target, str):
-                self._file = open(self._target, "ab")  # noqa: SIM115 - closed in close()
-            else:
-                self._file = self._target
+        if self._file is None and self._fd is None and not isinstance(self._target, str):
+            self._file = self._target
+
+    def _open(self) -> None:
+        if self._target == "-":
+            self._file = sys.stdout.buffer
+        elif isinstance(self._target, str):
+            self._fd = os.open(self._target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        else:
+            self._file = self._target
 
     def process(self, events: list[Event]) -> None:
-        if self._file is None:
-            self.start()
-        assert self._file is not None
         data = json_lines(events)
+        if not data:
+            return
         with self._lock:
-            self._file.write(data)
-            # The batch counts as done only once its lines left our buffers.
-            self._file.flush()
+            if self._file is None and self._fd is None:
+                self._open()
+            if self._fd is not None:
+                _append_whole(self._fd, data)
+                return
+            assert self._file is not None
+            try:
+                self._file.write(data)
+                # The batch counts as done only once its lines left our buffers.
+                self._file.flush()
+            except BrokenPipeError:
+                if self._target != "-":
+                    raise
+                silence_closed_stdout()
+                raise OutputClosed("the reader of standard output went away") from None
 
     def close(self) -> None:
-        if self._file is not None and isinstance(self._target, str) and self._target != "-":
-            self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self._file = None
+
+
+def _append_whole(fd: int, data: bytes) -> None:
+    """Append `data` to `fd` (opened O_APPEND) whole, or cut back what got written."""
+    view = memoryview(data)
+    done = 0
+    try:
+        while done < len(view):
+            written = os.write(fd, view[done:])
+            if written <= 0:  # pragma: no cover - POSIX raises instead
+                raise OSError(errno.EIO, "write wrote nothing")
+            done += written
+    except OSError:
+        if done:
+            _cut_back(fd, done)
+        raise
+
+
+def _cut_back(fd: int, written: int) -> None:
+    """Remove the last `written` bytes we appended, if they are still the file's end."""
+    try:
+        end = os.lseek(fd, 0, os.SEEK_CUR)  # just past our last byte (O_APPEND)
+        if os.fstat(fd).st_size == end:
+            os.ftruncate(fd, end - written)
+            return
+    except OSError:
+        pass
+    log.error("a failed write left a partial batch in the output file: others wrote after it",
+              bytes=written)  # fmt: skip
+
+
+def prepare_output(target: str | None, *, append: bool) -> bool:
+    """Before a `process` run: empty the output file unless `append`. Returns whether a
+    file was there (`finish_output` then keeps it even if nothing is written).
+    Only regular files are emptied; '-', FIFOs and devices are written as they are."""
+    if not target or target == "-" or not os.path.isfile(target):
+        return False
+    if not append:
+        os.truncate(target, 0)
+    return True
+
+
+def finish_output(target: str | None, *, existed: bool, append: bool) -> None:
+    """After a `process` run: no empty output file is left behind when nothing was
+    written (a file that was there before is kept in append mode)."""
+    if not target or target == "-" or (existed and append):
+        return
+    try:
+        if os.path.isfile(target) and os.path.getsize(target) == 0:
+            os.remove(target)
+    except OSError:
+        pass
 
 
 class FunctionProcessor(EventProcessor):

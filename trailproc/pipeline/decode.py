@@ -3,7 +3,20 @@
 gzip is detected by its magic bytes (some HTTP stacks decompress transparently, and
 users sometimes store plain JSON), decompression is capped so a gzip bomb fails one file
 with bounded memory, and `Records` is split into the records' original bytes with msgspec
-without building a single dict.
+without building a single dict. Every other shape a file can have (bare arrays, single
+records, NDJSON, EventBridge events, LookupEvents items) is recognised by content in
+`shapes`; this module keeps the fast path for CloudTrail's own delivery and tries it
+first. The shape of each file is logged (debug for deliveries, info for the others).
+
+Lenient, never silent:
+
+- bytes after the last gzip member fail the file, except zero padding (gzip(1) only
+  warns; a log file never has any, so they mean a damaged or altered object);
+- a top-level key given twice (`{"Records": [...], "Records": [...]}`) fails the file:
+  parsers disagree on which one counts;
+- a lone UTF-16 surrogate escape (`"\\ud800"`) fails the file with a message saying so
+  (msgspec reads it as "truncated"): it encodes no character, so no tool could read that
+  record as text.
 
 Speed notes (see benchmarks/README.md for the profiles behind them):
 
@@ -15,7 +28,11 @@ Speed notes (see benchmarks/README.md for the profiles behind them):
 - the records stay `msgspec.Raw` views into the decompressed document (zero-copy);
 - msgspec does not look inside the raw values, so the document's UTF-8 is checked
   separately: `bytes.isascii` (~7 GB/s) for the usual all-ASCII file, a chunked strict
-  decode otherwise, so a corrupt file fails whole before any record is handed over.
+  decode otherwise, so a corrupt file fails whole before any record is handed over;
+- a repeated `Records` key is ruled out by arithmetic, not by a second parse: when the
+  document is exactly `{"Records":[` + the records + commas + `]}` (CloudTrail's
+  compact form), there is no byte left for another key. Only other layouts (pretty
+  printed, extra keys) are parsed again to look for repeated keys.
 """
 
 from __future__ import annotations
@@ -28,12 +45,20 @@ from typing import Any, cast
 import msgspec
 
 from ..errors import BadLogFile, DecompressedTooLarge
+from ..observe import get_logger
+from . import shapes
 
 __all__ = [
-    "BACKEND", "decode_log", "decode_log_lines", "decompress", "is_one_line", "split_records",
+    "BACKEND", "DELIVERY_SHAPE", "decode_log", "decode_log_lines", "decompress",
+    "is_one_line", "split_document", "split_records",
 ]  # fmt: skip
 
+log = get_logger("trailproc.decode")
+
 GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+DELIVERY_SHAPE = 'CloudTrail delivery ({"Records": [...]})'
+_DELIVERY_HEAD = b'{"Records":['
 
 
 def _make_decompressor() -> tuple[Callable[[], Any], tuple[type[BaseException], ...], str]:
@@ -81,13 +106,19 @@ def decompress(data: bytes, *, max_bytes: int) -> bytes:
             if not d.eof:
                 raise BadLogFile("truncated gzip data (unexpected end of stream)")
             parts.append(out)
-            # Concatenated gzip members are legal; anything after the last is padding.
-            # Slice the view instead of keeping `unused_data` (a copy of the rest).
+            # Concatenated gzip members are legal. Slice the view instead of keeping
+            # `unused_data` (a copy of the rest).
             remaining = remaining[len(remaining) - len(d.unused_data) :]
             if remaining[:2] != GZIP_MAGIC:
                 break
     except _ERRORS as exc:
         raise BadLogFile(f"corrupt gzip data: {exc}") from exc
+    # Zero padding (some writers pad to a block size) is ignored, as gzip(1) does.
+    if remaining and bytes(remaining).strip(b"\0"):
+        raise BadLogFile(
+            f"{len(remaining)} bytes of trailing data after the last gzip member (starting "
+            f"{bytes(remaining[:8])!r}): a damaged or altered object"
+        )
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
@@ -116,18 +147,31 @@ def _check_utf8(document: bytes) -> None:
     # No final flush needed: msgspec accepted the JSON, so it ends with ASCII.
 
 
-def split_records(document: bytes) -> list[msgspec.Raw]:
-    """Split `{"Records": [...]}` into the records' raw JSON (zero-copy views)."""
+def _fills_document(document: bytes, records: list[msgspec.Raw]) -> bool:
+    """True if `document` is exactly `{"Records":[` + records joined by commas + `]}`
+    (+ trailing blanks): then it has no room for any other key."""
+    if not document.startswith(_DELIVERY_HEAD):
+        return False
+    end = len(document)
+    while end and document[end - 1] in b" \t\r\n":
+        end -= 1
+    used = len(_DELIVERY_HEAD) + 2 + sum(map(len, records)) + max(len(records) - 1, 0)
+    return used == end
+
+
+def _split_delivery(document: bytes) -> list[msgspec.Raw] | None:
+    """The records of a `{"Records": [...]}` document; None if it is another shape."""
     try:
         envelope = _envelope_decoder.decode(document)
-    except msgspec.ValidationError as exc:
-        raise BadLogFile(f"not a CloudTrail log file: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise BadLogFile(f"log file is not valid JSON: {exc}") from exc
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None  # another shape (or invalid JSON): `shapes` says which
     except RecursionError:
         raise BadLogFile("log file is JSON nested too deeply to be CloudTrail's") from None
     _check_utf8(document)
     records = envelope.Records
+    if not _fills_document(document, records):
+        shapes.refuse_duplicate_keys(document)
+    shapes.refuse_notification_records(records)
     # Raw keeps the exact bytes; a record must be a JSON object (msgspec strips the
     # whitespace around each value, so the first byte is the value's own).
     # (Raw exports the buffer protocol, which msgspec's stubs do not declare.)
@@ -138,7 +182,37 @@ def split_records(document: bytes) -> list[msgspec.Raw]:
     return records
 
 
-def decode_log(data: bytes, *, max_bytes: int) -> tuple[list[msgspec.Raw], int]:
+def split_document(document: bytes) -> tuple[str, list[Any], bool]:
+    """A decompressed file → (its shape's name, its records, whether the records are
+    slices of `document`). Raises BadLogFile naming what was seen when no shape fits."""
+    if document.startswith(UTF8_BOM):
+        document = document[len(UTF8_BOM) :]
+    records = _split_delivery(document)
+    if records is not None:
+        return DELIVERY_SHAPE, records, True
+    try:
+        return shapes.split_other(document, _check_utf8)
+    except RecursionError:
+        raise BadLogFile("log file is JSON nested too deeply to be CloudTrail's") from None
+
+
+def split_records(document: bytes) -> list[Any]:
+    """The records of a decompressed file of any shape, as their original JSON."""
+    return split_document(document)[1]
+
+
+def records_of(document: bytes, name: str | None = None) -> tuple[list[Any], bool]:
+    """(records, no record spans lines) of a decompressed file; its shape is logged."""
+    shape, records, slices = split_document(document)
+    if shape == DELIVERY_SHAPE:
+        log.debug("file shape", shape=shape, file=name, records=len(records))
+    else:
+        log.info("file shape", shape=shape, file=name, records=len(records))
+    # Records that are not slices (LookupEvents text) may hold line breaks of their own.
+    return records, slices and is_one_line(document)
+
+
+def decode_log(data: bytes, *, max_bytes: int) -> tuple[list[Any], int]:
     """Object bytes → (raw records, decompressed size). CPU-bound: run off the event loop."""
     document = decompress(data, max_bytes=max_bytes)
     return split_records(document), len(document)
@@ -149,7 +223,10 @@ def is_one_line(document: bytes) -> bool:
     return b"\n" not in document and b"\r" not in document
 
 
-def decode_log_lines(data: bytes, *, max_bytes: int) -> tuple[list[msgspec.Raw], int, bool]:
-    """`decode_log` plus `is_one_line` of the decompressed document."""
+def decode_log_lines(
+    data: bytes, *, max_bytes: int, name: str | None = None
+) -> tuple[list[Any], int, bool]:
+    """`decode_log` plus whether no record spans lines (see `records_of`)."""
     document = decompress(data, max_bytes=max_bytes)
-    return split_records(document), len(document), is_one_line(document)
+    records, one_line = records_of(document, name)
+    return records, len(document), one_line

@@ -34,7 +34,7 @@ from ..errors import (
 from ..observe import Metrics, get_logger
 from ..processor import Dispatcher, EventProcessor, ProgressInfo, ProgressState
 from .batches import iter_batches
-from .decode import decode_log_lines, decompress, is_one_line, split_records
+from .decode import decode_log_lines, decompress, records_of
 from .events import Delivery
 from .fetch import Fetcher
 from .filters import RecordFilter, keep_both
@@ -69,14 +69,21 @@ class _Interrupted(Exception):
     pass
 
 
-def _decode_hashed(data: bytes, max_bytes: int) -> tuple[list[Any], int, bool, str]:
+def _decode_hashed(
+    data: bytes, max_bytes: int, name: str | None
+) -> tuple[list[Any], int, bool, str]:
     """`decode_log_lines` plus the SHA-256 of the exact decompressed bytes (what digests
     list)."""
     import hashlib  # only with digest checks on
 
     document = decompress(data, max_bytes=max_bytes)
-    return (split_records(document), len(document), is_one_line(document),
-            hashlib.sha256(document).hexdigest())  # fmt: skip
+    records, one_line = records_of(document, name)
+    return records, len(document), one_line, hashlib.sha256(document).hexdigest()
+
+
+def _name(ref: FileRef) -> str:
+    """How logs name a file: its S3 URI, or its path for a local file."""
+    return ref.uri if ref.bucket else ref.key
 
 
 def _read_digest(data: bytes, max_bytes: int) -> DigestListing:
@@ -464,11 +471,11 @@ class FilePipeline:
             # Digests list the SHA-256 of the decompressed bytes: hash them in the same
             # worker thread, while they are at hand.
             decoded, size, one_line, sha256 = await asyncio.to_thread(
-                _decode_hashed, data, self.max_bytes
+                _decode_hashed, data, self.max_bytes, _name(ref)
             )
         else:
             decoded, size, one_line = await asyncio.to_thread(
-                decode_log_lines, data, max_bytes=self.max_bytes
+                decode_log_lines, data, max_bytes=self.max_bytes, name=_name(ref)
             )
         self.metrics.bytes_decompressed.inc(size)
         return list(decoded), one_line, sha256
