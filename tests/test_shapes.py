@@ -130,6 +130,75 @@ def test_ndjson_lines_with_line_breaks_are_compacted_in_output(tmp_path: Path) -
     assert out.read_bytes().count(b"\n") == 1 and json.loads(out.read_bytes())["eventID"] == "a"
 
 
+# --- CloudWatch Logs documents as Firehose writes them to S3 -----------------------------
+
+
+def _subscription(records: list[bytes], *, control: bool = False) -> bytes:
+    document: dict[str, Any] = {
+        "messageType": "DATA_MESSAGE",
+        "owner": "123456789012",
+        "logGroup": "aws-cloudtrail-logs",
+        "logStream": "123456789012_CloudTrail_us-east-1",
+        "subscriptionFilters": ["f"],
+        "logEvents": [
+            {"id": str(i), "timestamp": 1, "message": r.decode()} for i, r in enumerate(records)
+        ],
+    }
+    if control:
+        control_event = {"id": "", "timestamp": 1, "message": "CWL CONTROL MESSAGE"}
+        document.update(messageType="CONTROL_MESSAGE", owner="CloudwatchLogs", logGroup="",
+                        logStream="", subscriptionFilters=[],
+                        logEvents=[control_event])  # fmt: skip
+    return json.dumps(document).encode()
+
+
+NON_ASCII = (
+    b'{"eventID":"n","eventName":"PutObject","eventTime":"2026-01-01T00:00:00Z",'
+    b'"k":"caf\xc3\xa9 \xe2\x9c\x93"}'
+)
+FIREHOSE = {
+    "gzip-members": b"".join(
+        gzip.compress(d) for d in (_subscription(COMPACT[:2]), _subscription([], control=True),
+                                   _subscription([*COMPACT[2:], NON_ASCII]))
+    ),
+    "gzip-members-in-gzip": gzip.compress(
+        b"".join(gzip.compress(_subscription(c)) for c in (COMPACT[:1], [*COMPACT[1:], NON_ASCII]))
+    ),
+    "ndjson": b"\n".join((_subscription(COMPACT[:3]), _subscription([*COMPACT[3:], NON_ASCII])))
+    + b"\n",
+    "concatenated": _subscription(COMPACT) + _subscription([NON_ASCII]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FIREHOSE))
+def test_firehose_objects_are_read_by_content(name: str, tmp_path: Path) -> None:
+    """Each log event's message is one record, with its exact bytes (the string's text);
+    control messages hold none."""
+    records, _, one_line = decode_log_lines(FIREHOSE[name], max_bytes=1 << 20)
+    assert [bytes(r) for r in records] == [*COMPACT, NON_ASCII] and one_line is False
+    path = tmp_path / "firehose-object"
+    path.write_bytes(FIREHOSE[name])
+    seen: list[bytes] = []
+    result = trailproc.process_paths([path], _Collect(seen), config=trailproc.load_config(env={}))
+    assert result.files_failed == 0 and seen == [*COMPACT, NON_ASCII]
+
+
+def test_firehose_object_in_the_daemon(sandbox: TrailSandbox, tmp_path: Path) -> None:
+    key = log_key(unique="firehoseobje")
+    sandbox.put(key, FIREHOSE["gzip-members"])
+    sandbox.notify([key])
+    seen: list[bytes] = []
+    run = run_in_process(sandbox, tmp_path, _Collect(seen))
+    assert run.files_failed == 0 and seen == [*COMPACT, NON_ASCII]
+    assert sandbox.queue_depth() == 0
+
+
+def test_firehose_object_of_other_logs_fails_clearly() -> None:
+    data = gzip.compress(_subscription([b"2026-01-01 GET /index.html 200"]))
+    with pytest.raises(BadLogFile, match="is not a CloudTrail record"):
+        decode_log_lines(data, max_bytes=1 << 20)
+
+
 # --- files that are not CloudTrail records: one clear error naming what they are ---------
 
 S3_RECORD = {"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
@@ -270,7 +339,7 @@ def test_a_truly_truncated_file_says_so() -> None:
 # --- the real corpus: every record exactly once, unchanged -----------------------------
 
 SUPPORTED = {"ENVELOPE", "ENVELOPE-GZ", "ARRAY", "SINGLE", "NDJSON", "LOOKUP-NDJSON",
-             "EVENTBRIDGE-CT"}  # fmt: skip
+             "EVENTBRIDGE-CT", "CWL-SUBSCRIPTION"}  # fmt: skip
 
 
 def test_process_on_the_whole_corpus_folder(corpus: Path, tmp_path: Path) -> None:

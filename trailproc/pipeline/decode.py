@@ -4,7 +4,8 @@ gzip is detected by its magic bytes (some HTTP stacks decompress transparently, 
 users sometimes store plain JSON), decompression is capped so a gzip bomb fails one file
 with bounded memory, and `Records` is split into the records' original bytes with msgspec
 without building a single dict. Every other shape a file can have (bare arrays, single
-records, NDJSON, EventBridge events, LookupEvents items) is recognised by content in
+records, NDJSON, EventBridge events, LookupEvents items, CloudWatch Logs documents as
+Firehose writes them) is recognised by content in
 `shapes`; this module keeps the fast path for CloudTrail's own delivery and tries it
 first. The shape of each file is logged (debug for deliveries, info for the others).
 
@@ -182,9 +183,16 @@ def _split_delivery(document: bytes) -> list[msgspec.Raw] | None:
     return records
 
 
-def split_document(document: bytes) -> tuple[str, list[Any], bool]:
+def split_document(
+    document: bytes, *, max_bytes: int | None = None
+) -> tuple[str, list[Any], bool]:
     """A decompressed file → (its shape's name, its records, whether the records are
-    slices of `document`). Raises BadLogFile naming what was seen when no shape fits."""
+    slices of `document`). Raises BadLogFile naming what was seen when no shape fits.
+
+    With `max_bytes`, a document that is itself gzip (Firehose compressing CloudWatch
+    Logs' gzip members once more) is decompressed once more, within the same cap."""
+    if max_bytes is not None and document.startswith(GZIP_MAGIC):
+        document = decompress(document, max_bytes=max_bytes)
     if document.startswith(UTF8_BOM):
         document = document[len(UTF8_BOM) :]
     records = _split_delivery(document)
@@ -201,9 +209,11 @@ def split_records(document: bytes) -> list[Any]:
     return split_document(document)[1]
 
 
-def records_of(document: bytes, name: str | None = None) -> tuple[list[Any], bool]:
+def records_of(
+    document: bytes, name: str | None = None, *, max_bytes: int | None = None
+) -> tuple[list[Any], bool]:
     """(records, no record spans lines) of a decompressed file; its shape is logged."""
-    shape, records, slices = split_document(document)
+    shape, records, slices = split_document(document, max_bytes=max_bytes)
     if shape == DELIVERY_SHAPE:
         log.debug("file shape", shape=shape, file=name, records=len(records))
     else:
@@ -215,7 +225,7 @@ def records_of(document: bytes, name: str | None = None) -> tuple[list[Any], boo
 def decode_log(data: bytes, *, max_bytes: int) -> tuple[list[Any], int]:
     """Object bytes → (raw records, decompressed size). CPU-bound: run off the event loop."""
     document = decompress(data, max_bytes=max_bytes)
-    return split_records(document), len(document)
+    return split_document(document, max_bytes=max_bytes)[1], len(document)
 
 
 def is_one_line(document: bytes) -> bool:
@@ -228,5 +238,5 @@ def decode_log_lines(
 ) -> tuple[list[Any], int, bool]:
     """`decode_log` plus whether no record spans lines (see `records_of`)."""
     document = decompress(data, max_bytes=max_bytes)
-    records, one_line = records_of(document, name)
+    records, one_line = records_of(document, name, max_bytes=max_bytes)
     return records, len(document), one_line

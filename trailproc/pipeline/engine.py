@@ -77,7 +77,7 @@ def _decode_hashed(
     import hashlib  # only with digest checks on
 
     document = decompress(data, max_bytes=max_bytes)
-    records, one_line = records_of(document, name)
+    records, one_line = records_of(document, name, max_bytes=max_bytes)
     return records, len(document), one_line, hashlib.sha256(document).hexdigest()
 
 

@@ -10,11 +10,14 @@ also kept and passed around in other shapes, all read here:
   CloudTrail", ...): the record is `detail`; one event, an array of them, or NDJSON;
 - LookupEvents items (what `aws cloudtrail lookup-events` prints, `{"Events": [...]}`,
   or its items one per line): the record is the JSON text of `CloudTrailEvent`;
+- CloudWatch Logs subscription documents as Firehose writes them to S3 (concatenated
+  gzip members, or the documents one after another or one per line): the records are
+  the `logEvents[].message` strings, parsed by `cwlogs`;
 - arrays and NDJSON lines may also be `{"Records": [...]}` documents.
 
 Records are handed over as found: `msgspec.Raw` slices of the document (an NDJSON line
-without its line break and the blanks around it), except LookupEvents records, which are
-the text of their `CloudTrailEvent` string (the record as CloudTrail returned it).
+without its line break and the blanks around it), except LookupEvents and CloudWatch Logs
+records, which are the text of their JSON string (the record as CloudTrail wrote it).
 
 A file that holds no CloudTrail record fails with one error saying what it is instead:
 S3, SQS or SNS event records, other EventBridge events, a digest file, or JSON of an
@@ -93,6 +96,7 @@ _KIND_NAMES = {
     "eventbridge": "EventBridge CloudTrail events",
     "lookup": "LookupEvents items",
     "delivery": '{"Records": [...]} documents',
+    "cwlogs": "CloudWatch Logs subscription documents",
 }
 
 
@@ -218,11 +222,6 @@ def _lookup_record(text: Any, where: str) -> bytes:
 def _refuse_non_records(probe: _Probe, where: str) -> None:
     if probe.digestStartTime is not None or probe.digestPublicKeyFingerprint is not None:
         raise BadLogFile(f"{where} is a CloudTrail digest file, not a log file: {_DIGEST_HINT}")
-    if probe.messageType is not None or len(probe.logEvents):
-        raise BadLogFile(
-            f"{where} is a CloudWatch Logs subscription payload, which this reader does not "
-            "take as a file"
-        )
     kind = notification_kind_of(probe)
     if kind:
         raise BadLogFile(f"{where} is one of the {kind}, not a CloudTrail record")
@@ -257,6 +256,8 @@ def _records_of_value(raw: Any, where: str) -> tuple[str, list[Any]]:
     except msgspec.ValidationError:
         raise BadLogFile(f"{where} is {_json_type(raw)}, not a CloudTrail record") from None
     _refuse_non_records(probe, where)
+    if probe.messageType is not None:
+        return "cwlogs", _subscription_records([raw], where)
     if len(probe.Records):
         refuse_duplicate_keys(raw, where)
         try:
@@ -278,6 +279,41 @@ def _records_of_value(raw: Any, where: str) -> tuple[str, list[Any]]:
     if any(value is not None for value in head):
         return "record", [raw]
     raise _unknown(raw, where)
+
+
+def _subscription_records(documents: list[Any], where: str) -> list[bytes]:
+    """The records of CloudWatch Logs subscription documents (as Firehose writes them to
+    S3): each DATA_MESSAGE log event's message; CONTROL_MESSAGE documents hold none."""
+    from .cwlogs import parse_document  # imports this package's decode: not at load time
+
+    records: list[bytes] = []
+    for index, document in enumerate(documents):
+        try:
+            parsed = parse_document(document)
+        except BadLogFile as exc:
+            raise BadLogFile(f"{where}, document {index}: {exc.message}") from None
+        if parsed.is_control:  # CloudWatch Logs checking the destination: no records
+            continue
+        for event in parsed.log_events:
+            if not event.record.lstrip().startswith(b"{"):
+                raise BadLogFile(
+                    f"{where}, document {index}: log event {event.id} of {parsed.log_group} "
+                    "is not a CloudTrail record (a JSON object)"
+                )
+            records.append(event.record)
+    return records
+
+
+def _firehose(document: bytes) -> Split | None:
+    """Concatenated or newline-delimited subscription documents (Firehose to S3), when
+    the file starts with one; else None."""
+    from .cwlogs import looks_like_subscription, split_documents
+
+    if not looks_like_subscription(document):
+        return None
+    documents = split_documents(document, max_bytes=len(document))
+    records = _subscription_records(documents, "the file")
+    return f"CloudWatch Logs subscription documents ({len(documents)})", records, False
 
 
 def _lookup_items(events: Any, where: str) -> list[Any]:
@@ -309,7 +345,7 @@ def _collect(values: list[tuple[Any, str]], container: str) -> Split:
         kind, found = _records_of_value(raw, where)
         kinds.append(kind)
         records.extend(found)
-    slices = "lookup" not in kinds
+    slices = "lookup" not in kinds and "cwlogs" not in kinds
     return _shape_name(container, kinds), records, slices
 
 
@@ -320,8 +356,9 @@ def _single(document: Any) -> Split:
         "eventbridge": "EventBridge CloudTrail event",
         "lookup": "LookupEvents item(s)",
         "delivery": 'CloudTrail delivery ({"Records": [...]})',
+        "cwlogs": "CloudWatch Logs subscription document",
     }
-    return names[kind], records, kind != "lookup"
+    return names[kind], records, kind not in ("lookup", "cwlogs")
 
 
 def _line_ends(document: bytes) -> list[tuple[int, int, int]]:
@@ -361,14 +398,16 @@ def split_other(document: bytes, check_utf8: Callable[[Any], None]) -> Split:
     if first not in b"{[":
         head = document[start.end() if start else 0 :][:16]
         raise BadLogFile(f"not valid JSON: the file starts with {head!r}")
+    check_utf8(document)
+    firehose = _firehose(document)
+    if firehose is not None:
+        return firehose
     try:
         whole = _raw_decoder.decode(document)
     except msgspec.DecodeError as exc:
         if b"\n" not in document or not _first_line_is_json(document):
             raise json_error(exc, document) from None
-        check_utf8(document)
         return _collect(_lines(document), "NDJSON")
-    check_utf8(document)
     if first == b"[":
         try:
             items = _raw_list_decoder.decode(whole)
