@@ -195,7 +195,7 @@ def test_firehose_object_in_the_daemon(sandbox: TrailSandbox, tmp_path: Path) ->
 
 def test_firehose_object_of_other_logs_fails_clearly() -> None:
     data = gzip.compress(_subscription([b"2026-01-01 GET /index.html 200"]))
-    with pytest.raises(BadLogFile, match="is not a CloudTrail record"):
+    with pytest.raises(BadLogFile, match="not a JSON object \\(not a CloudTrail record\\)"):
         decode_log_lines(data, max_bytes=1 << 20)
 
 
