@@ -257,3 +257,40 @@ def test_each_region_is_held_to_the_cadence(
     )
     assert home[-1].key not in result.stderr
     assert "9/12 digest files valid, 3/12 digest files INVALID" in result.stdout
+
+
+def test_a_region_whose_digests_in_range_were_all_deleted(
+    s3: Any, private_key: rsa.RSAPrivateKey, key_file: Path
+) -> None:
+    # Both regions delivered from 21:00 the day before; eu-west-1 lost every digest of
+    # the range. Nothing in range links to them: its last digest before the range and
+    # the cadence name the six hours.
+    make_signer(s3, private_key).run_hours(T0 - 3 * HOUR, 9)
+    other = make_signer(s3, private_key, region="eu-west-1").run_hours(T0 - 3 * HOUR, 9)
+    for victim in other[2:]:  # 00:00 .. 06:00
+        s3.delete_object(Bucket=BUCKET, Key=victim.key)
+    result = cli(key_file, "--no-trail-status")
+    assert result.exit_code == 1, result.output
+    tails = [line for line in errors(result) if line.startswith("Digest files missing")]
+    assert tails == [
+        f"Digest files missing for account {ACCOUNT} in eu-west-1: none after "
+        "2026-10-31T23:00:00Z, 6 hourly digests expected from 2026-11-01T01:00:00Z to "
+        "2026-11-01T06:00:00Z (judged by the hourly cadence; GetTrailStatus: not asked)"
+    ]
+    # The 00:00 digest lists files delivered before the range: not counted against it.
+    assert other[2].key not in result.stderr and other[3].key in result.stderr
+
+
+def test_digests_deleted_from_the_start_of_the_range_are_each_named(
+    s3: Any, private_key: rsa.RSAPrivateKey, key_file: Path
+) -> None:
+    digests = make_signer(s3, private_key).run_hours(T0, 6)
+    for victim in digests[:2]:
+        s3.delete_object(Bucket=BUCKET, Key=victim.key)
+    result = cli(key_file, "--no-trail-status")
+    assert result.exit_code == 1
+    assert errors(result) == [
+        f"Digest file\ts3://{BUCKET}/{digests[1].key}\tINVALID: not found",
+        f"Digest file\ts3://{BUCKET}/{digests[0].key}\tINVALID: not found",
+    ]
+    assert "4/6 digest files valid, 2/6 digest files INVALID" in result.stdout

@@ -45,6 +45,8 @@ AFTER_END = HOUR + dt.timedelta(minutes=15)
 DRIFT = dt.timedelta(minutes=15)
 # Without GetTrailStatus, how long after its end time a digest may still be on its way.
 DELIVERY_GRACE = HOUR
+# How far before the range a region silent inside it is looked at for its last digest.
+LOOKBACK = dt.timedelta(days=1)
 _ARN_RE = re.compile(
     r"^arn:(?P<partition>aws[a-z-]*):cloudtrail:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):"
     r"trail/(?P<name>[A-Za-z0-9._-]{1,128})$"
@@ -206,6 +208,7 @@ class _Run:
         self.log_futures: list[Future[FileResult]] = []
         self.gaps: list[Gap] = []
         self.missing_tails: list[MissingTail] = []
+        self.silent: list[tuple[str, str]] = []  # (digest folder, region) with no digest
         self.found_start: dt.datetime | None = None
         self.found_end: dt.datetime | None = None
 
@@ -263,7 +266,37 @@ class _Run:
                     day += dt.timedelta(days=1)
                 if found:
                     chains[(root, region)] = found
+                else:
+                    self.silent.append((digest_root, region))
         return chains
+
+    def _newest_before_start(self, digest_root: str, region: str) -> str | None:
+        """The key of the region's newest digest in the LOOKBACK before the range."""
+        newest: tuple[dt.datetime, str] | None = None
+        day = (self.start - LOOKBACK).date()
+        while day <= self.start.date():
+            stem = (
+                f"{digest_root}{region}/{day:%Y/%m/%d}/{self.account_id}_CloudTrail-Digest_"
+                f"{region}_{self.trail.name}_{self.trail.region}_"
+            )
+            try:
+                keys = list(self.store.list_keys(self.bucket, stem))
+            except (ReadError, NotFound):
+                keys = []
+            for key in keys:
+                when = classify_key(key).delivered_at
+                if when is not None and when < self.start and (newest is None or when > newest[0]):
+                    newest = (when, key)
+            day += dt.timedelta(days=1)
+        return newest[1] if newest else None
+
+    def _silent_regions(self) -> None:
+        """A region that delivered digests just before the range but none inside it (all
+        of them deleted, say) is held to the cadence from its last digest."""
+        for digest_root, region in self.silent:
+            key = self._newest_before_start(digest_root, region)
+            if key is not None:
+                self._trailing(region, [self._load(key, region)])
 
     # -- digests ---------------------------------------------------------------------------
 
@@ -341,17 +374,26 @@ class _Run:
             return self._digest_result(d, Status.SIGNATURE_FAILED)
         return self._digest_result(d, Status.VALID)
 
-    def _missing(self, link: _Link, region: str, older: _Digest | None) -> None:
-        """The digest `link` names is gone; so is every hourly digest down to `older`."""
+    def _missing(
+        self, link: _Link, region: str, older: _Digest | None, *, to_start: bool = False
+    ) -> None:
+        """The digest `link` names is gone; so is every hourly digest down to `older`, or
+        (`to_start`: nothing older was listed) down to the start of the range."""
         assert link.key is not None
         bucket = link.bucket or self.bucket
         self.digests.append(
             FileResult(FileKind.DIGEST, bucket, link.key, Status.NOT_FOUND, region=region)
         )
         link_ts = link.ts
-        if older is None or link_ts is None:
+        if link_ts is None:
             return
-        slots = round((link_ts - older.end) / HOUR)
+        if older is not None:
+            slots = round((link_ts - older.end) / HOUR)
+        elif to_start:
+            # Hours whose digest would list files delivered inside the range.
+            slots = max(0, int((link_ts - self.start - DRIFT) / HOUR)) + 1
+        else:
+            return
         for k in range(1, slots):
             key = _shift_key(link.key, link_ts - k * HOUR)
             if key is None:
@@ -390,9 +432,11 @@ class _Run:
         newest = anchors[0]
         hours: list[dt.datetime] = []
         end = newest.ts + HOUR
-        # An hour counts while it begins well inside the range and was due by now.
+        # An hour counts while it begins well inside the range and was due by now; hours
+        # before the range (a region silent since before its start) are not the range's.
         while end - HOUR + DRIFT < self.end and self._delivered_by_now(end):
-            hours.append(end)
+            if end > self.start + DRIFT:
+                hours.append(end)
             end += HOUR
         if not hours:
             return
@@ -463,7 +507,7 @@ class _Run:
             and link.ts is not None
             and link.ts >= self.start
         ):
-            self._missing(link, region, None)
+            self._missing(link, region, None, to_start=True)
 
     def _check(self, d: _Digest, signature: str | None) -> _Link:
         """Verify a loaded digest and queue its log files; returns its link to the previous."""
@@ -557,6 +601,7 @@ class _Run:
     def run(self) -> ValidationReport:
         for (_root, region), keys in self._digest_keys().items():
             self._walk(region, keys)
+        self._silent_regions()
         report = ValidationReport(
             trail_arn="",
             requested_start=self.start,
