@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 
-from trailproc.checkpoint.memory import MemoryStore
 from trailproc.config import Config
 from trailproc.observe import Metrics
-from trailproc.pipeline.engine import FilePipeline
-from trailproc.pipeline.fetch import LocalFetcher
+from trailproc.pipeline.reporting import Reporter
 from trailproc.ports import ManualClock, MemoryQueue
 from trailproc.processor import EventProcessor
 from trailproc.sources.messages import Verdict
@@ -38,11 +36,9 @@ def settle_one(
                         failure_visibility_base=10, failure_visibility_max=300,
                         **settings)  # fmt: skip
         metrics = Metrics()
-        pipeline = FilePipeline(processor=EventProcessor(), store=MemoryStore(),
-                                fetcher=LocalFetcher(), metrics=metrics, owner="t")  # fmt: skip
         in_flight = InFlight(10, clock)
         in_flight.held = 1
-        policy = AckPolicy(config, pipeline=pipeline,
+        policy = AckPolicy(config, reporter=Reporter(EventProcessor(), metrics),
                            deleter=DeleteBatcher(queue, clock=clock),
                            keeper=VisibilityKeeper(queue, clock, 30, metrics),
                            dlq=dlq if dlq_url else None, in_flight=in_flight, clock=clock,

@@ -9,11 +9,9 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from trailproc.checkpoint.memory import MemoryStore
 from trailproc.config import Config
 from trailproc.observe import Metrics
-from trailproc.pipeline.engine import FilePipeline
-from trailproc.pipeline.fetch import LocalFetcher
+from trailproc.pipeline.reporting import Reporter
 from trailproc.ports import ManualClock, MemoryQueue
 from trailproc.ports.clock import settle
 from trailproc.processor import EventProcessor
@@ -112,9 +110,7 @@ def test_a_failed_request_fails_every_delete_of_its_batch() -> None:
 def ack_policy(queue: MemoryQueue, clock: ManualClock, in_flight: InFlight) -> AckPolicy:
     config = Config(queue_url="https://sqs.us-east-1.amazonaws.com/1/q")
     metrics = Metrics()
-    pipeline = FilePipeline(processor=EventProcessor(), store=MemoryStore(),
-                            fetcher=LocalFetcher(), metrics=metrics, owner="test")  # fmt: skip
-    return AckPolicy(config, pipeline=pipeline,
+    return AckPolicy(config, reporter=Reporter(EventProcessor(), metrics),
                      deleter=DeleteBatcher(queue, linger=0.05, clock=clock),
                      keeper=VisibilityKeeper(queue, clock, 30, metrics), dlq=None,
                      in_flight=in_flight, clock=clock, metrics=metrics)  # fmt: skip

@@ -27,7 +27,6 @@ from ..errors import (
     CheckpointError,
     DigestMismatch,
     HandlerError,
-    InternalError,
     TrailprocError,
     retry_transient,
 )
@@ -39,6 +38,7 @@ from .events import Delivery
 from .fetch import Fetcher
 from .filters import RecordFilter, keep_both
 from .keys import FileRef, ObjectKind
+from .reporting import Reporter
 
 if TYPE_CHECKING:  # the integrity package pulls in cryptography: imported when enabled
     from ..integrity.inline import DigestListing, HashCheck, PendingDigestChecks
@@ -114,6 +114,7 @@ class FilePipeline:
         record_filter: RecordFilter | None = None,
     ) -> None:
         self.processor = processor
+        self.reporter = Reporter(processor, metrics)
         # Per record: the configured filter, then the processor's filter_event.
         self.keep = keep_both(record_filter, processor)
         self.dispatch = Dispatcher(processor, in_thread=handlers_in_thread)
@@ -194,41 +195,17 @@ class FilePipeline:
                 f"checkpoint store {what} failed: {type(exc).__name__}: {exc}"
             ) from exc
 
+    # The roads and shells surface failures and progress through the pipeline's reporter;
+    # these stay as short names for it.
     def report_start(self, state: ProgressState, info: ProgressInfo) -> Any:
-        try:
-            return self.processor.report_start(state, info)
-        except Exception:
-            log.exception("progress hook failed", hook="report_start", state=state.value)
-            return None
+        return self.reporter.report_start(state, info)
 
     def report_end(self, state: ProgressState, info: ProgressInfo, token: Any) -> None:
-        try:
-            self.processor.report_end(state, info, token)
-        except Exception:
-            log.exception("progress hook failed", hook="report_end", state=state.value)
+        self.reporter.report_end(state, info, token)
 
     def fail(self, error: TrailprocError) -> None:
-        """Log, count and report one failure: the single place a failure is surfaced."""
-        self.metrics.errors.labels(error.reason).inc()
-        extra: dict[str, Any] = {}
-        if isinstance(error, DigestMismatch):
-            extra = {"digest_key": error.digest_key, "expected_sha256": error.expected,
-                     "actual_sha256": error.actual}  # fmt: skip
-        where = {"message_id": error.message_id, "bucket": error.bucket, "key": error.key,
-                 "cause": repr(error.__cause__) if error.__cause__ else None}  # fmt: skip
-        if isinstance(error, InternalError) and error.__cause__ is not None:
-            extra["exc_info"] = error.__cause__  # a bug: the traceback, in the same line
-        # Only what is known: a local file has no message id or bucket.
-        log.error(
-            error.message,
-            reason=error.reason,
-            **{k: v for k, v in where.items() if v},
-            **extra,
-        )
-        try:
-            self.processor.on_error(error)
-        except Exception:
-            log.exception("on_error hook failed")
+        """Log, count and report one failure (see `Reporter.fail`)."""
+        self.reporter.fail(error)
 
     async def run(self, ref: FileRef, message_id: str | None = None) -> FileOutcome:
         """Run one S3 object (or local file) through every stage."""

@@ -16,7 +16,7 @@ from typing import Any
 from ...config import Config
 from ...errors import retry_transient
 from ...observe import Metrics, get_logger
-from ...pipeline.engine import FilePipeline
+from ...pipeline.reporting import Reporter
 from ...ports.clock import Clock
 from ...ports.queue import QueuePort
 from ...processor import ProgressInfo, ProgressState
@@ -47,7 +47,7 @@ class AckPolicy:
         self,
         config: Config,
         *,
-        pipeline: FilePipeline,
+        reporter: Reporter,
         deleter: DeleteBatcher,
         keeper: VisibilityKeeper,
         dlq: QueuePort | None,
@@ -56,7 +56,7 @@ class AckPolicy:
         metrics: Metrics,
     ) -> None:
         self.config = config
-        self.pipeline = pipeline
+        self.reporter = reporter
         self.deleter = deleter
         self.keeper = keeper
         self.dlq = dlq
@@ -89,7 +89,7 @@ class AckPolicy:
 
     async def delete(self, message: dict[str, Any], reason: str) -> None:
         info = ProgressInfo(True, message.get("MessageId"))
-        token = self.pipeline.report_start(ProgressState.DELETE, info)
+        token = self.reporter.report_start(ProgressState.DELETE, info)
         self.in_flight.acking += 1
         self.in_flight.freed.set()
         try:
@@ -106,7 +106,7 @@ class AckPolicy:
             )
         finally:
             self.in_flight.acking -= 1
-        self.pipeline.report_end(
+        self.reporter.report_end(
             ProgressState.DELETE, ProgressInfo(deleted, info.message_id), token
         )
         if deleted:

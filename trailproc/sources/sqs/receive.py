@@ -9,7 +9,7 @@ from typing import Any
 
 from ...errors import is_transient, retry_transient
 from ...observe import Metrics, get_logger
-from ...pipeline.engine import FilePipeline
+from ...pipeline.reporting import Reporter
 from ...ports.clock import Clock
 from ...ports.queue import QueuePort
 from ...processor import ProgressInfo, ProgressState
@@ -29,14 +29,14 @@ class Receiver:
         *,
         wait_time_seconds: int,
         visibility_timeout: int,
-        pipeline: FilePipeline,
+        reporter: Reporter,
         metrics: Metrics,
     ) -> None:
         self.queue = queue
         self.clock = clock
         self.wait_time_seconds = wait_time_seconds
         self.visibility_timeout = visibility_timeout
-        self.pipeline = pipeline
+        self.reporter = reporter
         self.metrics = metrics
         # When the last ReceiveMessage was sent: SQS's 12-hour visibility limit counts
         # from the receive, so from when the request went out, to be on the safe side.
@@ -50,7 +50,7 @@ class Receiver:
         None if `stopping` was set first."""
         wait_seconds = self.wait_time_seconds if wait is None else wait
         info = ProgressInfo(True)
-        token = self.pipeline.report_start(ProgressState.POLL, info)
+        token = self.reporter.report_start(ProgressState.POLL, info)
 
         def receive() -> Any:
             self.sent = self.clock.monotonic()
@@ -65,12 +65,12 @@ class Receiver:
             call.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await call
-            self.pipeline.report_end(ProgressState.POLL, info, token)
+            self.reporter.report_end(ProgressState.POLL, info, token)
             return None
         try:
             messages: list[dict[str, Any]] = call.result()
         except Exception as exc:
-            self.pipeline.report_end(ProgressState.POLL, ProgressInfo(False), token)
+            self.reporter.report_end(ProgressState.POLL, ProgressInfo(False), token)
             if is_transient(exc):
                 log.warning("receive failed; retrying", error=repr(exc))
                 await self.clock.sleep(1)
@@ -79,7 +79,7 @@ class Receiver:
         self.ready = True
         self.metrics.last_poll.set(time.time())
         self.metrics.messages_received.inc(len(messages))
-        self.pipeline.report_end(
+        self.reporter.report_end(
             ProgressState.POLL, ProgressInfo(True, detail={"messages": len(messages)}), token
         )
         return messages

@@ -74,7 +74,7 @@ class SqsSource:
         self.in_flight = InFlight(config.max_in_flight_messages, clock)
         self.deleter = DeleteBatcher(queue, linger=config.delete_linger_seconds, clock=clock)
         self.keeper = VisibilityKeeper(queue, clock, config.visibility_timeout, metrics)
-        self.acks = AckPolicy(config, pipeline=pipeline, deleter=self.deleter,
+        self.acks = AckPolicy(config, reporter=pipeline.reporter, deleter=self.deleter,
                               keeper=self.keeper, dlq=dlq, in_flight=self.in_flight,
                               clock=clock, metrics=metrics)  # fmt: skip
         self._stopping = asyncio.Event()
@@ -83,7 +83,7 @@ class SqsSource:
                                   stopping=self._stopping_is_set)  # fmt: skip
         self.receiver = Receiver(queue, clock, wait_time_seconds=config.wait_time_seconds,
                                  visibility_timeout=config.visibility_timeout,
-                                 pipeline=pipeline, metrics=metrics)  # fmt: skip
+                                 reporter=pipeline.reporter, metrics=metrics)  # fmt: skip
         self.idle = IdleExit(config.exit_when_idle, config.wait_time_seconds)
         grace = 2 * config.visibility_timeout + config.wait_time_seconds + 10
         self.settled = QueueSettled(queue, clock, self.acks.parked, grace)
@@ -200,7 +200,7 @@ class SqsSource:
             await asyncio.shield(self.keeper.hide(message, 0))
             raise
         except Exception as exc:  # a bug must not kill the daemon or lose the message
-            self.pipeline.fail(InternalError.of(exc, message_id=message.get("MessageId")))
+            self.pipeline.reporter.fail(InternalError.of(exc, message_id=message.get("MessageId")))
             # Kept like any failure: backoff, then the DLQ, instead of returning every
             # visibility timeout forever.
             try:
