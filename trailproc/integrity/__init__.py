@@ -9,9 +9,16 @@ from .keys import (
     fingerprints,
     load_public_key,
 )
-from .model import FileKind, FileResult, Gap, Status, ValidationReport
+from .model import FileKind, FileResult, Gap, MissingTail, Status, ValidationReport
 from .signing import signing_string, verify_signature
-from .validator import ProgressHook, TrailArn, ValidationError, parse_time, validate
+from .validator import (
+    ProgressHook,
+    TrailArn,
+    TrailDelivery,
+    ValidationError,
+    parse_time,
+    validate,
+)
 
 __all__ = [
     "CloudTrailPublicKeys",
@@ -20,12 +27,14 @@ __all__ = [
     "Gap",
     "HashCheck",
     "KeyNotUsable",
+    "MissingTail",
     "PendingDigestChecks",
     "ProgressHook",
     "PublicKeyRing",
     "PublicKeySource",
     "Status",
     "TrailArn",
+    "TrailDelivery",
     "ValidationError",
     "ValidationReport",
     "fingerprints",
