@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -423,3 +424,44 @@ def test_cloudwatch_logs_sample_passes_cfn_lint_and_wires_the_road() -> None:
     on_failure = function["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]
     assert on_failure["Destination"] == {"!GetAtt": "FailedPayloads.Arn"}
     assert (SAMPLE.parent / function["CodeUri"] / "app.py").is_file()
+
+
+def _bomb() -> str:
+    """A valid-looking payload that inflates to ~5 MB (compresses to a few KB)."""
+    head = b'{"messageType":"DATA_MESSAGE","owner":"1","logGroup":"g","logStream":"s","x":"'
+    return b64gz(head + b"A" * 5_000_000 + b'"}')
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ("!!! not base64 !!!", "not valid base64"),
+        (base64.b64encode(b"plain text, not gzip").decode(), "not gzip|not valid JSON"),
+        (b64gz(b'{"Records":[]}'), "not a CloudWatch Logs subscription payload"),
+        (None, "not a base64 string"),
+        ("huge", "max_decompressed_bytes"),
+    ],
+    ids=["garbage-base64", "not-gzip", "wrong-shape", "no-data", "huge"],
+)
+def test_kinesis_and_firehose_bad_payloads_are_kept_with_one_clear_error(
+    runtime_factory: Any, capsys: pytest.CaptureFixture[str], data: Any, words: str
+) -> None:
+    data = _bomb() if data == "huge" else data
+    good = b64gz(payload(record()))
+    handler = runtime_factory(kept := Keep(), accept_records_in_messages=True,
+                              max_decompressed_bytes=1_000_000)  # fmt: skip
+    stream = kinesis_event(("shardId-0", "1", good), ("shardId-0", "2", data),
+                           ("shardId-0", "3", good))  # fmt: skip
+    if data is None:
+        del stream["Records"][1]["kinesis"]["data"]
+    answer = handler(stream, FakeContext())
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "2"}, {"itemIdentifier": "3"}]}
+    firehose = handler(firehose_event(("a", good), ("b", data)), FakeContext())
+    assert [r["result"] for r in firehose["records"]] == ["Ok", "ProcessingFailed"]
+    assert firehose["records"][1]["data"] == (data or "")
+    assert len(kept.events) == 1  # the good payload, once (the same in both events)
+    errors = [json.loads(line) for line in capsys.readouterr().err.splitlines()
+              if line.startswith("{") and '"level": "error"' in line]  # fmt: skip
+    assert len(errors) == 2  # one line per bad payload
+    assert all(re.search(words, e["event"]) for e in errors), errors
+    assert {e["message_id"] for e in errors} == {"2", "b"}
