@@ -176,3 +176,37 @@ def test_message_is_an_s3_event_the_workers_read_back_exactly() -> None:
     notification = parse_notification(s3_event_body(ref))
     (back,) = notification.refs
     assert (back.bucket, back.key, back.etag, back.size) == ("trail-bucket", key, "abc", 123)
+
+
+def test_event_time_range_reads_files_delivered_up_to_15_minutes_after_its_end(
+    sandbox: TrailSandbox,
+) -> None:
+    from trailproc.backfill import backfill
+    from trailproc.processor import EventProcessor
+
+    class Collect(EventProcessor):
+        def __init__(self) -> None:
+            self.ids: list[str] = []
+
+        def process(self, events: list[Any]) -> None:
+            self.ids.extend(e.event_id for e in events)
+
+    def at(day: int, hour: int, minute: int, seed: int) -> list[str]:
+        when = dt.datetime(2024, 3, day, hour, minute, tzinfo=dt.timezone.utc)
+        records = make_records(1, seed=seed)
+        sandbox.put(log_key(A, "us-east-1", when, unique=f"t{seed:015d}"), encode_log(records))
+        return [r["eventID"] for r in records]
+
+    inside = at(2, 23, 50, 1)
+    late = at(3, 0, 10, 2)  # delivered after midnight: can hold 23:5x events
+    at(3, 0, 16, 3)  # beyond the 15 minutes
+
+    seen = Collect()
+    result = backfill("trail-bucket", seen, start_time="2024-03-02", end_time="2024-03-03",
+                      checkpoint="memory", progress=False)  # fmt: skip
+    assert result.ok
+    assert Counter(seen.ids) == Counter(inside + late)
+    strict = Collect()
+    backfill("trail-bucket", strict, start_time="2024-03-02", end_time="2024-03-03",
+             checkpoint="memory", progress=False, late_delivery_minutes=0)  # fmt: skip
+    assert Counter(strict.ids) == Counter(inside)

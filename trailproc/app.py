@@ -159,7 +159,7 @@ async def run_async(
     metrics: Metrics | None = None,
 ) -> RunResult:
     """Poll `config.queue_url` until `stopping` is set (or idle with exit_when_idle)."""
-    from .aws import AwsClients
+    from .aws import AwsClients, S3Router
     from .observe import stats_loop
     from .ops.servers import serve_ops
     from .sources.sqs import SqsSource
@@ -183,10 +183,8 @@ async def run_async(
             # instead of delaying it; downloads wait for it.
             s3 = asyncio.ensure_future(_soon(lambda: clients.client("s3")))
             pipeline = build_pipeline(
-                config, user, store, S3Fetcher(s3, concurrency=config.download_concurrency,
-                                 max_bytes=config.max_decompressed_bytes),
-                metrics,
-            )  # fmt: skip
+                config, user, store, S3Fetcher.for_config(S3Router(clients), config), metrics
+            )
             source = SqsSource(config, pipeline, sqs, metrics)
             log.info("polling", queue_url=config.queue_url, owner=pipeline.owner)
             try:

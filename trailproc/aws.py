@@ -137,6 +137,7 @@ class AwsClients:
         self._clients: dict[tuple[str, str | None, str | None], Any] = {}
         self._session: Any = None
         self._role_sessions: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
 
     @property
     def session(self) -> Any:
@@ -158,6 +159,13 @@ class AwsClients:
         `role_arn` when given (assumed through STS and refreshed before it expires)."""
         region = region or self.default_region(service)
         slot = (service, region, role_arn)
+        if slot in self._clients:
+            return self._clients[slot]
+        async with self._lock:  # callers racing for a new client get the same one
+            return await self._make(slot)
+
+    async def _make(self, slot: tuple[str, str | None, str | None]) -> Any:
+        service, region, role_arn = slot
         if slot not in self._clients:
             kwargs: dict[str, Any] = {
                 "config": botocore_config(self.config, pool=self.config.download_concurrency + 4)
@@ -240,6 +248,9 @@ class S3Router:
     async def for_object(self, bucket: str, account_id: str | None = None) -> Any:
         role = self.role_for(bucket, account_id)
         region = await self.region_of(bucket, role)
+        default = await self.clients.client("s3", role_arn=role)
+        if region is None or region == default.meta.region_name:
+            return default
         return await self.clients.client("s3", region=region, role_arn=role)
 
     async def region_of(self, bucket: str, role_arn: str | None = None) -> str | None:

@@ -221,7 +221,7 @@ async def backfill_async(
     module docstring).
     """
     from .app import build_pipeline, build_processor, run_refs
-    from .aws import AwsClients
+    from .aws import AwsClients, S3Router
     from .pipeline.fetch import S3Fetcher
 
     ensure_logging(config.log_level, config.log_format)
@@ -247,8 +247,9 @@ async def backfill_async(
     await maybe_await(user.start())
     try:
         async with AwsClients(config) as clients:
-            s3 = await clients.client("s3")
-            fetcher = S3Fetcher(s3, concurrency=workers, max_bytes=config.max_decompressed_bytes)
+            router = S3Router(clients)
+            s3 = await router.for_object(bucket)
+            fetcher = S3Fetcher.for_config(router, config.replace(download_concurrency=workers))
             pipeline = build_pipeline(config, user, store, fetcher, metrics)
             if config.verify_digests:
                 # As for SQS notifications (MessageRunner): digests go to the check.
@@ -319,7 +320,7 @@ async def enqueue_backfill_async(
     """
     from tqdm import tqdm
 
-    from .aws import AwsClients, queue_region
+    from .aws import AwsClients, S3Router, queue_region
 
     ensure_logging(config.log_level, config.log_format)
     query = range_query(config, bucket, prefix=prefix, account_ids=account_ids,
@@ -332,7 +333,7 @@ async def enqueue_backfill_async(
              end=query.end.isoformat() if query.end else None)  # fmt: skip
     try:
         async with AwsClients(config) as clients:
-            s3 = await clients.client("s3")
+            s3 = await S3Router(clients).for_object(bucket)
             sqs = await clients.client(
                 "sqs", region=config.sqs_region or queue_region(queue_url)
             )
@@ -409,6 +410,12 @@ def backfill(
     type=TimeParam(),
     help="Time to stop before (exclusive); files delivered up to late_delivery_minutes "
     "(15) later are read too, as they can hold events from before it.",
+)
+@click.option(
+    "--late-delivery-minutes",
+    type=click.FloatRange(min=0, max=1440),
+    help="Minutes after --end-time whose deliveries are read too (default 15; 0: select "
+    "files by delivery time only).",
 )
 @click.option("--insights", is_flag=True, help="Also process CloudTrail Insights files.")
 @click.option(

@@ -24,6 +24,7 @@ class _LazyGroup(click.Group):
         "validate": ("trailproc.integrity.cli", "validate_command"),
         "backfill": ("trailproc.backfill", "backfill_command"),
         "check": ("trailproc.ops.check", "check_command"),
+        "watch": ("trailproc.watch_cli", "watch_command"),
         "audit": ("trailproc.recovery_cli", "audit_command"),
         "redrive": ("trailproc.recovery_cli", "redrive_command"),
         "history": ("trailproc.history_cli", "history_command"),

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import CheckpointStore, Claim, ClaimState, FileId, KeyValueStore, LeaseLost
+from .base import CheckpointStore, Claim, ClaimState, FileId, KeyValueStore, LeaseLost, LeaseStore
 from .schema import SchemaTooNew
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ __all__ = [
     "FileId",
     "KeyValueStore",
     "LeaseLost",
+    "LeaseStore",
     "MemoryStore",
     "SchemaTooNew",
     "SqliteStore",

@@ -14,7 +14,15 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["CheckpointStore", "Claim", "ClaimState", "FileId", "KeyValueStore", "LeaseLost"]
+__all__ = [
+    "CheckpointStore",
+    "Claim",
+    "ClaimState",
+    "FileId",
+    "KeyValueStore",
+    "LeaseLost",
+    "LeaseStore",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,3 +124,19 @@ class KeyValueStore(Protocol):
 
     async def forget(self, key: str) -> str | None:
         """Remove `key`; returns the live value it held, or None."""
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """Named leases for "one active at a time" roles (the bucket watcher), kept with the
+    expiring values (the same rows/items, so no schema change is needed).
+
+    * `hold` takes the lease `key` for `owner` until now + `ttl_seconds` when it is free,
+      expired, or already `owner`'s (renewal), and says whether `owner` holds it now;
+      another owner's live lease is left alone. `ttl_seconds=0` gives it up.
+    * Expiry is judged by each caller's wall clock: keep the TTL well above the clock
+      skew between hosts and the renewal interval.
+    """
+
+    async def hold(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the lease `key` for `owner`; False if another owner holds it."""

@@ -447,6 +447,33 @@ class DynamoDBStore:
             return False
         return True
 
+    async def hold(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the lease `key` for `owner` (see `LeaseStore`). A retried
+        request whose first reply was lost succeeds again: the owner matches."""
+        client = await self._get_client()
+        now = time.time()
+        expires = now + ttl_seconds
+        condition = "attribute_not_exists(#pk) OR #vexp <= :now OR #value = :owner"
+        try:
+            await client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": _s(KV_PREFIX + key),
+                    "value": _s(owner),
+                    "value_expires": _n(expires),
+                    TTL_ATTRIBUTE: {"N": str(int(expires) + 1)},
+                    "updated_at": _n(now),
+                },
+                ConditionExpression=condition,
+                ExpressionAttributeNames=_names(condition),
+                ExpressionAttributeValues={":now": _n(now), ":owner": _s(owner)},
+            )
+        except ClientError as e:
+            if not _conditional_failed(e):
+                raise
+            return False
+        return True
+
     async def recall(self, key: str) -> str | None:
         client = await self._get_client()
         resp = await client.get_item(

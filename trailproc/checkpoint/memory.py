@@ -93,6 +93,13 @@ class MemoryStore:
         self._values[key] = (value, time.time() + ttl_seconds)
         return True
 
+    async def hold(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the lease `key` for `owner` (see `LeaseStore`)."""
+        if self._live(key) not in (None, owner):
+            return False
+        self._values[key] = (owner, time.time() + ttl_seconds)
+        return True
+
     async def recall(self, key: str) -> str | None:
         return self._live(key)
 

@@ -399,6 +399,19 @@ class SqliteStore:
         )
         return changed == 1
 
+    async def hold(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        """Take or renew the lease `key` for `owner` (see `LeaseStore`)."""
+        now = time.time()
+        self._housekeeping_if_due(now)
+        changed, _ = self._execute(
+            "INSERT INTO kv (key, value, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value,"
+            " expires_at = excluded.expires_at"
+            " WHERE kv.expires_at <= ? OR kv.value = excluded.value",
+            (key, owner, now + ttl_seconds, now),
+        )
+        return changed == 1
+
     async def recall(self, key: str) -> str | None:
         _, rows = self._execute(
             "SELECT value FROM kv WHERE key = ? AND expires_at > ?", (key, time.time())

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..config import Config
 from ..errors import (
     DecompressedTooLarge,
     FetchError,
@@ -71,8 +72,14 @@ class S3Fetcher:
         concurrency: int = 8,
         attempts: int = 5,
         max_bytes: int | None = None,
+        requester_pays: Iterable[str] = (),
+        bucket_owners: Mapping[str, str] | None = None,
     ) -> None:
         self._client = client
+        # Sent on every request to these buckets: the reader pays (requester pays).
+        self._requester_pays = frozenset(requester_pays)
+        # S3 refuses the request (403) when the bucket belongs to another account.
+        self._owners = dict(bucket_owners or {})
         # An object larger than this is refused before its body is read: a log file's
         # gzip is never larger than its JSON, so it would fail max_decompressed_bytes
         # anyway, after holding the whole download in memory.
@@ -84,10 +91,35 @@ class S3Fetcher:
         self._attempts = attempts
         self._by_version = True  # False once GetObject with VersionId was denied
 
-    async def _get(self, ref: FileRef) -> Fetched:
+    @classmethod
+    def for_config(cls, client: Any, config: Config) -> S3Fetcher:
+        """A fetcher with the configuration's limits and access rules."""
+        return cls(client, concurrency=config.download_concurrency,
+                   max_bytes=config.max_decompressed_bytes,
+                   requester_pays=config.requester_pays_buckets,
+                   bucket_owners=config.bucket_owners)  # fmt: skip
+
+    def access_args(self, bucket: str) -> dict[str, str]:
+        """RequestPayer / ExpectedBucketOwner for a request to `bucket`."""
+        extra = {}
+        if bucket in self._requester_pays:
+            extra["RequestPayer"] = "requester"
+        owner = self._owners.get(bucket)
+        if owner:
+            extra["ExpectedBucketOwner"] = owner
+        return extra
+
+    async def client_for(self, ref: FileRef) -> Any:
+        """The S3 client for `ref`: the one given, or the router's (per bucket region
+        and role) when an `aws.S3Router` was given."""
         if self._pending is not None:
             self._client = await self._pending  # a failure here is the download's failure
             self._pending = None
+        if hasattr(self._client, "for_object"):
+            return await self._client.for_object(ref.bucket, ref.info.account_id)
+        return self._client
+
+    async def _get(self, ref: FileRef) -> Fetched:
         if not ref.version_id or not self._by_version:
             return await self._read(ref, ref.version_id)
         try:
@@ -106,10 +138,12 @@ class S3Fetcher:
     ) -> Fetched:
         """GetObject, by `version_id` if given; with `expected_version`, the current
         object must be that version."""
-        kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key}
+        kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key,
+                                  **self.access_args(ref.bucket)}  # fmt: skip
         if version_id:
             kwargs["VersionId"] = version_id
-        response = await self._client.get_object(**kwargs)
+        client = await self.client_for(ref)
+        response = await client.get_object(**kwargs)
         async with response["Body"] as body:
             if expected_version and response.get("VersionId") != expected_version:
                 raise FetchError(
@@ -134,13 +168,29 @@ class S3Fetcher:
             except TrailprocError:
                 raise
             except Exception as exc:
-                raise _as_fetch_error(exc, ref) from exc
+                raise _as_fetch_error(exc, ref, self._owners.get(ref.bucket)) from exc
 
 
-def _as_fetch_error(exc: BaseException, ref: FileRef) -> FetchError:
+def _archived(exc: BaseException) -> str:
+    """Why an archived object cannot be read, naming its storage class when S3 did."""
+    error = (getattr(exc, "response", None) or {}).get("Error", {})
+    storage_class = error.get("StorageClass") or "an archive storage class"
+    return (f"InvalidObjectState: the object is in {storage_class} (moved there by a "
+            "lifecycle rule?) and must be restored before it can be read: run "
+            "`trailproc backfill --restore-days N` over its time range, which requests "
+            "the restores and processes the files once they are back")  # fmt: skip
+
+
+def _as_fetch_error(exc: BaseException, ref: FileRef, owner: str | None = None) -> FetchError:
     code = error_code(exc) or None
     transient = is_transient(exc)
-    if code and code in _PERMANENT_HINTS:
+    if code == "InvalidObjectState":
+        text = _archived(exc)
+    elif code in ("AccessDenied", "403") and owner:
+        text = (f"access denied: either the bucket is not owned by account {owner} "
+                "(bucket_owners; S3 refuses a look-alike bucket in another account) or "
+                "the worker's role lacks s3:GetObject on it")  # fmt: skip
+    elif code and code in _PERMANENT_HINTS:
         text = _PERMANENT_HINTS[code]
     elif transient:
         text = f"download failed after retries: {type(exc).__name__}: {exc}"

@@ -34,10 +34,13 @@ __all__ = [
     "DIGEST_LAG",
     "DayFolder",
     "FolderCache",
+    "Lister",
     "ListingQuery",
+    "Stream",
     "iter_day_folders",
     "iter_digest_refs",
     "iter_log_refs",
+    "list_streams",
     "parse_time",
 ]
 
@@ -132,8 +135,10 @@ class _Lister:
         # Shared by the walks of one run (log files, then their digests), so the account,
         # region and date folders are listed once. Object listings are never cached.
         self.folders: FolderCache = {} if folders is None else folders
+        self.calls = 0  # ListObjectsV2 requests made (the cost a round reports)
 
     async def _page(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
         response: dict[str, Any] = await retry_transient(
             lambda: self.s3.list_objects_v2(Bucket=self.bucket, **kwargs)
         )
@@ -263,6 +268,46 @@ async def iter_day_folders(
                     yield DayFolder(
                         f"{region_folder}{day:%Y/%m/%d}/", account, region, day, kind, org
                     )
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One account's files of one kind in one region: `folder` is
+    `.../CloudTrail/REGION/`, and its files are named `name_start` + delivery stamp + ..."""
+
+    folder: str
+    account_id: str
+    region: str
+    kind: ObjectKind
+    org_id: str | None = None
+
+    @property
+    def name_start(self) -> str:
+        return f"{self.account_id}_{_FOLDERS[self.kind]}_{self.region}_"
+
+    def day_folder(self, day: dt.date) -> str:
+        return f"{self.folder}{day:%Y/%m/%d}/"
+
+    def start_after(self, when: dt.datetime) -> str:
+        """The StartAfter key from which the day folder lists files delivered at or
+        after `when`'s minute (every key of that minute sorts after it)."""
+        return self.day_folder(when.date()) + self.name_start + _stamp(when)
+
+
+Lister = _Lister  # one bucket's listings, with cached folder discovery
+
+
+async def list_streams(lister: _Lister, query: ListingQuery) -> list[Stream]:
+    """Every (account, kind, region) folder of the selection, from the lister's folder
+    cache where it knows the folders (clear `lister.folders` to discover again)."""
+    streams: list[Stream] = []
+    for account_folder, account, org in await _account_folders(lister, query):
+        for kind in sorted(query.kinds, key=lambda k: k.value):
+            kind_folder = f"{account_folder}{_FOLDERS[kind]}/"
+            for region in sorted(await lister.children(kind_folder)):
+                if _REGION.match(region) and (not query.regions or region in query.regions):
+                    streams.append(Stream(f"{kind_folder}{region}/", account, region, kind, org))
+    return streams
 
 
 def _stamp(when: dt.datetime) -> str:

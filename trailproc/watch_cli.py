@@ -1,0 +1,160 @@
+"""`trailproc watch`: follow a bucket without notifications (see `sources.watch`).
+
+    trailproc watch --bucket org-trail-bucket --interval 60 --handler myapp.rules:handlers
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from .app import RunResult
+from .cli_common import TimeParam, fail_cleanly, load_cli_config, processing_options
+from .config import Config
+from .observe import Metrics, ensure_logging, get_logger
+from .processor import EventProcessor, maybe_await
+from .sources.watch import DEFAULT_OVERLAP, Watcher, WatchOptions
+
+__all__ = ["WatchResult", "watch_async", "watch_command", "watching"]
+
+log = get_logger("trailproc.watch")
+
+
+@dataclass
+class WatchResult(RunResult):
+    """What a watcher did (files/records from the metrics, like `RunResult`)."""
+
+    rounds: int = 0
+
+
+@contextlib.asynccontextmanager
+async def watching(
+    options: WatchOptions,
+    config: Config,
+    processor: EventProcessor | Sequence[EventProcessor] | None = None,
+    *,
+    metrics: Metrics | None = None,
+) -> AsyncIterator[Watcher]:
+    """A `Watcher` wired like `run`: handlers, checkpoint store, trust settings, S3
+    access rules, metrics and ops ports; everything is closed on exit."""
+    from .app import build_pipeline, build_processor, default_owner, run_refs
+    from .aws import AwsClients, S3Router
+    from .checkpoint import open_store
+    from .ops.servers import serve_ops
+    from .pipeline.fetch import S3Fetcher
+
+    ensure_logging(config.log_level, config.log_format)
+    if config.allowed_buckets and options.bucket not in config.allowed_buckets:
+        raise ValueError(f"bucket {options.bucket!r} is not in allowed_buckets")
+    query = options.query(config.allowed_accounts)
+    user = build_processor(config, processor)
+    metrics = metrics or Metrics()
+    store = open_store(config.checkpoint, config.state_dir)
+    await maybe_await(user.start())
+    try:
+        async with serve_ops(config, metrics), AwsClients(config) as clients:
+            router = S3Router(clients)
+            s3 = await router.for_object(options.bucket)
+            pipeline = build_pipeline(config, user, store,
+                                      S3Fetcher.for_config(router, config), metrics)  # fmt: skip
+            try:
+                yield Watcher(options, query, pipeline, s3, store, metrics,
+                              owner=config.worker_id or default_owner(), run_refs=run_refs,
+                              concurrency=config.download_concurrency)  # fmt: skip
+            finally:
+                await pipeline.close()
+    finally:
+        await maybe_await(user.close())
+        await store.close()
+
+
+async def watch_async(
+    options: WatchOptions,
+    config: Config,
+    processor: EventProcessor | Sequence[EventProcessor] | None = None,
+    *,
+    stopping: asyncio.Event | None = None,
+    metrics: Metrics | None = None,
+) -> WatchResult:
+    """Watch `options.bucket` until `stopping` (or an idle round with exit_when_idle),
+    with the same handlers, checkpoint store, trust settings and metrics as `run`."""
+    metrics = metrics or Metrics()
+    result = WatchResult(metrics)
+    async with watching(options, config, processor, metrics=metrics) as watcher:
+        log.info("watching", bucket=options.bucket, root=watcher.query.root,
+                 interval=options.interval, overlap_minutes=options.overlap.seconds // 60,
+                 lease_seconds=options.lease_ttl, owner=watcher.owner)  # fmt: skip
+        try:
+            await watcher.run(stopping or asyncio.Event())
+        finally:
+            result.rounds = watcher.rounds
+            result.failed_files.extend(watcher.failed)
+    log.info("stopped", rounds=result.rounds, **metrics.brief())
+    return result
+
+
+@click.command("watch")
+@click.option("--bucket", required=True, help="The trail's S3 bucket.")
+@click.option("--prefix", help="The trail's S3 key prefix (the part before AWSLogs/).")
+@click.option("--account-id", "account_ids", multiple=True, metavar="ACCOUNT",
+              help="Only this account (repeatable); default: every account found.")  # fmt: skip
+@click.option("--region", "regions", multiple=True, metavar="REGION",
+              help="Only this region (repeatable); default: every region found.")  # fmt: skip
+@click.option("--interval", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
+              help="Seconds between listing rounds.")  # fmt: skip
+@click.option("--overlap-minutes", type=click.FloatRange(min=1), show_default=True,
+              default=DEFAULT_OVERLAP.total_seconds() / 60,
+              help="Minutes listed again behind the cursor each round (late files).")  # fmt: skip
+@click.option("--start-time", type=TimeParam(),
+              help="Where a stream with no cursor yet starts; default: today (UTC).")  # fmt: skip
+@click.option("--lease-seconds", type=click.FloatRange(min=1),
+              help="Watcher lease; a standby takes over this long after the active "
+                   "watcher stops renewing (default: 3 intervals, at least 30).")  # fmt: skip
+@click.option("--insights", is_flag=True, help="Also process CloudTrail Insights files.")
+@click.option("--exit-when-idle", is_flag=True, help="Exit once a round finds nothing new.")
+@click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port.")
+@click.option("--health-port", type=int, help="Serve /livez and /readyz on this port.")
+@processing_options
+@fail_cleanly
+def watch_command(
+    bucket: str,
+    prefix: str | None,
+    account_ids: tuple[str, ...],
+    regions: tuple[str, ...],
+    interval: float,
+    overlap_minutes: float,
+    start_time: dt.datetime | None,
+    lease_seconds: float | None,
+    insights: bool,
+    exit_when_idle: bool,
+    config_path: str | None,
+    **flags: Any,
+) -> None:
+    """Follow a bucket that has no notifications (lists new files every interval)."""
+    from .app import install_signal_handlers
+
+    config = load_cli_config(config_path, **flags)
+    options = WatchOptions(
+        bucket, prefix=prefix, account_ids=account_ids, regions=regions, interval=interval,
+        overlap=dt.timedelta(minutes=overlap_minutes), start_time=start_time,
+        lease_seconds=lease_seconds, insights=insights, exit_when_idle=exit_when_idle,
+    )  # fmt: skip
+
+    async def main() -> WatchResult:
+        stopping = asyncio.Event()
+        install_signal_handlers(stopping)
+        return await watch_async(options, config, stopping=stopping)
+
+    result = asyncio.run(main())
+    click.echo(f"{result.rounds} round(s): {result.files_done} file(s) processed, "
+               f"{result.files_failed} failed; {result.records} record(s) handed over",
+               err=True)  # fmt: skip
+    if result.files_failed:
+        sys.exit(1)
