@@ -15,8 +15,11 @@ Every ``TRAILPROC_*`` configuration variable applies (``TRAILPROC_CHECKPOINT``,
 ``TRAILPROC_MAX_EVENTS_PER_EMIT``, ``TRAILPROC_ALLOWED_BUCKETS``...), and so do
 ``TRAILPROC_LAMBDA_SAFETY_MARGIN``, ``TRAILPROC_LAMBDA_ABORT_MARGIN`` (seconds) and
 ``TRAILPROC_LAMBDA_FIFO_MODE`` (``batch`` or ``group``), whichever way the handler is
-built (arguments given to `make_handler` win). What each trigger gets back is described
-in `trailproc.sources.lambda_`.
+built (arguments given to `make_handler` win). The trigger is recognised from the event:
+SQS, SNS, S3, EventBridge, a CloudWatch Logs subscription (``{"awslogs": ...}``), Kinesis
+Data Streams and Firehose data transformation. What each gets back is described in
+`trailproc.sources.lambda_`; records that CloudWatch Logs payloads carry are refused
+unless ``TRAILPROC_ACCEPT_RECORDS_IN_MESSAGES=true`` (see docs/security.md).
 
 Importing this module is cheap: the pipeline, boto and the user's code are loaded on the
 first invocation, and kept for the warm ones.
