@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from trailproc.cli import main
-from trailproc.sandbox import encode_log, make_records
+from trailproc.sandbox import TrailSandbox, encode_log, make_records
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "TRAILPROC_LOG_LEVEL": "warning"}
@@ -201,3 +201,19 @@ def test_tail_sample_into_head_ends_quietly(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(result.stdout.splitlines()) == 3
     assert "Error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_into_head_stops_and_keeps_every_message(sandbox: TrailSandbox) -> None:
+    """`trailproc run --output - | head`: the daemon stops once the reader has gone
+    (status 0), and no message is deleted for records that went nowhere."""
+    for seed in range(3):
+        sandbox.deliver(make_records(1500, seed=seed))
+    command = (f"{sys.executable} -m trailproc.cli run --queue-url {sandbox.queue_url} "
+               "--exit-when-idle --wait-time 1 --checkpoint memory --output - "
+               "| head -n 1; exit ${PIPESTATUS[0]}")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # with the moto server's settings
+    result = subprocess.run(command, shell=True, executable="/bin/bash", env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(result.stdout.splitlines()) == 1
+    assert sandbox.queue_depth() == 3

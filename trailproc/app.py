@@ -168,6 +168,7 @@ async def run_async(
     user = build_processor(config, processor)
     metrics = metrics or Metrics()
     stopping = stopping or asyncio.Event()
+    _stop_when_output_closes(user, stopping)
     store = open_store(config.checkpoint, config.state_dir)
     await maybe_await(user.start())
     stats = (
@@ -202,6 +203,15 @@ async def run_async(
         await store.close()
     log.info("stopped", **metrics.brief())
     return RunResult(metrics)
+
+
+def _stop_when_output_closes(user: EventProcessor, stopping: asyncio.Event) -> None:
+    """`--output -` whose reader went away stops the daemon (its in-flight files fail and
+    their messages stay on the queue), instead of failing every file it receives."""
+    parts = getattr(user, "processors", [user])
+    for part in parts:
+        if isinstance(part, JsonLinesOutput):
+            part.on_closed = stopping.set
 
 
 async def _soon(work: Callable[[], Awaitable[T]], delay: float = 0.005) -> T:

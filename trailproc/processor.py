@@ -345,7 +345,9 @@ class JsonLinesOutput(EventProcessor):
     began, so it never holds half a line, and the retry of that batch adds no duplicate.
     (With several processes appending to one file, the cut is made only while the
     partial batch is still the file's end.) Standard output ("-") whose reader went
-    away raises `OutputClosed`.
+    away raises `OutputClosed`, then and on every later batch (nothing is ever written
+    to the /dev/null that replaced it, so no batch counts as done); `on_closed` is
+    called once then (the daemon uses it to stop).
     """
 
     # One write per batch is quick and thread-safe: calling it on the event loop saves
@@ -357,6 +359,8 @@ class JsonLinesOutput(EventProcessor):
         self._file: IO[bytes] | None = None
         self._fd: int | None = None  # our own file at a path: written with os.write
         self._lock = threading.Lock()
+        self._reader_gone = False
+        self.on_closed: Callable[[], None] | None = None
 
     def start(self) -> None:
         if self._file is None and self._fd is None and not isinstance(self._target, str):
@@ -375,6 +379,8 @@ class JsonLinesOutput(EventProcessor):
         if not data:
             return
         with self._lock:
+            if self._reader_gone:
+                raise OutputClosed("the reader of standard output went away")
             if self._file is None and self._fd is None:
                 self._open()
             if self._fd is not None:
@@ -389,6 +395,9 @@ class JsonLinesOutput(EventProcessor):
                 if self._target != "-":
                     raise
                 silence_closed_stdout()
+                self._reader_gone = True
+                if self.on_closed is not None:
+                    self.on_closed()
                 raise OutputClosed("the reader of standard output went away") from None
 
     def close(self) -> None:
