@@ -230,8 +230,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         float,
         msgspec.Meta(
             gt=0,
-            description="How long a log file's hash waits for its digest (and a digest's "
-            "expected hashes for their log files) before it is forgotten unchecked.",
+            description="How long a log file's hash waits for its digest (then it is "
+            "reported with the outcome 'unverified'), and a digest's expected hashes for "
+            "their log files (then they are forgotten).",
         ),
     ] = 168.0
 
@@ -264,6 +265,19 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         float, msgspec.Meta(ge=0, description="Seconds between summary log lines (0: off).")
     ] = 60.0
 
+    # --- freshness -----------------------------------------------------------------------
+    expect_deliveries_from: Annotated[
+        list[str],
+        _doc("ACCOUNT/REGION pairs (e.g. 111122223333/eu-west-1) that must keep delivering: "
+             "/readyz fails while one has had no log file handed over for longer than "
+             "silence_threshold_minutes."),
+    ] = msgspec.field(default_factory=list)
+    silence_threshold_minutes: Annotated[
+        float,
+        msgspec.Meta(gt=0, description="Minutes without a delivery from an "
+                     "expect_deliveries_from pair before readiness fails."),
+    ] = 60.0
+
     def __post_init__(self) -> None:
         # An allow-list with a blank entry is a typo or an unset variable, never "allow
         # everything": refusing to start is the only safe reading.
@@ -277,6 +291,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                 raise ValueError(f"{name} has an empty entry; remove it, or unset the "
                                  "setting to keep every record")  # fmt: skip
         self._check_time_range()
+        _check_origins(self.expect_deliveries_from)
 
     def _check_time_range(self) -> None:
         now = dt.datetime.now(dt.timezone.utc)
@@ -289,6 +304,16 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def replace(self, **changes: Any) -> Config:
         """A validated copy with `changes` applied."""
         return _convert({**msgspec.structs.asdict(self), **changes})
+
+
+def _check_origins(entries: list[str]) -> None:
+    """Each expect_deliveries_from entry is ACCOUNT/REGION; a blank one is an error."""
+    from .ops.freshness import parse_origin
+
+    for entry in entries:
+        if not entry.strip():
+            raise ValueError("expect_deliveries_from has an empty entry; remove it")
+        parse_origin(entry)
 
 
 def _point_in_time(name: str, value: str | None, now: dt.datetime) -> dt.datetime | None:
@@ -402,7 +427,8 @@ _ALLOW_LISTS = ("allowed_buckets", "allowed_accounts", "allowed_topic_arns",
                 "allowed_log_groups", "allowed_log_streams")  # fmt: skip
 _FILTER_LISTS = ("filter_event_sources", "filter_event_names", "filter_account_ids",
                  "filter_regions", "filter_error_codes")  # fmt: skip
-_KEEPS_BLANKS = (*_ALLOW_LISTS, *_FILTER_LISTS)
+# Lists whose blank entries are kept from the environment, so that Config refuses them.
+_KEEPS_BLANKS = (*_ALLOW_LISTS, *_FILTER_LISTS, "expect_deliveries_from")
 _LIST_FIELDS = {"process_kinds", "handlers", "requester_pays_buckets", *_KEEPS_BLANKS}
 
 

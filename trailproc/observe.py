@@ -14,7 +14,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
@@ -23,7 +23,8 @@ if TYPE_CHECKING:  # prometheus_client is imported only when `Metrics.registry` 
     from prometheus_client import CollectorRegistry
 
 __all__ = [
-    "Metrics", "configure_logging", "ensure_logging", "get_logger", "redact", "short_handle",
+    "MAX_ORIGIN_SERIES", "Freshness", "Metrics", "configure_logging", "ensure_logging",
+    "get_logger", "redact", "short_handle",
 ]  # fmt: skip
 
 
@@ -237,6 +238,73 @@ def _go_float(value: float) -> str:
     return repr(float(value))
 
 
+# Account and region pairs that get a series of their own in the freshness gauge; every
+# later pair shares the series labelled "other" (a forged or very large organization
+# cannot grow the metrics without bound). Pairs configured in expect_deliveries_from
+# are always labelled, ahead of this cap.
+MAX_ORIGIN_SERIES = 100
+OTHER = "other"
+
+
+class Freshness:
+    """The newest delivery per account and region, and the lag from eventTime to hand-over.
+
+    `last_seen` holds every pair's newest delivery time (Unix seconds, from the delivery
+    time in the log file's key, never later than now), for the silence check of the
+    readiness probe; the gauge holds the same, within the label cap.
+    """
+
+    def __init__(
+        self,
+        last_delivery: _Metric,
+        event_lag: _Metric,
+        cap: int = MAX_ORIGIN_SERIES,
+        clock: Any = time.time,
+    ) -> None:
+        self.gauge = last_delivery
+        self.lag = event_lag
+        self.cap = cap
+        self.clock = clock
+        self.last_seen: dict[tuple[str, str], float] = {}
+        self._labelled: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def expect(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Give these pairs their own series whatever the cap."""
+        with self._lock:
+            self._labelled.update(pairs)
+
+    def _label(self, pair: tuple[str, str]) -> tuple[str, str]:
+        with self._lock:
+            if pair in self._labelled:
+                return pair
+            if len(self._labelled) < self.cap:
+                self._labelled.add(pair)
+                return pair
+        return (OTHER, OTHER)
+
+    def handed_over(self, info: Any, batch: list[Any]) -> None:
+        now = self.clock()
+        account, region = getattr(info, "account_id", None), getattr(info, "region", None)
+        if account and region:
+            delivered = getattr(info, "delivered_at", None)
+            # A key's timestamp in the future (clock skew, a forged key) must not make a
+            # pair look fresh for longer than it is.
+            when = min(now, delivered.timestamp()) if delivered is not None else now
+            pair = (account, region)
+            if when > self.last_seen.get(pair, 0.0):
+                self.last_seen[pair] = when
+            series = self.gauge.labels(*self._label(pair))
+            if when > series.value:
+                series.set(when)
+        if batch:
+            # One record per batch: eventTime needs the record's header decoded, which
+            # handlers reading only raw bytes never pay for otherwise.
+            event_time = getattr(batch[0], "event_time", None)
+            if event_time is not None:
+                self.lag.observe(max(0.0, now - event_time.timestamp()))
+
+
 class Metrics:
     """Counters and histograms per pipeline stage."""
 
@@ -278,7 +346,8 @@ class Metrics:
                              "Unix time of the last receive")  # fmt: skip
         self.digest_checks = add(
             "counter", "trailproc_digest_checks",
-            "Processed log files compared with their digest (verify_digests), by outcome",
+            "Processed log files compared with their digest (verify_digests), by outcome "
+            "(unverified: the digest did not arrive within digest_wait_hours)",
             ("outcome",),
         )  # fmt: skip
         self.stage_seconds = add(
@@ -292,6 +361,18 @@ class Metrics:
             "Logs payload; kinesis and firehose records; history pages) and outcome",
             ("road", "outcome"),
         )  # fmt: skip
+        self.last_delivery = add(
+            "gauge", "trailproc_last_delivery_timestamp",
+            "Unix time of the newest log file delivery handed over, by account and region "
+            f"(the first {MAX_ORIGIN_SERIES} pairs seen; later ones under 'other')",
+            ("account_id", "region"),
+        )  # fmt: skip
+        self.event_lag = add(
+            "histogram", "trailproc_event_lag_seconds",
+            "Hand-over time minus eventTime, of the first record of each batch handed over",
+            buckets=(60, 300, 600, 900, 1800, 3600, 7200, 21600, 86400),
+        )  # fmt: skip
+        self.freshness = Freshness(self.last_delivery, self.event_lag)
         self.started = time.time()
         self._preinitialise()
         if registry is not None:
@@ -335,7 +416,7 @@ class Metrics:
     FILE_OUTCOMES = ("done", "already_done", "busy", "interrupted", "failed")
     ERROR_REASONS = ("fetch_failed", "bad_log_file", "too_large", "bad_notification",
                      "refused", "handler_failed", "digest_mismatch", "error")  # fmt: skip
-    DIGEST_OUTCOMES = ("match", "mismatch")
+    DIGEST_OUTCOMES = ("match", "mismatch", "unverified")
     STAGES = ("receive", "download", "decode", "handler")
     ROADS = ("lambda", "kinesis", "firehose", "history")
     ROAD_OUTCOMES = ("ok", "control", "failed", "refused", "bad_payload")
@@ -357,6 +438,11 @@ class Metrics:
         for road in self.ROADS:
             for outcome in self.ROAD_OUTCOMES:
                 self.road_units.labels(road, outcome)
+
+    def handed_over(self, info: Any, batch: list[Any]) -> None:
+        """A batch of records of the file whose `KeyInfo` is `info` was handed over."""
+        self.records.inc(len(batch))
+        self.freshness.handed_over(info, batch)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample, e.g. value("trailproc_records_total")."""

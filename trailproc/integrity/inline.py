@@ -14,18 +14,31 @@ processed again, e.g. rewritten under the same key) replaces the older one.
 
 It checks content only; it does not verify the digest's signature or the chain
 (`trailproc.integrity.validate` does).
+
+A hash whose digest never arrives is not forgotten silently. The process that stored it
+keeps its key and deadline (in store order, so a queue suffices) and, once
+`wait_seconds` have passed, takes the value back with `forget`: if it is still its own
+log-side value, no digest ever met it, and the check is reported with the outcome
+"unverified". Log-side values live `UNVERIFIED_GRACE` seconds longer in the store than
+the wait, so that step finds them. These sweeps run whenever this process checks a log
+file or a digest. Limits: a hash stored by a process that stopped before its deadline
+expires unreported, and at most `MAX_TRACKED` pending hashes are tracked per process
+(one warning when that is reached).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..checkpoint.base import KeyValueStore
 from ..errors import retry_transient
+from ..observe import get_logger
 from .signing import GZIP_MAGIC, gunzip
 
 __all__ = [
@@ -40,6 +53,10 @@ T = TypeVar("T")
 
 DEFAULT_WAIT_SECONDS = 7 * 86400.0
 KEY_PREFIX = "digest-check:"
+UNVERIFIED_GRACE = 3600.0
+MAX_TRACKED = 200_000  # about 400 bytes each
+
+log = get_logger("trailproc.integrity")
 
 
 # --- persistent, order-independent checks ------------------------------------------------
@@ -51,7 +68,7 @@ class HashCheck:
 
     bucket: str
     key: str
-    expected: str  # hashValue in the digest
+    expected: str  # hashValue in the digest ("" when no digest came: unverified)
     actual: str  # SHA-256 of the decompressed bytes that were processed
     digest_bucket: str | None
     digest_key: str | None
@@ -59,6 +76,13 @@ class HashCheck:
     @property
     def matched(self) -> bool:
         return self.expected == self.actual
+
+    @property
+    def outcome(self) -> str:
+        """"match", "mismatch", or "unverified" (the digest never arrived)."""
+        if not self.expected:
+            return "unverified"
+        return "match" if self.matched else "mismatch"
 
     @property
     def uri(self) -> str:
@@ -125,6 +149,7 @@ class PendingDigestChecks:
         *,
         wait_seconds: float = DEFAULT_WAIT_SECONDS,
         concurrency: int = 16,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(store, KeyValueStore):
             raise TypeError(
@@ -134,6 +159,11 @@ class PendingDigestChecks:
         self.report = report
         self.wait_seconds = wait_seconds
         self.concurrency = concurrency
+        self.clock = clock
+        # (deadline, bucket, key) of the log-side hashes this process stored, oldest first.
+        self._tracked: collections.deque[tuple[float, str, str]] = collections.deque()
+        self._full_warned = False
+        self._sweeping = False
 
     @staticmethod
     def key(bucket: str, key: str) -> str:
@@ -145,9 +175,10 @@ class PendingDigestChecks:
     async def _meet(self, key: str, mine: dict[str, Any]) -> dict[str, Any] | None:
         """Store `mine` under `key`, or take the other side's value if it is there."""
         text = json.dumps(mine, separators=(",", ":"))
+        ttl = self.wait_seconds + (UNVERIFIED_GRACE if mine["from"] == "log" else 0.0)
         for _ in range(5):
             stored = await self._call(
-                lambda: self.store.remember(key, text, self.wait_seconds, only_new=True)
+                lambda: self.store.remember(key, text, ttl, only_new=True)
             )
             if stored:
                 return None
@@ -158,14 +189,16 @@ class PendingDigestChecks:
             if other is not None and other["from"] != mine["from"]:
                 return other
             # Our own side (or unreadable): drop it, ours replaces it on the next turn.
-        await self._call(lambda: self.store.remember(key, text, self.wait_seconds))
+        await self._call(lambda: self.store.remember(key, text, ttl))
         return None
 
     async def log_processed(self, bucket: str, key: str, sha256: str) -> HashCheck | None:
         """A log file was processed; compare now if its digest came first."""
+        await self.sweep()
         actual = sha256.lower()
         other = await self._meet(self.key(bucket, key), {"from": "log", "sha256": actual})
         if other is None:
+            self._track(bucket, key)
             return None
         check = HashCheck(
             bucket, key, other["sha256"], actual, other.get("digest_bucket"),
@@ -177,6 +210,7 @@ class PendingDigestChecks:
     async def digest_processed(self, listing: DigestListing) -> list[HashCheck]:
         """A digest arrived; compare the listed log files already processed, remember the
         expected hashes of the others."""
+        await self.sweep()
         limit = asyncio.Semaphore(self.concurrency)
         checks: list[HashCheck] = []
 
@@ -198,6 +232,54 @@ class PendingDigestChecks:
             if isinstance(result, BaseException):
                 raise result
         return checks
+
+
+    def _track(self, bucket: str, key: str) -> None:
+        if len(self._tracked) >= MAX_TRACKED:
+            if not self._full_warned:
+                self._full_warned = True
+                log.warning("too many log file hashes wait for their digest; later ones "
+                            "expire unreported if none comes", tracked=MAX_TRACKED)  # fmt: skip
+            return
+        self._tracked.append((self.clock() + self.wait_seconds, bucket, key))
+
+    async def sweep(self) -> list[HashCheck]:
+        """Report the tracked hashes whose wait is over and that no digest met."""
+        found: list[HashCheck] = []
+        if self._sweeping:
+            return found  # one sweep at a time; the running one covers the due entries
+        self._sweeping = True
+        try:
+            now = self.clock()
+            while self._tracked and self._tracked[0][0] <= now:
+                entry = self._tracked.popleft()
+                try:
+                    check = await self._expire(entry[1], entry[2])
+                except BaseException:
+                    self._tracked.appendleft(entry)  # the store failed: try again later
+                    raise
+                if check is not None:
+                    found.append(check)
+                    self.report(check)
+        finally:
+            self._sweeping = False
+        return found
+
+    async def _expire(self, bucket: str, key: str) -> HashCheck | None:
+        """Take a due log-side value back; a check with outcome "unverified" if it was."""
+        name = self.key(bucket, key)
+        held = await self._call(lambda: self.store.forget(name))
+        value = _load(held) if held is not None else None
+        if value is None:
+            return None  # met by a digest meanwhile (possibly in another worker)
+        if value["from"] != "log":
+            # A digest's value that arrived after ours was taken: put it back.
+            text = held or ""
+            await self._call(
+                lambda: self.store.remember(name, text, self.wait_seconds, only_new=True)
+            )
+            return None
+        return HashCheck(bucket, key, "", value["sha256"], None, None)
 
 
 def _load(text: str) -> dict[str, Any] | None:

@@ -541,6 +541,10 @@ def format_table(rows: Sequence[Row]) -> str:
                    "receive count of the message it sees; the message stays visible).")
 @click.option("--history", is_flag=True,
               help="Also probe cloudtrail:LookupEvents (what `trailproc history` needs).")
+@click.option("--audit-bucket", "audit_buckets", multiple=True, metavar="BUCKET",
+              help="Also probe what `trailproc audit` needs on this bucket (repeatable).")
+@click.option("--redrive-from", metavar="DLQ_URL",
+              help="Also probe what `trailproc redrive --from DLQ_URL` needs.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]))
 def check_command(
@@ -549,6 +553,8 @@ def check_command(
     key: str | None,
     receive_probe: bool,
     history: bool,
+    audit_buckets: tuple[str, ...] = (),
+    redrive_from: str | None = None,
     **flags: Any,
 ) -> None:
     """Validate the configuration and try each permission the daemon needs.
@@ -564,8 +570,16 @@ def check_command(
                                      "or flag")]))  # fmt: skip
         raise SystemExit(1) from None
     configure_logging(flags.get("log_level") or "warning", config.log_format)
-    rows = run_checks(config, buckets=buckets, key=key, receive_probe=receive_probe,
+    checker = Checker(config, buckets=buckets, key=key, receive_probe=receive_probe,
                       history=history)  # fmt: skip
+    rows = checker.run()
+    if audit_buckets or redrive_from:
+        from .check_recovery import check_audit, check_redrive
+
+        for bucket in audit_buckets:
+            check_audit(checker, bucket)
+        if redrive_from:
+            check_redrive(checker, redrive_from)
     click.echo(f"trailproc check: queue {config.queue_url or '(none)'}")
     click.echo(format_table(rows))
     if any(r.status == "fail" for r in rows):

@@ -202,6 +202,7 @@ def render_metrics_reference() -> str:
         "| Metric | Type | Labels | Meaning |",
         "|---|---|---|---|",
     ]
+    label_names = {metric.name: metric.labelnames for metric in metrics._metrics}
     for family in metrics.registry.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
         if family.type == "histogram":
@@ -217,6 +218,9 @@ def render_metrics_reference() -> str:
         label_text = "<br>".join(
             f"`{key}`: " + ", ".join(values) for key, values in labels.items()
         )
+        if not labels and label_names.get(family.name):
+            # Label values known only at run time (e.g. account and region).
+            label_text = ", ".join(f"`{key}`" for key in label_names[family.name])
         out.append(
             f"| `{name.split(' ')[0]}`{name[len(name.split(' ')[0]):]} | "
             f"{_TYPE_WORDS.get(family.type, family.type)} | {label_text or 'none'} | "
@@ -235,6 +239,10 @@ def render_metrics_reference() -> str:
         "| Messages left for retry, by reason | `increase(trailproc_messages_kept_total[1h])` |",
         "| Handler errors | `increase(trailproc_errors_total{reason=\"handler_failed\"}[15m])` |",
         "| Poll loop stalled | `time() - trailproc_last_poll_timestamp > 300` |",
+        "| Silent account/region (no delivery for 90 min) | "
+        "`time() - trailproc_last_delivery_timestamp > 5400` |",
+        "| Event to hand-over lag (p90) | "
+        "`histogram_quantile(0.9, rate(trailproc_event_lag_seconds_bucket[30m]))` |",
         "",
         "## Grafana dashboard",
         "",

@@ -161,8 +161,12 @@ class FilePipeline:
 
     def _digest_checked(self, check: HashCheck) -> None:
         """One log file compared with its digest: count it, and surface a mismatch."""
-        outcome = "match" if check.matched else "mismatch"
+        outcome = check.outcome
         self.metrics.digest_checks.labels(outcome).inc()
+        if outcome == "unverified":
+            log.warning("log file unverified: its digest did not arrive in time",
+                        bucket=check.bucket, key=check.key, actual_sha256=check.actual)  # fmt: skip
+            return
         if check.matched:
             log.debug("log file matches its digest", bucket=check.bucket, key=check.key,
                       digest_key=check.digest_key)  # fmt: skip
@@ -430,7 +434,7 @@ class FilePipeline:
             # cancels us, or it would be handed over again.
             yielded = await self._record(file_id, next_position, yielded)
             handed += len(batch)
-            self.metrics.records.inc(len(batch))
+            self.metrics.handed_over(ref.info, batch)
             if dropped:
                 self.metrics.records_filtered.inc(dropped)
             if time.monotonic() - renewed > self.lease_seconds / 3:

@@ -1,0 +1,110 @@
+"""Inline digest checks: a log file hash whose digest never arrives becomes the outcome
+"unverified" (counted, logged once), instead of expiring silently."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from trailproc.checkpoint.memory import MemoryStore
+from trailproc.checkpoint.sqlite import SqliteStore
+from trailproc.integrity.inline import DigestListing, HashCheck, PendingDigestChecks
+from trailproc.observe import Metrics
+from trailproc.pipeline.engine import FilePipeline
+from trailproc.pipeline.fetch import LocalFetcher
+from trailproc.processor import EventProcessor
+
+WAIT = 3600.0
+BUCKET = "trail-bucket"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Nothing(EventProcessor):
+    def process(self, events: list[Any]) -> None:
+        pass
+
+
+def _sha(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def _pipeline(store: Any) -> tuple[FilePipeline, Clock]:
+    pipeline = FilePipeline(processor=Nothing(), store=store, fetcher=LocalFetcher(),
+                            metrics=Metrics(), owner="test")  # fmt: skip
+    pipeline.enable_digest_checks(wait_seconds=WAIT)
+    clock = Clock()
+    assert pipeline.digest_checks is not None
+    pipeline.digest_checks.clock = clock
+    return pipeline, clock
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_hash_whose_digest_never_comes_is_reported_unverified_once(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store: Any = MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "state.db")
+    pipeline, clock = _pipeline(store)
+    checks = pipeline.digest_checks
+    assert checks is not None
+
+    async def scenario() -> None:
+        await checks.log_processed(BUCKET, "a.json.gz", _sha("a"))
+        await checks.log_processed(BUCKET, "b.json.gz", _sha("b"))
+        # The digest of "a" arrives; "b"'s never does.
+        await checks.digest_processed(
+            DigestListing(BUCKET, "digest.json.gz", ((BUCKET, "a.json.gz", _sha("a")),))
+        )
+        clock.now += WAIT - 1
+        assert await checks.sweep() == []  # not yet due
+        clock.now += 2
+        await checks.log_processed(BUCKET, "c.json.gz", _sha("c"))  # sweeps on the way
+        assert await checks.sweep() == []  # reported once, not on every sweep
+        await store.close()
+
+    asyncio.run(scenario())
+    metrics = pipeline.metrics
+    assert metrics.value("trailproc_digest_checks_total", outcome="match") == 1
+    assert metrics.value("trailproc_digest_checks_total", outcome="unverified") == 1
+    assert metrics.value("trailproc_digest_checks_total", outcome="mismatch") == 0
+    assert metrics.value("trailproc_errors_total", reason="digest_mismatch") == 0
+    logged = capsys.readouterr()
+    lines = [line for line in (logged.out + logged.err).splitlines() if "unverified" in line]
+    assert len(lines) == 1 and "b.json.gz" in lines[0]
+
+
+def test_two_workers_report_a_missing_digest_once_and_a_late_digest_still_matches() -> None:
+    store = MemoryStore()
+    reports: list[HashCheck] = []
+    clock = Clock()
+    first = PendingDigestChecks(store, reports.append, wait_seconds=WAIT, clock=clock)
+    second = PendingDigestChecks(store, reports.append, wait_seconds=WAIT, clock=clock)
+
+    async def scenario() -> None:
+        # The same log file processed by both workers (a redelivered notification).
+        await first.log_processed(BUCKET, "x.json.gz", _sha("x"))
+        await second.log_processed(BUCKET, "x.json.gz", _sha("x"))
+        await first.log_processed(BUCKET, "y.json.gz", _sha("y"))
+        # y's digest arrives at the other worker before the wait is over.
+        await second.digest_processed(
+            DigestListing(BUCKET, "d.json.gz", ((BUCKET, "y.json.gz", _sha("y")),))
+        )
+        clock.now += WAIT + 1
+        await first.sweep()
+        await second.sweep()
+
+    asyncio.run(scenario())
+    assert sorted((c.key, c.outcome) for c in reports) == [
+        ("x.json.gz", "unverified"),
+        ("y.json.gz", "match"),
+    ]
