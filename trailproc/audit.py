@@ -32,11 +32,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
-import json
 import sys
-import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,14 +53,12 @@ __all__ = [
     "audit_async",
     "enqueue_missing_async",
     "fix_missing_async",
-    "s3_event_body",
 ]
 
 log = get_logger("trailproc.audit")
 
 # Store reads in flight at once (one GetItem each with DynamoDB; SQLite is local).
 _CHECKS_AT_ONCE = 32
-SQS_BATCH = 10  # SendMessageBatch's limit
 
 
 @dataclass(frozen=True)
@@ -340,63 +335,25 @@ async def fix_missing_async(
     return result
 
 
-def s3_event_body(missing: MissingFile, now: dt.datetime | None = None) -> str:
-    """An S3 ObjectCreated event naming one file, as S3 itself would put on a queue."""
-    when = (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-    obj: dict[str, Any] = {"key": urllib.parse.quote_plus(missing.key, safe="/")}
-    if missing.etag:
-        obj["eTag"] = missing.etag
-    if missing.size is not None:
-        obj["size"] = missing.size
-    record = {
-        "eventVersion": "2.1",
-        "eventSource": "aws:s3",
-        "awsRegion": missing.region or "",
-        "eventTime": when,
-        "eventName": "ObjectCreated:Put",
-        "s3": {"s3SchemaVersion": "1.0",
-               "bucket": {"name": missing.bucket, "arn": f"arn:aws:s3:::{missing.bucket}"},
-               "object": obj},
-    }  # fmt: skip
-    return json.dumps({"Records": [record]}, separators=(",", ":"))
-
-
-async def send_batch(sqs: Any, queue_url: str, entries: list[dict[str, Any]]) -> None:
-    """SendMessageBatch of up to 10 entries; entries SQS refuses are sent again (transient
-    refusals) until none is left, or an error names the ones refused for good."""
-    remaining = entries
-    for attempt in range(5):
-        response = await retry_transient(
-            functools.partial(sqs.send_message_batch, QueueUrl=queue_url, Entries=remaining)
-        )
-        failed = response.get("Failed") or []
-        if not failed:
-            return
-        permanent = [f for f in failed if f.get("SenderFault")]
-        if permanent:
-            reasons = "; ".join(f"{f.get('Id')}: {f.get('Code')} {f.get('Message')}"
-                                for f in permanent)  # fmt: skip
-            raise RuntimeError(f"SQS refused messages for {queue_url}: {reasons}")
-        again = {f.get("Id") for f in failed}
-        remaining = [e for e in remaining if e["Id"] in again]
-        await asyncio.sleep(0.2 * (attempt + 1))
-    raise RuntimeError(f"SQS kept failing {len(remaining)} message(s) for {queue_url}")
-
-
 async def enqueue_missing_async(
     missing: Sequence[MissingFile], queue_url: str, config: Config
 ) -> int:
-    """Put one S3-event message per missing file (still in the bucket) on `queue_url`,
-    ten per SendMessageBatch. Returns how many were sent."""
+    """Put one S3-event message per missing file (still in the bucket) on `queue_url`
+    (`trailproc.enqueue`: ten per SendMessageBatch). Returns how many were sent;
+    RuntimeError naming the keys SQS would not take."""
     from .aws import AwsClients
+    from .enqueue import enqueue_refs
 
-    files = [m for m in missing if m.in_bucket]
+    async def refs() -> AsyncIterator[FileRef]:
+        for m in missing:
+            if m.in_bucket:
+                yield m.ref
+
     async with AwsClients(config) as clients:
         sqs = await clients.client("sqs")
-        for start in range(0, len(files), SQS_BATCH):
-            chunk = files[start : start + SQS_BATCH]
-            entries = [{"Id": str(i), "MessageBody": s3_event_body(m)}
-                       for i, m in enumerate(chunk)]  # fmt: skip
-            await send_batch(sqs, queue_url, entries)
-    log.info("missing files enqueued", queue_url=queue_url, files=len(files))
-    return len(files)
+        result = await enqueue_refs(refs(), sqs, queue_url, None)
+    if result.unsent:
+        raise RuntimeError(f"{len(result.unsent)} message(s) could not be queued on "
+                           f"{queue_url}: {', '.join(result.unsent[:5])}")  # fmt: skip
+    log.info("missing files enqueued", queue_url=queue_url, files=result.sent)
+    return result.sent

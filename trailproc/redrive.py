@@ -127,6 +127,30 @@ async def _task(sqs: Any, source_arn: str, handle: str | None) -> dict[str, Any]
 # --- receive → send → delete ------------------------------------------------------------
 
 
+async def send_batch(sqs: Any, queue_url: str, entries: list[dict[str, Any]]) -> None:
+    """SendMessageBatch of up to 10 entries; entries SQS refuses are sent again (transient
+    refusals) until none is left, or an error names the ones refused for good."""
+    remaining = entries
+    for attempt in range(5):
+        response = await retry_transient(
+            functools.partial(sqs.send_message_batch, QueueUrl=queue_url, Entries=remaining)
+        )
+        failed = response.get("Failed") or []
+        if not failed:
+            return
+        permanent = [f for f in failed if f.get("SenderFault")]
+        if permanent:
+            reasons = "; ".join(f"{f.get('Id')}: {f.get('Code')} {f.get('Message')}"
+                                for f in permanent)  # fmt: skip
+            raise RuntimeError(f"SQS refused messages for {queue_url}: {reasons}")
+        again = {f.get("Id") for f in failed}
+        remaining = [e for e in remaining if e["Id"] in again]
+        await asyncio.sleep(0.2 * (attempt + 1))
+    raise RuntimeError(f"SQS kept failing {len(remaining)} message(s) for {queue_url}")
+
+
+
+
 def _entry(index: int, message: dict[str, Any]) -> dict[str, Any]:
     """The SendMessageBatch entry that re-sends `message` unchanged."""
     entry: dict[str, Any] = {"Id": str(index), "MessageBody": message["Body"]}
@@ -140,8 +164,6 @@ def _entry(index: int, message: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _copy(sqs: Any, result: RedriveResult, dest_url: str, limit: int | None) -> None:
-    from .audit import send_batch
-
     result.method = "copy"
     while limit is None or result.moved < limit:
         want = 10 if limit is None else min(10, limit - result.moved)
