@@ -3,7 +3,10 @@ the label cap, and the readiness check that fails on silence."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from helpers import run_in_process
 import trailproc
 from trailproc.observe import OTHER, Freshness, Metrics
 from trailproc.ops.freshness import SilenceCheck, parse_origin
+from trailproc.ops.servers import serve_ops
 from trailproc.pipeline.keys import classify_key
 from trailproc.sandbox import TrailSandbox, log_key, make_records
 
@@ -86,7 +90,7 @@ def test_silence_from_an_expected_pair_flips_readiness_and_back(
     clock = Clock(1_800_000_000.0)
     metrics.freshness.clock = clock
     check = SilenceCheck(metrics, [f"{A}/us-east-1", f"{B}/eu-west-1"], 30, clock=clock)
-    assert check()  # a fresh process gets the whole threshold
+    assert check() == (True, "")  # a fresh process gets the whole threshold
 
     def deliver(account: str, region: str) -> None:
         when = dt.datetime.fromtimestamp(clock.now, dt.timezone.utc)
@@ -95,13 +99,13 @@ def test_silence_from_an_expected_pair_flips_readiness_and_back(
     clock.now += 20 * 60
     deliver(A, "us-east-1")
     clock.now += 11 * 60  # B: 31 minutes of silence, A: 11
-    assert not check()
+    assert check() == (False, f"no delivery from {B}/eu-west-1 for 31 min")
     assert set(check.silent()) == {(B, "eu-west-1")}
-    assert not check()  # still silent: logged once, not on every probe
+    assert not check()[0]  # still silent: logged once, not on every probe
     deliver(B, "eu-west-1")
-    assert check()
+    assert check()[0]
     clock.now += 31 * 60
-    assert not check() and set(check.silent()) == {(A, "us-east-1"), (B, "eu-west-1")}
+    assert not check()[0] and set(check.silent()) == {(A, "us-east-1"), (B, "eu-west-1")}
     logged = capsys.readouterr().out + capsys.readouterr().err
     assert logged.count("no log file delivered from an expected account and region") == 3
     assert logged.count("deliveries resumed") == 1
@@ -114,6 +118,35 @@ def test_bad_expected_pairs_are_configuration_errors(entry: str) -> None:
     if entry.strip():
         with pytest.raises(ValueError):
             parse_origin(entry)
+
+
+def test_readyz_fails_while_an_expected_pair_is_silent(aws_env: object) -> None:
+    config = trailproc.load_config(env={}, health_port=0, expect_deliveries_from=[f"{A}/us-east-1"],
+                                   silence_threshold_minutes=0.001)  # fmt: skip
+    metrics = Metrics()
+    metrics.last_poll.set(1.0)  # the queue answered: ready but for the silence
+
+    async def probe() -> tuple[tuple[int, str], tuple[int, str]]:
+        async with serve_ops(config, metrics) as ops:
+            url = f"http://127.0.0.1:{ops.health_port}/readyz"
+            await asyncio.sleep(0.2)  # past the 0.06 s threshold, nothing delivered
+            silent = await asyncio.to_thread(_status, url)
+            # Key times have minutes only: a delivery stamped a minute ahead counts as now.
+            soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=1)
+            metrics.handed_over(_info(A, "us-east-1", soon), [])
+            return silent, await asyncio.to_thread(_status, url)
+
+    silent, delivered = asyncio.run(probe())
+    assert silent[0] == 503 and f"no delivery from {A}/us-east-1" in silent[1]
+    assert delivered == (200, "ok\n")
+
+
+def _status(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
 
 
 def test_sample_alert_rules_use_metrics_that_exist() -> None:

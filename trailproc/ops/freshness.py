@@ -34,7 +34,8 @@ def parse_origin(entry: str) -> tuple[str, str]:
 
 
 class SilenceCheck:
-    """Callable readiness check: True while every expected pair delivered recently."""
+    """Readiness check: (True, "") while every expected pair delivered recently, else
+    (False, why)."""
 
     def __init__(
         self,
@@ -61,7 +62,8 @@ class SilenceCheck:
                 out[pair] = quiet
         return out
 
-    def __call__(self) -> bool:
+    def __call__(self) -> tuple[bool, str]:
+        """(ok, reason) for the readiness probe; each change of state is logged once."""
         silent = self.silent()
         for pair in sorted(set(silent) - self._silent):
             log.warning("no log file delivered from an expected account and region",
@@ -71,4 +73,9 @@ class SilenceCheck:
         for pair in sorted(self._silent - set(silent)):
             log.info("deliveries resumed", account_id=pair[0], region=pair[1])
         self._silent = set(silent)
-        return not silent
+        if not silent:
+            return True, ""
+        return False, "; ".join(
+            f"no delivery from {account}/{region} for {quiet / 60:.0f} min"
+            for (account, region), quiet in sorted(silent.items())
+        )

@@ -13,7 +13,9 @@ Routes, on whichever port(s) are configured (metrics_port and health_port may be
 * ``GET /livez``: 200 while the poll loop makes progress, 503 when it looks stuck;
 * ``GET /readyz``: 200 while every readiness check passes, else 503 with one line per
   failing check's reason. The default checks (`readiness_checks`): the queue has
-  answered a receive. A check is any callable returning True/False or (ok, reason).
+  answered a receive; with ``expect_deliveries_from``, no listed account and region has
+  been silent longer than ``silence_threshold_minutes`` (`ops.freshness`). A check is
+  any callable returning True/False or (ok, reason).
 
 Endpoints listen on 127.0.0.1 unless ``bind`` says otherwise (``0.0.0.0`` in a container
 whose orchestrator probes from outside the network namespace).
@@ -130,7 +132,13 @@ def queue_answered(metrics: Metrics) -> HealthCheck:
 
 def readiness_checks(config: Config, metrics: Metrics) -> list[HealthCheck]:
     """The checks /readyz runs by default; a new readiness condition is one more entry."""
-    return [queue_answered(metrics)]
+    checks: list[HealthCheck] = [queue_answered(metrics)]
+    if config.expect_deliveries_from:
+        from .freshness import SilenceCheck
+
+        checks.append(SilenceCheck(metrics, config.expect_deliveries_from,
+                                   config.silence_threshold_minutes))  # fmt: skip
+    return checks
 
 
 def _as_checks(given: HealthCheck | Sequence[HealthCheck]) -> Sequence[HealthCheck]:
