@@ -108,3 +108,68 @@ def test_two_workers_report_a_missing_digest_once_and_a_late_digest_still_matche
         ("x.json.gz", "unverified"),
         ("y.json.gz", "match"),
     ]
+
+
+# --- gap filling: a digest lists a file no notification named -------------------------------
+
+
+def test_a_digest_listing_a_never_notified_file_makes_the_daemon_hand_it_over(
+    sandbox: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime as dt
+
+    from faultproxy import event_ids
+    from helpers import run_in_process
+
+    from trailproc.integrity.testing import DigestChainSigner, new_private_key
+    from trailproc.sandbox import make_records
+
+    t0 = dt.datetime(2026, 11, 1, 3, tzinfo=dt.timezone.utc)
+    signer = DigestChainSigner(new_private_key(), bucket=sandbox.bucket, sink=sandbox.client("s3"))
+    records = [make_records(4, seed=i, start=t0 + dt.timedelta(minutes=5 * i)) for i in range(3)]
+    logs = [signer.put_log(r, when=t0 + dt.timedelta(minutes=5 * i + 5))
+            for i, r in enumerate(records)]  # fmt: skip
+    digest = signer.write_digest(t0 + dt.timedelta(hours=1), start=t0)
+    out = tmp_path / "out.jsonl"
+    settings = {"verify_digests": True, "fill_gaps_from_digests": True, "output": str(out)}
+
+    sandbox.notify([logs[0].key, logs[2].key])  # logs[1]'s notification never comes
+    first = run_in_process(sandbox, tmp_path, **settings)
+    assert first.metrics.value("trailproc_missed_deliveries_total") == 0
+    sandbox.notify([digest.key])
+    second = run_in_process(sandbox, tmp_path, **settings)
+    assert second.metrics.value("trailproc_missed_deliveries_total") == 1
+    # The fetched file met the digest's expected hash like a notified one.
+    assert second.metrics.value("trailproc_digest_checks_total", outcome="match") == 3
+    every = [r["eventID"] for batch in records for r in batch]
+    assert sorted(event_ids(str(out)).elements()) == sorted(every)  # each record once
+    logged = capsys.readouterr()
+    lines = [line for line in (logged.out + logged.err).splitlines() if "never notified" in line]
+    assert len(lines) == 1 and logs[1].key in lines[0]
+
+    # Its late notification finds it done: nothing handed over twice.
+    sandbox.notify([logs[1].key])
+    third = run_in_process(sandbox, tmp_path, **settings)
+    assert third.files_skipped == 1 and third.records == 0
+
+
+def test_gap_filling_only_trusts_a_digest_for_its_own_bucket_account_and_region() -> None:
+    from trailproc.integrity.inline import GapFiller
+    from trailproc.pipeline.keys import FileRef
+    from trailproc.sandbox import log_key
+
+    digest = FileRef.of(BUCKET, "AWSLogs/111111111111/CloudTrail-Digest/us-east-1/2026/11/01/"
+                        "111111111111_CloudTrail-Digest_us-east-1_t_us-east-1_20261101T040000Z"
+                        ".json.gz")  # fmt: skip
+    own = log_key("111111111111", "us-east-1")
+    unseen = [
+        (BUCKET, own),
+        ("other-bucket", own),
+        (BUCKET, log_key("222222222222", "us-east-1")),
+        (BUCKET, log_key("111111111111", "eu-west-1")),
+        (BUCKET, "AWSLogs/not-a-log-file.txt"),
+    ]
+    filler = GapFiller(None)
+    assert [r.key for r in filler.candidates(digest, unseen)] == [own]
+    assert GapFiller(None, allowed_accounts=["999999999999"]).candidates(digest, unseen) == []
+    assert GapFiller(None, allowed_buckets=["elsewhere"]).candidates(digest, unseen) == []

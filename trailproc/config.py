@@ -277,6 +277,13 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         msgspec.Meta(gt=0, description="Minutes without a delivery from an "
                      "expect_deliveries_from pair before readiness fails."),
     ] = 60.0
+    fill_gaps_from_digests: Annotated[
+        bool,
+        _doc("With verify_digests: a log file its digest lists but no notification named "
+             "yet is fetched and handed over (counted in trailproc_missed_deliveries_total). "
+             "Off by default: during a backlog a digest can be read before its log files' "
+             "notifications, which then find the files done."),
+    ] = False
 
     def __post_init__(self) -> None:
         # An allow-list with a blank entry is a typo or an unset variable, never "allow

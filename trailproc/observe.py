@@ -373,6 +373,11 @@ class Metrics:
             buckets=(60, 300, 600, 900, 1800, 3600, 7200, 21600, 86400),
         )  # fmt: skip
         self.freshness = Freshness(self.last_delivery, self.event_lag)
+        self.missed_deliveries = add(
+            "counter", "trailproc_missed_deliveries",
+            "Log files a digest listed that no notification had named, fetched and handed "
+            "over (verify_digests with fill_gaps_from_digests)",
+        )  # fmt: skip
         self.started = time.time()
         self._preinitialise()
         if registry is not None:

@@ -32,18 +32,20 @@ import asyncio
 import collections
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..checkpoint.base import KeyValueStore
 from ..errors import retry_transient
 from ..observe import get_logger
+from ..pipeline.keys import FileRef, ObjectKind
 from .signing import GZIP_MAGIC, gunzip
 
 __all__ = [
     "DEFAULT_WAIT_SECONDS",
     "DigestListing",
+    "GapFiller",
     "HashCheck",
     "PendingDigestChecks",
     "parse_digest",
@@ -207,9 +209,13 @@ class PendingDigestChecks:
         self.report(check)
         return check
 
-    async def digest_processed(self, listing: DigestListing) -> list[HashCheck]:
+    async def digest_processed(
+        self,
+        listing: DigestListing,
+        on_unseen: Callable[[str, str], None] | None = None,
+    ) -> list[HashCheck]:
         """A digest arrived; compare the listed log files already processed, remember the
-        expected hashes of the others."""
+        expected hashes of the others (each passed to `on_unseen(bucket, key)`)."""
         await self.sweep()
         limit = asyncio.Semaphore(self.concurrency)
         checks: list[HashCheck] = []
@@ -220,6 +226,8 @@ class PendingDigestChecks:
             async with limit:
                 other = await self._meet(self.key(bucket, key), mine)
             if other is None:
+                if on_unseen is not None:
+                    on_unseen(bucket, key)
                 return
             check = HashCheck(bucket, key, expected, other["sha256"], listing.bucket, listing.key)
             checks.append(check)
@@ -294,3 +302,72 @@ def _load(text: str) -> dict[str, Any] | None:
     ):
         return None
     return value
+
+
+# --- gap filling ---------------------------------------------------------------------------
+
+
+class GapFiller:
+    """Hands over the log files a digest lists that no notification has named yet.
+
+    When a digest is checked, a listed log file whose hash is not waiting in the store
+    was not processed (CloudTrail writes a digest about an hour after the files it
+    lists). Each such file of the digest's own bucket, account and region (and inside
+    the allow-lists) is run through the pipeline like a notified one. The checkpoint
+    store makes this safe: a file that was in fact done, or whose notification turns up
+    later, is not handed over twice. A file handed over this way counts in
+    `trailproc_missed_deliveries_total` and is logged once with its key; it then meets
+    the digest's expected hash like any other log file. A file that cannot be read (for
+    example deleted) is reported as a failure and not retried: `trailproc audit` finds it.
+    """
+
+    def __init__(
+        self,
+        pipeline: Any,
+        *,
+        allowed_buckets: Sequence[str] = (),
+        allowed_accounts: Sequence[str] = (),
+        concurrency: int = 4,
+    ) -> None:
+        self.pipeline = pipeline
+        self.allowed_buckets = frozenset(allowed_buckets)
+        self.allowed_accounts = frozenset(allowed_accounts)
+        self.concurrency = concurrency
+
+    def candidates(self, digest: FileRef, unseen: Sequence[tuple[str, str]]) -> list[FileRef]:
+        """The entries a digest may vouch for: its own bucket, account and region."""
+        refs = []
+        for bucket, key in unseen:
+            ref = FileRef.of(bucket, key)
+            same_origin = (bucket, ref.info.account_id, ref.info.region) == (
+                digest.bucket, digest.info.account_id, digest.info.region,
+            )  # fmt: skip
+            if ref.kind is not ObjectKind.LOG or not same_origin:
+                continue
+            if self.allowed_buckets and bucket not in self.allowed_buckets:
+                continue
+            if self.allowed_accounts and ref.info.account_id not in self.allowed_accounts:
+                continue
+            refs.append(ref)
+        return refs
+
+    async def __call__(
+        self, digest: FileRef, unseen: Sequence[tuple[str, str]], message_id: str | None
+    ) -> int:
+        """Fill the gaps `digest` shows; returns how many files were handed over."""
+        limit = asyncio.Semaphore(self.concurrency)
+        filled = 0
+
+        async def one(ref: FileRef) -> None:
+            nonlocal filled
+            async with limit:
+                outcome = await self.pipeline.run(ref, message_id)
+            if outcome.status == "done":
+                filled += 1
+                self.pipeline.metrics.missed_deliveries.inc()
+                log.warning("log file was never notified; handed over because its digest "
+                            "lists it", bucket=ref.bucket, key=ref.key,
+                            digest_key=digest.key, records=outcome.records)  # fmt: skip
+
+        await asyncio.gather(*(one(ref) for ref in self.candidates(digest, unseen)))
+        return filled

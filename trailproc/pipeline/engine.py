@@ -127,6 +127,8 @@ class FilePipeline:
         self.lease_seconds = lease_seconds
         # Inline digest verification (None: off; digests are then ordinary objects).
         self.digest_checks: PendingDigestChecks | None = None
+        # With digest checks: hands over listed log files no notification named (GapFiller).
+        self.gap_filler: Any = None
         # Files this process is working on right now. The store's lease is per owner, and
         # one owner may receive the same file twice at once (a message redelivered while
         # still being processed, or two messages naming one object): only one goes on.
@@ -282,10 +284,12 @@ class FilePipeline:
         async with self._exclusive(ref, file_id, where) as claim:
             if isinstance(claim, FileOutcome):
                 return claim
+            unseen: list[tuple[str, str]] = []
             try:
                 listing = await asyncio.to_thread(_read_digest, data, self.max_bytes)
                 checks = await self._pending_checks(
-                    "digest check", lambda: checker.digest_processed(listing)
+                    "digest check",
+                    lambda: checker.digest_processed(listing, lambda b, k: unseen.append((b, k))),
                 )
                 await asyncio.shield(
                     self._store(
@@ -302,6 +306,8 @@ class FilePipeline:
             log.info("digest checked", message_id=message_id, key=ref.key,
                      listed=len(listing.log_files), checked=len(checks),
                      mismatched=sum(not c.matched for c in checks))  # fmt: skip
+            if self.gap_filler is not None and unseen:
+                await self.gap_filler(ref, unseen, message_id)
             return FileOutcome(ref, "done")
 
     async def _pending_checks(self, what: str, call: Any) -> Any:

@@ -62,6 +62,13 @@ class MessageRunner:
             # Digests go to the integrity check, never to user code.
             kinds.add(ObjectKind.DIGEST)
             pipeline.enable_digest_checks(wait_seconds=config.digest_wait_hours * 3600)
+            if config.fill_gaps_from_digests:
+                from ..integrity.inline import GapFiller
+
+                pipeline.gap_filler = GapFiller(
+                    pipeline, allowed_buckets=config.allowed_buckets,
+                    allowed_accounts=config.allowed_accounts,
+                )  # fmt: skip
         self.kinds = frozenset(kinds)
 
     # --- parse and vet -------------------------------------------------------------------
