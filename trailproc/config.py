@@ -313,10 +313,18 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return _convert({**msgspec.structs.asdict(self), **changes})
 
 
+def parse_origin(entry: str) -> tuple[str, str]:
+    """`"111122223333/eu-west-1"` → ("111122223333", "eu-west-1"); ValueError otherwise."""
+    account, sep, region = entry.strip().partition("/")
+    if not sep or len(account) != 12 or not account.isdigit() or not region:
+        raise ValueError(f"{entry!r} is not ACCOUNT/REGION (12 digits, a slash, a region)")
+    if not all(c.islower() or c.isdigit() or c == "-" for c in region):
+        raise ValueError(f"{entry!r}: {region!r} is not a region name like us-east-1")
+    return account, region
+
+
 def _check_origins(entries: list[str]) -> None:
     """Each expect_deliveries_from entry is ACCOUNT/REGION; a blank one is an error."""
-    from .ops.freshness import parse_origin
-
     for entry in entries:
         if not entry.strip():
             raise ValueError("expect_deliveries_from has an empty entry; remove it")

@@ -16,21 +16,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 
+from ..config import parse_origin
 from ..observe import Metrics, get_logger
 
 __all__ = ["SilenceCheck", "parse_origin"]
 
 log = get_logger("trailproc.ops")
-
-
-def parse_origin(entry: str) -> tuple[str, str]:
-    """`"111122223333/eu-west-1"` → ("111122223333", "eu-west-1"); ValueError otherwise."""
-    account, sep, region = entry.strip().partition("/")
-    if not sep or len(account) != 12 or not account.isdigit() or not region:
-        raise ValueError(f"{entry!r} is not ACCOUNT/REGION (12 digits, a slash, a region)")
-    if not all(c.islower() or c.isdigit() or c == "-" for c in region):
-        raise ValueError(f"{entry!r}: {region!r} is not a region name like us-east-1")
-    return account, region
 
 
 class SilenceCheck:
