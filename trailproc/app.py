@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from .checkpoint import open_store
 from .checkpoint.base import CheckpointStore
 from .config import Config, load_config
-from .errors import InternalError, setup_error
+from .errors import InternalError, Refused, setup_error
 from .observe import Metrics, ensure_logging, get_logger
 from .pipeline.engine import FileOutcome, FilePipeline
 from .pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
@@ -36,6 +36,7 @@ from .processor import (
 )
 from .progress import Progress, files_with
 from .sources.local import SkippedFile, local_refs
+from .trust import Trust, TrustPolicy
 
 __all__ = ["RunResult", "build_processor", "process_paths", "run"]
 
@@ -113,6 +114,8 @@ def build_pipeline(
     fetcher: Fetcher,
     metrics: Metrics,
 ) -> FilePipeline:
+    if not isinstance(fetcher, LocalFetcher):  # local files pass no trust boundary
+        log.info("trust settings", **TrustPolicy.of(config).summary())
     record_filter = RecordFilter.from_config(config)
     if record_filter.active:
         log.info("records filtered", **record_filter.describe())
@@ -278,10 +281,12 @@ async def run_refs(
     progress: Progress | None = None,
     stopping: asyncio.Event | None = None,
     lookahead: int | None = None,
+    trust: Trust | None = None,
 ) -> None:
     """Run file references through `pipeline`, `concurrency` at a time (no queue to ack).
 
     The sources without acknowledgement (local files, S3 listings) share this loop.
+    With `trust` (S3 listings), a file outside the allow-lists fails, unread.
     Setting `stopping` stops starting new files; files in flight finish. Failed outcomes
     are appended to `failed`. `lookahead`: references taken from `refs` ahead of the
     files in flight (default `4 * concurrency`, which hides a listing's page requests).
@@ -311,12 +316,7 @@ async def run_refs(
                 progress.add_total()
             if stopping is not None and stopping.is_set():
                 continue  # drain without starting new files
-            try:
-                outcome = await pipeline.run(ref)
-            except Exception as exc:  # e.g. the checkpoint store is unreachable
-                error = InternalError.of(exc, bucket=ref.bucket, key=ref.key)
-                pipeline.fail(error)
-                outcome = FileOutcome(ref, "failed", error=error)
+            outcome = await _run_one(pipeline, ref, trust)
             if not outcome.ok:
                 failed.append(outcome)
             if progress is not None:
@@ -327,6 +327,20 @@ async def run_refs(
         await asyncio.gather(producer, *(work() for _ in range(concurrency)))
     finally:
         producer.cancel()
+
+
+async def _run_one(pipeline: FilePipeline, ref: FileRef, trust: Trust | None) -> FileOutcome:
+    try:
+        if trust is not None:
+            trust.vet_file(ref)
+        return await pipeline.run(ref)
+    except Refused as exc:
+        pipeline.fail(exc)
+        return FileOutcome(ref, "failed", error=exc)
+    except Exception as exc:  # e.g. the checkpoint store is unreachable
+        error = InternalError.of(exc, bucket=ref.bucket, key=ref.key)
+        pipeline.fail(error)
+        return FileOutcome(ref, "failed", error=error)
 
 
 async def process_paths_async(

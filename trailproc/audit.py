@@ -307,6 +307,7 @@ async def fix_missing_async(
     from .aws import AwsClients
     from .pipeline.fetch import S3Fetcher
     from .progress import Progress
+    from .trust import Trust
 
     user = build_processor(config, processor)
     metrics = metrics or Metrics()
@@ -323,7 +324,8 @@ async def fix_missing_async(
             pipeline = build_pipeline(config, user, store, fetcher, metrics)
             try:
                 await run_refs(pipeline, refs, concurrency=config.download_concurrency,
-                               failed=result.failed_files, progress=meter)  # fmt: skip
+                               failed=result.failed_files, progress=meter,
+                               trust=Trust(config))  # fmt: skip
             finally:
                 await pipeline.close()
     finally:

@@ -56,6 +56,7 @@ from .sources.s3_listing import (
     iter_digest_refs,
     iter_log_refs,
 )
+from .trust import Trust
 
 __all__ = [
     "DIGEST_LAG",
@@ -276,7 +277,7 @@ async def backfill_async(
             try:
                 await run_refs(
                     pipeline, listed(), concurrency=workers, failed=result.failed_files,
-                    progress=meter, stopping=stopping,
+                    progress=meter, stopping=stopping, trust=Trust(config),
                 )  # fmt: skip
             finally:
                 await pipeline.close()

@@ -215,6 +215,29 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         _doc("If set, refuse CloudWatch Logs subscription payloads from any other log stream."),
     ] = msgspec.field(default_factory=list)
 
+    # --- trust: SNS signatures -----------------------------------------------------------
+    verify_sns_signatures: Annotated[
+        bool,
+        _doc("Check the signature of every SNS envelope (SignatureVersion 1 and 2) before "
+             "anything in it is used; the signing certificate is fetched only from "
+             "https://sns.<region>.amazonaws.com (.amazonaws.com.cn in China) and cached. "
+             "Proves that SNS delivered the message from the topic it names, so "
+             "allowed_topic_arns holds against anyone who can send to the queue. Messages "
+             "without an envelope are then refused unless accept_unsigned_messages is set."),
+    ] = False
+    accept_unsigned_messages: Annotated[
+        bool,
+        _doc("With verify_sns_signatures: still accept messages that carry no SNS envelope "
+             "(raw message delivery, S3 or EventBridge sending straight to the queue or "
+             "function). Off: they are refused and kept."),
+    ] = False
+    sns_test_cert_url_prefix: Annotated[
+        str | None,
+        _doc("For tests only: one more place signing certificates may come from, an "
+             "http(s) URL prefix on a loopback host (127.0.0.1, ::1, localhost), so a test "
+             "can sign envelopes with a certificate of its own. Never set it in production."),
+    ] = None
+
     # --- integrity -----------------------------------------------------------------------
     verify_digests: Annotated[
         bool,
@@ -299,6 +322,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
                                  "setting to keep every record")  # fmt: skip
         self._check_time_range()
         _check_origins(self.expect_deliveries_from)
+        if self.sns_test_cert_url_prefix is not None:
+            _check_loopback_prefix(self.sns_test_cert_url_prefix)
 
     def _check_time_range(self) -> None:
         now = dt.datetime.now(dt.timezone.utc)
@@ -329,6 +354,22 @@ def _check_origins(entries: list[str]) -> None:
         if not entry.strip():
             raise ValueError("expect_deliveries_from has an empty entry; remove it")
         parse_origin(entry)
+
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _check_loopback_prefix(prefix: str) -> None:
+    """The test-only certificate place must be this machine: a remote one set by mistake
+    would let whoever serves it sign any message."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(prefix)
+    if parts.scheme not in ("http", "https") or parts.hostname not in _LOOPBACK_HOSTS:
+        raise ValueError(f"sns_test_cert_url_prefix must be an http(s) URL on a loopback "
+                         f"host (127.0.0.1, ::1, localhost), got {prefix!r}")  # fmt: skip
+    if not parts.path.endswith("/"):
+        raise ValueError(f"sns_test_cert_url_prefix must end with '/', got {prefix!r}")
 
 
 def _point_in_time(name: str, value: str | None, now: dt.datetime) -> dt.datetime | None:

@@ -28,6 +28,7 @@ __all__ = [
     "BadNotification",
     "Notification",
     "NotificationKind",
+    "SnsEnvelope",
     "parse_notification",
     "parse_payload",
 ]
@@ -45,6 +46,46 @@ class NotificationKind(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class SnsEnvelope:
+    """The signed fields of an SNS envelope, as received (None when absent).
+
+    SQS deliveries spell the certificate field `SigningCertURL`, Lambda SNS events
+    `SigningCertUrl`; both land in `signing_cert_url`. A `Subject` of null (Lambda's way
+    of saying "none") counts as absent, as SNS signs it only when present."""
+
+    type: str | None
+    message: str | None
+    message_id: str | None
+    subject: str | None
+    timestamp: str | None
+    topic_arn: str | None
+    signature_version: str | None
+    signature: str | None
+    signing_cert_url: str | None
+
+    @classmethod
+    def of(cls, env: Mapping[str, Any]) -> SnsEnvelope:
+        def text(*names: str) -> str | None:
+            for name in names:
+                value = env.get(name)
+                if isinstance(value, str):
+                    return value
+            return None
+
+        return cls(
+            type=text("Type"),
+            message=text("Message"),
+            message_id=text("MessageId"),
+            subject=text("Subject"),
+            timestamp=text("Timestamp"),
+            topic_arn=text("TopicArn"),
+            signature_version=text("SignatureVersion"),
+            signature=text("Signature"),
+            signing_cert_url=text("SigningCertURL", "SigningCertUrl"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
     """What one message asks for, after the object-kind policy was applied."""
 
@@ -58,6 +99,8 @@ class Notification:
     # The EventBridge envelope's `account`: labels inline records that lack
     # recipientAccountId (older event versions).
     account: str | None = None
+    # The SNS envelope the payload came in (None for raw deliveries), for signature checks.
+    envelope: SnsEnvelope | None = None
 
     @property
     def is_ack_only(self) -> bool:
@@ -108,6 +151,7 @@ class _Context:
     topic_arn: str | None
     sns_message_id: str | None
     raw_delivery: bool
+    envelope: SnsEnvelope | None = None
 
 
 def parse_notification(
@@ -197,14 +241,14 @@ def _parse_sns_envelope(
             f"(got {_json_type(message)})"
         )
     message_id = _opt_str(env.get("MessageId"))
+    envelope = SnsEnvelope.of(env)
     if message.strip() == _VALIDATION_TEXT:
-        return Notification(
-            NotificationKind.VALIDATION, sns_message_id=message_id, topic_arn=topic_arn
-        )
+        return Notification(NotificationKind.VALIDATION, sns_message_id=message_id,
+                            topic_arn=topic_arn, envelope=envelope)  # fmt: skip
     # Message is JSON inside a JSON string: decode a second time.
     inner_bytes = message.encode("utf-8", "surrogatepass")
     inner = _decode(inner_bytes, "SNS Message")
-    ctx = _Context(process_kinds, topic_arn, message_id, raw_delivery=False)
+    ctx = _Context(process_kinds, topic_arn, message_id, raw_delivery=False, envelope=envelope)
     return _classify(inner, inner_bytes, ctx)
 
 
@@ -372,6 +416,7 @@ def _eventbridge_cloudtrail(p: Mapping[str, Any], raw: bytes | None, ctx: _Conte
         topic_arn=ctx.topic_arn,
         raw_delivery=ctx.raw_delivery,
         account=account if isinstance(account, str) and account else None,
+        envelope=ctx.envelope,
     )
 
 
@@ -406,6 +451,7 @@ def _notification(
         sns_message_id=ctx.sns_message_id,
         topic_arn=ctx.topic_arn,
         raw_delivery=ctx.raw_delivery,
+        envelope=ctx.envelope,
     )
 
 

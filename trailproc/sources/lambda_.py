@@ -572,7 +572,7 @@ class LambdaRuntime:
         record = unit.record
         message_id = record.get("messageId")
         attributes: dict[str, str] = dict(record.get("attributes") or {})
-        note = self._runner(pipeline).parse(record.get("body") or "", message_id)
+        note = await self._runner(pipeline).parse(record.get("body") or "", message_id)
         if isinstance(note, TrailprocError):
             unit.error = _why(note)
             return False
@@ -595,7 +595,7 @@ class LambdaRuntime:
     async def _payload(self, pipeline: FilePipeline, payload: Any, unit: _Unit) -> bool:
         runner = self._runner(pipeline)
         ident = unit.ident
-        note = runner.parse(payload if isinstance(payload, Mapping) else str(payload), ident)
+        note = await runner.parse(payload if isinstance(payload, Mapping) else str(payload), ident)
         if isinstance(note, TrailprocError):
             unit.error = _why(note)
             return False

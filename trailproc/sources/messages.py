@@ -27,7 +27,9 @@ from ..pipeline.notifications import (
     parse_notification,
     parse_payload,
 )
+from ..ports.certificates import HttpCertificates
 from ..processor import ProgressInfo, ProgressState, Source
+from ..trust import Trust
 
 __all__ = ["MessageRunner", "Verdict"]
 
@@ -52,10 +54,13 @@ class Verdict:
 class MessageRunner:
     """Parses, vets and runs notifications through one `FilePipeline`."""
 
-    def __init__(self, config: Config, pipeline: FilePipeline) -> None:
+    def __init__(
+        self, config: Config, pipeline: FilePipeline, trust: Trust | None = None
+    ) -> None:
         self.config = config
         self.pipeline = pipeline
         self.processor = pipeline.processor
+        self.trust = trust or Trust(config, HttpCertificates())
         kinds = {ObjectKind(k) for k in config.process_kinds}
         self.verify_digests = config.verify_digests
         if self.verify_digests:
@@ -72,10 +77,11 @@ class MessageRunner:
         self.kinds = frozenset(kinds)
 
     # --- parse and vet -------------------------------------------------------------------
-    def parse(
+    async def parse(
         self, body: str | bytes | Mapping[str, Any], message_id: str | None
     ) -> Notification | TrailprocError:
-        """The notification, or the (already reported) error that makes it unusable."""
+        """The notification, or the (already reported) error that makes it unusable:
+        unreadable, or refused by the trust boundary (before anything is downloaded)."""
         pipeline = self.pipeline
         info = ProgressInfo(True, message_id)
         token = pipeline.report_start(ProgressState.PARSE_MESSAGE, info)
@@ -84,7 +90,7 @@ class MessageRunner:
                 note = parse_payload(body, process_kinds=self.kinds)
             else:
                 note = parse_notification(body, process_kinds=self.kinds)
-            self.check_trust(note, message_id)
+            await self.trust.vet_notification(note, message_id)
         except (BadNotification, Refused) as exc:
             pipeline.report_end(ProgressState.PARSE_MESSAGE, ProgressInfo(False, message_id), token)
             if isinstance(exc, Refused):
@@ -98,42 +104,6 @@ class MessageRunner:
             log.info("object skipped", message_id=message_id, bucket=ref.bucket, key=ref.key,
                      reason=reason)  # fmt: skip
         return note
-
-    def check_trust(self, note: Notification, message_id: str | None) -> None:
-        """Refuse notifications outside the allow-lists: a forged message must not make
-        trailproc read another bucket."""
-        cfg = self.config
-        if note.inline_records and not cfg.accept_records_in_messages:
-            # Whoever may send to the queue (or publish to the topic) can write such a
-            # record; nothing in the message proves CloudTrail wrote it.
-            raise Refused(
-                f"message carries {len(note.inline_records)} CloudTrail record(s) in its "
-                "body (EventBridge 'via CloudTrail'); these are refused unless "
-                "accept_records_in_messages is set (see docs/security.md)",
-                message_id=message_id,
-            )
-        if cfg.allowed_topic_arns and note.topic_arn not in cfg.allowed_topic_arns:
-            raise Refused(
-                f"notification from SNS topic {note.topic_arn!r}, not in allowed_topic_arns",
-                message_id=message_id,
-            )
-        for ref in note.refs:
-            if cfg.allowed_buckets and ref.bucket not in cfg.allowed_buckets:
-                raise Refused("bucket not in allowed_buckets", message_id=message_id,
-                              bucket=ref.bucket, key=ref.key)  # fmt: skip
-            if cfg.allowed_accounts and ref.info.account_id not in cfg.allowed_accounts:
-                raise Refused(
-                    f"account {ref.info.account_id!r} not in allowed_accounts",
-                    message_id=message_id, bucket=ref.bucket, key=ref.key,
-                )  # fmt: skip
-        if cfg.allowed_accounts:
-            # Records inside the message (EventBridge) read no bucket, but a forged one
-            # would still reach the handlers: the same account rule applies to them.
-            for raw in note.inline_records:
-                account = _probe(raw).recipient_account_id or note.account
-                if account not in cfg.allowed_accounts:
-                    raise Refused(f"account {account!r} not in allowed_accounts",
-                                  message_id=message_id)  # fmt: skip
 
     # --- run -----------------------------------------------------------------------------
     async def run(

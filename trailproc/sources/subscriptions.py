@@ -21,9 +21,9 @@ from ..errors import BadLogFile, Refused, TrailprocError
 from ..observe import get_logger
 from ..pipeline.cwlogs import SubscriptionDocument, decode_base64_payload
 from ..pipeline.engine import FilePipeline
-from ..pipeline.events import Delivery, Event
 from ..pipeline.keys import FileRef, KeyInfo, ObjectKind, StreamOrigin
 from ..processor import Source
+from ..trust import Trust
 
 __all__ = ["DocumentResult", "SubscriptionRunner", "document_ref"]
 
@@ -81,9 +81,12 @@ def document_ref(document: SubscriptionDocument, via: str) -> FileRef:
 class SubscriptionRunner:
     """Decodes, vets and runs subscription payloads through one `FilePipeline`."""
 
-    def __init__(self, config: Config, pipeline: FilePipeline) -> None:
+    def __init__(
+        self, config: Config, pipeline: FilePipeline, trust: Trust | None = None
+    ) -> None:
         self.config = config
         self.pipeline = pipeline
+        self.trust = trust or Trust(config)
 
     def _count(self, via: str, status: Status) -> None:
         self.pipeline.metrics.road_units.labels(via, status).inc()
@@ -104,34 +107,6 @@ class SubscriptionRunner:
             self._count(via, "bad_payload")
             return DocumentResult("bad_payload", error=_why(exc))
 
-    def check_trust(self, document: SubscriptionDocument, ident: str) -> None:
-        """Refuse what the configuration does not accept (raises `Refused`)."""
-        cfg = self.config
-        if not cfg.accept_records_in_messages:
-            raise Refused(
-                f"CloudWatch Logs payload from log group {document.log_group!r} carries "
-                f"{len(document.log_events)} CloudTrail record(s); records carried in "
-                "messages are refused unless accept_records_in_messages is set (see "
-                "docs/security.md)",
-                message_id=ident,
-            )
-        if cfg.allowed_log_groups and document.log_group not in cfg.allowed_log_groups:
-            raise Refused(f"log group {document.log_group!r} not in allowed_log_groups",
-                          message_id=ident)  # fmt: skip
-        if cfg.allowed_log_streams and document.log_stream not in cfg.allowed_log_streams:
-            raise Refused(f"log stream {document.log_stream!r} not in allowed_log_streams",
-                          message_id=ident)  # fmt: skip
-        if cfg.allowed_accounts:
-            if document.owner not in cfg.allowed_accounts:
-                raise Refused(f"log group owner {document.owner!r} not in allowed_accounts",
-                              message_id=ident)  # fmt: skip
-            for event in document.log_events:
-                probe = Event(event.record, Delivery(FileRef("", "")), 0)
-                account = probe.recipient_account_id or document.owner
-                if account not in cfg.allowed_accounts:
-                    raise Refused(f"account {account!r} of log event {event.id} not in "
-                                  "allowed_accounts", message_id=ident)  # fmt: skip
-
     async def run(self, document: SubscriptionDocument, *, ident: str, via: str) -> DocumentResult:
         """Hand over the records of one document (checkpointed as one unit)."""
         if document.is_control:
@@ -141,7 +116,7 @@ class SubscriptionRunner:
             self._count(via, "control")
             return DocumentResult("control")
         try:
-            self.check_trust(document, ident)
+            self.trust.vet_document(document, ident)
         except Refused as exc:
             self.pipeline.fail(exc)
             self._count(via, "refused")

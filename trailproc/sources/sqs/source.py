@@ -223,7 +223,7 @@ class SqsSource:
         if sent_at:
             self.metrics.queue_lag.observe(max(0.0, time.time() - sent_at))
 
-        note = self.runner.parse(message.get("Body", ""), message_id)
+        note = await self.runner.parse(message.get("Body", ""), message_id)
         if isinstance(note, TrailprocError):
             if heartbeat is not None:
                 await stop(heartbeat)
