@@ -114,8 +114,9 @@ def process(
 
     Files are read by content, whatever their names: every CloudTrail shape (the
     {"Records": [...]} delivery, gzip or not, arrays, single records, NDJSON,
-    EventBridge events, LookupEvents items). Inside folders, hidden and binary files
-    are skipped; the summary names every file skipped or failed.
+    EventBridge events, LookupEvents items, Firehose objects of CloudWatch Logs
+    documents). Inside folders, hidden and binary files are skipped; the summary names
+    every file skipped or failed.
 
     --output PATH is replaced unless --append is given (`run` always appends).
     """
