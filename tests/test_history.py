@@ -186,10 +186,11 @@ def test_throttling_is_retried_and_requests_keep_two_per_second(
     assert len(answer.requests) >= 6
     # The token bucket spaces LookupEvents calls 0.5 s apart when they leave; arrival
     # jitter here (a loaded machine) moves single gaps, so the bound is on the whole span,
-    # with slack for the first call's delay. Without the limiter the span is ~0.6 s
-    # (two immediate pages, two short retry waits); with it at least (n - 1) * 0.5 s.
+    # with a second of slack for late departures (seen: the first three calls arriving
+    # 0.78 s apart instead of 1.5 s on a machine at load 18). Without the limiter the span
+    # is ~0.6 s (two immediate pages, two short retry waits), well under the bound.
     span = answer.times[-1] - answer.times[0]
-    assert span >= (len(answer.times) - 1) * 0.5 - 0.6, answer.times
+    assert span >= (len(answer.times) - 1) * 0.5 - 1.0, answer.times
 
 
 @pytest.mark.parametrize(
