@@ -164,3 +164,26 @@ def test_lambda_sns_trigger_refuses_a_forged_envelope(
     finally:
         handler.close()
     assert sorted(seen) == sorted(ids)
+
+
+def test_backfill_refuses_files_of_other_accounts_unread(sandbox: TrailSandbox) -> None:
+    """A file dropped under another account's folder of the trail bucket (anyone with
+    s3:PutObject can) is refused by allowed_accounts before it is downloaded: counted as
+    failed with one error, no byte read, its records never handed over."""
+    from trailproc.backfill import backfill
+    from trailproc.processor import FunctionProcessor
+
+    mine = make_records(2, seed=40)
+    sandbox.put(log_key(unique="mine00000001"), encode_log(mine))
+    sandbox.put(log_key(account="999999999999", unique="theirs000001"),
+                encode_log(make_records(2, seed=41, account="999999999999")))  # fmt: skip
+    seen: list[str] = []
+    with structlog.testing.capture_logs() as logs:
+        result = backfill(sandbox.bucket, FunctionProcessor(lambda e: seen.append(e.event_id)),
+                          checkpoint="memory", progress=False,
+                          allowed_accounts=["123456789012"])  # fmt: skip
+    assert sorted(seen) == sorted(r["eventID"] for r in mine)
+    assert result.listed == 2 and result.files_done == 1 and result.files_failed == 1
+    (error,) = [e for e in logs if e.get("log_level") == "error"]
+    assert error["reason"] == "refused" and "999999999999" in error["key"]
+    assert result.metrics.value("trailproc_bytes_compressed_total") == len(encode_log(mine))

@@ -42,6 +42,7 @@ from .cli_common import (
     filter_options,
     load_cli_config,
     processing_options,
+    trust_options,
 )
 from .config import Config, load_config
 from .enqueue import EnqueueResult, enqueue_refs
@@ -449,6 +450,7 @@ def backfill(
     "`trailproc run` workers sharing this checkpoint store (--force: every file).",
 )
 @processing_options
+@trust_options
 @filter_options(omit=("account_id", "region"))  # --account-id/--region select folders here
 @fail_cleanly
 def backfill_command(

@@ -10,7 +10,13 @@ from typing import Any
 
 import click
 
-from .cli_common import fail_cleanly, filter_options, load_cli_config, processing_options
+from .cli_common import (
+    fail_cleanly,
+    filter_options,
+    load_cli_config,
+    processing_options,
+    trust_options,
+)
 from .observe import configure_logging, get_logger
 
 log = get_logger("trailproc.cli")
@@ -57,6 +63,7 @@ def main() -> None:
 
 @main.command()
 @processing_options
+@trust_options
 @filter_options
 @click.option("--queue-url", help="SQS queue with the trail's notifications.")
 @click.option("--visibility-timeout", type=int, help="Seconds; extended while working.")

@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, unknown_env
 from .errors import SetupError
-from .observe import configure_logging
+from .observe import configure_logging, get_logger
 from .timeparse import parse_time, parse_time_or_ago
 
 __all__ = [
@@ -25,6 +25,8 @@ __all__ = [
     "filter_options",
     "load_cli_config",
     "processing_options",
+    "trust_options",
+    "warn_unknown_env",
 ]
 
 
@@ -134,6 +136,34 @@ def processing_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def trust_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The allow-list flags of the commands that read buckets or queues (repeatable; an
+    empty value is an error, never "allow any")."""
+    options = [
+        click.option("--allowed-bucket", "allowed_buckets", multiple=True, metavar="BUCKET",
+                     help="Read log files only from this bucket (repeatable)."),
+        click.option("--allowed-account", "allowed_accounts", multiple=True, metavar="ACCOUNT",
+                     help="Accept log files and records only of this account (repeatable)."),
+        click.option("--allowed-topic-arn", "allowed_topic_arns", multiple=True, metavar="ARN",
+                     help="Accept SNS notifications only from this topic (repeatable)."),
+        click.option("--verify-sns-signatures", is_flag=True, default=None,
+                     help="Check every SNS envelope's signature (see docs/security.md)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def warn_unknown_env(env: Any = None) -> None:
+    """One warning per `TRAILPROC_*` variable trailproc does not read."""
+    for name, close in unknown_env(env):
+        hint = f"; did you mean {close}?" if close else ""
+        get_logger("trailproc.config").warning(
+            f"unknown environment variable {name} is ignored{hint}", variable=name,
+            closest=close,
+        )  # fmt: skip
+
+
 def load_cli_config(config_path: str | None, **flags: Any) -> Config:
     """The configuration from file, environment and flags; a bad value is a usage error."""
     for name, value in flags.items():
@@ -144,6 +174,7 @@ def load_cli_config(config_path: str | None, **flags: Any) -> Config:
     except ConfigError as exc:
         raise click.UsageError(f"invalid configuration: {exc}") from None
     configure_logging(config.log_level, config.log_format)
+    warn_unknown_env()
     return config
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
-__all__ = ["Config", "ConfigError", "load_config"]
+__all__ = ["Config", "ConfigError", "load_config", "unknown_env"]
 
 ENV_PREFIX = "TRAILPROC_"
 
@@ -524,6 +524,31 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
             out[key] = [v.strip() for v in value.split(",") if v.strip()]
         else:
             out[key] = value
+    return out
+
+
+# TRAILPROC_* variables read elsewhere than Config: the file to read, the Lambda entry
+# point's own settings, and those of the project's tests and benchmarks.
+_OTHER_ENV = frozenset({"CONFIG", "HANDLER", "LAMBDA_SAFETY_MARGIN", "LAMBDA_ABORT_MARGIN",
+                        "LAMBDA_FIFO_MODE", "SHARED_DIR", "BENCH_IDS", "TEST_BATCH_SLEEP",
+                        "TF_PLUGIN_DIR"})  # fmt: skip
+
+
+def unknown_env(env: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """`TRAILPROC_*` variables trailproc does not read (a typo is otherwise silently
+    ignored: `TRAILPROC_ALLOWED_BUCKET` would leave the allow-list off), each with the
+    closest known name, if one is close."""
+    import difflib
+
+    env = os.environ if env is None else env
+    # Compared without the shared prefix, which would make every name look close.
+    known = sorted({*(f.upper() for f in _FIELDS), *_OTHER_ENV})
+    out: list[tuple[str, str | None]] = []
+    for name in sorted(env):
+        suffix = name[len(ENV_PREFIX) :]
+        if name.startswith(ENV_PREFIX) and suffix not in known:
+            close = difflib.get_close_matches(suffix, known, n=1, cutoff=0.75)
+            out.append((name, ENV_PREFIX + close[0] if close else None))
     return out
 
 

@@ -11,6 +11,7 @@ import bisect
 import io
 import logging
 import math
+import re
 import sys
 import threading
 import time
@@ -37,15 +38,40 @@ _SECRET_FIELDS = frozenset(
 _HANDLE_FIELDS = frozenset({"receipthandle", "receipt_handle", "handle"})
 
 
+# Credentials that travel inside text: presigned-URL query parameters (SigV4 and SigV2)
+# and access key ids. An S3 key, a URL or an error message can carry them, and a log
+# line is read by more people than the bucket.
+_SECRET_IN_TEXT = re.compile(
+    r"(?P<name>X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|AWSAccessKeyId"
+    r"|aws_secret_access_key|aws_session_token)(?P<sep>=|%3D)[^&\s\"'<>]+"
+    r"|(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])",
+    re.IGNORECASE,
+)
+
+
+def _redact_text(text: str) -> str:
+    def hide(match: re.Match[str]) -> str:
+        if match.group("name"):
+            return f"{match.group('name')}{match.group('sep')}[redacted]"
+        return "[redacted-key-id]"
+
+    return _SECRET_IN_TEXT.sub(hide, text)
+
+
 def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: drop secrets, shorten receipt handles, whatever the caller passed."""
+    """structlog processor: drop secrets, shorten receipt handles, and blank credentials
+    inside text (presigned URL parameters, access key ids), whatever the caller passed."""
     for name in list(event):
         lowered = name.lower()
+        value = event[name]
         if lowered in _SECRET_FIELDS or lowered.endswith(("_secret", "secret_key", "password")):
             event[name] = "[redacted]"
-        elif lowered in _HANDLE_FIELDS and isinstance(event[name], str):
-            value = event[name]
+        elif lowered in _HANDLE_FIELDS and isinstance(value, str):
             event[name] = value if value.endswith("…") else short_handle(value)
+        elif isinstance(value, str):
+            event[name] = _redact_text(value)
+        elif isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value):
+            event[name] = [_redact_text(v) if isinstance(v, str) else v for v in value]
     return event
 
 

@@ -11,7 +11,13 @@ from typing import Any
 
 import click
 
-from .cli_common import TimeParam, fail_cleanly, load_cli_config, processing_options
+from .cli_common import (
+    TimeParam,
+    fail_cleanly,
+    load_cli_config,
+    processing_options,
+    trust_options,
+)
 
 __all__ = ["audit_command", "redrive_command"]
 
@@ -53,6 +59,7 @@ def _report(result: Any) -> None:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 @processing_options
+@trust_options
 @fail_cleanly
 def audit_command(
     bucket: str, prefix: str | None, account_ids: tuple[str, ...], regions: tuple[str, ...],

@@ -29,13 +29,8 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .config import Config
 from .errors import Refused
@@ -43,6 +38,9 @@ from .pipeline.cwlogs import SubscriptionDocument
 from .pipeline.events import Delivery, Event
 from .pipeline.keys import FileRef
 from .pipeline.notifications import Notification, SnsEnvelope
+
+if TYPE_CHECKING:  # cryptography is imported only when signatures are checked
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 __all__ = [
     "CertificateCache",
@@ -63,7 +61,7 @@ __all__ = [
 # SNS signs with certificates it serves from its regional endpoint, e.g.
 # https://sns.us-east-1.amazonaws.com/SimpleNotificationService-<id>.pem.
 _SNS_CERT_HOST = re.compile(r"\Asns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\Z", re.ASCII)
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"1": hashes.SHA1, "2": hashes.SHA256}
+_HASHES = {"1": "SHA1", "2": "SHA256"}
 # A base64 RSA signature is a few hundred characters; anything far longer is not one.
 _MAX_SIGNATURE_CHARS = 4096
 
@@ -272,6 +270,10 @@ def string_to_sign(envelope: SnsEnvelope) -> bytes:
 
 def verify_signature(envelope: SnsEnvelope, public_key: rsa.RSAPublicKey) -> Refusal | None:
     """Check the envelope's signature (after `check_envelope` passed) with `public_key`."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     text = envelope.signature or ""
     if len(text) > _MAX_SIGNATURE_CHARS:
         return Refusal("SNS Signature is too long to be one")
@@ -279,7 +281,7 @@ def verify_signature(envelope: SnsEnvelope, public_key: rsa.RSAPublicKey) -> Ref
         signature = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return Refusal("SNS Signature is not base64")
-    algorithm = _HASHES[envelope.signature_version or ""]()
+    algorithm = getattr(hashes, _HASHES[envelope.signature_version or ""])()
     try:
         public_key.verify(signature, string_to_sign(envelope), padding.PKCS1v15(), algorithm)
     except InvalidSignature:
@@ -334,6 +336,9 @@ class CertificateCache:
         return key
 
     async def _load(self, url: str) -> rsa.RSAPublicKey:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
         self.fetches += 1
         pem = await self.source.fetch(url)
         try:

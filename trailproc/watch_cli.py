@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,13 @@ from typing import Any
 import click
 
 from .app import RunResult
-from .cli_common import TimeParam, fail_cleanly, load_cli_config, processing_options
+from .cli_common import (
+    TimeParam,
+    fail_cleanly,
+    load_cli_config,
+    processing_options,
+    trust_options,
+)
 from .config import Config
 from .observe import Metrics, ensure_logging, get_logger
 from .processor import EventProcessor, maybe_await
@@ -49,6 +56,7 @@ async def watching(
     from .checkpoint import open_store
     from .ops.servers import serve_ops
     from .pipeline.fetch import S3Fetcher
+    from .trust import Trust
 
     ensure_logging(config.log_level, config.log_format)
     if config.allowed_buckets and options.bucket not in config.allowed_buckets:
@@ -65,8 +73,10 @@ async def watching(
             pipeline = build_pipeline(config, user, store,
                                       S3Fetcher.for_config(router, config), metrics)  # fmt: skip
             try:
+                # Each listed file passes the trust boundary (account of its key).
+                vetted = functools.partial(run_refs, trust=Trust(config))
                 yield Watcher(options, query, pipeline, s3, store, metrics,
-                              owner=config.worker_id or default_owner(), run_refs=run_refs,
+                              owner=config.worker_id or default_owner(), run_refs=vetted,
                               concurrency=config.download_concurrency)  # fmt: skip
             finally:
                 await pipeline.close()
@@ -122,6 +132,7 @@ async def watch_async(
 @click.option("--metrics-port", type=int, help="Serve Prometheus /metrics on this port.")
 @click.option("--health-port", type=int, help="Serve /livez and /readyz on this port.")
 @processing_options
+@trust_options
 @fail_cleanly
 def watch_command(
     bucket: str,

@@ -11,7 +11,6 @@ that SNS topic.
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 from typing import Any
@@ -73,10 +72,6 @@ def iam_change(event: Event) -> None:
 
 
 # Built at import (the init phase); AWS clients are opened on the first invocation.
-# The checkpoint store comes from TRAILPROC_CHECKPOINT (the template sets DynamoDB).
+# The checkpoint store comes from TRAILPROC_CHECKPOINT (the template sets DynamoDB). The
+# warm state (event loop, clients, store) is closed by trailproc when the interpreter exits.
 handler = make_handler(handlers)
-# The warm state (an event loop, aiobotocore clients and their aiohttp sessions, the
-# checkpoint store) lives as long as the environment. Closing it when the interpreter
-# exits (a local run, `sam local invoke`, a test, a Lambda shutdown) is what keeps aiohttp
-# from printing "Unclosed client session" and the loop from leaking.
-atexit.register(handler.close)

@@ -48,10 +48,12 @@ across sandboxes), the pipeline and the user's processor (started once).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import os
 import tempfile
 import time
+import weakref
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -305,6 +307,7 @@ class LambdaRuntime:
             max_bytes=self.config.max_decompressed_bytes,
         )
         self._clients, self._store = clients, store
+        _close_at_exit(self)
         self._pipeline = build_pipeline(self.config, self.processor, store, fetcher, self.metrics)
         log.info("cold start", checkpoint=self.config.checkpoint or "memory",
                  owner=self._pipeline.owner,
@@ -607,6 +610,22 @@ class LambdaRuntime:
         if self._message_runner is None or self._message_runner.pipeline is not pipeline:
             self._message_runner = MessageRunner(self.config, pipeline)
         return self._message_runner
+
+
+def _close_at_exit(runtime: LambdaRuntime) -> None:
+    """Close `runtime`'s warm state when the interpreter exits, if it is still open.
+
+    The aiohttp sessions of its clients would otherwise print "Unclosed client session"
+    at exit (a local run, `sam local invoke`, a test, a sandbox shutting down). A weak
+    reference: a runtime nobody holds any more is not kept alive for this."""
+    ref = weakref.ref(runtime)
+
+    def close() -> None:
+        alive = ref()
+        if alive is not None:
+            alive.close()
+
+    atexit.register(close)
 
 
 _FIREHOSE_RESULTS = {"ok": "Ok", "control": "Dropped"}
