@@ -159,6 +159,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         proxy = self.server.proxy
         body = self._read_body()
         target = (self.headers.get("X-Amz-Target") or "").rpartition(".")[2]
+        proxy.headers_seen.append((self.command, self.path, dict(self.headers.items())))
+        special = None
+        if proxy.intercept is not None:
+            special = proxy.intercept(self.command, self.path, self.headers)
+        if special is not None:
+            proxy.count("intercepted")
+            status, answer_headers, payload = special
+            self._respond(status, list(answer_headers.items()), payload)
+            return
         if target in proxy.answers:
             # A service moto does not implement: answered here, in its wire format.
             proxy.count(f"answered:{target}")
@@ -252,6 +261,7 @@ class FaultProxy:
         slow_latency: float = 0.4,
         answers: dict[str, Any] | None = None,
         drop_replies: dict[str, int] | None = None,
+        intercept: Any = None,
     ) -> None:
         parts = urllib.parse.urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
@@ -269,6 +279,10 @@ class FaultProxy:
         # X-Amz-Target action → how many of its next requests are forwarded and then
         # left unanswered (the server acted; the client never hears of it).
         self.drop_replies: dict[str, int] = dict(drop_replies or {})
+        # (method, path, headers) -> (status, headers, payload) to answer a request
+        # without forwarding it, or None to go on (e.g. S3 refusing a header's value).
+        self.intercept = intercept
+        self.headers_seen: list[tuple[str, str, dict[str, str]]] = []  # every request
         self._seed = seed
         self._rng = random.Random(seed)
         self._streams: dict[tuple[str, str], random.Random] = {}

@@ -50,6 +50,7 @@ from .observe import Metrics, ensure_logging, get_logger
 from .pipeline.keys import FileRef
 from .processor import EventProcessor, maybe_await
 from .progress import Progress
+from .restore import restored_refs
 from .sources.s3_listing import (
     DIGEST_LAG,
     FolderCache,
@@ -140,6 +141,7 @@ class BackfillResult(RunResult):
     interrupted: bool = False
     seconds: float = 0.0
     digests_listed: int = 0  # of `listed`, the digest files (verify_digests)
+    unrestored: list[FileRef] = dataclasses.field(default_factory=list)  # still archived
 
     @property
     def files_failed(self) -> int:
@@ -159,7 +161,8 @@ class BackfillResult(RunResult):
     @property
     def ok(self) -> bool:
         """No failed file, no interruption, and no log file contradicting its digest."""
-        return not self.files_failed and not self.interrupted and not self.digest_mismatches
+        return (not self.files_failed and not self.interrupted and not self.digest_mismatches
+                and not self.unrestored)  # fmt: skip
 
 
 def range_query(
@@ -185,6 +188,12 @@ def range_query(
     return dataclasses.replace(
         query, end=query.end + dt.timedelta(minutes=config.late_delivery_minutes)
     )
+
+
+async def _counted(refs: AsyncIterator[FileRef], result: BackfillResult) -> AsyncIterator[FileRef]:
+    async for ref in refs:
+        result.listed += 1
+        yield ref
 
 
 def _namespace(force: bool, namespace: str | None) -> str | None:
@@ -213,8 +222,14 @@ async def backfill_async(
     log_interval: float = 10.0,
     stopping: asyncio.Event | None = None,
     metrics: Metrics | None = None,
+    restore_days: int | None = None,
+    restore_poll_seconds: float = 300.0,
 ) -> BackfillResult:
     """List the selected log files and run each through the pipeline (see module doc).
+
+    `restore_days`: archived files (Glacier classes) get a RestoreObject request for that
+    many days and are processed once readable, polled every `restore_poll_seconds`
+    (see `trailproc.restore`).
 
     `concurrency` files are in flight at once (default `config.download_concurrency`).
     Setting `stopping` stops starting new files; files in flight finish.
@@ -259,10 +274,15 @@ async def backfill_async(
 
             async def listed() -> AsyncIterator[FileRef]:
                 folders: FolderCache = {}  # the digest walk reuses the log walk's folders
-                async for ref in iter_log_refs(
-                    s3, query, concurrency=workers, folder_cache=folders
-                ):
-                    result.listed += 1
+                refs = _counted(iter_log_refs(s3, query, concurrency=workers,
+                                              folder_cache=folders), result)  # fmt: skip
+                if restore_days:
+                    refs = restored_refs(
+                        refs, fetcher.client_for, store, days=restore_days,
+                        poll_seconds=restore_poll_seconds, access_args=fetcher.access_args,
+                        stopping=stopping, unrestored=result.unrestored,
+                    )  # fmt: skip
+                async for ref in refs:
                     yield ref
                 if not config.verify_digests:
                     return
@@ -366,6 +386,8 @@ def backfill(
     namespace: str | None = None,
     concurrency: int | None = None,
     progress: bool | None = None,
+    restore_days: int | None = None,
+    restore_poll_seconds: float = 300.0,
     **overrides: Any,
 ) -> BackfillResult:
     """Blocking `backfill_async`; `overrides` are configuration keys (handlers, checkpoint...).
@@ -377,6 +399,7 @@ def backfill(
         bucket, config, processor, prefix=prefix, account_ids=account_ids,
         regions=regions, start_time=start_time, end_time=end_time, insights=insights,
         force=force, namespace=namespace, concurrency=concurrency, progress=progress,
+        restore_days=restore_days, restore_poll_seconds=restore_poll_seconds,
     )  # fmt: skip
     return asyncio.run(job)
 
@@ -419,6 +442,15 @@ def backfill(
     help="Minutes after --end-time whose deliveries are read too (default 15; 0: select "
     "files by delivery time only).",
 )
+@click.option(
+    "--restore-days",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Request a restore (N days) of archived files (Glacier classes) and process them "
+    "once readable; the command waits for the restores (hours).",
+)
+@click.option("--restore-poll-seconds", type=click.FloatRange(min=0.1), default=300.0,
+              show_default=True, help="Seconds between checks of pending restores.")  # fmt: skip
 @click.option("--insights", is_flag=True, help="Also process CloudTrail Insights files.")
 @click.option(
     "--force",
@@ -469,6 +501,8 @@ def backfill_command(
     progress: bool | None,
     verify_digests: bool | None,
     enqueue_url: str | None,
+    restore_days: int | None,
+    restore_poll_seconds: float,
     **flags: Any,
 ) -> None:
     """Process log files already in a bucket (history loads, replays, new handlers)."""
@@ -476,9 +510,9 @@ def backfill_command(
 
     config = load_cli_config(config_path, handlers=handlers, verify_digests=verify_digests, **flags)
     if enqueue_url:
-        if namespace:
-            raise click.UsageError("--namespace does not apply to --enqueue: workers use "
-                                   "their own checkpoint store")  # fmt: skip
+        if namespace or restore_days:
+            raise click.UsageError("--namespace and --restore-days do not apply to "
+                                   "--enqueue: the workers read the files")  # fmt: skip
 
         async def enqueue() -> EnqueueResult:
             stopping = asyncio.Event()
@@ -504,6 +538,7 @@ def backfill_command(
             bucket, config, prefix=prefix, account_ids=account_ids, regions=regions,
             start_time=start_time, end_time=end_time, insights=insights, force=force,
             namespace=namespace, concurrency=concurrency, progress=progress, stopping=stopping,
+            restore_days=restore_days, restore_poll_seconds=restore_poll_seconds,
         )  # fmt: skip
 
     result = asyncio.run(main())  # errors become one clean line via @fail_cleanly
@@ -512,7 +547,9 @@ def backfill_command(
         f"{result.files_skipped} already done, {result.files_failed} failed; "
         f"{result.records} record(s) handed over"
         + (f" (checkpoint namespace {result.namespace})" if result.namespace else "")
-        + (" - interrupted" if result.interrupted else ""),
+        + (" - interrupted" if result.interrupted else "")
+        + (f"; {len(result.unrestored)} file(s) still being restored (run again)"
+           if result.unrestored else ""),
         err=True,
     )
     if config.verify_digests:

@@ -168,24 +168,40 @@ class S3Fetcher:
             except TrailprocError:
                 raise
             except Exception as exc:
+                if error_code(exc) == "InvalidObjectState":
+                    storage_class = await self._class_of(ref)
+                    raise _as_fetch_error(exc, ref, storage_class=storage_class) from exc
                 raise _as_fetch_error(exc, ref, self._owners.get(ref.bucket)) from exc
 
+    async def _class_of(self, ref: FileRef) -> str | None:
+        """The object's storage class (HeadObject), to name it in the error; None if
+        S3 does not tell."""
+        try:
+            client = await self.client_for(ref)
+            head = await client.head_object(Bucket=ref.bucket, Key=ref.key,
+                                            **self.access_args(ref.bucket))  # fmt: skip
+        except Exception:
+            return None
+        return head.get("StorageClass") or head.get("ArchiveStatus")
 
-def _archived(exc: BaseException) -> str:
-    """Why an archived object cannot be read, naming its storage class when S3 did."""
+
+def _archived(exc: BaseException, storage_class: str | None) -> str:
+    """Why an archived object cannot be read, naming its storage class when known."""
     error = (getattr(exc, "response", None) or {}).get("Error", {})
-    storage_class = error.get("StorageClass") or "an archive storage class"
+    storage_class = storage_class or error.get("StorageClass") or "an archive storage class"
     return (f"InvalidObjectState: the object is in {storage_class} (moved there by a "
             "lifecycle rule?) and must be restored before it can be read: run "
             "`trailproc backfill --restore-days N` over its time range, which requests "
             "the restores and processes the files once they are back")  # fmt: skip
 
 
-def _as_fetch_error(exc: BaseException, ref: FileRef, owner: str | None = None) -> FetchError:
+def _as_fetch_error(
+    exc: BaseException, ref: FileRef, owner: str | None = None, storage_class: str | None = None
+) -> FetchError:
     code = error_code(exc) or None
     transient = is_transient(exc)
     if code == "InvalidObjectState":
-        text = _archived(exc)
+        text = _archived(exc, storage_class)
     elif code in ("AccessDenied", "403") and owner:
         text = (f"access denied: either the bucket is not owned by account {owner} "
                 "(bucket_owners; S3 refuses a look-alike bucket in another account) or "
