@@ -226,8 +226,8 @@ def test_sqlite_unknown_user_version_without_meta_is_refused(tmp_path: Path) -> 
 
 
 def test_refused_sqlite_store_hands_nothing_over(tmp_path: Path) -> None:
-    """Through the whole pipeline: the file fails with the refusal, no record reaches
-    the processor, and nothing is written to the store."""
+    """Through the whole pipeline: the run stops at start-up with the refusal, no record
+    reaches the processor, and nothing is written to the store."""
     path = tmp_path / "cp.sqlite3"
     _v01_sqlite(path)
     run(SqliteStore(path), _reads_previous_progress)
@@ -242,9 +242,9 @@ def test_refused_sqlite_store_hands_nothing_over(tmp_path: Path) -> None:
         def process(self, events: Any) -> None:
             seen.extend(events)
 
-    result = trailproc.process_paths([log], Collect(), checkpoint=f"sqlite://{path}")
+    with pytest.raises(SchemaTooNew, match=f"schema version {NEWER}"):
+        trailproc.process_paths([log], Collect(), checkpoint=f"sqlite://{path}")
     assert seen == []
-    assert result.failed_files
     assert path.read_bytes() == before
 
 

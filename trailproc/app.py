@@ -9,17 +9,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import signal
 import socket
+import sys
+import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from .checkpoint import open_store
-from .checkpoint.base import CheckpointStore
+from .checkpoint.base import CheckpointStore, FileId, StateLost
 from .config import Config, load_config
-from .errors import InternalError, Refused, setup_error
+from .errors import CheckpointError, InternalError, Refused, setup_error
 from .observe import Metrics, ensure_logging, get_logger
 from .pipeline.engine import FileOutcome, FilePipeline
 from .pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
@@ -38,10 +41,21 @@ from .progress import Progress, files_with
 from .sources.local import SkippedFile, local_refs
 from .trust import Trust, TrustPolicy
 
-__all__ = ["RunResult", "build_processor", "process_paths", "run"]
+__all__ = ["EXIT_ABANDONED", "RunResult", "build_processor", "process_paths", "run"]
 
 log = get_logger("trailproc")
 T = TypeVar("T")
+
+# Exit status of a stop that abandoned work: a handler still busy at the shutdown deadline
+# (its batch not committed: it may be handed over again). 75 is EX_TEMPFAIL of
+# sysexits.h: "try again later"; supervisors restart on it like on any other failure.
+EXIT_ABANDONED = 75
+# Seconds after `shutdown_timeout` at which a stop that is still not over (user code that
+# ignores cancellation, a close() that hangs) ends the process anyway.
+HARD_EXIT_MARGIN = 2.5
+# A file id no log file can have: reading it opens the store (running its schema check)
+# and, for a local file, checks the file is still there.
+_STORE_PROBE = FileId("", "trailproc/store-probe", "")
 
 
 @dataclass
@@ -51,6 +65,12 @@ class RunResult:
     metrics: Metrics
     failed_files: list[FileOutcome] = field(default_factory=list)
     skipped_files: list[SkippedFile] = field(default_factory=list)  # not read (`process`)
+    # Batches abandoned in user code at the shutdown deadline (see EXIT_ABANDONED),
+    # including work that ignored its cancellation.
+    abandoned_batches: int = 0
+    # User code is still running: a synchronous process() call on the handler thread, or
+    # work that ignored cancellation (neither can be stopped: the process should exit).
+    handler_stuck: bool = False
 
     @property
     def records(self) -> int:
@@ -161,11 +181,13 @@ async def run_async(
     stopping: asyncio.Event | None = None,
     metrics: Metrics | None = None,
 ) -> RunResult:
-    """Poll `config.queue_url` until `stopping` is set (or idle with exit_when_idle)."""
-    from .aws import AwsClients, S3Router
+    """Poll `config.queue_url` until `stopping` is set (or idle with exit_when_idle).
+
+    The checkpoint store is opened and checked before anything else (a store of a newer
+    schema is refused here, with `SchemaTooNew`); a local store whose file disappears
+    mid-run stops the run with `StateLost`.
+    """
     from .observe import stats_loop
-    from .ops.servers import serve_ops
-    from .sources.sqs import SqsSource
 
     ensure_logging(config.log_level, config.log_format)
     user = build_processor(config, processor)
@@ -173,39 +195,130 @@ async def run_async(
     stopping = stopping or asyncio.Event()
     _stop_when_output_closes(user, stopping)
     store = open_store(config.checkpoint, config.state_dir)
-    await maybe_await(user.start())
-    stats = (
-        asyncio.create_task(stats_loop(metrics, config.stats_interval, log))
-        if config.stats_interval
-        else None
-    )
     try:
-        async with serve_ops(config, metrics), AwsClients(config) as clients:
-            sqs = await clients.client("sqs")
-            # Building the S3 client loads S3's large service model (~60 ms of CPU). Done
-            # just after the first ReceiveMessage went out, it overlaps that round trip
-            # instead of delaying it; downloads wait for it.
-            s3 = asyncio.ensure_future(_soon(lambda: clients.client("s3")))
-            pipeline = build_pipeline(
-                config, user, store, S3Fetcher.for_config(S3Router(clients), config), metrics
-            )
-            source = SqsSource(config, pipeline, sqs, metrics)
-            log.info("polling", queue_url=config.queue_url, owner=pipeline.owner)
-            try:
-                await source.run(stopping)
-            finally:
-                await pipeline.close()
-                # Settle the S3 client before the clients close (a stop right at start).
-                s3.cancel()
-                with contextlib.suppress(BaseException):
-                    await s3
+        await check_store(store)
+    except BaseException:
+        await store.close()
+        raise
+    await maybe_await(user.start())
+    lost: list[StateLost] = []
+    background = [
+        asyncio.create_task(_watch_store(store, stopping, lost)) if store.never_suspends
+        else None,
+        asyncio.create_task(stats_loop(metrics, config.stats_interval, log))
+        if config.stats_interval else None,
+    ]  # fmt: skip
+    result = RunResult(metrics)
+    try:
+        await _poll(config, user, store, metrics, stopping, result)
     finally:
-        if stats:
-            stats.cancel()
+        for task in background:
+            if task is not None:
+                task.cancel()
+                await asyncio.wait([task])  # the store watch's last look runs first
         await maybe_await(user.close())
         await store.close()
-    log.info("stopped", **metrics.brief())
-    return RunResult(metrics)
+    _log_stopped(result)
+    if lost:
+        raise lost[0]
+    return result
+
+
+async def _poll(
+    config: Config,
+    user: EventProcessor,
+    store: CheckpointStore,
+    metrics: Metrics,
+    stopping: asyncio.Event,
+    result: RunResult,
+) -> None:
+    """The SQS source on its clients until `stopping`; what the stop abandoned goes into
+    `result`."""
+    from .aws import AwsClients, S3Router
+    from .ops.servers import serve_ops
+    from .sources.sqs import SqsSource
+
+    async with serve_ops(config, metrics), AwsClients(config) as clients:
+        sqs = await clients.client("sqs")
+        # Building the S3 client loads S3's large service model (~60 ms of CPU). Done
+        # just after the first ReceiveMessage went out, it overlaps that round trip
+        # instead of delaying it; downloads wait for it.
+        s3 = asyncio.ensure_future(_soon(lambda: clients.client("s3")))
+        pipeline = build_pipeline(
+            config, user, store, S3Fetcher.for_config(S3Router(clients), config), metrics
+        )
+        source = SqsSource(config, pipeline, sqs, metrics)
+        log.info("polling", queue_url=config.queue_url, owner=pipeline.owner)
+        try:
+            await source.run(stopping)
+        finally:
+            # Never waits for a handler still busy (see HandlerThread).
+            await pipeline.close()
+            result.abandoned_batches = pipeline.dispatch.abandoned + source.left_running
+            result.handler_stuck = pipeline.dispatch.stuck or source.left_running > 0
+            # Settle the S3 client before the clients close (a stop right at start).
+            s3.cancel()
+            with contextlib.suppress(BaseException):
+                await s3
+
+
+def _log_stopped(result: RunResult) -> None:
+    """The one line that says the run is over, and whether the stop abandoned work."""
+    if result.abandoned_batches:
+        log.warning("stopped", abandoned_batches=result.abandoned_batches,
+                    handler_stuck=result.handler_stuck, **result.metrics.brief())  # fmt: skip
+    else:
+        log.info("stopped", **result.metrics.brief())
+
+
+async def check_store(store: CheckpointStore) -> None:
+    """Open `store` and read from it once, so that a store that cannot be used (a newer
+    schema: `SchemaTooNew`; a file that cannot be opened) stops a run before it takes
+    any work, with one error, instead of failing every file."""
+    try:
+        await store.is_done(_STORE_PROBE)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(
+            f"checkpoint store {store!r} cannot be used: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+async def _watch_store(
+    store: CheckpointStore, stopping: asyncio.Event, lost: list[StateLost], every: float = 1.0
+) -> None:
+    """Stop the run, with one error, once a local store's file has gone (see `StateLost`).
+
+    Every call to such a store checks its file too, so no progress is written to a lost
+    file meanwhile; this also notices while nothing is being processed, and once more
+    when the run ends (an idle exit can come first)."""
+    try:
+        while not stopping.is_set() and not await _store_lost(store, lost):
+            await _first_of_event(stopping, every)
+    finally:
+        if not lost:  # cancelled at the end of the run: one last look
+            await _store_lost(store, lost)
+        if lost:
+            stopping.set()
+
+
+async def _store_lost(store: CheckpointStore, lost: list[StateLost]) -> bool:
+    try:
+        await store.is_done(_STORE_PROBE)
+    except StateLost as exc:
+        log.error(exc.message, reason=exc.reason)
+        lost.append(exc)
+        return True
+    except Exception:  # not a lost file: the files' own calls report it
+        pass
+    return False
+
+
+async def _first_of_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait until `event` is set, at most `timeout` seconds."""
+    with contextlib.suppress(asyncio.TimeoutError):  # not the builtin before 3.11
+        await asyncio.wait_for(event.wait(), timeout)
 
 
 def _stop_when_output_closes(user: EventProcessor, stopping: asyncio.Event) -> None:
@@ -225,13 +338,23 @@ async def _soon(work: Callable[[], Awaitable[T]], delay: float = 0.005) -> T:
 
 
 def install_signal_handlers(
-    stopping: asyncio.Event, *, also: Callable[[int], None] | None = None
-) -> None:
+    stopping: asyncio.Event,
+    *,
+    also: Callable[[int], None] | None = None,
+    hard_deadline: float | None = None,
+) -> Callable[[], None]:
     """SIGTERM/SIGINT on the running loop: the first sets `stopping` (finish in-flight
     work), a second exits at once. `also(signum)` is called first for every signal (to
-    pass it on to child processes)."""
+    pass it on to child processes).
+
+    `hard_deadline`: seconds after the first signal at which the process exits with
+    `EXIT_ABANDONED` whatever is still running (the promise of a bounded stop, kept even
+    when user code ignores cancellation). Returns a function that disarms it, to call
+    once the run is over.
+    """
     loop = asyncio.get_running_loop()
     received: list[int] = []
+    watchdog: list[threading.Timer] = []
 
     def on_signal(signum: int) -> None:
         if also is not None:
@@ -240,16 +363,51 @@ def install_signal_handlers(
             # Second signal: leave now. Committed checkpoints cover everything handed
             # over; undeleted messages reappear after their visibility timeout.
             log.warning("second signal: exiting immediately", signal=signum)
-            os._exit(128 + signum)
+            _flush_and_exit(128 + signum)
         received.append(signum)
         log.info("signal received: finishing in-flight work", signal=signal.Signals(signum).name)
         stopping.set()
+        if hard_deadline is not None:
+            watchdog.append(threading.Timer(hard_deadline, _deadline_passed, (hard_deadline,)))
+            watchdog[0].daemon = True
+            watchdog[0].start()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(signum, on_signal, signum)
         except (NotImplementedError, RuntimeError):  # not the main thread / Windows
             pass
+
+    def disarm() -> None:
+        for timer in watchdog:
+            timer.cancel()
+
+    return disarm
+
+
+def _deadline_passed(seconds: float) -> None:
+    log.error("stop still not over at the hard deadline: exiting now; work in progress "
+              "was abandoned (unfinished messages come back after their visibility timeout)",
+              seconds=seconds, exit_code=EXIT_ABANDONED)  # fmt: skip
+    _flush_and_exit(EXIT_ABANDONED)
+
+
+def _flush_and_exit(code: int) -> NoReturn:
+    """Exit now, without waiting for any thread (a handler that never returns cannot be
+    stopped, and interpreter shutdown could wait on it), after flushing what was logged."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
+def exit_if_stuck(result: RunResult) -> None:
+    """After a run whose stop left a handler call running: exit the process now, with
+    `EXIT_ABANDONED` (a daemon thread in user code could hold a lock the interpreter's
+    shutdown needs)."""
+    if result.handler_stuck:
+        _flush_and_exit(EXIT_ABANDONED)
 
 
 def run(
@@ -260,16 +418,29 @@ def run(
 ) -> RunResult:
     """Run the SQS daemon in this thread until SIGTERM/SIGINT (blocking).
 
+    A stop is bounded: `shutdown_timeout` for in-flight work, then the process exits
+    with `EXIT_ABANDONED` if the stop is still not over `HARD_EXIT_MARGIN` seconds later.
+    A returned result with `abandoned_batches` says batches were abandoned in the
+    handler at the deadline (they may be handed over again).
+
     >>> trailproc.run(MyProcessor(), queue_url="https://sqs...")  # doctest: +SKIP
     """
     config = config.replace(**overrides) if config else load_config(**overrides)
 
+    disarm: list[Callable[[], None]] = []
+
     async def main() -> RunResult:
         stopping = asyncio.Event()
-        install_signal_handlers(stopping)
+        disarm.append(install_signal_handlers(
+            stopping, hard_deadline=config.shutdown_timeout + HARD_EXIT_MARGIN
+        ))  # fmt: skip
         return await run_async(config, processor, stopping=stopping)
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    finally:  # only now: the loop's own teardown (cancelling what is left) may hang too
+        for off in disarm:
+            off()
 
 
 async def run_refs(
@@ -360,10 +531,15 @@ async def process_paths_async(
     `progress`: a tqdm bar (True), periodic log lines (False), or a bar on a terminal (None).
     """
     ensure_logging(config.log_level, config.log_format)
+    store = open_store(config.checkpoint or "memory", config.state_dir)
+    try:  # before the output is touched: a refused store leaves it as it was
+        await check_store(store)
+    except BaseException:
+        await store.close()
+        raise
     existed = prepare_output(config.output, append=append_output)
     user = build_processor(config, processor)
     metrics = metrics or Metrics()
-    store = open_store(config.checkpoint or "memory", config.state_dir)
     pipeline = build_pipeline(config, user, store, LocalFetcher(), metrics)
     result = RunResult(metrics)
     meter = Progress(metrics, desc="process", bar=progress)

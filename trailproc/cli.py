@@ -85,7 +85,12 @@ def main() -> None:
               help="Worker processes sharing the queue and the checkpoint store.")  # fmt: skip
 @fail_cleanly
 def run(config_path: str | None, workers: int, **flags: Any) -> None:
-    """Poll SQS and hand every CloudTrail record to the handlers (daemon)."""
+    """Poll SQS and hand every CloudTrail record to the handlers (daemon).
+
+    Exits 0 when stopped by a signal with nothing abandoned (or idle with
+    --exit-when-idle), 75 when the shutdown deadline abandoned a batch still in a
+    handler (it may be handed over again), 1 on an error.
+    """
     config = load_cli_config(config_path, **flags)
     if not config.queue_url:
         raise click.UsageError("no queue: give --queue-url or set TRAILPROC_QUEUE_URL")
@@ -103,6 +108,11 @@ def run(config_path: str | None, workers: int, **flags: Any) -> None:
     if result.files_failed:
         log.warning("some files failed; their messages stay on the queue for retry",
                     failed=result.files_failed)  # fmt: skip
+    if result.abandoned_batches:
+        from .app import EXIT_ABANDONED, exit_if_stuck
+
+        exit_if_stuck(result)
+        sys.exit(EXIT_ABANDONED)
 
 
 @main.command()

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from .config import Config, ConfigError, load_config, unknown_env
-from .errors import SetupError
+from .errors import CheckpointError, SetupError
 from .observe import configure_logging, get_logger
 from .timeparse import parse_time, parse_time_or_ago
 
@@ -187,7 +187,7 @@ def fail_cleanly(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, KeyboardInterrupt):
             raise
-        except (ValueError, OSError, SetupError) as exc:
+        except (ValueError, OSError, SetupError, CheckpointError) as exc:
             raise click.ClickException(str(exc)) from None
         except Exception as exc:
             if type(exc).__module__.startswith(("botocore", "aiobotocore")):

@@ -60,6 +60,8 @@ class ParallelResult:
     skipped_files: list[Any] = field(default_factory=list)  # `SkippedFile`s (`process`)
     jobs: list[dict[str, Any]] = field(default_factory=list)  # one summary per process
     exit_codes: list[int] = field(default_factory=list)
+    abandoned_batches: int = 0  # at a shutdown deadline, in any worker (see app.EXIT_ABANDONED)
+    handler_stuck: bool = False  # this process's own worker left a handler call running
 
     def add(self, part: dict[str, Any]) -> None:
         self.records += int(part.get("records", 0))
@@ -67,6 +69,8 @@ class ParallelResult:
         self.files_ok += int(part.get("files_ok", 0))
         self.files_failed += int(part.get("files_failed", 0))
         self.failed_files.extend(part.get("failed_files", []))
+        self.abandoned_batches += int(part.get("abandoned_batches", 0))
+        self.handler_stuck = self.handler_stuck or bool(part.get("handler_stuck"))
         self.jobs.append(part)
 
     @property
@@ -99,6 +103,8 @@ def _summary(result: Any, **extra: Any) -> dict[str, Any]:
         "records_filtered": getattr(result, "records_filtered", 0),
         "files_ok": result.files_ok,
         "files_failed": result.files_failed,
+        "abandoned_batches": getattr(result, "abandoned_batches", 0),
+        "handler_stuck": getattr(result, "handler_stuck", False),
         "failed_files": failed,
         **extra,
     }
@@ -364,15 +370,19 @@ def run_workers(
                 except ProcessLookupError:
                     pass
 
+    disarm: list[Callable[[], None]] = []  # the hard deadline, once the loop is closed
+
     async def own_worker() -> Any:
         """This process's worker, stopped by signals as `trailproc run` is (and passing
         them on); one that came while the children were being started stops it at once."""
-        from .app import install_signal_handlers, run_async
+        from .app import HARD_EXIT_MARGIN, install_signal_handlers, run_async
 
         stopping = asyncio.Event()
         if forwarded:
             stopping.set()
-        install_signal_handlers(stopping, also=forward)
+        disarm.append(install_signal_handlers(
+            stopping, also=forward, hard_deadline=config.shutdown_timeout + HARD_EXIT_MARGIN
+        ))  # fmt: skip
         return await run_async(config_for(0), stopping=stopping)
 
     # Outside the worker's event loop (before it starts, and after it ends while the
@@ -393,6 +403,8 @@ def run_workers(
             get_logger("trailproc.parallel").exception("worker failed", pid=os.getpid())
             result.exit_codes[0] = 1
             result.jobs.append({"pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"})
+        for off in disarm:
+            off()
         for signum in previous:  # the loop's handlers are gone with it
             signal.signal(signum, forward)
         for process, receiver in workers:

@@ -9,6 +9,7 @@ registry, loaded from `module:attr` or the `trailproc.handlers` entry-point grou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import enum
 import errno
@@ -16,6 +17,7 @@ import fnmatch
 import importlib
 import inspect
 import os
+import queue
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -537,24 +539,96 @@ def installed_handler_names() -> list[str]:
     return sorted(ep.name for ep in entry_points(group="trailproc.handlers"))
 
 
+class HandlerThread:
+    """One daemon thread running synchronous `process()` calls, one at a time, in order.
+
+    Not a `ThreadPoolExecutor`: a pool's shutdown (and the interpreter's exit) joins its
+    threads, so one `process()` that never returns would keep the process alive forever.
+    A daemon thread does not hold the interpreter; a call abandoned at a shutdown deadline
+    is left running and its result dropped.
+    """
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._running = threading.Event()  # a call is inside user code right now
+
+    @property
+    def stuck(self) -> bool:
+        """A call is still running in user code (after `stop`: the thread will not end)."""
+        return self._running.is_set()
+
+    async def call(self, process: Callable[[list[Event]], Any], events: list[Event]) -> Any:
+        """`process(events)` on the thread; cancelling the await abandons the call (a call
+        not started yet is skipped, one in progress runs on, its result dropped)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="trailproc-handler",
+                                            daemon=True)  # fmt: skip
+            self._thread.start()
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+        abandoned = threading.Event()
+        # Carry contextvars (structlog's bound request id, ...) into the handler thread.
+        context = contextvars.copy_context()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not answer.done():
+                answer.set_result(value) if ok else answer.set_exception(value)
+
+        def work() -> None:
+            if abandoned.is_set():
+                return
+            self._running.set()
+            try:
+                ok, value = True, context.run(process, events)
+            except BaseException as exc:
+                ok, value = False, exc
+            finally:
+                self._running.clear()
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, ok, value)
+
+        self._calls.put(work)
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
+
+    def _serve(self) -> None:
+        while (work := self._calls.get()) is not None:
+            work()
+
+    def stop(self) -> None:
+        """Let the thread end after its current call, without waiting for it."""
+        if self._thread is not None:
+            self._calls.put(None)
+            self._thread = None
+
+
 class Dispatcher:
     """Calls user code, each processor the way it needs.
 
     - `async def process` (or `runs_on_loop`): awaited on the event loop;
     - processors marked `inline` (quick and non-blocking, e.g. --output): called directly;
-    - any other synchronous `process`: on one dedicated thread.
+    - any other synchronous `process`: on one dedicated daemon thread (`HandlerThread`).
 
     One dedicated thread (not a pool) means a synchronous processor is never called
     concurrently with itself, so user code needs no locks, while the event loop keeps
     receiving and sending visibility heartbeats during a slow batch. Combined processors
     are dispatched part by part, so one async part does not pull the others onto the loop.
+
+    A call cancelled while in user code (a shutdown deadline reached with the handler
+    still busy) counts in `abandoned`: its batch was not committed and may be handed over
+    again after a restart.
     """
 
     def __init__(self, processor: EventProcessor, *, in_thread: bool = True) -> None:
         self.processor = processor
         parts = processor.processors if isinstance(processor, _Combined) else [processor]
         self._calls = [(part.process, self._mode(part, in_thread)) for part in parts]
-        self._executor: Any = None
+        self._thread = HandlerThread()
+        self.abandoned = 0  # batches abandoned in user code at a shutdown deadline
 
     @staticmethod
     def _mode(processor: EventProcessor, in_thread: bool) -> str:
@@ -564,25 +638,35 @@ class Dispatcher:
             return "inline"
         return "thread"
 
+    @property
+    def stuck(self) -> bool:
+        """A synchronous `process()` call is still running on the handler thread."""
+        return self._thread.stuck
+
     async def __call__(self, events: list[Event]) -> None:
-        for process, mode in self._calls:
-            if mode == "thread":
-                result = await self._in_thread(process, events)
-            else:
-                result = process(events)
-            await maybe_await(result)
+        try:
+            for process, mode in self._calls:
+                if mode == "thread":
+                    result = await self._thread.call(process, events)
+                else:
+                    result = process(events)
+                await maybe_await(result)
+        except asyncio.CancelledError:
+            self._abandon(events)
+            raise
 
-    async def _in_thread(self, process: Callable[[list[Event]], Any], events: list[Event]) -> Any:
-        if self._executor is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="trailproc-handler")
-        loop = asyncio.get_running_loop()
-        # Carry contextvars (structlog's bound request id, ...) into the handler thread.
-        context = contextvars.copy_context()
-        return await loop.run_in_executor(self._executor, context.run, process, events)
+    def _abandon(self, events: list[Event]) -> None:
+        self.abandoned += 1
+        delivery = events[0].delivery if events else None
+        where = {"message_id": delivery.message_id, "bucket": delivery.bucket,
+                 "key": delivery.ref.key} if delivery is not None else {}  # fmt: skip
+        log.warning(
+            "shutdown deadline reached with the handler still busy: batch abandoned, "
+            "not committed (it may be handed over again)",
+            **{k: v for k, v in where.items() if v},
+            records=len(events),
+            first_index=events[0].index if events else None,
+        )
 
     def shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        self._thread.stop()

@@ -19,7 +19,16 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import CheckpointStore, Claim, ClaimState, FileId, KeyValueStore, LeaseLost, LeaseStore
+from .base import (
+    CheckpointStore,
+    Claim,
+    ClaimState,
+    FileId,
+    KeyValueStore,
+    LeaseLost,
+    LeaseStore,
+    StateLost,
+)
 from .schema import SchemaTooNew
 
 if TYPE_CHECKING:
@@ -39,6 +48,7 @@ __all__ = [
     "MemoryStore",
     "SchemaTooNew",
     "SqliteStore",
+    "StateLost",
     "open_store",
 ]
 

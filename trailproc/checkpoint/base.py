@@ -14,6 +14,8 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from ..errors import CheckpointError
+
 __all__ = [
     "CheckpointStore",
     "Claim",
@@ -22,6 +24,7 @@ __all__ = [
     "KeyValueStore",
     "LeaseLost",
     "LeaseStore",
+    "StateLost",
 ]
 
 
@@ -56,6 +59,16 @@ class LeaseLost(Exception):
     Raised by `CheckpointStore.commit` when the lease expired and another owner took the
     file, or when the file was released or completed meanwhile.
     """
+
+
+class StateLost(CheckpointError):
+    """The store's storage vanished under a running process (its file deleted or replaced,
+    its folder removed): progress written now would be lost, so nothing more is written.
+
+    Fatal for a run: it stops with this one error instead of failing file after file.
+    """
+
+    reason = "state_lost"
 
 
 @runtime_checkable

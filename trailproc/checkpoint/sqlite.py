@@ -28,7 +28,7 @@ from typing import Any
 
 import structlog
 
-from .base import Claim, ClaimState, FileId, LeaseLost
+from .base import Claim, ClaimState, FileId, LeaseLost, StateLost
 from .schema import StoredSchema, merged_schema
 
 __all__ = ["DEFAULT_TTL_DAYS", "SqliteStore"]
@@ -215,6 +215,10 @@ class SqliteStore:
         # since closing them in the child could disturb the parent's locks and WAL.
         self._inherited: list[sqlite3.Connection] = []
         self._housekeeping_due = 0.0  # next pass (time.time()); 0: when first opened
+        # (st_dev, st_ino) of the file the connection has open: a connection keeps
+        # writing to a deleted file without an error, so each call checks the path
+        # still names it (one stat) before going on.
+        self._identity: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -222,11 +226,13 @@ class SqliteStore:
     def _connection(self) -> sqlite3.Connection:
         pid = os.getpid()
         if self._conn is not None and self._pid == pid:
+            self._check_file()
             return self._conn
         if self._conn is not None:
             self._inherited.append(self._conn)
         conn = self._open()
         self._conn, self._pid = conn, pid
+        self._identity = self._file_identity()
         self._housekeeping(conn, time.time())
         return conn
 
@@ -260,6 +266,30 @@ class SqliteStore:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (stat.st_dev, stat.st_ino)
+
+    def _check_file(self) -> None:
+        """Raise `StateLost` if the database file was deleted, moved or replaced since it
+        was opened: SQLite would go on writing to the unlinked file, and every commit
+        from then on would vanish with the process."""
+        if self._identity is None:  # no file on disk to watch (":memory:")
+            return
+        identity = self._file_identity()
+        if identity == self._identity:
+            return
+        what = "deleted or moved away" if identity is None else "replaced by another file"
+        raise StateLost(
+            f"checkpoint database {self.path} was {what} while trailproc was running "
+            "(was the state directory removed?); refusing to record progress where no "
+            "one will find it. Restore the state directory and restart: unfinished "
+            "messages stay on the queue"
+        )
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
         """Refuse a database from a newer, incompatible schema; upgrade an older one."""
@@ -443,5 +473,6 @@ class SqliteStore:
     async def close(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
+            self._identity = None
             if conn is not None and self._pid == os.getpid():
                 conn.close()

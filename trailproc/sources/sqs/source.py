@@ -37,6 +37,10 @@ __all__ = ["SqsSource"]
 
 log = get_logger("trailproc.sqs")
 
+# Seconds cancelled work gets, at the shutdown deadline, to release its files and make
+# its messages visible again.
+_CANCEL_WAIT = 1.5
+
 
 class SqsSource:
     """Polls one queue and acknowledges according to each message's outcome.
@@ -78,6 +82,10 @@ class SqsSource:
                               keeper=self.keeper, dlq=dlq, in_flight=self.in_flight,
                               clock=clock, metrics=metrics)  # fmt: skip
         self._stopping = asyncio.Event()
+        # Messages whose work ignored cancellation at the shutdown deadline (user code
+        # catching CancelledError): left behind, never waited for.
+        self.left_running = 0
+        self._working: dict[int, dict[str, Any]] = {}  # messages in `_handle`, by id()
         self.groups = GroupRunner(self._handle, in_flight=self.in_flight, keeper=self.keeper,
                                   parked=self.acks.parked, metrics=metrics,
                                   stopping=self._stopping_is_set)  # fmt: skip
@@ -177,10 +185,30 @@ class SqsSource:
                      count=len(pending))  # fmt: skip
             self.pipeline.interrupt()
             _done, pending = await asyncio.wait(pending, timeout=grace)
+        if pending:
+            await self._cancel(pending)
+
+    async def _cancel(self, pending: set[asyncio.Task[Any]]) -> None:
+        """The shutdown deadline: cancel what is still running. A handler still busy
+        has its batch abandoned (not committed) and its message made visible again; a
+        synchronous handler's call runs on in its thread, never waited for."""
+        log.warning("shutdown timeout reached: cancelling unfinished work",
+                    count=len(pending))  # fmt: skip
         for task in pending:
             task.cancel()
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        # Cancelled work releases its files and messages (a few quick calls); user code
+        # that ignores cancellation is not waited for beyond this.
+        _done, stuck = await asyncio.wait(pending, timeout=_CANCEL_WAIT)
+        self.left_running = len(stuck)
+        if stuck:
+            # Their messages would come back only after the visibility timeout (or never
+            # while a heartbeat goes on): make them visible again now.
+            left = list(self._working.values())
+            log.error("work ignored cancellation at shutdown; leaving it behind, its "
+                      "messages made visible again", count=len(stuck),
+                      message_ids=[m.get("MessageId") for m in left])  # fmt: skip
+            await asyncio.gather(*(self.keeper.hide(m, 0) for m in left),
+                                 return_exceptions=True)  # fmt: skip
 
     # --- one message ---------------------------------------------------------------------
     async def _handle(
@@ -192,6 +220,7 @@ class SqsSource:
         """Work on one message and acknowledge it. True if it is finished with (done, or
         deleted or moved to the DLQ after a failure); False if it stays on the queue."""
         self.metrics.in_flight_messages.inc()
+        self._working[id(message)] = message
         try:
             return await self._work(message, received, heartbeat)
         except asyncio.CancelledError:
@@ -210,6 +239,7 @@ class SqsSource:
                             message_id=message.get("MessageId"))  # fmt: skip
                 return False
         finally:
+            self._working.pop(id(message), None)
             if heartbeat is not None:
                 await stop(heartbeat)
             self.metrics.in_flight_messages.dec()
