@@ -531,6 +531,8 @@ async def process_paths_async(
     `progress`: a tqdm bar (True), periodic log lines (False), or a bar on a terminal (None).
     """
     ensure_logging(config.log_level, config.log_format)
+    user = build_processor(config, processor)
+    metrics = metrics or Metrics()
     store = open_store(config.checkpoint or "memory", config.state_dir)
     try:  # before the output is touched: a refused store leaves it as it was
         await check_store(store)
@@ -538,8 +540,6 @@ async def process_paths_async(
         await store.close()
         raise
     existed = prepare_output(config.output, append=append_output)
-    user = build_processor(config, processor)
-    metrics = metrics or Metrics()
     pipeline = build_pipeline(config, user, store, LocalFetcher(), metrics)
     result = RunResult(metrics)
     meter = Progress(metrics, desc="process", bar=progress)
