@@ -222,3 +222,99 @@ def test_check_store_passes_a_usable_store_and_names_an_unusable_one(tmp_path: P
         await broken.close()
 
     asyncio.run(main())
+
+
+# --- the SQS source's deadline, on the in-memory queue -----------------------------------
+
+QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/trail"
+API_CALL = {
+    "version": "0", "id": "6f1c0de2-0000-4000-8000-000000000001",
+    "detail-type": "AWS API Call via CloudTrail", "source": "aws.iam",
+    "account": "123456789012", "time": "2026-12-05T07:00:00Z", "region": "us-east-1",
+    "resources": [],
+    "detail": {"eventVersion": "1.08", "eventID": "e-1", "eventName": "CreateUser",
+               "eventSource": "iam.amazonaws.com", "eventTime": "2026-12-05T07:00:00Z",
+               "awsRegion": "us-east-1", "recipientAccountId": "123456789012"},
+}  # fmt: skip
+
+
+class _Swallows(EventProcessor):
+    """Never returns, and swallows its cancellation."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.give_up = False
+
+    async def process(self, events: list[Event]) -> None:
+        self.started.set()
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                if self.give_up:
+                    raise
+
+
+def _stop_at_deadline(processor: Any) -> tuple[Any, Any]:
+    import json
+
+    from trailproc.config import Config
+    from trailproc.observe import Metrics
+    from trailproc.pipeline.engine import FilePipeline
+    from trailproc.pipeline.fetch import LocalFetcher
+    from trailproc.ports import MemoryQueue
+    from trailproc.sources.sqs import SqsSource
+
+    queue = MemoryQueue()
+    queue.put(json.dumps(API_CALL))
+    config = Config(queue_url=QUEUE, accept_records_in_messages=True, shutdown_timeout=0.4,
+                    wait_time_seconds=1)  # fmt: skip
+    pipeline = FilePipeline(processor=processor, store=MemoryStore(), fetcher=LocalFetcher(),
+                            metrics=Metrics(), owner="test")  # fmt: skip
+    source = SqsSource(config, pipeline, None, Metrics(), queue=queue)
+
+    async def main() -> None:
+        stopping = asyncio.Event()
+        run = asyncio.ensure_future(source.run(stopping))
+        while not processor.started.is_set():
+            await asyncio.sleep(0.01)
+        stopping.set()
+        await asyncio.wait_for(run, 10)  # bounded: a stop that hangs fails here
+        await pipeline.close()
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+        if isinstance(processor, _Swallows):  # what was left behind may end now
+            processor.give_up = True
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+    finally:
+        loop.close()
+    return queue, source
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("processor_type", [_HangsSync, _HangsAsync])
+def test_deadline_abandons_the_batch_and_makes_its_message_visible(
+    processor_type: type[Any],
+) -> None:
+    processor = processor_type()
+    queue, source = _stop_at_deadline(processor)
+    assert source.pipeline.dispatch.abandoned == 1
+    assert ("rh1", 0) in queue.made("change_visibility")
+    assert not any("rh1" in batch for batch in queue.made("delete_batch"))
+    assert source.left_running == 0
+    if isinstance(processor, _HangsSync):
+        assert source.pipeline.dispatch.stuck
+        processor.release.set()
+
+
+@pytest.mark.timeout(30)
+def test_work_swallowing_its_cancellation_is_left_behind_with_its_message_visible() -> None:
+    queue, source = _stop_at_deadline(_Swallows())
+    assert source.left_running == 1
+    assert ("rh1", 0) in queue.made("change_visibility")
+    assert not any("rh1" in batch for batch in queue.made("delete_batch"))
