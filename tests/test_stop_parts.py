@@ -318,3 +318,37 @@ def test_work_swallowing_its_cancellation_is_left_behind_with_its_message_visibl
     assert source.left_running == 1
     assert ("rh1", 0) in queue.made("change_visibility")
     assert not any("rh1" in batch for batch in queue.made("delete_batch"))
+
+
+def test_calls_after_stop_go_to_a_new_thread_not_the_busy_one() -> None:
+    release = threading.Event()
+    started = threading.Event()
+    threads: list[str] = []
+
+    hung_in: list[int] = []
+
+    def hang(events: Any) -> None:
+        hung_in.append(threading.get_ident())
+        started.set()
+        release.wait()
+
+    def where(events: Any) -> int:
+        threads.append(threading.current_thread().name)
+        return threading.get_ident()
+
+    async def main() -> int:
+        thread = HandlerThread()
+        hung = asyncio.ensure_future(thread.call(hang, []))
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        hung.cancel()
+        await asyncio.gather(hung, return_exceptions=True)
+        thread.stop()
+        served = await asyncio.wait_for(thread.call(where, []), 5)  # not behind the hung call
+        assert thread.stuck  # the old thread is still in user code
+        thread.stop()
+        return served
+
+    served = asyncio.run(main())
+    release.set()
+    assert hung_in and served != hung_in[0] and threads == ["trailproc-handler"]

@@ -551,19 +551,21 @@ class HandlerThread:
     def __init__(self) -> None:
         self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._running = threading.Event()  # a call is inside user code right now
+        # Threads inside user code right now (more than one only after `stop` left a
+        # busy one behind and a new call came).
+        self._busy: set[int] = set()
 
     @property
     def stuck(self) -> bool:
         """A call is still running in user code (after `stop`: the thread will not end)."""
-        return self._running.is_set()
+        return bool(self._busy)
 
     async def call(self, process: Callable[[list[Event]], Any], events: list[Event]) -> Any:
         """`process(events)` on the thread; cancelling the await abandons the call (a call
         not started yet is skipped, one in progress runs on, its result dropped)."""
         if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name="trailproc-handler",
-                                            daemon=True)  # fmt: skip
+            self._thread = threading.Thread(target=self._serve, args=(self._calls,),
+                                            name="trailproc-handler", daemon=True)  # fmt: skip
             self._thread.start()
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
@@ -572,19 +574,24 @@ class HandlerThread:
         context = contextvars.copy_context()
 
         def settle(ok: bool, value: Any) -> None:
-            if not answer.done():
-                answer.set_result(value) if ok else answer.set_exception(value)
+            if answer.done():  # abandoned: nobody waits for it any more
+                return
+            if ok:
+                answer.set_result(value)
+            else:
+                answer.set_exception(value)
 
         def work() -> None:
             if abandoned.is_set():
                 return
-            self._running.set()
+            me = threading.get_ident()
+            self._busy.add(me)
             try:
                 ok, value = True, context.run(process, events)
             except BaseException as exc:
                 ok, value = False, exc
             finally:
-                self._running.clear()
+                self._busy.discard(me)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(settle, ok, value)
 
@@ -595,14 +602,17 @@ class HandlerThread:
             abandoned.set()
             raise
 
-    def _serve(self) -> None:
-        while (work := self._calls.get()) is not None:
+    @staticmethod
+    def _serve(calls: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+        while (work := calls.get()) is not None:
             work()
 
     def stop(self) -> None:
-        """Let the thread end after its current call, without waiting for it."""
+        """Let the thread end after its current call, without waiting for it. Calls made
+        after this go to a new thread with a queue of its own (never to one still busy)."""
         if self._thread is not None:
             self._calls.put(None)
+            self._calls = queue.SimpleQueue()
             self._thread = None
 
 
