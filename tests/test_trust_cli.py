@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from faultproxy import daemon_command, daemon_env, json_logs
 
 from trailproc.config import unknown_env
@@ -102,3 +103,15 @@ def test_credentials_inside_keys_are_redacted(capsys: pytest.CaptureFixture[str]
     assert line["key"].startswith("AWSLogs/123456789012/CloudTrail/us-east-1/2026/11/01/f.json.gz?")
     assert "X-Amz-Signature=[redacted]" in line["key"] and "Expires=1700000000" in line["key"]
     assert line["keys"] == [line["key"]] and line["event"].endswith(line["key"])
+
+
+def test_lambda_handler_warns_about_a_misspelt_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trailproc.aws_lambda import make_handler
+
+    monkeypatch.setenv("TRAILPROC_ALLOWED_ACOUNTS", "123456789012")
+    with structlog.testing.capture_logs() as logs:
+        handler = make_handler(lambda e: None, checkpoint="memory", configure_logs=False)
+    handler.close()
+    (warning,) = [e for e in logs if e.get("variable") == "TRAILPROC_ALLOWED_ACOUNTS"]
+    assert warning["log_level"] == "warning"
+    assert warning["closest"] == "TRAILPROC_ALLOWED_ACCOUNTS"

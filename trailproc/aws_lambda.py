@@ -71,7 +71,7 @@ def make_handler(
     one JSON object per line (unless ``log_format`` says otherwise), with the request id.
     """
     from .app import build_processor
-    from .config import load_config
+    from .config import load_config, warn_unknown_env
     from .observe import configure_logging
     from .processor import EventProcessor, FunctionProcessor
     from .sources.lambda_ import LambdaOptions, LambdaRuntime
@@ -79,6 +79,7 @@ def make_handler(
     config = config.replace(**overrides) if config else load_config(**overrides)
     if configure_logs:
         configure_logging(config.log_level, config.log_format)
+    warn_unknown_env()
     user: Any = processor_or_handlers
     if isinstance(user, str):
         config = config.replace(handlers=[*config.handlers, user])

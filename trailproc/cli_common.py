@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from .config import Config, ConfigError, load_config, unknown_env
+from .config import Config, ConfigError, load_config, warn_unknown_env
 from .errors import CheckpointError, SetupError
-from .observe import configure_logging, get_logger
+from .observe import configure_logging
 from .timeparse import parse_time, parse_time_or_ago
 
 __all__ = [
@@ -26,7 +26,6 @@ __all__ = [
     "load_cli_config",
     "processing_options",
     "trust_options",
-    "warn_unknown_env",
 ]
 
 
@@ -152,16 +151,6 @@ def trust_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         func = option(func)
     return func
-
-
-def warn_unknown_env(env: Any = None) -> None:
-    """One warning per `TRAILPROC_*` variable trailproc does not read."""
-    for name, close in unknown_env(env):
-        hint = f"; did you mean {close}?" if close else ""
-        get_logger("trailproc.config").warning(
-            f"unknown environment variable {name} is ignored{hint}", variable=name,
-            closest=close,
-        )  # fmt: skip
 
 
 def load_cli_config(config_path: str | None, **flags: Any) -> Config:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
-__all__ = ["Config", "ConfigError", "load_config", "unknown_env"]
+__all__ = ["Config", "ConfigError", "load_config", "unknown_env", "warn_unknown_env"]
 
 ENV_PREFIX = "TRAILPROC_"
 
@@ -550,6 +550,18 @@ def unknown_env(env: Mapping[str, str] | None = None) -> list[tuple[str, str | N
             close = difflib.get_close_matches(suffix, known, n=1, cutoff=0.75)
             out.append((name, ENV_PREFIX + close[0] if close else None))
     return out
+
+
+def warn_unknown_env(env: Mapping[str, str] | None = None) -> None:
+    """One warning per `TRAILPROC_*` variable trailproc does not read (at start)."""
+    from .observe import get_logger
+
+    for name, close in unknown_env(env):
+        hint = f"; did you mean {close}?" if close else ""
+        get_logger("trailproc.config").warning(
+            f"unknown environment variable {name} is ignored{hint}", variable=name,
+            closest=close,
+        )  # fmt: skip
 
 
 def _read_properties(text: str) -> dict[str, Any]:
