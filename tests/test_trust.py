@@ -184,7 +184,11 @@ def test_document_rules(document: SubscriptionDocument, settings: dict[str, Any]
 CERT_URLS = [
     ("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem", None),
     ("https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem", None),
-    ("https://sns.us-east-1.amazonaws.com:443/x.pem", None),
+    ("https://sns.us-east-1.amazonaws.com:443/SimpleNotificationService-abc.pem", None),
+    ("https://sns.us-east-1.amazonaws.com/x.pem", ".pem file"),
+    ("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-a.pem?x=1", ".pem file"),
+    ("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-a/../b.pem", ".pem file"),
+    ("https://sns.us-east-1.amazonaws.com/?Action=GetCertificate", ".pem file"),
     ("http://sns.us-east-1.amazonaws.com/x.pem", "not https"),
     ("https://sns.us-east-1.amazonaws.com.evil.example/x.pem", "host"),
     ("https://evil.example/sns.us-east-1.amazonaws.com/x.pem", "host"),
@@ -193,7 +197,7 @@ CERT_URLS = [
     ("https://sns.us-east-1.amazonaws.com:8443/x.pem", "host"),
     ("https://s3.amazonaws.com/x.pem", "host"),
     ("https://sns.amazonaws.com/x.pem", "host"),
-    ("https://SNS.us-east-1.amazonaws.com/x.pem", None),  # hostnames are case-insensitive
+    ("https://SNS.us-east-1.amazonaws.com/SimpleNotificationService-1.pem", None),  # any case
     ("file:///etc/passwd", "not https"),
     ("https://[::1/x.pem", "not a URL"),
     ("", "no SigningCertURL"),

@@ -61,6 +61,7 @@ __all__ = [
 # SNS signs with certificates it serves from its regional endpoint, e.g.
 # https://sns.us-east-1.amazonaws.com/SimpleNotificationService-<id>.pem.
 _SNS_CERT_HOST = re.compile(r"\Asns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?\Z", re.ASCII)
+_SNS_CERT_PATH = re.compile(r"\A/SimpleNotificationService-[A-Za-z0-9]+\.pem\Z", re.ASCII)
 _HASHES = {"1": "SHA1", "2": "SHA256"}
 # A base64 RSA signature is a few hundred characters; anything far longer is not one.
 _MAX_SIGNATURE_CHARS = 4096
@@ -226,6 +227,9 @@ def cert_url_problem(url: str | None, test_prefix: str | None = None) -> str | N
         or port not in (None, 443)
     ):
         return f"SigningCertURL host {host!r} is not sns.<region>.amazonaws.com(.cn)"
+    if not _SNS_CERT_PATH.match(parts.path) or parts.query or parts.fragment:
+        # Only SNS's certificate files: no other object of the endpoint is fetched.
+        return "SigningCertURL is not a /SimpleNotificationService-<id>.pem file"
     return None
 
 
