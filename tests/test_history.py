@@ -353,3 +353,18 @@ def test_sigterm_stops_between_pages_and_a_rerun_resumes(
     counts = event_ids(out)
     assert set(counts) == {json.loads(r)["eventID"] for r in records_of(items)}
     assert set(counts.values()) == {1}
+
+
+def test_an_account_outside_allowed_accounts_is_not_read(
+    aws_env: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trust boundary: the credentials' account (moto's 123456789012) is not allowed,
+    so no LookupEvents request is made and the command fails naming the setting."""
+    answer = LookupEvents([item(500)], page=2)
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setenv("TRAILPROC_ALLOWED_ACCOUNTS", "999999999999")
+    with proxied(aws_env, answer) as proxy:
+        result = run_history(monkeypatch, proxy, out)
+    assert result.exit_code == 1
+    assert "'123456789012' not in allowed_accounts" in result.output
+    assert answer.requests == [] and lines(out) == []

@@ -4,7 +4,7 @@ Every road asks here, before anything is downloaded: the SQS daemon and the Lamb
 triggers for notifications (`Trust.vet_notification`), the CloudWatch Logs / Kinesis /
 Firehose triggers for subscription payloads (`Trust.vet_document`), and the roads that
 list a bucket (`backfill`, `audit --fix`) for each file (`Trust.vet_file`). Records read
-from CloudTrail's own API (`history`) pass `Trust.vet_records` with the account rule.
+from CloudTrail's own API (`history`) are the credentials' account's: `check_account`.
 
 The rules, one function each, pure (they return a `Refusal` or None):
 
@@ -49,6 +49,7 @@ __all__ = [
     "Trust",
     "TrustPolicy",
     "cert_url_problem",
+    "check_account",
     "check_document",
     "check_envelope",
     "check_file",
@@ -142,6 +143,13 @@ def check_file(policy: TrustPolicy, ref: FileRef) -> Refusal | None:
     if policy.allowed_accounts and ref.info.account_id not in policy.allowed_accounts:
         return Refusal(f"account {ref.info.account_id!r} not in allowed_accounts",
                        ref.bucket, ref.key)  # fmt: skip
+    return None
+
+
+def check_account(policy: TrustPolicy, account: str | None) -> Refusal | None:
+    """An account whose events a road reads as a whole (`history`: the credentials' own)."""
+    if policy.allowed_accounts and account not in policy.allowed_accounts:
+        return Refusal(f"account {account!r} not in allowed_accounts")
     return None
 
 

@@ -49,6 +49,7 @@ from ..observe import Metrics, get_logger
 from ..pipeline.engine import FilePipeline
 from ..pipeline.fetch import Fetched
 from ..pipeline.keys import FileRef, KeyInfo, ObjectKind, StreamOrigin
+from ..trust import TrustPolicy, check_account
 
 __all__ = [
     "LOOKUP_ATTRIBUTES",
@@ -380,6 +381,9 @@ async def _walk_account(
     chosen = regions_of(clients.config, regions, clients.session.region_name)
     sts = await clients.client("sts", region=chosen[0])
     account = str((await sts.get_caller_identity())["Account"])
+    refusal = check_account(TrustPolicy.of(clients.config), account)
+    if refusal is not None:  # its events would all be another account's
+        raise ValueError(f"event history of {refusal.reason}: nothing read")
     log.info("event history starting", account=account, regions=chosen,
              start=window.start.isoformat(), end=window.end.isoformat(),
              attribute=window.attribute)  # fmt: skip
