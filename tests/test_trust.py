@@ -490,3 +490,20 @@ def test_config_defaults_leave_verification_off() -> None:
     config = Config()
     assert not config.verify_sns_signatures and not config.accept_unsigned_messages
     assert config.sns_test_cert_url_prefix is None
+
+
+def test_a_cancelled_fetch_fails_its_sharers_with_an_error_not_a_cancellation(signer: Any) -> None:
+    port = _Port(signer[1], delay=10)
+    cache = CertificateCache(port)
+
+    async def scenario() -> None:
+        first = asyncio.ensure_future(cache.public_key("u"))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(cache.public_key("u"))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        with pytest.raises(OSError, match="stopped"):
+            await second
+        assert first.cancelled()
+
+    asyncio.run(scenario())

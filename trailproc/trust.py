@@ -336,7 +336,9 @@ class CertificateCache:
         try:
             key = await self._load(url)
         except BaseException as exc:
-            future.set_exception(exc)
+            # Others waiting on this fetch get an error of their own, not our cancellation.
+            shared = exc if isinstance(exc, Exception) else OSError("certificate fetch stopped")
+            future.set_exception(shared)
             future.exception()  # retrieved: no "never retrieved" warning when unshared
             raise
         finally:
