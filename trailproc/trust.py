@@ -50,6 +50,7 @@ __all__ = [
     "TrustPolicy",
     "cert_url_problem",
     "check_account",
+    "check_bucket",
     "check_document",
     "check_envelope",
     "check_file",
@@ -134,6 +135,13 @@ class TrustPolicy:
 
 def _record_account(raw: bytes, fallback: str | None) -> str | None:
     return Event(raw, Delivery(FileRef("", "")), 0).recipient_account_id or fallback
+
+
+def check_bucket(policy: TrustPolicy, bucket: str) -> Refusal | None:
+    """A bucket a road reads as a whole (`watch`) must be allowed."""
+    if policy.allowed_buckets and bucket not in policy.allowed_buckets:
+        return Refusal(f"bucket {bucket!r} not in allowed_buckets", bucket)
+    return None
 
 
 def check_file(policy: TrustPolicy, ref: FileRef) -> Refusal | None:

@@ -56,11 +56,12 @@ async def watching(
     from .checkpoint import open_store
     from .ops.servers import serve_ops
     from .pipeline.fetch import S3Fetcher
-    from .trust import Trust
+    from .trust import Trust, TrustPolicy, check_bucket
 
     ensure_logging(config.log_level, config.log_format)
-    if config.allowed_buckets and options.bucket not in config.allowed_buckets:
-        raise ValueError(f"bucket {options.bucket!r} is not in allowed_buckets")
+    refusal = check_bucket(TrustPolicy.of(config), options.bucket)
+    if refusal is not None:
+        raise ValueError(refusal.reason)
     query = options.query(config.allowed_accounts)
     user = build_processor(config, processor)
     metrics = metrics or Metrics()

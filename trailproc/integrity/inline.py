@@ -40,6 +40,7 @@ from ..checkpoint.base import KeyValueStore
 from ..errors import retry_transient
 from ..observe import get_logger
 from ..pipeline.keys import FileRef, ObjectKind
+from ..trust import TrustPolicy, check_file
 from .signing import GZIP_MAGIC, gunzip
 
 __all__ = [
@@ -330,8 +331,9 @@ class GapFiller:
         concurrency: int = 4,
     ) -> None:
         self.pipeline = pipeline
-        self.allowed_buckets = frozenset(allowed_buckets)
-        self.allowed_accounts = frozenset(allowed_accounts)
+        # The trust boundary's file rule: a digest vouches only for allowed files.
+        self.policy = TrustPolicy(allowed_buckets=frozenset(allowed_buckets),
+                                  allowed_accounts=frozenset(allowed_accounts))  # fmt: skip
         self.concurrency = concurrency
 
     def candidates(self, digest: FileRef, unseen: Sequence[tuple[str, str]]) -> list[FileRef]:
@@ -344,9 +346,7 @@ class GapFiller:
             )  # fmt: skip
             if ref.kind is not ObjectKind.LOG or not same_origin:
                 continue
-            if self.allowed_buckets and bucket not in self.allowed_buckets:
-                continue
-            if self.allowed_accounts and ref.info.account_id not in self.allowed_accounts:
+            if check_file(self.policy, ref) is not None:
                 continue
             refs.append(ref)
         return refs
