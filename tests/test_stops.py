@@ -204,3 +204,34 @@ def test_run_refuses_a_store_of_a_newer_schema_before_receiving(
     # Nothing received: the message is still visible, not in flight.
     assert _not_visible(sandbox) == 0 and sandbox.queue_depth() == 1
     assert not output.exists() or output.stat().st_size == 0
+
+
+@pytest.mark.timeout(120)
+def test_workers_report_an_abandoned_batch_with_exit_code_75(
+    aws_env: MotoServer, tmp_path: Path
+) -> None:
+    """`run --workers 2`: the signal reaches every worker; a hung handler in any of them
+    makes the command exit 75, in time, with the messages visible again."""
+    sandbox = TrailSandbox(aws_env.url).create(visibility_timeout=60)
+    _deliver(sandbox, files=4, per_file=25)
+    marks = tmp_path / "marks"
+    env = daemon_env(aws_env.url, str(tmp_path / "state"), max_events_per_emit=str(BATCH))
+    env["STOP_TEST_MARKS"] = str(marks)
+    shutdown_timeout = 2.0
+    command = daemon_command(
+        sandbox.queue_url, str(tmp_path / "out.jsonl"), "--handler", "stop_handlers:HangSync",
+        "--visibility-timeout", "60", "--shutdown-timeout", str(shutdown_timeout),
+        "--workers", "2",
+    )  # fmt: skip
+
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    _wait_for(proc, marks / "started-1")
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    took = time.monotonic() - signalled
+
+    assert proc.returncode == EXIT_ABANDONED, stderr[-4000:]
+    assert took < shutdown_timeout + 3.0, f"took {took:.1f}s to stop"
+    assert _not_visible(sandbox) == 0
+    assert sandbox.queue_depth() == 4
