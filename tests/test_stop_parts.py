@@ -99,6 +99,14 @@ class _HangsSync(EventProcessor):
         self.release.wait()
 
 
+def _release(processor: _HangsSync) -> None:
+    """Let the hung call end, and wait for its thread (none may outlive the test)."""
+    processor.release.set()
+    for thread in threading.enumerate():
+        if thread.name == "trailproc-handler":
+            thread.join(5)
+
+
 class _HangsAsync(EventProcessor):
     def __init__(self) -> None:
         self.started = threading.Event()
@@ -128,7 +136,7 @@ def test_dispatcher_counts_a_batch_cancelled_in_user_code_as_abandoned(
     assert dispatch.abandoned == 1
     assert dispatch.stuck is (processor_type is _HangsSync)
     if isinstance(processor, _HangsSync):
-        processor.release.set()
+        _release(processor)
 
 
 def test_dispatcher_counts_nothing_when_batches_return() -> None:
@@ -309,7 +317,7 @@ def test_deadline_abandons_the_batch_and_makes_its_message_visible(
     assert source.left_running == 0
     if isinstance(processor, _HangsSync):
         assert source.pipeline.dispatch.stuck
-        processor.release.set()
+        _release(processor)
 
 
 @pytest.mark.timeout(30)
@@ -351,4 +359,7 @@ def test_calls_after_stop_go_to_a_new_thread_not_the_busy_one() -> None:
 
     served = asyncio.run(main())
     release.set()
+    for t in threading.enumerate():
+        if t.name == "trailproc-handler":
+            t.join(5)
     assert hung_in and served != hung_in[0] and threads == ["trailproc-handler"]

@@ -611,9 +611,13 @@ class HandlerThread:
         """Let the thread end after its current call, without waiting for it. Calls made
         after this go to a new thread with a queue of its own (never to one still busy)."""
         if self._thread is not None:
+            thread, self._thread = self._thread, None
             self._calls.put(None)
             self._calls = queue.SimpleQueue()
-            self._thread = None
+            if not self._busy:
+                # Idle: it ends at once. Joined, so that no thread of ours outlives the
+                # run (`--jobs` forks only from a process running no other thread).
+                thread.join(timeout=1.0)
 
 
 class Dispatcher:
