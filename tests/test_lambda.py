@@ -320,6 +320,43 @@ def test_deadline_cancels_work_in_flight(sandbox: TrailSandbox, runtime_factory:
     }
 
 
+class SwallowsCancellation(EventProcessor):
+    """Swallows its cancellation and goes on until close() (past the fake timeout)."""
+
+    def __init__(self) -> None:
+        self.let_go = False
+        self.finished: asyncio.Event | None = None
+
+    async def process(self, events: list[Any]) -> None:
+        self.finished = asyncio.Event()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            while not self.let_go:
+                await asyncio.sleep(0.05)
+        finally:
+            self.finished.set()
+
+    async def close(self) -> None:  # lets the left-behind work end before the loop closes
+        self.let_go = True
+        if self.finished is not None:
+            await self.finished.wait()
+
+
+@pytest.mark.timeout(30)
+def test_deadline_answers_even_when_work_swallows_its_cancellation(
+    sandbox: TrailSandbox, runtime_factory: Any
+) -> None:
+    key, _ = upload(sandbox)
+    event = {"Records": [sqs_record("stubborn", notification(key))]}
+    handler = runtime_factory(SwallowsCancellation(), concurrency=1, safety_margin=1.5,
+                              abort_margin=1.0)  # fmt: skip
+    started = time.monotonic()
+    answer = handler(event, FakeContext(seconds=2.0))
+    assert time.monotonic() - started < 1.95  # answered before the (fake) timeout
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "stubborn"}]}
+
+
 # --- SNS, S3, EventBridge triggers -------------------------------------------------------
 
 

@@ -38,7 +38,9 @@ Triggers and what Lambda is told:
 The deadline is watched through ``context.get_remaining_time_in_millis()``: below the
 *safety margin* no new message is started (unstarted ones are reported as failures, or
 make the invocation raise), and below the *abort margin* work still running is cancelled
-and reported, so the function answers instead of timing out with the whole batch.
+and reported, so the function answers instead of timing out with the whole batch. A
+batch cancelled in the handler is not committed (it is handed over again on the retry);
+user code that swallows its cancellation is left behind, not waited for.
 
 State that survives warm invocations: the event loop, the aioboto3 clients bound to it,
 the checkpoint store (in-memory by default; ``dynamodb://TABLE`` makes retries idempotent
@@ -137,6 +139,20 @@ class _Deadline:
         left = self.remaining()
         return None if left is None else max(0.0, left - self.abort)
 
+
+async def _settle_cancelled(tasks: set[asyncio.Task[Any]], clock: _Deadline) -> None:
+    """Give cancelled work a moment to release its files, but not the invocation's last
+    second: user code that swallows its cancellation is left behind (reported aborted),
+    so the function still answers before its timeout."""
+    left = clock.remaining()
+    timeout = None if left is None else max(0.0, left - _ANSWER_RESERVE)
+    _done, stuck = await asyncio.wait(tasks, timeout=timeout)
+    if stuck:
+        log.error("work ignored cancellation at the deadline; answering without it",
+                  messages=len(stuck))  # fmt: skip
+
+
+_ANSWER_RESERVE = 0.3  # seconds kept to build and return the answer
 
 _RECORD_SOURCES = {"aws:sqs": "sqs", "aws:sns": "sns", "aws:s3": "s3", "aws:kinesis": "kinesis"}
 
@@ -524,7 +540,7 @@ class LambdaRuntime:
                         remaining_seconds=clock.remaining())  # fmt: skip
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await _settle_cancelled(pending, clock)
         for unit in units:
             if unit.status == "running":
                 unit.status = "aborted"
@@ -552,7 +568,7 @@ class LambdaRuntime:
             done, _ = await asyncio.wait({task}, timeout=clock.until_abort())
             if not done:
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                await _settle_cancelled({task}, clock)
                 unit.status = "aborted"
                 stopped = True
                 continue
