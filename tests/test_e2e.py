@@ -208,6 +208,9 @@ def test_processor_hooks_filters_and_batching(sandbox: TrailSandbox, tmp_path: P
     assert states >= {
         "poll", "parse_message", "process_source", "download", "process_log", "delete"
     }  # fmt: skip
+    # The declined message's delete is reported as Java's deleteFilteredMessage, once.
+    assert hooks.states.count(("delete_filtered", True)) == 1
+    assert hooks.states.count(("delete", True)) == 1
     assert result.metrics.value("trailproc_messages_deleted_total", reason="filtered") == 1
     assert result.metrics.value("trailproc_records_filtered_total") == len(records) - len(kept)
     assert sandbox.queue_depth() == 0

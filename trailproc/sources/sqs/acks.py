@@ -89,7 +89,9 @@ class AckPolicy:
 
     async def delete(self, message: dict[str, Any], reason: str) -> None:
         info = ProgressInfo(True, message.get("MessageId"))
-        token = self.reporter.report_start(ProgressState.DELETE, info)
+        # Java's deleteFilteredMessage: a delete of a message filter_source declined.
+        state = ProgressState.DELETE_FILTERED if reason == "filtered" else ProgressState.DELETE
+        token = self.reporter.report_start(state, info)
         self.in_flight.acking += 1
         self.in_flight.freed.set()
         try:
@@ -106,9 +108,7 @@ class AckPolicy:
             )
         finally:
             self.in_flight.acking -= 1
-        self.reporter.report_end(
-            ProgressState.DELETE, ProgressInfo(deleted, info.message_id), token
-        )
+        self.reporter.report_end(state, ProgressInfo(deleted, info.message_id), token)
         if deleted:
             self.metrics.messages_deleted.labels(reason).inc()
 
