@@ -155,8 +155,13 @@ def parallel(folder: str, jobs: str, handler: str) -> None:
     )
 
 
-def boto3_consumer(queue_url: str, out: str) -> None:
-    """What a user writes by hand: receive, unwrap, get, gunzip, json.loads, write, delete."""
+def boto3_consumer(queue_url: str, out: str, expected: str = "") -> None:
+    """What a user writes by hand: receive, unwrap, get, gunzip, json.loads, write, delete.
+
+    Stops at the first empty receive, or with `expected`, once that many records are
+    written (a fed queue can be empty for a moment before the last file is announced).
+    """
+    until = int(expected) if expected else None
     import gzip
 
     import boto3
@@ -169,7 +174,7 @@ def boto3_consumer(queue_url: str, out: str) -> None:
                 QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
             )
             messages = reply.get("Messages", [])
-            if not messages:
+            if not messages and until is None:
                 break
             for message in messages:
                 body = json.loads(message["Body"])
@@ -182,7 +187,55 @@ def boto3_consumer(queue_url: str, out: str) -> None:
                         n += 1
                 sink.flush()
                 sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            if until is not None and n >= until:
+                break
     _emit(seconds=time.perf_counter() - start, cpu=_cpu() - cpu, records=n)
+
+
+class _Context:
+    """What Lambda hands a handler as `context` (the parts handlers read)."""
+
+    aws_request_id = "bench-request"
+    function_name = "bench"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+def lambda_trailproc(event_path: str) -> None:
+    """A fresh interpreter serving one invocation with `trailproc.aws_lambda.handler`."""
+    start, cpu = time.perf_counter(), _cpu()
+    from trailproc.aws_lambda import handler
+
+    event = json.loads(Path(event_path).read_text())
+    reply = handler(event, _Context())
+    assert not (reply or {}).get("batchItemFailures"), reply
+    _emit(seconds=time.perf_counter() - start, cpu=_cpu() - cpu, reply=reply)
+
+
+def lambda_boto3(event_path: str) -> None:
+    """The hand-written handler: boto3 client at import, get, gunzip, json.loads, iterate."""
+    start, cpu = time.perf_counter(), _cpu()
+    import gzip
+
+    import boto3
+
+    s3 = boto3.client("s3")
+
+    def handler(event: dict[str, Any], context: object) -> dict[str, Any]:
+        n = 0
+        for record in event["Records"]:
+            body = json.loads(record["body"])
+            notice = json.loads(body["Message"]) if "Message" in body else body
+            for key in notice["s3ObjectKey"]:
+                obj = s3.get_object(Bucket=notice["s3Bucket"], Key=key)
+                for _record in json.loads(gzip.decompress(obj["Body"].read()))["Records"]:
+                    n += 1
+        assert n > 0
+        return {"batchItemFailures": []}
+
+    reply = handler(json.loads(Path(event_path).read_text()), _Context())
+    _emit(seconds=time.perf_counter() - start, cpu=_cpu() - cpu, reply=reply)
 
 
 def peak_rss(*cmd: str) -> None:

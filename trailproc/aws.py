@@ -22,6 +22,7 @@ from .observe import get_logger
 __all__ = [
     "AwsClients",
     "S3Router",
+    "ThreadedS3Client",
     "aio_session",
     "assumed_role_session",
     "botocore_config",
@@ -195,6 +196,67 @@ class AwsClients:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
         self._clients.clear()
+
+
+class _ThreadedBody:
+    """A botocore streaming body read on a worker thread, with aiobotocore's face."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def __aenter__(self) -> _ThreadedBody:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stream.close()
+
+    async def read(self) -> bytes:
+        return bytes(await asyncio.to_thread(self._stream.read))
+
+
+class ThreadedS3Client:
+    """The S3 object port served by botocore's synchronous client on worker threads.
+
+    For a Lambda cold start, which needs one GetObject or a few: the aioboto3 stack
+    (aiohttp, aiobotocore, aioboto3, s3transfer) costs about as much CPU to import as
+    everything else the invocation does; botocore alone does not bring it in. It offers
+    what `S3Fetcher` uses, `get_object(**kwargs)` answering aiobotocore's way (an async
+    body), with the same credential chain, region, endpoint and retry settings as
+    `AwsClients`. See benchmarks/README.md for the measurement.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    @classmethod
+    def create(cls, config: Config) -> ThreadedS3Client:
+        from botocore.session import Session
+
+        core = Session(profile=config.profile)
+        core.register_component("data_loader", _fast_model_loader(
+            core.get_config_variable("data_path")))  # fmt: skip
+        kwargs: dict[str, Any] = {
+            "config": botocore_config(config, pool=config.download_concurrency + 4)
+        }
+        region = config.s3_region or config.region
+        if region:
+            kwargs["region_name"] = region
+        if config.endpoint_url:
+            kwargs["endpoint_url"] = config.endpoint_url
+        if _plain_http(config.endpoint_url, "s3"):
+            kwargs["verify"] = False
+        return cls(core.create_client("s3", **kwargs))
+
+    async def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        response = dict(await asyncio.to_thread(lambda: self._client.get_object(**kwargs)))
+        response["Body"] = _ThreadedBody(response["Body"])
+        return response
+
+    async def __aenter__(self) -> ThreadedS3Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._client.close()
 
 
 ROLE_SESSION_SECONDS = 3600

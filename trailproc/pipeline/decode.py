@@ -25,7 +25,7 @@ Speed notes (see benchmarks/README.md for the profiles behind them):
   buffer grows inside the C library and is returned as is, with no Python-level chunk
   copies and no final `bytes(bytearray)` copy; `max_length` is the cap, so a bomb still
   stops at `max_bytes + 1` bytes;
-- with the `fast` extra, isal's zlib-compatible inflater (2-3x faster) is used;
+- isal's zlib-compatible inflater (2-3x faster, a default dependency) is used when installed;
 - the records stay `msgspec.Raw` views into the decompressed document (zero-copy);
 - msgspec does not look inside the raw values, so the document's UTF-8 is checked
   separately: `bytes.isascii` (~7 GB/s) for the usual all-ASCII file, a chunked strict
@@ -63,14 +63,14 @@ _DELIVERY_HEAD = b'{"Records":['
 
 
 def _make_decompressor() -> tuple[Callable[[], Any], tuple[type[BaseException], ...], str]:
-    # isal's zlib-compatible API is 2-3x faster; optional (the `fast` extra).
+    # isal's zlib-compatible API is 2-3x faster (a dependency; zlib where it is absent).
     try:
         from isal import isal_zlib
 
         # isal raises its own error class, which is not a zlib.error.
         errors = (zlib.error, cast(type[BaseException], isal_zlib.error))
         return lambda: isal_zlib.decompressobj(31), errors, "isal"
-    except ImportError:  # pragma: no cover - depends on the extra
+    except ImportError:  # pragma: no cover - tests/test_gunzip_backend.py, in a subprocess
         return lambda: zlib.decompressobj(31), (zlib.error,), "zlib"
 
 

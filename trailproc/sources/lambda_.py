@@ -307,14 +307,14 @@ class LambdaRuntime:
         if self._pipeline is not None:
             return self._pipeline
         from ..app import build_pipeline
-        from ..aws import AwsClients
+        from ..aws import ThreadedS3Client
         from ..pipeline.fetch import S3Fetcher
 
         started = time.monotonic()
         if not self.config.worker_id:  # here, not at init: see _lambda_owner
             self.config = self.config.replace(worker_id=_lambda_owner())
-        clients = AwsClients(self.config)
-        s3 = await clients.client("s3")
+        # botocore's own client on threads: a cold start without the aioboto3 stack.
+        clients = s3 = ThreadedS3Client.create(self.config)
         store = open_store(self.config.checkpoint or "memory", self.config.state_dir)
         await maybe_await(self.processor.start())
         fetcher = S3Fetcher(

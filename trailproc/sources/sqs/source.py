@@ -26,9 +26,10 @@ from ...ports.clock import Clock, SystemClock, first_of
 from ...ports.queue import AwsQueue, QueuePort
 from ..messages import MessageRunner
 from .acks import AckPolicy, receive_count
+from .ahead import ReceiveAhead
 from .deletes import DeleteBatcher
 from .fifo import GroupRunner, units
-from .idle import IdleExit, QueueSettled
+from .idle import IdleExit, QueueSettled, ReceivePlan
 from .receive import Receiver
 from .slots import InFlight
 from .visibility import VisibilityKeeper, stop
@@ -93,6 +94,11 @@ class SqsSource:
                                  visibility_timeout=config.visibility_timeout,
                                  reporter=pipeline.reporter, metrics=metrics)  # fmt: skip
         self.idle = IdleExit(config.exit_when_idle, config.wait_time_seconds)
+        batch = config.max_messages_per_receive
+        # As many receives at once as half batches fit in the in-flight limit (16: 3).
+        at_once = max(1, config.max_in_flight_messages // max(1, batch // 2))
+        self.ahead = ReceiveAhead(self.receiver, self.in_flight, clock, limit=at_once,
+                                  batch=batch)  # fmt: skip
         grace = 2 * config.visibility_timeout + config.wait_time_seconds + 10
         self.settled = QueueSettled(queue, clock, self.acks.parked, grace)
 
@@ -121,15 +127,37 @@ class SqsSource:
                 if await self._turn(stopping):
                     break
         finally:
+            # Receives still out come back at once on `stopping`, their messages started
+            # and drained like the others; after an error they are not waited for.
+            if not stopping.is_set():
+                for task in self.ahead.tasks:
+                    task.cancel()
+            await asyncio.gather(*self.ahead.tasks, return_exceptions=True)
             await self._drain()
 
     async def _turn(self, stopping: asyncio.Event) -> bool:
         """One turn of the loop: wait as the idle policy says, receive, start the work.
         True when the loop should end."""
-        if self.in_flight.free() <= 0:
-            await self.in_flight.wait_for_a_slot(stopping, None)
+        self.ahead.raise_failure()
+        room = self.ahead.room()
+        if room <= 0:
+            await self.ahead.wait_for_change(stopping)
             return False
         plan = self.idle.plan(in_flight=bool(self.tasks))
+        count = min(room, self.config.max_messages_per_receive)
+        if self.ahead.can_start(count, plan.wait_for == "nothing" and not plan.pause):
+            self.ahead.start(count, stopping, plan.receive_wait, self._landed)
+            return False
+        if self.ahead.should_wait():
+            if self.ahead.busy:
+                await self.ahead.wait_for_change(stopping)
+            else:  # back to one receive at a time, after the last ones' results
+                await self.ahead.settle()
+            return False
+        return await self._receive_in_turn(stopping, plan)
+
+    async def _receive_in_turn(self, stopping: asyncio.Event, plan: ReceivePlan) -> bool:
+        """One receive, waited for, with the idle policy's waits before it."""
         if plan.wait_for != "nothing":
             if plan.wait_for == "all":
                 await self.in_flight.wait_for_all(stopping, plan.timeout)
@@ -145,15 +173,19 @@ class SqsSource:
         messages = await self.receiver.receive(count, stopping, wait=plan.receive_wait)
         if messages is None:  # stopping while waiting
             return True
+        self.ahead.busy = len(messages) >= count
         if not messages:
             if await self.idle.empty(bool(self.tasks), self.settled):
                 log.info("queue is empty and nothing is in flight; exiting")
                 return True
             return False
+        self._landed(messages, count, self.receiver.sent)
+        return False
+
+    def _landed(self, messages: list[dict[str, Any]], count: int, received: float) -> None:
         self.idle.received(len(messages), count)
         self.settled.busy()
-        self._start(messages, self.receiver.sent)
-        return False
+        self._start(messages, received)
 
     def _start(self, messages: list[dict[str, Any]], received: float) -> None:
         for message in messages:
