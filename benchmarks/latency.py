@@ -74,6 +74,7 @@ class Feeder(threading.Thread):
         self.box, self.keys, self.depth = box, keys, depth
         self.sent = 0
         self.error: BaseException | None = None
+        self.halt = threading.Event()  # the consumer failed: stop feeding
 
     def visible(self) -> int:
         attrs = self.box.client("sqs").get_queue_attributes(
@@ -84,10 +85,10 @@ class Feeder(threading.Thread):
     def run(self) -> None:
         sns = self.box.client("sns")
         try:
-            while self.sent < len(self.keys):
+            while self.sent < len(self.keys) and not self.halt.is_set():
                 want = min(self.depth - self.visible(), len(self.keys) - self.sent)
                 if want <= 0:
-                    time.sleep(0.005)
+                    time.sleep(0.01)  # each look is a request to moto, on the same cores
                     continue
                 while want > 0:
                     batch = self.keys[self.sent : self.sent + min(want, 10)]
@@ -198,6 +199,9 @@ class SmallFiles:
         try:
             result = timed_consumer(cmd_for(out, self.box.queue_url), self.env(), out,
                                     self.expected, stop)  # fmt: skip
+        except BaseException:
+            feeder.halt.set()
+            raise
         finally:
             feeder.join()
         if feeder.error is not None:

@@ -429,6 +429,7 @@ class FilePipeline:
         delivery = Delivery(ref, message_id, one_line=one_line, size=file_size)
         handed = 0
         yielded = time.monotonic()
+        total = len(records)
         for batch, next_position, dropped in iter_batches(
             records, delivery, start=position, size=self.batch_size, keep=self.keep
         ):
@@ -437,15 +438,18 @@ class FilePipeline:
             if batch:
                 await self._to_user(batch)
             # The batch returned: from here on it must be recorded even if a shutdown
-            # cancels us, or it would be handed over again.
-            yielded = await self._record(file_id, next_position, yielded)
+            # cancels us, or it would be handed over again. The last batch's end is
+            # recorded by `complete` right after, one store write less per file (a
+            # one-batch file costs claim + complete), unless a digest check comes between.
+            if next_position < total or sha256 is not None:
+                yielded = await self._record(file_id, next_position, yielded)
             handed += len(batch)
             self.metrics.handed_over(ref.info, batch)
             if dropped:
                 self.metrics.records_filtered.inc(dropped)
             if time.monotonic() - renewed > self.lease_seconds / 3:
                 renewed = await self._renew(file_id)
-        await self._finish(ref, file_id, len(records), sha256)
+        await self._finish(ref, file_id, total, sha256)
         return handed
 
     async def _decoded(self, ref: FileRef, data: bytes) -> tuple[list[Any], bool, str | None]:

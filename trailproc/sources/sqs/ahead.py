@@ -2,12 +2,12 @@
 
 One ReceiveMessage at a time leaves the slots idle for a whole round trip after every
 receive (20-50 ms against a region, plus the service's own time). While the queue is
-busy (the last receive brought all it asked for), the loop asks for the next messages
-before the last receive has come back: up to `limit` receives at once, each reserving
-the slots its messages will take, so the in-flight limit holds as before. As soon as a
-receive comes back short or empty, the loop goes back to one receive at a time, so an
-idle queue costs no more requests than before and `exit_when_idle` sees every result in
-order.
+busy (the last receive brought at least half of what it asked for), the loop asks for
+the next messages before the last receive has come back: up to `limit` receives at
+once, each reserving the slots its messages will take, so the in-flight limit holds as
+before. As soon as a receive comes back with less than half, the loop goes back to one
+receive at a time, so an idle queue costs no more requests than before and
+`exit_when_idle` sees every result in order.
 """
 
 from __future__ import annotations
@@ -37,8 +37,15 @@ class ReceiveAhead:
         self.batch = batch
         self.tasks: set[asyncio.Task[None]] = set()
         self.reserved = 0
-        self.busy = False  # the last receive brought all it asked for
+        self.busy = False  # the last receive looked like a busy queue's (`full`)
         self._error: BaseException | None = None
+
+    @staticmethod
+    def full(got: int, asked: int) -> bool:
+        """Whether a receive looks like a busy queue's: SQS answers with fewer messages
+        than asked for even when more are waiting (it samples its servers), so half
+        of them counts."""
+        return got >= max(1, asked // 2)
 
     def room(self) -> int:
         """Messages that may be asked for now: free slots less those reserved."""
@@ -68,7 +75,7 @@ class ReceiveAhead:
             finally:
                 self.reserved -= count
                 self.in_flight.freed.set()
-            self.busy = messages is not None and len(messages) >= count
+            self.busy = messages is not None and self.full(len(messages), count)
             if messages:
                 landed(messages, count, sent)
 

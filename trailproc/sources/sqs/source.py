@@ -173,7 +173,7 @@ class SqsSource:
         messages = await self.receiver.receive(count, stopping, wait=plan.receive_wait)
         if messages is None:  # stopping while waiting
             return True
-        self.ahead.busy = len(messages) >= count
+        self.ahead.busy = self.ahead.full(len(messages), count)
         if not messages:
             if await self.idle.empty(bool(self.tasks), self.settled):
                 log.info("queue is empty and nothing is in flight; exiting")
