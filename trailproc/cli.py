@@ -115,17 +115,41 @@ def run(config_path: str | None, workers: int, **flags: Any) -> None:
         sys.exit(EXIT_ABANDONED)
 
 
+class JobsParam(click.ParamType):
+    """`--jobs`: a number of processes (at least 1), or `auto`."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            number = int(text)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of processes nor 'auto'", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not a number of processes (at least 1)", param, ctx)
+        return number
+
+
+JOBS = JobsParam()
+
+
 @main.command()
 @processing_options
 @filter_options
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes to spread the files over.")  # fmt: skip
+@click.option("--jobs", type=JOBS, default="auto", show_default=True,
+              help="Processes to spread the files over, or 'auto': one per core when "
+                   "--output is a file, no --handler is given and there are at least "
+                   "16 MB of files; else one (which keeps the files' order).")  # fmt: skip
 @click.option("--append", is_flag=True,
               help="Append to the --output file instead of replacing it.")  # fmt: skip
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @fail_cleanly
 def process(
-    paths: tuple[str, ...], config_path: str | None, jobs: int, append: bool, **flags: Any
+    paths: tuple[str, ...], config_path: str | None, jobs: int | str, append: bool,
+    **flags: Any,
 ) -> None:
     """Run local log files or folders through the handlers (no AWS needed).
 
@@ -141,11 +165,15 @@ def process(
 
     config = load_cli_config(config_path, **flags)
     result: Any
+    if jobs == "auto":
+        from .parallel import auto_jobs
+
+        jobs = auto_jobs(paths, config)
     try:
-        if jobs > 1:
+        if int(jobs) > 1:
             from .parallel import process_parallel
 
-            result = process_parallel(paths, config, jobs, append_output=append)
+            result = process_parallel(paths, config, int(jobs), append_output=append)
         else:
             from .app import process_paths
 

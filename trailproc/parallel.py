@@ -124,6 +124,43 @@ def _process_child(paths: Iterable[str], config: Config, configure: bool = True)
     return _summary(result, files=files, seconds=time.perf_counter() - started)
 
 
+# Below this much input (compressed), starting more processes costs more than it saves.
+AUTO_MIN_BYTES = 16 << 20
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def auto_jobs(paths: Iterable[str | os.PathLike[str]], config: Config) -> int:
+    """How many processes `process --jobs auto` uses: one per usable core when the
+    records go to an output file and there is enough input to share, else one.
+
+    One process keeps the files' order: on stdout (a pipe reads records in file order),
+    and for handlers, which may count, deduplicate or hold state across files in one
+    instance. Several processes append whole batches to a file, in no set order.
+    """
+    if not config.output or config.output == "-" or config.handlers:
+        return 1
+    from .sources.local import local_refs
+
+    files = [ref.key for ref in local_refs(paths)]
+    if len(files) < 2:
+        return 1
+    size = 0
+    for name in files:
+        try:
+            size += os.path.getsize(name)
+        except OSError:  # read (and reported) by the run itself
+            continue
+    if size < AUTO_MIN_BYTES:
+        return 1
+    return min(usable_cores(), len(files))
+
+
 def _check_output(config: Config, processes: int) -> None:
     if processes > 1 and config.output == "-":
         raise ValueError(
