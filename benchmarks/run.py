@@ -247,9 +247,10 @@ def bench_offline(quick: bool, repeats: int) -> list[Row]:
 
     runs = {
         "bare": lambda: checked(workload("bare", str(folder), str(fresh()))),
-        "cli": cli(),
+        "cli": cli("--jobs", "1"),  # single-core comparisons: one process
         "inproc": lambda: checked(workload("trailproc_process", str(folder), str(fresh()))),
-        "cli1000": cli("--max-events-per-emit", "1000"),
+        "cli1000": cli("--jobs", "1", "--max-events-per-emit", "1000"),
+        "defaults": cli(),  # --jobs auto
     }
     try:
         got = interleaved(runs, repeats)
@@ -261,6 +262,8 @@ def bench_offline(quick: bool, repeats: int) -> list[Row]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     bare, cli_, inproc, cli1000 = got["bare"], got["cli"], got["inproc"], got["cli1000"]
+    defaults = got["defaults"]
+    r_defaults = median_of(bare, "outer_seconds") / median_of(defaults)
     backend = bare[0].get("backend", "?")
     data = f"{files} files x {per:,} records"
     b = best(bare)
@@ -285,6 +288,11 @@ def bench_offline(quick: bool, repeats: int) -> list[Row]:
         Row("1. offline: `process --output` (CLI) vs bare script (both whole processes)",
             _fig(expected, cli_), _fig(expected, bare, "outer_cpu", "outer_seconds"), r_script,
             "(info)", None, "like for like: interpreter start-up and imports on both sides"),
+        Row("1. offline: `process --output` with defaults (`--jobs auto`) vs bare script",
+            f"wall {_spread(defaults)}", f"wall {_spread(bare, 'outer_seconds')}",
+            r_defaults, ">= 1.7x", r_defaults >= 1.7,
+            f"{data}; ratio of median wall times of whole processes (both sides start an "
+            f"interpreter); {os.cpu_count()} CPUs; the bare script is one process"),
         Row("1. offline: `process --output` (CLI) vs stdlib json",
             _fig(expected, cli_), _fig(expected, std), r_std, ">= 4x", r_std >= 4,
             "stdlib = gzip + json.loads + json.dumps per record (in-process, no start-up); "
