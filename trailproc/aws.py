@@ -66,7 +66,10 @@ def _fast_model_loader(search_path: str | None) -> Any:
             for suffix, opener in ((".json", open), (".json.gz", gzip.open)):
                 if os.path.isfile(file_path + suffix):
                     with opener(file_path + suffix, "rb") as handle:
-                        return msgspec.json.decode(handle.read())
+                        data = msgspec.json.decode(handle.read())
+                    if os.path.basename(file_path).startswith("endpoint-rule-set"):
+                        return without_unused_parameters(data)
+                    return data
             return None
 
     paths = [
@@ -74,6 +77,27 @@ def _fast_model_loader(search_path: str | None) -> Any:
         for path in (search_path.split(os.pathsep) if search_path else [])
     ]
     return Loader(extra_search_paths=paths, file_loader=MsgspecFileLoader())
+
+
+def without_unused_parameters(ruleset: Any) -> Any:
+    """An endpoint ruleset without the parameters none of its rules reads.
+
+    botocore caches each resolved endpoint by all the ruleset's parameters. S3's
+    declares `Key`, `Prefix` and `CopySource` (taken from each request) but no rule reads
+    them, so every object key missed the cache and the whole ruleset (~200 conditions)
+    was evaluated again for each GetObject: ~1-2 ms of CPU per request. Without them
+    the endpoint is resolved once per bucket; a parameter no rule reads cannot change
+    the result.
+    """
+    if not isinstance(ruleset, dict) or not isinstance(ruleset.get("parameters"), dict):
+        return ruleset
+    rules = msgspec.json.encode(ruleset.get("rules", [])).decode()
+    used = {
+        name: spec
+        for name, spec in ruleset["parameters"].items()
+        if f'"ref":"{name}"' in rules or "{" + name in rules
+    }
+    return {**ruleset, "parameters": used}
 
 
 def import_aws_stack() -> None:
