@@ -88,7 +88,7 @@ class Feeder(threading.Thread):
             while self.sent < len(self.keys) and not self.halt.is_set():
                 want = min(self.depth - self.visible(), len(self.keys) - self.sent)
                 if want <= 0:
-                    time.sleep(0.01)  # each look is a request to moto, on the same cores
+                    time.sleep(0.025)  # each look is a request to moto, on the same cores
                     continue
                 while want > 0:
                     batch = self.keys[self.sent : self.sent + min(want, 10)]
