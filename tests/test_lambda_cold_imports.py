@@ -27,7 +27,8 @@ _COLD_START = textwrap.dedent("""
 
 def test_cold_start_builds_the_s3_client_without_the_aioboto3_stack() -> None:
     env = {**os.environ, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # fmt: skip
+           "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # fmt: skip
     out = subprocess.run([sys.executable, "-c", _COLD_START], capture_output=True, text=True,
                          timeout=120, env=env, check=True)  # fmt: skip
     found = json.loads(out.stdout.strip().splitlines()[-1])
