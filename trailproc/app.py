@@ -28,6 +28,7 @@ from .pipeline.engine import FileOutcome, FilePipeline
 from .pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
 from .pipeline.filters import RecordFilter
 from .pipeline.keys import FileRef
+from .pipeline.quarantine import RecordQuarantine, open_quarantine
 from .processor import (
     EventProcessor,
     JsonLinesOutput,
@@ -139,7 +140,7 @@ def build_pipeline(
     record_filter = RecordFilter.from_config(config)
     if record_filter.active:
         log.info("records filtered", **record_filter.describe())
-    return FilePipeline(
+    pipeline = FilePipeline(
         processor=processor,
         store=store,
         fetcher=fetcher,
@@ -151,6 +152,33 @@ def build_pipeline(
         handlers_in_thread=config.handlers_in_thread,
         record_filter=record_filter,
     )
+    if config.quarantine:
+        pipeline.quarantine = build_quarantine(config, metrics)
+    return pipeline
+
+
+def build_quarantine(config: Config, metrics: Metrics) -> RecordQuarantine:
+    """The configured quarantine (see trailproc.pipeline.quarantine)."""
+    assert config.quarantine
+    store = open_quarantine(config.quarantine, lambda: quarantine_s3_client(config))
+    log.info("quarantine on", location=store.location,
+             max_records_per_file=config.quarantine_max_records_per_file)  # fmt: skip
+    return RecordQuarantine(
+        store, metrics, max_per_file=config.quarantine_max_records_per_file
+    )
+
+
+def quarantine_s3_client(config: Config) -> Any:
+    """A blocking boto3 S3 client for the quarantine (its calls run in a thread)."""
+    import boto3
+
+    session: Any = boto3.Session(profile_name=config.profile, region_name=config.region)
+    kwargs: dict[str, Any] = {}
+    if config.endpoint_url:
+        kwargs["endpoint_url"] = config.endpoint_url
+    if config.s3_region:
+        kwargs["region_name"] = config.s3_region
+    return session.client("s3", **kwargs)
 
 
 def _setup_errors_named(

@@ -34,6 +34,7 @@ class _LazyGroup(click.Group):
         "audit": ("trailproc.recovery_cli", "audit_command"),
         "redrive": ("trailproc.recovery_cli", "redrive_command"),
         "history": ("trailproc.history_cli", "history_command"),
+        "quarantine": ("trailproc.quarantine_cli", "quarantine_command"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -122,6 +122,9 @@ def processing_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Write each record as one line of JSON to PATH ('-' = stdout): "
                           "`process` replaces PATH unless --append; `run` and `backfill` "
                           "append to it."),
+        click.option("--quarantine", metavar="DIR|s3://BUCKET/PREFIX/",
+                     help="Keep a record whose handler raises (non-transient) here and "
+                          "hand over the rest of its file; default: the file fails."),
         click.option("--max-events-per-emit", type=int, help="Most events per process() call."),
         click.option("--state-dir", metavar="DIR",
                      help="Folder for the checkpoint database (.trailproc)."),

@@ -259,6 +259,20 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         ),
     ] = 168.0
 
+    quarantine: Annotated[
+        str | None,
+        _doc("Folder or s3://bucket/prefix/ where a record whose handler raises a "
+             "non-transient error is kept (error, delivery, exact bytes) while the rest of "
+             "its file is handed over and the message deleted. Unset: a handler error "
+             "fails the whole file (message kept)."),
+    ] = None
+    quarantine_max_records_per_file: Annotated[
+        int,
+        msgspec.Meta(ge=1, description="More failing records than this in one file fail "
+                     "the file instead of quarantining them (a broken handler must not "
+                     "quarantine a whole trail)."),
+    ] = 10
+
     # --- state ---------------------------------------------------------------------------
     state_dir: Annotated[str, _doc("Folder for the embedded checkpoint database.")] = ".trailproc"
     checkpoint: Annotated[

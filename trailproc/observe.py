@@ -404,6 +404,11 @@ class Metrics:
             "Log files a digest listed that no notification had named, fetched and handed "
             "over (verify_digests with fill_gaps_from_digests)",
         )  # fmt: skip
+        self.records_quarantined = add(
+            "counter", "trailproc_records_quarantined",
+            "Records a handler raised on, written to the quarantine, by exception type",
+            ("reason",),
+        )  # fmt: skip
         self.started = time.time()
         self._preinitialise()
         if registry is not None:

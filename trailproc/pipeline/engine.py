@@ -129,6 +129,9 @@ class FilePipeline:
         self.digest_checks: PendingDigestChecks | None = None
         # With digest checks: hands over listed log files no notification named (GapFiller).
         self.gap_filler: Any = None
+        # With `quarantine` configured: isolates the records a handler cannot take
+        # (RecordQuarantine); None: a handler error fails the whole file.
+        self.quarantine: Any = None
         # Files this process is working on right now. The store's lease is per owner, and
         # one owner may receive the same file twice at once (a message redelivered while
         # still being processed, or two messages naming one object): only one goes on.
@@ -475,6 +478,10 @@ class FilePipeline:
         try:
             await self.dispatch(batch)
         except Exception as exc:
+            if self.quarantine is not None and await self.quarantine.isolate(
+                batch, self.dispatch, exc
+            ):
+                return
             raise HandlerError(
                 f"handler raised {type(exc).__name__}: {exc} "
                 f"(batch of records {batch[0].index}..{batch[-1].index})"
