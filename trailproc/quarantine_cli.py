@@ -101,8 +101,6 @@ def replay_command(config_path: str | None, **flags: Any) -> None:
 
 async def replay(config: Config, store: Any) -> ReplayResult:
     """Each entry goes to the handlers as a batch of one; removed once they returned."""
-    from tqdm import tqdm
-
     from .app import build_processor
     from .processor import Dispatcher, maybe_await
 
@@ -110,17 +108,29 @@ async def replay(config: Config, store: Any) -> ReplayResult:
     user = build_processor(config)
     dispatch = Dispatcher(user, in_thread=config.handlers_in_thread)
     result = ReplayResult()
+    bar = _progress_bar(len(entries))
     await maybe_await(user.start())
     try:
-        with tqdm(total=len(entries), unit="record", desc="replay", file=sys.stderr,
-                  disable=not sys.stderr.isatty()) as bar:  # fmt: skip
-            for name, entry in entries:
-                await _replay_one(name, entry, dispatch, store, result)
+        for name, entry in entries:
+            await _replay_one(name, entry, dispatch, store, result)
+            if bar is not None:
                 bar.update(1)
     finally:
+        if bar is not None:
+            bar.close()
         dispatch.shutdown()
         await maybe_await(user.close())
     return result
+
+
+def _progress_bar(total: int) -> Any:
+    """A tqdm bar on a terminal; None otherwise (tqdm starts a monitor thread even for a
+    disabled bar)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="record", desc="replay", file=sys.stderr)
 
 
 async def _replay_one(
