@@ -363,3 +363,20 @@ def test_calls_after_stop_go_to_a_new_thread_not_the_busy_one() -> None:
         if t.name == "trailproc-handler":
             t.join(5)
     assert hung_in and served != hung_in[0] and threads == ["trailproc-handler"]
+
+
+def test_a_handler_thread_dropped_without_stop_ends_its_thread() -> None:
+    """A pipeline never closed must not leave its thread behind (`--jobs` forks only from
+    a process running no other thread)."""
+    import gc
+
+    async def main() -> threading.Thread:
+        thread = HandlerThread()
+        worker: threading.Thread = await thread.call(lambda events: threading.current_thread(), [])
+        del thread
+        gc.collect()
+        return worker
+
+    worker = asyncio.run(main())
+    worker.join(5)
+    assert not worker.is_alive()

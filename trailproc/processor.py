@@ -20,6 +20,7 @@ import os
 import queue
 import sys
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -551,6 +552,7 @@ class HandlerThread:
     def __init__(self) -> None:
         self._calls: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._unused: weakref.finalize[Any, Any] | None = None  # ends the thread if dropped
         # Threads inside user code right now (more than one only after `stop` left a
         # busy one behind and a new call came).
         self._busy: set[int] = set()
@@ -567,6 +569,7 @@ class HandlerThread:
             self._thread = threading.Thread(target=self._serve, args=(self._calls,),
                                             name="trailproc-handler", daemon=True)  # fmt: skip
             self._thread.start()
+            self._unused = weakref.finalize(self, self._calls.put, None)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
         abandoned = threading.Event()
@@ -604,14 +607,22 @@ class HandlerThread:
 
     @staticmethod
     def _serve(calls: queue.SimpleQueue[Callable[[], None] | None]) -> None:
-        while (work := calls.get()) is not None:
+        # Holds nothing of the HandlerThread between calls, so that one dropped without
+        # `stop` is collected, and its finalizer ends this thread.
+        while True:
+            work = calls.get()
+            if work is None:
+                return
             work()
+            del work
 
     def stop(self) -> None:
         """Let the thread end after its current call, without waiting for it. Calls made
         after this go to a new thread with a queue of its own (never to one still busy)."""
         if self._thread is not None:
             thread, self._thread = self._thread, None
+            if self._unused is not None:
+                self._unused.detach()
             self._calls.put(None)
             self._calls = queue.SimpleQueue()
             if not self._busy:
