@@ -254,3 +254,20 @@ def test_a_quarantine_location_that_is_neither_folder_nor_s3_is_refused(
     listed = CliRunner().invoke(main, ["quarantine", "list", "--quarantine", location])
     assert listed.exit_code == 2
     assert "quarantine" in listed.output
+
+
+def test_check_probes_the_quarantine(sandbox: TrailSandbox, tmp_path: Path) -> None:
+    from trailproc.ops.check import check_command
+
+    s3 = sandbox.client("s3")
+    s3.create_bucket(Bucket="quarantine-bucket")
+    common = ["--queue-url", sandbox.queue_url, "--checkpoint", "memory"]
+    good = CliRunner().invoke(check_command, [*common, "--quarantine", "s3://quarantine-bucket/q/"])
+    assert "quarantine: write s3://quarantine-bucket/q/" in good.output
+    line = next(x for x in good.output.splitlines() if "quarantine: write" in x)
+    assert " pass " in f" {line} ", good.output
+    assert "Contents" not in s3.list_objects_v2(Bucket="quarantine-bucket")  # probe removed
+    bad = CliRunner().invoke(check_command, [*common, "--quarantine", "s3://no-such-bucket-q/q/"])
+    assert bad.exit_code == 1
+    line = next(x for x in bad.output.splitlines() if "quarantine: write" in x)
+    assert "FAIL" in line

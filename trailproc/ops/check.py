@@ -545,6 +545,8 @@ def format_table(rows: Sequence[Row]) -> str:
               help="Also probe what `trailproc audit` needs on this bucket (repeatable).")
 @click.option("--redrive-from", metavar="DLQ_URL",
               help="Also probe what `trailproc redrive --from DLQ_URL` needs.")
+@click.option("--quarantine", metavar="DIR|s3://BUCKET/PREFIX/",
+              help="The quarantine to probe (default: the `quarantine` setting).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]))
 def check_command(
@@ -580,6 +582,10 @@ def check_command(
             check_audit(checker, bucket)
         if redrive_from:
             check_redrive(checker, redrive_from)
+    if config.quarantine:
+        from .check_quarantine import check_quarantine
+
+        check_quarantine(checker, config.quarantine)
     click.echo(f"trailproc check: queue {config.queue_url or '(none)'}")
     click.echo(format_table(rows))
     if any(r.status == "fail" for r in rows):
