@@ -22,6 +22,8 @@ __all__ = [
     "FetchError",
     "HandlerError",
     "InternalError",
+    "MemoryContended",
+    "OverMemoryBudget",
     "Refused",
     "RetryAgain",
     "SetupError",
@@ -103,6 +105,20 @@ class DecompressedTooLarge(BadLogFile):
     """Decompressing would exceed `max_decompressed_bytes` (a gzip bomb or a huge file)."""
 
     reason = "too_large"
+
+
+class OverMemoryBudget(DecompressedTooLarge):
+    """A file would need more memory than the whole `memory_budget_mb`: it can never be
+    held at once, so it fails (kept for retry/DLQ) instead of waiting forever."""
+
+    reason = "over_memory_budget"
+
+
+class MemoryContended(TrailprocError):
+    """Files holding memory were all waiting for more of it at once: the newest gave its
+    share back and failed, to be retried later (a wait could never have ended)."""
+
+    reason = "memory_contended"
 
 
 class BadMessage(TrailprocError):
@@ -320,6 +336,8 @@ _TRANSIENT_CODES = frozenset(
         "RequestTimeout",
         "RequestTimeoutException",
         "InternalError",
+    "MemoryContended",
+    "OverMemoryBudget",
         "InternalFailure",
         "ServiceUnavailable",
         "ServiceUnavailableException",

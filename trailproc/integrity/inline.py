@@ -105,10 +105,10 @@ class DigestListing:
     log_files: tuple[tuple[str, str, str], ...]
 
 
-def parse_digest(data: bytes) -> DigestListing:
+def parse_digest(data: bytes | bytearray) -> DigestListing:
     """Read a digest document (gzip or already decompressed). ValueError if it is not one."""
     try:
-        raw = gunzip(data) if data[:2] == GZIP_MAGIC else data
+        raw = gunzip(bytes(data)) if data[:2] == GZIP_MAGIC else data
     except Exception as exc:  # corrupt gzip: whatever the inflater raised
         raise ValueError(f"digest is not readable gzip: {exc}") from None
     try:

@@ -127,7 +127,7 @@ def _record_bytes(event: _WireEvent, index: int, control: bool) -> bytes:
     return record
 
 
-def parse_document(document: bytes | memoryview) -> SubscriptionDocument:
+def parse_document(document: bytes | bytearray | memoryview) -> SubscriptionDocument:
     """One subscription payload document (JSON, already decompressed) → typed document."""
     try:
         wire = _document_decoder.decode(document)
@@ -166,7 +166,7 @@ _OPEN = frozenset(b"{[")
 _WHITESPACE = b" \t\r\n"
 
 
-def _json_values(buffer: bytes) -> list[memoryview]:
+def _json_values(buffer: bytes | bytearray) -> list[memoryview]:
     """Cut top-level JSON objects that follow each other (optionally whitespace-separated)."""
     view = memoryview(buffer)
     documents: list[memoryview] = []
@@ -194,7 +194,7 @@ def _json_values(buffer: bytes) -> list[memoryview]:
     return documents
 
 
-def split_documents(data: bytes, *, max_bytes: int) -> list[memoryview]:
+def split_documents(data: bytes | bytearray, *, max_bytes: int) -> list[memoryview]:
     """Bytes holding several subscription documents → one buffer view per document.
 
     Takes concatenated gzip members (one document each, as Firehose writes the records
@@ -244,7 +244,7 @@ def decode_base64_payload(
     return parse_document(decompress(raw, max_bytes=max_bytes))
 
 
-def looks_like_subscription(document: bytes | memoryview) -> bool:
+def looks_like_subscription(document: bytes | bytearray | memoryview) -> bool:
     """Cheap sniff of a decompressed buffer: does it start with a subscription document?
 
     CloudWatch Logs writes `messageType` as the first key. Only picks the parser; the

@@ -21,10 +21,10 @@ Lenient, never silent:
 
 Speed notes (see benchmarks/README.md for the profiles behind them):
 
-- each gzip member is inflated by one `decompress(data, max_length)` call: the output
-  buffer grows inside the C library and is returned as is, with no Python-level chunk
-  copies and no final `bytes(bytearray)` copy; `max_length` is the cap, so a bomb still
-  stops at `max_bytes + 1` bytes;
+- gzip is inflated into one bytearray preallocated from the trailer's ISIZE (exact for
+  CloudTrail's files), 8 MB of output per call: zlib's own growing output buffer ends
+  every call with a join of its blocks, so one call for a whole 400 MB member peaked at
+  twice the document; `max_length` is the cap, so a bomb stops at `max_bytes + 1` bytes;
 - isal's zlib-compatible inflater (2-3x faster, a default dependency) is used when installed;
 - the records stay `msgspec.Raw` views into the decompressed document (zero-copy);
 - msgspec does not look inside the raw values, so the document's UTF-8 is checked
@@ -51,12 +51,15 @@ from . import shapes
 
 __all__ = [
     "BACKEND", "DELIVERY_SHAPE", "decode_log", "decode_log_lines", "decompress",
-    "is_one_line", "split_document", "split_records",
+    "gzip_size_hint", "is_one_line", "split_document", "split_records",
 ]  # fmt: skip
 
 log = get_logger("trailproc.decode")
 
 GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_MIN = 18  # header (10) + trailer (8)
+_IN_SLICE = 1 << 20
+_OUT_SLICE = 8 << 20
 UTF8_BOM = b"\xef\xbb\xbf"
 DELIVERY_SHAPE = 'CloudTrail delivery ({"Records": [...]})'
 _DELIVERY_HEAD = b'{"Records":['
@@ -84,29 +87,37 @@ def _too_large(max_bytes: int) -> DecompressedTooLarge:
     )
 
 
-def decompress(data: bytes, *, max_bytes: int) -> bytes:
-    """Gunzip `data` (all members) if it is gzip, else return it; never exceed `max_bytes`."""
+def gzip_size_hint(data: bytes | bytearray) -> int | None:
+    """The gzip trailer's ISIZE: the last member's decompressed size mod 2**32.
+
+    Only a hint: it is exact for CloudTrail's single-member files under 4 GiB, but a
+    forged file, several members or trailing padding make it anything. None unless
+    `data` is gzip."""
+    if not data.startswith(GZIP_MAGIC) or len(data) < _GZIP_MIN:
+        return None
+    return int.from_bytes(data[-4:], "little")
+
+
+def decompress(data: bytes | bytearray, *, max_bytes: int) -> bytes | bytearray:
+    """Gunzip `data` (all members) if it is gzip, else return it; never exceed `max_bytes`.
+
+    The output is inflated into one buffer preallocated from the gzip trailer's size
+    hint, a bounded slice at a time: zlib's own output buffer would hold its blocks
+    and then their join (twice the document) at the end of every call.
+    """
     if not data.startswith(GZIP_MAGIC):
         if len(data) > max_bytes:
             raise DecompressedTooLarge(
                 f"object is {len(data)} bytes, over max_decompressed_bytes={max_bytes}"
             )
         return data
-    parts: list[bytes] = []
-    total = 0
+    out = bytearray(min(gzip_size_hint(data) or 0, max_bytes + 1))
+    filled = 0
     remaining = memoryview(data)
     try:
         while True:
             d = _new_decompressor()
-            # max_length caps what this member may produce: a bomb stops after
-            # max_bytes + 1 bytes of output instead of inflating all of it.
-            out = d.decompress(remaining, max_bytes - total + 1)
-            total += len(out)
-            if total > max_bytes:
-                raise _too_large(max_bytes)
-            if not d.eof:
-                raise BadLogFile("truncated gzip data (unexpected end of stream)")
-            parts.append(out)
+            filled = _inflate_member(d, remaining, out, filled, max_bytes)
             # Concatenated gzip members are legal. Slice the view instead of keeping
             # `unused_data` (a copy of the rest).
             remaining = remaining[len(remaining) - len(d.unused_data) :]
@@ -120,7 +131,32 @@ def decompress(data: bytes, *, max_bytes: int) -> bytes:
             f"{len(remaining)} bytes of trailing data after the last gzip member (starting "
             f"{bytes(remaining[:8])!r}): a damaged or altered object"
         )
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    if filled < len(out):
+        del out[filled:]  # the hint was too large (several members, padding)
+    return out
+
+
+def _inflate_member(d: Any, data: memoryview, out: bytearray, filled: int, max_bytes: int) -> int:
+    """Inflate one gzip member of `data` into `out` from `filled` on; the new fill."""
+    for start in range(0, len(data), _IN_SLICE):
+        # Bounded input slices: what zlib keeps as `unconsumed_tail` is a copy.
+        pending: bytes | memoryview = data[start : start + _IN_SLICE]
+        while not d.eof:
+            # max_length caps each call: a bomb stops after max_bytes + 1 bytes.
+            room = min(_OUT_SLICE, max_bytes + 1 - filled)
+            chunk = d.decompress(pending, room)
+            got = len(chunk)
+            out[filled : filled + got] = chunk
+            del chunk  # not alive while the next call builds its own
+            filled += got
+            if filled > max_bytes:
+                raise _too_large(max_bytes)
+            pending = d.unconsumed_tail
+            if not pending and got < room:
+                break  # this slice is used up: zlib needs more input
+        if d.eof:
+            return filled
+    raise BadLogFile("truncated gzip data (unexpected end of stream)")
 
 
 class _Envelope(msgspec.Struct):
@@ -131,7 +167,7 @@ _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _UTF8_CHUNK = 1 << 20
 
 
-def _check_utf8(document: bytes) -> None:
+def _check_utf8(document: bytes | bytearray) -> None:
     """Raise BadLogFile unless `document` is valid UTF-8 (as JSON must be)."""
     if document.isascii():
         return
@@ -148,7 +184,7 @@ def _check_utf8(document: bytes) -> None:
     # No final flush needed: msgspec accepted the JSON, so it ends with ASCII.
 
 
-def _fills_document(document: bytes, records: list[msgspec.Raw]) -> bool:
+def _fills_document(document: bytes | bytearray, records: list[msgspec.Raw]) -> bool:
     """True if `document` is exactly `{"Records":[` + records joined by commas + `]}`
     (+ trailing blanks): then it has no room for any other key."""
     if not document.startswith(_DELIVERY_HEAD):
@@ -160,7 +196,7 @@ def _fills_document(document: bytes, records: list[msgspec.Raw]) -> bool:
     return used == end
 
 
-def _split_delivery(document: bytes) -> list[msgspec.Raw] | None:
+def _split_delivery(document: bytes | bytearray) -> list[msgspec.Raw] | None:
     """The records of a `{"Records": [...]}` document; None if it is another shape."""
     try:
         envelope = _envelope_decoder.decode(document)
@@ -184,7 +220,7 @@ def _split_delivery(document: bytes) -> list[msgspec.Raw] | None:
 
 
 def split_document(
-    document: bytes, *, max_bytes: int | None = None
+    document: bytes | bytearray, *, max_bytes: int | None = None
 ) -> tuple[str, list[Any], bool]:
     """A decompressed file → (its shape's name, its records, whether the records are
     slices of `document`). Raises BadLogFile naming what was seen when no shape fits.
@@ -204,13 +240,13 @@ def split_document(
         raise BadLogFile("log file is JSON nested too deeply to be CloudTrail's") from None
 
 
-def split_records(document: bytes) -> list[Any]:
+def split_records(document: bytes | bytearray) -> list[Any]:
     """The records of a decompressed file of any shape, as their original JSON."""
     return split_document(document)[1]
 
 
 def records_of(
-    document: bytes, name: str | None = None, *, max_bytes: int | None = None
+    document: bytes | bytearray, name: str | None = None, *, max_bytes: int | None = None
 ) -> tuple[list[Any], bool]:
     """(records, no record spans lines) of a decompressed file; its shape is logged."""
     shape, records, slices = split_document(document, max_bytes=max_bytes)
@@ -228,7 +264,7 @@ def decode_log(data: bytes, *, max_bytes: int) -> tuple[list[Any], int]:
     return split_document(document, max_bytes=max_bytes)[1], len(document)
 
 
-def is_one_line(document: bytes) -> bool:
+def is_one_line(document: bytes | bytearray) -> bool:
     """No CR or LF anywhere (two memchr scans): then no record can span lines."""
     return b"\n" not in document and b"\r" not in document
 

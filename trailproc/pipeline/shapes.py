@@ -299,7 +299,7 @@ def _subscription_records(documents: list[Any], where: str) -> list[bytes]:
     return records
 
 
-def _firehose(document: bytes) -> Split | None:
+def _firehose(document: bytes | bytearray) -> Split | None:
     """Concatenated or newline-delimited subscription documents (Firehose to S3), when
     the file starts with one; else None."""
     from .cwlogs import looks_like_subscription, split_documents
@@ -356,7 +356,7 @@ def _single(document: Any) -> Split:
     return names[kind], records, kind not in ("lookup", "cwlogs")
 
 
-def _line_ends(document: bytes) -> list[tuple[int, int, int]]:
+def _line_ends(document: bytes | bytearray) -> list[tuple[int, int, int]]:
     """(line number, start, end) of each non-blank line."""
     found = []
     size = len(document)
@@ -372,7 +372,7 @@ def _line_ends(document: bytes) -> list[tuple[int, int, int]]:
     return found
 
 
-def _lines(document: bytes) -> list[tuple[Any, str]]:
+def _lines(document: bytes | bytearray) -> list[tuple[Any, str]]:
     """The non-blank lines of NDJSON, each read as one JSON value."""
     view = memoryview(document)
     values = []
@@ -384,7 +384,7 @@ def _lines(document: bytes) -> list[tuple[Any, str]]:
     return values
 
 
-def split_other(document: bytes, check_utf8: Callable[[Any], None]) -> Split:
+def split_other(document: bytes | bytearray, check_utf8: Callable[[Any], None]) -> Split:
     """Every shape but the plain delivery: (shape name, records, records are slices)."""
     start = _BLANK.match(document)
     first = document[start.end() : start.end() + 1] if start else b""
@@ -415,7 +415,7 @@ def split_other(document: bytes, check_utf8: Callable[[Any], None]) -> Split:
     return _single(whole)
 
 
-def _first_line_is_json(document: bytes) -> bool:
+def _first_line_is_json(document: bytes | bytearray) -> bool:
     """True if the first non-blank line is one JSON value (then the file is NDJSON)."""
     start = 0
     while start < len(document):

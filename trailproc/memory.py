@@ -1,0 +1,78 @@
+"""How large each process's memory budget is (see docs/memory.md for the arithmetic).
+
+The budget is per container: the cgroup memory limit when there is one (cgroup v2
+`memory.max`, v1 `memory.limit_in_bytes`), else `ASSUMED_CONTAINER` (a 2 GiB container,
+the smallest the defaults are made for). `BUDGET_SHARE` of it goes to the files in
+memory; the rest is the interpreter, the SDK, the handlers and what the budget does not
+count. `run --workers N` and `process --jobs N` split it evenly between their processes.
+`memory_budget_mb` overrides the container's share (and is split the same way).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["ASSUMED_CONTAINER", "BUDGET_SHARE", "budget_bytes", "container_memory_limit"]
+
+_MIB = 1 << 20
+ASSUMED_CONTAINER = 2048 * _MIB
+BUDGET_SHARE = 0.5
+MIN_BUDGET = 64 * _MIB
+# cgroup v1 writes "no limit" as a huge page-rounded number.
+_UNLIMITED = 1 << 60
+
+
+def _read_limit(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.isdigit():  # "max": no limit at this level
+        return None
+    value = int(text)
+    return value if 0 < value < _UNLIMITED else None
+
+
+def _own_cgroups(proc_cgroup: Path) -> tuple[str | None, str | None]:
+    """This process's cgroup v2 path and v1 memory-controller path, when known."""
+    unified = memory = None
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None, None
+    for line in lines:
+        _id, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if controllers == "":
+            unified = path
+        elif "memory" in controllers.split(","):
+            memory = path
+    return unified, memory
+
+
+def container_memory_limit(
+    root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")
+) -> int | None:
+    """The tightest cgroup memory limit over this process, in bytes; None without one."""
+    unified, memory = _own_cgroups(proc_cgroup)
+    candidates = [root / "memory.max", root / "memory" / "memory.limit_in_bytes"]
+    if unified and unified != "/":
+        candidates.append(root / unified.lstrip("/") / "memory.max")
+    if memory and memory != "/":
+        candidates.append(root / "memory" / memory.lstrip("/") / "memory.limit_in_bytes")
+    limits = [limit for path in candidates if (limit := _read_limit(path)) is not None]
+    return min(limits) if limits else None
+
+
+def budget_bytes(
+    memory_budget_mb: int | None, processes: int = 1, *, container_limit: int | None = None
+) -> int:
+    """One process's budget: `memory_budget_mb` (or the container's share), split
+    evenly between `processes`, never below 64 MiB."""
+    processes = max(1, processes)
+    if memory_budget_mb is not None:
+        total = memory_budget_mb * _MIB
+    else:
+        limit = container_limit if container_limit is not None else container_memory_limit()
+        total = int((limit or ASSUMED_CONTAINER) * BUDGET_SHARE)
+    return max(MIN_BUDGET, total // processes)
