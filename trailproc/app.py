@@ -23,7 +23,9 @@ from .checkpoint import open_store
 from .checkpoint.base import CheckpointStore, FileId, StateLost
 from .config import Config, load_config
 from .errors import CheckpointError, InternalError, Refused, setup_error
+from .memory import budget_bytes
 from .observe import Metrics, ensure_logging, get_logger
+from .pipeline.budget import MemoryBudget
 from .pipeline.engine import FileOutcome, FilePipeline
 from .pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
 from .pipeline.filters import RecordFilter
@@ -140,11 +142,13 @@ def build_pipeline(
     record_filter = RecordFilter.from_config(config)
     if record_filter.active:
         log.info("records filtered", **record_filter.describe())
+    budget = MemoryBudget(budget_bytes(config.memory_budget_mb), probe=metrics)
     pipeline = FilePipeline(
         processor=processor,
         store=store,
         fetcher=fetcher,
         metrics=metrics,
+        budget=budget,
         owner=config.worker_id or default_owner(),
         max_events_per_emit=config.max_events_per_emit,
         max_decompressed_bytes=config.max_decompressed_bytes,

@@ -114,6 +114,15 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_decompressed_bytes: Annotated[
         Positive, _doc("A log file inflating beyond this fails (gzip-bomb guard).")
     ] = 1 << 30
+    memory_budget_mb: Annotated[
+        Annotated[int, msgspec.Meta(ge=64)] | None,
+        msgspec.Meta(
+            description="Memory (MiB) the files in work may hold at once: downloads, "
+            "decompressed bytes and records, split between the processes of --workers or "
+            "--jobs. Unset: half the container's cgroup memory limit, or of 2 GiB without "
+            "one (docs/memory.md).",
+        ),
+    ] = None
     handlers: Annotated[
         list[str], _doc("Handlers to load: 'module:attr' or a 'trailproc.handlers' entry point.")
     ] = msgspec.field(default_factory=list)

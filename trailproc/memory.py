@@ -1,18 +1,24 @@
 """How large each process's memory budget is (see docs/memory.md for the arithmetic).
 
 The budget is per container: the cgroup memory limit when there is one (cgroup v2
-`memory.max`, v1 `memory.limit_in_bytes`), else `ASSUMED_CONTAINER` (a 2 GiB container,
-the smallest the defaults are made for). `BUDGET_SHARE` of it goes to the files in
-memory; the rest is the interpreter, the SDK, the handlers and what the budget does not
-count. `run --workers N` and `process --jobs N` split it evenly between their processes.
-`memory_budget_mb` overrides the container's share (and is split the same way).
+`memory.max`, v1 `memory.limit_in_bytes`) or a Lambda function's memory size, else
+`ASSUMED_CONTAINER` (a 2 GiB container, the smallest the defaults are made for).
+`BUDGET_SHARE` of it goes to the files in memory; the rest is the interpreter, the SDK,
+the handlers and what the budget does not count. `run --workers N` and `process --jobs N`
+split it evenly between their processes. `memory_budget_mb` overrides the container's
+share (and is split the same way).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["ASSUMED_CONTAINER", "BUDGET_SHARE", "budget_bytes", "container_memory_limit"]
+__all__ = [
+    "ASSUMED_CONTAINER", "BUDGET_SHARE", "budget_bytes", "container_memory_limit",
+    "per_process_mb",
+]  # fmt: skip
 
 _MIB = 1 << 20
 ASSUMED_CONTAINER = 2048 * _MIB
@@ -51,9 +57,12 @@ def _own_cgroups(proc_cgroup: Path) -> tuple[str | None, str | None]:
 
 
 def container_memory_limit(
-    root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")
+    root: Path = Path("/sys/fs/cgroup"),
+    proc_cgroup: Path = Path("/proc/self/cgroup"),
+    environ: Mapping[str, str] = os.environ,
 ) -> int | None:
-    """The tightest cgroup memory limit over this process, in bytes; None without one."""
+    """The tightest memory limit over this process, in bytes (its cgroups', or a Lambda
+    function's memory size); None without one."""
     unified, memory = _own_cgroups(proc_cgroup)
     candidates = [root / "memory.max", root / "memory" / "memory.limit_in_bytes"]
     if unified and unified != "/":
@@ -61,6 +70,9 @@ def container_memory_limit(
     if memory and memory != "/":
         candidates.append(root / "memory" / memory.lstrip("/") / "memory.limit_in_bytes")
     limits = [limit for path in candidates if (limit := _read_limit(path)) is not None]
+    lambda_mb = environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "")
+    if lambda_mb.isdigit() and int(lambda_mb) > 0:
+        limits.append(int(lambda_mb) * _MIB)
     return min(limits) if limits else None
 
 
@@ -76,3 +88,8 @@ def budget_bytes(
         limit = container_limit if container_limit is not None else container_memory_limit()
         total = int((limit or ASSUMED_CONTAINER) * BUDGET_SHARE)
     return max(MIN_BUDGET, total // processes)
+
+
+def per_process_mb(memory_budget_mb: int | None, processes: int) -> int:
+    """The `memory_budget_mb` each of `processes` processes gets (whole MiB)."""
+    return budget_bytes(memory_budget_mb, processes) // _MIB

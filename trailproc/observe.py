@@ -409,6 +409,16 @@ class Metrics:
             "Records a handler raised on, written to the quarantine, by exception type",
             ("reason",),
         )  # fmt: skip
+        self.memory_budget = add("gauge", "trailproc_memory_budget_bytes",
+                                 "Memory this process lets its files hold at once "
+                                 "(memory_budget_mb)")  # fmt: skip
+        self.memory_reserved = add("gauge", "trailproc_memory_reserved_bytes",
+                                   "Memory the files in work hold of the budget: downloads, "
+                                   "decompressed bytes, records")  # fmt: skip
+        self.memory_waits = add("counter", "trailproc_memory_waits",
+                                "Times a file waited for memory: admission (before its "
+                                "download) or growth (to decompress, for its records)",
+                                ("kind",))  # fmt: skip
         self.started = time.time()
         self._preinitialise()
         if registry is not None:
@@ -425,6 +435,14 @@ class Metrics:
         metric = _Metric(kind, name, documentation, labelnames, buckets)
         self._metrics.append(metric)
         return metric
+
+    def budget_changed(self, in_use: int, total: int) -> None:
+        """The memory budget's probe (see trailproc.pipeline.budget)."""
+        self.memory_reserved.set(in_use)
+        self.memory_budget.set(total)
+
+    def budget_waited(self, kind: str) -> None:
+        self.memory_waits.labels(kind).inc()
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -450,8 +468,10 @@ class Metrics:
                     "held_back")  # fmt: skip
     FILE_KINDS = ("log", "insight", "digest", "other")
     FILE_OUTCOMES = ("done", "already_done", "busy", "interrupted", "failed")
-    ERROR_REASONS = ("fetch_failed", "bad_log_file", "too_large", "bad_notification",
-                     "refused", "handler_failed", "digest_mismatch", "error")  # fmt: skip
+    ERROR_REASONS = ("fetch_failed", "bad_log_file", "too_large", "over_memory_budget",
+                     "memory_contended", "bad_notification", "refused", "handler_failed",
+                     "digest_mismatch", "error")  # fmt: skip
+    MEMORY_WAITS = ("admission", "growth")
     DIGEST_OUTCOMES = ("match", "mismatch", "unverified")
     STAGES = ("receive", "download", "decode", "handler")
     ROADS = ("lambda", "kinesis", "firehose", "history")
@@ -474,6 +494,8 @@ class Metrics:
         for road in self.ROADS:
             for outcome in self.ROAD_OUTCOMES:
                 self.road_units.labels(road, outcome)
+        for kind in self.MEMORY_WAITS:
+            self.memory_waits.labels(kind)
 
     def handed_over(self, info: Any, batch: list[Any]) -> None:
         """A batch of records of the file whose `KeyInfo` is `info` was handed over."""

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Config
+from .memory import per_process_mb
 
 __all__ = ["ParallelResult", "process_parallel", "run_workers"]
 
@@ -285,6 +286,8 @@ def _process_files(
         result.add(_process_child(files, config))
         return
     largest_first = _largest_first(files)
+    # The memory budget is the container's: each process gets its share.
+    config = config.replace(memory_budget_mb=per_process_mb(config.memory_budget_mb, jobs))
     method = _start_method(start_method)
     if method == "fork":
         from . import app  # noqa: F401 - the whole pipeline, imported once for all
@@ -369,6 +372,8 @@ def run_workers(
         result.add(_summary(run(config=config)))
         return result
 
+    # The memory budget is the container's: each worker gets its share.
+    config = config.replace(memory_budget_mb=per_process_mb(config.memory_budget_mb, n))
     method = _start_method(start_method)
     if method == "fork":
         # What every worker needs, imported once for all; this process needs it too.

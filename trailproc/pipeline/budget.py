@@ -65,6 +65,10 @@ class Reservation:
         self.held = 0
         self.what = what
 
+    @property
+    def budget_total(self) -> int:
+        return self._budget.total
+
     async def resize(self, target: int, *, why: str = "") -> None:
         """Hold `target` bytes: at once when shrinking, else once they are free.
 

@@ -51,13 +51,14 @@ from . import shapes
 
 __all__ = [
     "BACKEND", "DELIVERY_SHAPE", "decode_log", "decode_log_lines", "decompress",
-    "gzip_size_hint", "is_one_line", "split_document", "split_records",
+    "gzip_size_hint", "inflated_bound", "is_one_line", "split_document", "split_records",
 ]  # fmt: skip
 
 log = get_logger("trailproc.decode")
 
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_MIN = 18  # header (10) + trailer (8)
+_DEFLATE_MAX_RATIO = 1032
 _IN_SLICE = 1 << 20
 _OUT_SLICE = 8 << 20
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -98,6 +99,12 @@ def gzip_size_hint(data: bytes | bytearray) -> int | None:
     return int.from_bytes(data[-4:], "little")
 
 
+def inflated_bound(data: bytes | bytearray) -> int:
+    """The most `data` can inflate to: deflate's best case is 1032:1 (a 258-byte match in
+    two bits), whatever the trailer says."""
+    return _DEFLATE_MAX_RATIO * len(data) + (1 << 16)
+
+
 def decompress(data: bytes | bytearray, *, max_bytes: int) -> bytes | bytearray:
     """Gunzip `data` (all members) if it is gzip, else return it; never exceed `max_bytes`.
 
@@ -111,7 +118,8 @@ def decompress(data: bytes | bytearray, *, max_bytes: int) -> bytes | bytearray:
                 f"object is {len(data)} bytes, over max_decompressed_bytes={max_bytes}"
             )
         return data
-    out = bytearray(min(gzip_size_hint(data) or 0, max_bytes + 1))
+    # A garbage trailer (a damaged file) must not make us zero-fill a huge buffer.
+    out = bytearray(min(gzip_size_hint(data) or 0, max_bytes + 1, inflated_bound(data)))
     filled = 0
     remaining = memoryview(data)
     try:

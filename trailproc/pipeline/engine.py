@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, replace
@@ -33,7 +34,9 @@ from ..errors import (
 from ..observe import Metrics, get_logger
 from ..processor import Dispatcher, EventProcessor, ProgressInfo, ProgressState
 from .batches import iter_batches
-from .decode import decode_log_lines, decompress, records_of
+from .budget import MemoryBudget, Reservation
+from .budgeted import decode_within
+from .decode import decompress
 from .events import Delivery
 from .fetch import Fetcher
 from .filters import RecordFilter, keep_both
@@ -69,18 +72,6 @@ class _Interrupted(Exception):
     pass
 
 
-def _decode_hashed(
-    data: bytes, max_bytes: int, name: str | None
-) -> tuple[list[Any], int, bool, str]:
-    """`decode_log_lines` plus the SHA-256 of the exact decompressed bytes (what digests
-    list)."""
-    import hashlib  # only with digest checks on
-
-    document = decompress(data, max_bytes=max_bytes)
-    records, one_line = records_of(document, name, max_bytes=max_bytes)
-    return records, len(document), one_line, hashlib.sha256(document).hexdigest()
-
-
 def _name(ref: FileRef) -> str:
     """How logs name a file: its S3 URI, or its path for a local file."""
     return ref.uri if ref.bucket else ref.key
@@ -96,8 +87,15 @@ def _read_digest(data: bytes, max_bytes: int) -> DigestListing:
         raise BadLogFile(f"unreadable CloudTrail digest file: {exc}") from exc
 
 
+# What the file being run in this task holds of the memory budget (set by `run`).
+_held: contextvars.ContextVar[Reservation] = contextvars.ContextVar("trailproc_held_memory")
+
+
 class FilePipeline:
-    """Runs one file at a time through every stage; many files may run concurrently."""
+    """Runs one file at a time through every stage; many files may run concurrently.
+
+    Every file run holds a share of `budget` (see `budget.py`): its download once its size
+    is known, then its decompressed bytes and records, until it is done."""
 
     def __init__(
         self,
@@ -112,8 +110,14 @@ class FilePipeline:
         lease_seconds: float = 60.0,
         handlers_in_thread: bool = True,
         record_filter: RecordFilter | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.processor = processor
+        if budget is None:
+            from ..memory import budget_bytes
+
+            budget = MemoryBudget(budget_bytes(None), probe=metrics)
+        self.budget = budget
         self.reporter = Reporter(processor, metrics)
         # Per record: the configured filter, then the processor's filter_event.
         self.keep = keep_both(record_filter, processor)
@@ -218,7 +222,17 @@ class FilePipeline:
 
     async def run(self, ref: FileRef, message_id: str | None = None) -> FileOutcome:
         """Run one S3 object (or local file) through every stage."""
-        return await self._measured(ref, self._run(ref, message_id))
+        return await self._measured(ref, self._held_run(ref, message_id))
+
+    async def _held_run(self, ref: FileRef, message_id: str | None) -> FileOutcome:
+        """`_run` with this file's share of the memory budget, given back at the end."""
+        held = self.budget.reservation(_name(ref))
+        token = _held.set(held)
+        try:
+            return await self._run(ref, message_id)
+        finally:
+            _held.reset(token)
+            held.release()
 
     async def run_records(
         self, ref: FileRef, records: list[Any], message_id: str | None = None
@@ -259,7 +273,7 @@ class FilePipeline:
         info = ProgressInfo(True, message_id, ref.bucket, ref.key)
         token = self.report_start(ProgressState.DOWNLOAD, info)
         try:
-            fetched = await self.fetcher.fetch(ref)
+            fetched = await self.fetcher.fetch(ref, _held.get())
         except TrailprocError as exc:
             self.report_end(ProgressState.DOWNLOAD, replace(info, success=False), token)
             return FileOutcome(ref, "failed", error=exc.located(**where))
@@ -457,22 +471,15 @@ class FilePipeline:
 
     async def _decoded(self, ref: FileRef, data: bytes) -> tuple[list[Any], bool, str | None]:
         """The file's records, whether it was one line, and its SHA-256 when a digest
-        check will want it."""
-        sha256: str | None = None
-        # Decompression and splitting are CPU-bound: keep them off the event loop so
-        # receives and visibility heartbeats stay on time.
-        if self.digest_checks is not None and ref.kind is ObjectKind.LOG and ref.bucket:
-            # Digests list the SHA-256 of the decompressed bytes: hash them in the same
-            # worker thread, while they are at hand.
-            decoded, size, one_line, sha256 = await asyncio.to_thread(
-                _decode_hashed, data, self.max_bytes, _name(ref)
-            )
-        else:
-            decoded, size, one_line = await asyncio.to_thread(
-                decode_log_lines, data, max_bytes=self.max_bytes, name=_name(ref)
-            )
-        self.metrics.bytes_decompressed.inc(size)
-        return list(decoded), one_line, sha256
+        check will want it (the decompressed bytes digests list), each step reserved in
+        the file's share of the memory budget first."""
+        decoded = await decode_within(
+            _held.get(), data, max_bytes=self.max_bytes, name=_name(ref),
+            hashed=self.digest_checks is not None and ref.kind is ObjectKind.LOG
+            and bool(ref.bucket),
+        )  # fmt: skip
+        self.metrics.bytes_decompressed.inc(decoded.size)
+        return decoded.records, decoded.one_line, decoded.sha256
 
     async def _to_user(self, batch: list[Any]) -> None:
         try:

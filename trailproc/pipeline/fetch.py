@@ -23,6 +23,7 @@ from ..errors import (
     retry_transient,
 )
 from ..observe import get_logger
+from .budget import Reservation
 from .keys import FileRef
 
 __all__ = ["Fetched", "Fetcher", "LocalFetcher", "S3Fetcher"]
@@ -38,7 +39,10 @@ class Fetched:
 
 
 class Fetcher(Protocol):
-    async def fetch(self, ref: FileRef) -> Fetched: ...
+    """Reads one object. With `held`, the object's size is reserved in it (the memory
+    budget) before its body is read."""
+
+    async def fetch(self, ref: FileRef, held: Reservation | None = None) -> Fetched: ...
 
 
 _PERMANENT_HINTS = {
@@ -119,22 +123,27 @@ class S3Fetcher:
             return await self._client.for_object(ref.bucket, ref.info.account_id)
         return self._client
 
-    async def _get(self, ref: FileRef) -> Fetched:
+    async def _get(self, ref: FileRef, held: Reservation | None) -> Fetched:
         if not ref.version_id or not self._by_version:
-            return await self._read(ref, ref.version_id)
+            return await self._read(ref, ref.version_id, held)
         try:
-            return await self._read(ref, None, version_id=ref.version_id)
+            return await self._read(ref, None, held, version_id=ref.version_id)
         except Exception as exc:
             if error_code(exc) not in ("AccessDenied", "403"):
                 raise
-        fetched = await self._read(ref, ref.version_id)  # denied too: the usual error
+        fetched = await self._read(ref, ref.version_id, held)  # denied too: the usual error
         log.info("reading objects without their version id: s3:GetObjectVersion is not "
                  "granted; the current version is checked instead")  # fmt: skip
         self._by_version = False
         return fetched
 
     async def _read(
-        self, ref: FileRef, expected_version: str | None, *, version_id: str | None = None
+        self,
+        ref: FileRef,
+        expected_version: str | None,
+        held: Reservation | None,
+        *,
+        version_id: str | None = None,
     ) -> Fetched:
         """GetObject, by `version_id` if given; with `expected_version`, the current
         object must be that version."""
@@ -157,14 +166,21 @@ class S3Fetcher:
                     f"object is {size} bytes, over max_decompressed_bytes={self._max_bytes}; "
                     "not downloaded", bucket=ref.bucket, key=ref.key,
                 )  # fmt: skip
+            if held is not None and isinstance(size, int):
+                # Waits while the budget is full: the body is read once it fits.
+                await held.resize(size, why="its download")
             data = await body.read()
+        if held is not None and held.held < len(data):  # no or a wrong Content-Length
+            await held.resize(len(data), why="its download")
         etag = str(response.get("ETag") or "").strip('"') or None
         return Fetched(data, etag, response.get("VersionId"))
 
-    async def fetch(self, ref: FileRef) -> Fetched:
+    async def fetch(self, ref: FileRef, held: Reservation | None = None) -> Fetched:
         async with self._limit:
             try:
-                return await retry_transient(lambda: self._get(ref), attempts=self._attempts)
+                return await retry_transient(
+                    lambda: self._get(ref, held), attempts=self._attempts
+                )
             except TrailprocError:
                 raise
             except Exception as exc:
@@ -219,9 +235,11 @@ def _as_fetch_error(
 class LocalFetcher:
     """Reads files from disk; `ref.bucket` is empty and `ref.key` is the path."""
 
-    async def fetch(self, ref: FileRef) -> Fetched:
+    async def fetch(self, ref: FileRef, held: Reservation | None = None) -> Fetched:
         path = Path(ref.key)
         try:
+            if held is not None:
+                await held.resize(path.stat().st_size, why="its bytes")
             data = await asyncio.to_thread(path.read_bytes)
         except OSError as exc:
             raise FetchError(

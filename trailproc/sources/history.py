@@ -317,7 +317,7 @@ class _NoObjects:
     """The pipeline's fetcher here: history records come in the API's answers, so no
     object is ever fetched (asking would be a bug)."""
 
-    async def fetch(self, ref: FileRef) -> Fetched:
+    async def fetch(self, ref: FileRef, held: object = None) -> Fetched:
         raise FetchError("the event history road reads no objects", code="none",
                          bucket=ref.bucket, key=ref.key)  # fmt: skip
 
