@@ -5,13 +5,17 @@ deadlock breaking, cancellation; and its size from cgroup files. No sleeps, no n
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
+import zlib
 from pathlib import Path
 
 import pytest
 
-from trailproc.errors import MemoryContended, OverMemoryBudget
+from trailproc.errors import DecompressedTooLarge, MemoryContended, OverMemoryBudget
 from trailproc.memory import ASSUMED_CONTAINER, BUDGET_SHARE, budget_bytes, container_memory_limit
-from trailproc.pipeline.budget import MemoryBudget, Reservation
+from trailproc.pipeline.budget import RECORD_COST, MemoryBudget, Reservation
+from trailproc.pipeline.budgeted import decode_within
 from trailproc.ports.clock import settle
 
 pytestmark = pytest.mark.timeout(20)
@@ -251,3 +255,68 @@ def test_budget_is_the_container_share_split_between_processes() -> None:
     # The setting overrides the container's share, and is split the same way.
     assert budget_bytes(3000, 3, container_limit=two_gib) == 1000 << 20
     assert budget_bytes(1, 8, container_limit=two_gib) == 64 << 20  # never below 64 MiB
+
+
+# --- decoding within it ------------------------------------------------------------------
+
+
+def _zeros_gzip(size: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return compressor.compress(b"\0" * size) + compressor.flush()
+
+
+def test_a_decoded_file_holds_its_download_document_and_records() -> None:
+    records = [{"eventID": str(i), "eventName": "GetObject"} for i in range(1000)]
+    document = json.dumps({"Records": records}).encode()
+    data = gzip.compress(document)
+
+    async def main() -> None:
+        budget = MemoryBudget(64 * MB)
+        async with budget.reservation("file") as held:
+            decoded = await decode_within(held, data, max_bytes=1 << 30, name="file")
+            assert len(decoded.records) == 1000 and decoded.size == len(document)
+            assert held.held == len(data) + len(document) + 1000 * RECORD_COST
+            # Before splitting it reserved for every "{" (the envelope's too).
+            assert budget.peak == len(data) + len(document) + 1001 * RECORD_COST
+        assert budget.in_use == 0
+
+    run(main())
+
+
+def test_several_members_inflate_beyond_the_trailer_within_the_ceiling() -> None:
+    first = json.dumps({"Records": [{"eventID": "a" * 5000}]}).encode()[:-2]
+    data = gzip.compress(first + b",") + gzip.compress(b'{"eventID": "b"}]}')
+
+    async def main() -> None:
+        budget = MemoryBudget(64 * MB)
+        async with budget.reservation("file") as held:
+            decoded = await decode_within(held, data, max_bytes=1 << 30, name="file")
+            assert len(decoded.records) == 2
+
+    run(main())
+
+
+def test_bombs_inflate_one_at_a_time_and_fail_with_the_limit_that_stopped_them() -> None:
+    bomb = _zeros_gzip(64 * MB)
+
+    async def main() -> None:
+        budget = MemoryBudget(48 * MB)
+
+        async def one(max_bytes: int) -> BaseException | None:
+            async with budget.reservation("bomb") as held:
+                try:
+                    await decode_within(held, bomb, max_bytes=max_bytes, name="bomb")
+                except (DecompressedTooLarge, OverMemoryBudget) as exc:
+                    return exc
+            return None
+
+        capped = await asyncio.gather(*(one(30 * MB) for _ in range(3)))
+        # 30 MB each: only one fits the 48 MB budget at a time.
+        assert budget.peak <= 48 * MB and budget.waits >= 2
+        assert all(type(e) is DecompressedTooLarge for e in capped)
+        assert all(f"max_decompressed_bytes={30 * MB}" in str(e) for e in capped)
+        over = await one(1 << 30)  # the budget stops it first
+        assert type(over) is OverMemoryBudget and "memory_budget_mb" in str(over)
+        assert budget.peak <= 48 * MB and budget.in_use == 0
+
+    run(main())
