@@ -5,9 +5,9 @@ The steps, for a file whose download (`len(data)` bytes) is already held:
 
 1. its decompressed size: the gzip trailer's ISIZE, exact for CloudTrail's files, is
    reserved and inflated; a file that inflates beyond its trailer (several members, a
-   forged trailer) or whose trailer is beyond what it may hold is inflated within the
-   most it may ever hold: `max_decompressed_bytes`, or what the budget can give one file
-   beside its download. So a bomb costs that much, once, and fails;
+   forged trailer) or whose trailer is over the budget is inflated within half the
+   budget (or `max_decompressed_bytes`, if smaller). So a bomb costs that much, once,
+   and fails;
 2. its records: `document.count(b"{")` bounds their number (every record is a JSON
    object) before one exists; `RECORD_COST` each is reserved, so a record bomb fails
    with the limit to raise instead of building 100 million objects;
@@ -61,24 +61,28 @@ async def _inflated(
     if hint is None:  # not gzip: the document is the download itself
         return await asyncio.to_thread(_inflate_and_count, data, max_bytes)
     compressed = len(data)
-    ceiling = min(max_bytes, held.budget_total - compressed, inflated_bound(data))
-    if hint < ceiling:
+    total = held.budget_total
+    if hint <= total - compressed:
         await held.resize(compressed + hint, why=f"{hint:,} bytes decompressed")
         try:
             return await asyncio.to_thread(_inflate_and_count, data, hint)
         except DecompressedTooLarge:
             pass  # more than its trailer says: several members, or a forged trailer
+    # Beyond its trailer, a file may hold half the budget: two such files never wait
+    # for each other's share, and a bomb costs at most that (or the cap), once.
+    ceiling = min(max_bytes, total // 2, inflated_bound(data))
     await held.resize(compressed + ceiling, why="inflating beyond its gzip trailer")
     try:
         return await asyncio.to_thread(_inflate_and_count, data, ceiling)
     except DecompressedTooLarge:
-        if ceiling < held.budget_total - compressed:
-            raise  # over max_decompressed_bytes (or corrupt beyond deflate's bound)
+        if ceiling == max_bytes:
+            raise
         raise OverMemoryBudget(
-            f"decompresses to more than {ceiling:,} bytes, all that the memory budget of "
-            f"{held.budget_total:,} bytes can hold for this file (gzip bomb or oversized "
-            "file); raise memory_budget_mb to process it (max_decompressed_bytes="
-            f"{max_bytes} applies beyond)"
+            f"decompresses to more than {ceiling:,} bytes (its gzip trailer says {hint:,}): "
+            "a file that does not inflate to its trailer's size, or whose trailer is over "
+            f"the memory budget of {total:,} bytes, may hold half of it (gzip bomb or "
+            f"oversized file); raise memory_budget_mb to process it "
+            f"(max_decompressed_bytes={max_bytes} applies beyond)"
         ) from None
 
 

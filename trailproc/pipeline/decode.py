@@ -132,7 +132,11 @@ def decompress(data: bytes | bytearray, *, max_bytes: int) -> bytes | bytearray:
             if remaining[:2] != GZIP_MAGIC:
                 break
     except _ERRORS as exc:
+        out.clear()  # the traceback keeps this frame: not its output too
         raise BadLogFile(f"corrupt gzip data: {exc}") from exc
+    except BaseException:
+        out.clear()
+        raise
     # Zero padding (some writers pad to a block size) is ignored, as gzip(1) does.
     if remaining and bytes(remaining).strip(b"\0"):
         raise BadLogFile(

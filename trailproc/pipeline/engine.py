@@ -72,6 +72,17 @@ class _Interrupted(Exception):
     pass
 
 
+def _drop_frames(error: BaseException) -> None:
+    """Forget the frames of a reported failure and of its causes: they hold the file's
+    bytes and records, which its share of the memory budget no longer counts."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = None
+        current = current.__cause__ or current.__context__
+
+
 def _name(ref: FileRef) -> str:
     """How logs name a file: its S3 URI, or its path for a local file."""
     return ref.uri if ref.bucket else ref.key
@@ -258,6 +269,7 @@ class FilePipeline:
         self.metrics.files.labels(ref.kind.value, outcome.status).inc()
         if outcome.error is not None:
             self.fail(outcome.error)
+            _drop_frames(outcome.error)
         return outcome
 
     async def _run(self, ref: FileRef, message_id: str | None) -> FileOutcome:
