@@ -322,3 +322,16 @@ def test_bombs_inflate_within_the_cap_or_half_the_budget_and_fail_naming_it() ->
         assert budget.peak <= 48 * MB and budget.in_use == 0
 
     run(main())
+
+
+def test_a_trailer_over_the_cap_inflates_only_to_the_cap() -> None:
+    bomb = gzip.compress(b'{"Records": [' + b" " * (8 * MB) + b"]}")
+
+    async def main() -> None:
+        budget = MemoryBudget(64 * MB)
+        async with budget.reservation("bomb") as held:
+            with pytest.raises(DecompressedTooLarge, match=f"max_decompressed_bytes={MB}"):
+                await decode_within(held, bomb, max_bytes=MB, name="bomb")
+        assert budget.peak <= len(bomb) + MB
+
+    run(main())

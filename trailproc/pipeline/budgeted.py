@@ -62,7 +62,7 @@ async def _inflated(
         return await asyncio.to_thread(_inflate_and_count, data, max_bytes)
     compressed = len(data)
     total = held.budget_total
-    if hint <= total - compressed:
+    if hint <= min(max_bytes, total - compressed):
         await held.resize(compressed + hint, why=f"{hint:,} bytes decompressed")
         try:
             return await asyncio.to_thread(_inflate_and_count, data, hint)
