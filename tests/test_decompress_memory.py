@@ -12,6 +12,7 @@ import zlib
 import pytest
 
 from trailproc.errors import BadLogFile, DecompressedTooLarge
+from trailproc.pipeline import decode
 from trailproc.pipeline.decode import decompress, gzip_size_hint, split_records
 
 
@@ -22,7 +23,12 @@ def _document(size: int) -> bytes:
     return b'{"Records":[' + b",".join([record] * count) + b"]}"
 
 
-def test_a_large_document_is_held_once_while_inflating() -> None:
+@pytest.mark.parametrize("backend", ["installed", "zlib"])
+def test_a_large_document_is_held_once_while_inflating(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend == "zlib":  # the inflater of an install without isal
+        monkeypatch.setattr(decode, "_new_decompressor", lambda: zlib.decompressobj(31))
     document = _document(64 << 20)
     data = gzip.compress(document, compresslevel=1)
     tracemalloc.start()
