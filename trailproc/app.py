@@ -12,37 +12,33 @@ import functools
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
-from .checkpoint import open_store
-from .checkpoint.base import CheckpointStore, FileId, StateLost
+from .checkpoint.base import CheckpointStore, StateLost
 from .config import Config, load_config
-from .errors import CheckpointError, InternalError, Refused, setup_error
-from .memory import budget_bytes
+from .errors import InternalError, Refused, setup_error
 from .observe import Metrics, ensure_logging, get_logger
-from .pipeline.budget import MemoryBudget
 from .pipeline.engine import FileOutcome, FilePipeline
-from .pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
-from .pipeline.filters import RecordFilter
 from .pipeline.keys import FileRef
-from .pipeline.quarantine import RecordQuarantine, open_quarantine
-from .processor import (
-    EventProcessor,
-    JsonLinesOutput,
-    combine,
-    finish_output,
-    load_processor,
-    maybe_await,
-    prepare_output,
-)
+from .processor import EventProcessor, JsonLinesOutput, finish_output, prepare_output
 from .progress import Progress, files_with
+from .runtime import (
+    STORE_PROBE,
+    Runtime,
+    build_pipeline,
+    build_processor,
+    build_quarantine,
+    check_store,
+    default_owner,
+    open_runtime,
+    quarantine_s3_client,
+)
 from .sources.local import SkippedFile, local_refs
-from .trust import Trust, TrustPolicy
+from .trust import Trust
 
 __all__ = ["EXIT_ABANDONED", "RunResult", "build_processor", "process_paths", "run"]
 
@@ -56,9 +52,9 @@ EXIT_ABANDONED = 75
 # Seconds after `shutdown_timeout` at which a stop that is still not over (user code that
 # ignores cancellation, a close() that hangs) ends the process anyway.
 HARD_EXIT_MARGIN = 2.5
-# A file id no log file can have: reading it opens the store (running its schema check)
-# and, for a local file, checks the file is still there.
-_STORE_PROBE = FileId("", "trailproc/store-probe", "")
+# Built by `trailproc.runtime`; named here too for the programs that import them from here.
+_REEXPORTED = (build_pipeline, build_processor, build_quarantine, check_store, default_owner,
+               quarantine_s3_client)  # fmt: skip
 
 
 @dataclass
@@ -107,84 +103,6 @@ class RunResult:
         return int(self.metrics.value("trailproc_bytes_compressed_total"))
 
 
-def default_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def build_processor(
-    config: Config, processor: EventProcessor | Sequence[EventProcessor] | None = None
-) -> EventProcessor:
-    """The user's processor(s), the configured handlers, and --output, as one processor."""
-    parts: list[EventProcessor] = []
-    if isinstance(processor, EventProcessor):
-        parts.append(processor)
-    elif processor is not None:
-        parts.extend(processor)
-    parts.extend(load_processor(spec) for spec in config.handlers)
-    if config.output:
-        parts.append(JsonLinesOutput(config.output))
-    if not parts:
-        raise ValueError(
-            "nothing to hand events to: give a processor, --handler MODULE:ATTR, or --output PATH"
-        )
-    return combine(parts)
-
-
-def build_pipeline(
-    config: Config,
-    processor: EventProcessor,
-    store: CheckpointStore,
-    fetcher: Fetcher,
-    metrics: Metrics,
-) -> FilePipeline:
-    if not isinstance(fetcher, LocalFetcher):  # local files pass no trust boundary
-        log.info("trust settings", **TrustPolicy.of(config).summary())
-    record_filter = RecordFilter.from_config(config)
-    if record_filter.active:
-        log.info("records filtered", **record_filter.describe())
-    budget = MemoryBudget(budget_bytes(config.memory_budget_mb), probe=metrics)
-    pipeline = FilePipeline(
-        processor=processor,
-        store=store,
-        fetcher=fetcher,
-        metrics=metrics,
-        budget=budget,
-        owner=config.worker_id or default_owner(),
-        max_events_per_emit=config.max_events_per_emit,
-        max_decompressed_bytes=config.max_decompressed_bytes,
-        lease_seconds=max(30.0, float(config.visibility_timeout)),
-        handlers_in_thread=config.handlers_in_thread,
-        record_filter=record_filter,
-    )
-    if config.quarantine:
-        pipeline.quarantine = build_quarantine(config, metrics)
-    return pipeline
-
-
-def build_quarantine(config: Config, metrics: Metrics) -> RecordQuarantine:
-    """The configured quarantine (see trailproc.pipeline.quarantine)."""
-    assert config.quarantine
-    store = open_quarantine(config.quarantine, lambda: quarantine_s3_client(config))
-    log.info("quarantine on", location=store.location,
-             max_records_per_file=config.quarantine_max_records_per_file)  # fmt: skip
-    return RecordQuarantine(
-        store, metrics, max_per_file=config.quarantine_max_records_per_file
-    )
-
-
-def quarantine_s3_client(config: Config) -> Any:
-    """A blocking boto3 S3 client for the quarantine (its calls run in a thread)."""
-    import boto3
-
-    session: Any = boto3.Session(profile_name=config.profile, region_name=config.region)
-    kwargs: dict[str, Any] = {}
-    if config.endpoint_url:
-        kwargs["endpoint_url"] = config.endpoint_url
-    if config.s3_region:
-        kwargs["region_name"] = config.s3_region
-    return session.client("s3", **kwargs)
-
-
 def _setup_errors_named(
     func: Callable[..., Awaitable[RunResult]],
 ) -> Callable[..., Awaitable[RunResult]]:
@@ -222,76 +140,64 @@ async def run_async(
     from .observe import stats_loop
 
     ensure_logging(config.log_level, config.log_format)
-    user = build_processor(config, processor)
     metrics = metrics or Metrics()
     stopping = stopping or asyncio.Event()
-    _stop_when_output_closes(user, stopping)
-    store = open_store(config.checkpoint, config.state_dir)
-    try:
-        await check_store(store)
-    except BaseException:
-        await store.close()
-        raise
-    await maybe_await(user.start())
-    lost: list[StateLost] = []
-    background = [
-        asyncio.create_task(_watch_store(store, stopping, lost)) if store.never_suspends
-        else None,
-        asyncio.create_task(stats_loop(metrics, config.stats_interval, log))
-        if config.stats_interval else None,
-    ]  # fmt: skip
     result = RunResult(metrics)
-    try:
-        await _poll(config, user, store, metrics, stopping, result)
-    finally:
-        for task in background:
-            if task is not None:
-                task.cancel()
-                await asyncio.wait([task])  # the store watch's last look runs first
-        await maybe_await(user.close())
-        await store.close()
+    lost: list[StateLost] = []
+    async with serve_ops_for(config, metrics), open_runtime(
+        config, processor, metrics=metrics, check=True
+    ) as runtime:
+        _stop_when_output_closes(runtime.processor, stopping)
+        background = [
+            asyncio.create_task(_watch_store(runtime.store, stopping, lost))
+            if runtime.store.never_suspends else None,
+            asyncio.create_task(stats_loop(metrics, config.stats_interval, log))
+            if config.stats_interval else None,
+        ]  # fmt: skip
+        try:
+            await _poll(runtime, stopping, result)
+        finally:
+            for task in background:
+                if task is not None:
+                    task.cancel()
+                    await asyncio.wait([task])  # the store watch's last look runs first
     _log_stopped(result)
     if lost:
         raise lost[0]
     return result
 
 
-async def _poll(
-    config: Config,
-    user: EventProcessor,
-    store: CheckpointStore,
-    metrics: Metrics,
-    stopping: asyncio.Event,
-    result: RunResult,
-) -> None:
-    """The SQS source on its clients until `stopping`; what the stop abandoned goes into
-    `result`."""
-    from .aws import AwsClients, S3Router
-    from .ops.servers import serve_ops
+async def _poll(runtime: Runtime, stopping: asyncio.Event, result: RunResult) -> None:
+    """The SQS source on the runtime's clients until `stopping`; what the stop abandoned
+    goes into `result`."""
     from .sources.sqs import SqsSource
 
-    async with serve_ops(config, metrics), AwsClients(config) as clients:
-        sqs = await clients.client("sqs")
-        # Building the S3 client loads S3's large service model (~60 ms of CPU). Done
-        # just after the first ReceiveMessage went out, it overlaps that round trip
-        # instead of delaying it; downloads wait for it.
-        s3 = asyncio.ensure_future(_soon(lambda: clients.client("s3")))
-        pipeline = build_pipeline(
-            config, user, store, S3Fetcher.for_config(S3Router(clients), config), metrics
-        )
-        source = SqsSource(config, pipeline, sqs, metrics)
-        log.info("polling", queue_url=config.queue_url, owner=pipeline.owner)
-        try:
-            await source.run(stopping)
-        finally:
-            # Never waits for a handler still busy (see HandlerThread).
-            await pipeline.close()
-            result.abandoned_batches = pipeline.dispatch.abandoned + source.left_running
-            result.handler_stuck = pipeline.dispatch.stuck or source.left_running > 0
-            # Settle the S3 client before the clients close (a stop right at start).
-            s3.cancel()
-            with contextlib.suppress(BaseException):
-                await s3
+    config, pipeline, clients = runtime.config, runtime.pipeline, runtime.aws()
+    sqs = await clients.client("sqs")
+    # Building the S3 client loads S3's large service model (~60 ms of CPU). Done just
+    # after the first ReceiveMessage went out, it overlaps that round trip instead of
+    # delaying it; downloads wait for it.
+    s3 = asyncio.ensure_future(_soon(lambda: clients.client("s3")))
+    source = SqsSource(config, pipeline, sqs, runtime.metrics)
+    log.info("polling", queue_url=config.queue_url, owner=pipeline.owner)
+    try:
+        await source.run(stopping)
+    finally:
+        # Never waits for a handler still busy (see HandlerThread).
+        await pipeline.close()
+        result.abandoned_batches = pipeline.dispatch.abandoned + source.left_running
+        result.handler_stuck = pipeline.dispatch.stuck or source.left_running > 0
+        # Settle the S3 client before the clients close (a stop right at start).
+        s3.cancel()
+        with contextlib.suppress(BaseException):
+            await s3
+
+
+def serve_ops_for(config: Config, metrics: Metrics) -> contextlib.AbstractAsyncContextManager[Any]:
+    """The metrics and health ports of `config` (imported only when a daemon runs)."""
+    from .ops.servers import serve_ops
+
+    return serve_ops(config, metrics)
 
 
 def _log_stopped(result: RunResult) -> None:
@@ -301,20 +207,6 @@ def _log_stopped(result: RunResult) -> None:
                     handler_stuck=result.handler_stuck, **result.metrics.brief())  # fmt: skip
     else:
         log.info("stopped", **result.metrics.brief())
-
-
-async def check_store(store: CheckpointStore) -> None:
-    """Open `store` and read from it once, so that a store that cannot be used (a newer
-    schema: `SchemaTooNew`; a file that cannot be opened) stops a run before it takes
-    any work, with one error, instead of failing every file."""
-    try:
-        await store.is_done(_STORE_PROBE)
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(
-            f"checkpoint store {store!r} cannot be used: {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 async def _watch_store(
@@ -337,7 +229,7 @@ async def _watch_store(
 
 async def _store_lost(store: CheckpointStore, lost: list[StateLost]) -> bool:
     try:
-        await store.is_done(_STORE_PROBE)
+        await store.is_done(STORE_PROBE)
     except StateLost as exc:
         log.error(exc.message, reason=exc.reason)
         lost.append(exc)
@@ -563,31 +455,30 @@ async def process_paths_async(
     `progress`: a tqdm bar (True), periodic log lines (False), or a bar on a terminal (None).
     """
     ensure_logging(config.log_level, config.log_format)
-    user = build_processor(config, processor)
     metrics = metrics or Metrics()
-    store = open_store(config.checkpoint or "memory", config.state_dir)
-    try:  # before the output is touched: a refused store leaves it as it was
-        await check_store(store)
-    except BaseException:
-        await store.close()
-        raise
-    existed = prepare_output(config.output, append=append_output)
-    pipeline = build_pipeline(config, user, store, LocalFetcher(), metrics)
     result = RunResult(metrics)
-    meter = Progress(metrics, desc="process", bar=progress)
-    await maybe_await(user.start())
+    existed: list[bool] = []
+
+    def prepare() -> None:  # after the store check: a refused store leaves it as it was
+        existed.append(prepare_output(config.output, append=append_output))
+
     try:
-        # Local files need no reading ahead, and with `process --jobs` taking the next
-        # path claims that file for this process: only as the pipeline has room.
-        await run_refs(pipeline, local_refs(paths, result.skipped_files),
-                       concurrency=config.download_concurrency,
-                       failed=result.failed_files, progress=meter, lookahead=1)  # fmt: skip
+        async with open_runtime(config, processor, metrics=metrics, objects="local",
+                                default_checkpoint="memory", check=True,
+                                before_start=prepare) as runtime:  # fmt: skip
+            meter = Progress(metrics, desc="process", bar=progress)
+            try:
+                # Local files need no reading ahead, and with `process --jobs` taking the
+                # next path claims that file for this process: only as the pipeline has room.
+                await run_refs(runtime.pipeline, local_refs(paths, result.skipped_files),
+                               concurrency=config.download_concurrency,
+                               failed=result.failed_files, progress=meter,
+                               lookahead=1)  # fmt: skip
+            finally:
+                meter.close()
     finally:
-        meter.close()
-        await pipeline.close()
-        await maybe_await(user.close())
-        await store.close()
-        finish_output(config.output, existed=existed, append=append_output)
+        if existed:
+            finish_output(config.output, existed=existed[0], append=append_output)
     return result
 
 

@@ -44,7 +44,7 @@ from .errors import error_code, retry_transient
 from .observe import Metrics, _LogStream, ensure_logging, get_logger
 from .pipeline.decode import decompress
 from .pipeline.keys import FileRef, ObjectKind
-from .processor import EventProcessor, maybe_await
+from .processor import EventProcessor
 from .sources.s3_listing import FolderCache, ListingQuery, iter_digest_refs, iter_log_refs
 
 __all__ = [
@@ -303,35 +303,22 @@ async def fix_missing_async(
 ) -> Any:
     """Hand the missing files that are still in the bucket over through the pipeline
     (the handlers, output and checkpoint store of `config`). Returns a `RunResult`."""
-    from .app import RunResult, build_pipeline, build_processor, run_refs
-    from .aws import AwsClients
-    from .pipeline.fetch import S3Fetcher
+    from .app import RunResult, run_refs
     from .progress import Progress
-    from .trust import Trust
+    from .runtime import open_runtime
 
-    user = build_processor(config, processor)
     metrics = metrics or Metrics()
     result = RunResult(metrics)
-    store = open_store(config.checkpoint, config.state_dir)
-    meter = Progress(metrics, desc="audit --fix", bar=progress)
     refs = [m.ref for m in missing if m.in_bucket]
-    await maybe_await(user.start())
-    try:
-        async with AwsClients(config) as clients:
-            s3 = await clients.client("s3")
-            fetcher = S3Fetcher(s3, concurrency=config.download_concurrency,
-                                max_bytes=config.max_decompressed_bytes)  # fmt: skip
-            pipeline = build_pipeline(config, user, store, fetcher, metrics)
-            try:
-                await run_refs(pipeline, refs, concurrency=config.download_concurrency,
-                               failed=result.failed_files, progress=meter,
-                               trust=Trust(config))  # fmt: skip
-            finally:
-                await pipeline.close()
-    finally:
-        meter.close()
-        await maybe_await(user.close())
-        await store.close()
+    async with open_runtime(config, processor, metrics=metrics,
+                            objects="s3-default-client") as runtime:  # fmt: skip
+        meter = Progress(metrics, desc="audit --fix", bar=progress)
+        try:
+            await run_refs(runtime.pipeline, refs, concurrency=config.download_concurrency,
+                           failed=result.failed_files, progress=meter,
+                           trust=runtime.trust)  # fmt: skip
+        finally:
+            meter.close()
     log.info("missing files handed over", files=len(refs), done=result.files_done,
              failed=result.files_failed, records=result.records)  # fmt: skip
     return result

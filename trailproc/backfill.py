@@ -48,7 +48,7 @@ from .config import Config, load_config
 from .enqueue import EnqueueResult, enqueue_refs
 from .observe import Metrics, ensure_logging, get_logger
 from .pipeline.keys import FileRef
-from .processor import EventProcessor, maybe_await
+from .processor import EventProcessor
 from .progress import Progress
 from .restore import restored_refs
 from .sources.s3_listing import (
@@ -58,7 +58,6 @@ from .sources.s3_listing import (
     iter_digest_refs,
     iter_log_refs,
 )
-from .trust import Trust
 
 __all__ = [
     "DIGEST_LAG",
@@ -237,22 +236,18 @@ async def backfill_async(
     With `config.verify_digests` the matching digests follow the log files (see the
     module docstring).
     """
-    from .app import build_pipeline, build_processor, run_refs
-    from .aws import AwsClients, S3Router
+    from .app import run_refs
     from .pipeline.fetch import S3Fetcher
+    from .runtime import open_runtime
 
     ensure_logging(config.log_level, config.log_format)
     query = range_query(config, bucket, prefix=prefix, account_ids=account_ids,
                         regions=regions, start=start_time, end=end_time, insights=insights)
     ns = _namespace(force, namespace)
     workers = max(1, concurrency or config.download_concurrency)
-    user = build_processor(config, processor)
     metrics = metrics or Metrics()
     stopping = stopping or asyncio.Event()
     result = BackfillResult(metrics, namespace=ns)
-    base_store = open_store(config.checkpoint, config.state_dir)
-    store: CheckpointStore = NamespacedStore(base_store, ns) if ns else base_store
-    meter = Progress(metrics, desc="backfill", bar=progress, interval=log_interval)
     started = time.monotonic()
     log.info("backfill starting", bucket=bucket, root=query.root,
              accounts=list(query.account_ids) or "all", regions=list(query.regions) or "all",
@@ -261,51 +256,50 @@ async def backfill_async(
              namespace=ns, concurrency=workers,
              verify_digests=config.verify_digests)  # fmt: skip
 
-    await maybe_await(user.start())
-    try:
-        async with AwsClients(config) as clients:
-            router = S3Router(clients)
-            s3 = await router.for_object(bucket)
-            fetcher = S3Fetcher.for_config(router, config.replace(download_concurrency=workers))
-            pipeline = build_pipeline(config, user, store, fetcher, metrics)
-            if config.verify_digests:
-                # As for SQS notifications (MessageRunner): digests go to the check.
-                pipeline.enable_digest_checks(wait_seconds=config.digest_wait_hours * 3600)
+    def namespaced(store: CheckpointStore) -> CheckpointStore:
+        return NamespacedStore(store, ns) if ns else store
 
-            async def listed() -> AsyncIterator[FileRef]:
-                folders: FolderCache = {}  # the digest walk reuses the log walk's folders
-                refs = _counted(iter_log_refs(s3, query, concurrency=workers,
-                                              folder_cache=folders), result)  # fmt: skip
-                if restore_days:
-                    refs = restored_refs(
-                        refs, fetcher.client_for, store, days=restore_days,
-                        poll_seconds=restore_poll_seconds, access_args=fetcher.access_args,
-                        stopping=stopping, unrestored=result.unrestored,
-                    )  # fmt: skip
-                async for ref in refs:
-                    yield ref
-                if not config.verify_digests:
-                    return
-                # After the log files, so most comparisons happen as each digest arrives
-                # (either order works: the first side waits in the store).
-                async for ref in iter_digest_refs(
-                    s3, query, concurrency=workers, folder_cache=folders
-                ):
-                    result.listed += 1
-                    result.digests_listed += 1
-                    yield ref
+    async with open_runtime(config.replace(download_concurrency=workers), processor,
+                            metrics=metrics, store=namespaced) as runtime:  # fmt: skip
+        store, pipeline = runtime.store, runtime.pipeline
+        s3 = await runtime.s3().for_object(bucket)
+        fetcher = runtime.fetcher
+        assert isinstance(fetcher, S3Fetcher)
+        if config.verify_digests:
+            # As for SQS notifications (MessageRunner): digests go to the check.
+            pipeline.enable_digest_checks(wait_seconds=config.digest_wait_hours * 3600)
+        meter = Progress(metrics, desc="backfill", bar=progress, interval=log_interval)
 
-            try:
-                await run_refs(
-                    pipeline, listed(), concurrency=workers, failed=result.failed_files,
-                    progress=meter, stopping=stopping, trust=Trust(config),
+        async def listed() -> AsyncIterator[FileRef]:
+            folders: FolderCache = {}  # the digest walk reuses the log walk's folders
+            refs = _counted(iter_log_refs(s3, query, concurrency=workers,
+                                          folder_cache=folders), result)  # fmt: skip
+            if restore_days:
+                refs = restored_refs(
+                    refs, fetcher.client_for, store, days=restore_days,
+                    poll_seconds=restore_poll_seconds, access_args=fetcher.access_args,
+                    stopping=stopping, unrestored=result.unrestored,
                 )  # fmt: skip
-            finally:
-                await pipeline.close()
-    finally:
-        meter.close()
-        await maybe_await(user.close())
-        await store.close()
+            async for ref in refs:
+                yield ref
+            if not config.verify_digests:
+                return
+            # After the log files, so most comparisons happen as each digest arrives
+            # (either order works: the first side waits in the store).
+            async for ref in iter_digest_refs(
+                s3, query, concurrency=workers, folder_cache=folders
+            ):
+                result.listed += 1
+                result.digests_listed += 1
+                yield ref
+
+        try:
+            await run_refs(
+                pipeline, listed(), concurrency=workers, failed=result.failed_files,
+                progress=meter, stopping=stopping, trust=runtime.trust,
+            )  # fmt: skip
+        finally:
+            meter.close()
     result.interrupted = stopping.is_set()
     result.seconds = time.monotonic() - started
     digests = {}

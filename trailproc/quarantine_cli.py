@@ -20,8 +20,8 @@ log = get_logger("trailproc.quarantine")
 
 
 def _store(config: Config) -> Any:
-    from .app import quarantine_s3_client
     from .pipeline.quarantine import open_quarantine
+    from .runtime import quarantine_s3_client
 
     if not config.quarantine:
         raise click.UsageError("no quarantine: give --quarantine or set TRAILPROC_QUARANTINE")
@@ -101,8 +101,8 @@ def replay_command(config_path: str | None, **flags: Any) -> None:
 
 async def replay(config: Config, store: Any) -> ReplayResult:
     """Each entry goes to the handlers as a batch of one; removed once they returned."""
-    from .app import build_processor
     from .processor import Dispatcher, maybe_await
+    from .runtime import build_processor
 
     entries = await asyncio.to_thread(_entries, store)
     user = build_processor(config)

@@ -26,7 +26,7 @@ from .cli_common import (
 )
 from .config import Config
 from .observe import Metrics, ensure_logging, get_logger
-from .processor import EventProcessor, maybe_await
+from .processor import EventProcessor
 from .sources.watch import DEFAULT_OVERLAP, Watcher, WatchOptions
 
 __all__ = ["WatchResult", "watch_async", "watch_command", "watching"]
@@ -51,39 +51,25 @@ async def watching(
 ) -> AsyncIterator[Watcher]:
     """A `Watcher` wired like `run`: handlers, checkpoint store, trust settings, S3
     access rules, metrics and ops ports; everything is closed on exit."""
-    from .app import build_pipeline, build_processor, default_owner, run_refs
-    from .aws import AwsClients, S3Router
-    from .checkpoint import open_store
-    from .ops.servers import serve_ops
-    from .pipeline.fetch import S3Fetcher
-    from .trust import Trust, TrustPolicy, check_bucket
+    from .app import run_refs, serve_ops_for
+    from .runtime import open_runtime
+    from .trust import TrustPolicy, check_bucket
 
     ensure_logging(config.log_level, config.log_format)
     refusal = check_bucket(TrustPolicy.of(config), options.bucket)
     if refusal is not None:
         raise ValueError(refusal.reason)
     query = options.query(config.allowed_accounts)
-    user = build_processor(config, processor)
     metrics = metrics or Metrics()
-    store = open_store(config.checkpoint, config.state_dir)
-    await maybe_await(user.start())
-    try:
-        async with serve_ops(config, metrics), AwsClients(config) as clients:
-            router = S3Router(clients)
-            s3 = await router.for_object(options.bucket)
-            pipeline = build_pipeline(config, user, store,
-                                      S3Fetcher.for_config(router, config), metrics)  # fmt: skip
-            try:
-                # Each listed file passes the trust boundary (account of its key).
-                vetted = functools.partial(run_refs, trust=Trust(config))
-                yield Watcher(options, query, pipeline, s3, store, metrics,
-                              owner=config.worker_id or default_owner(), run_refs=vetted,
-                              concurrency=config.download_concurrency)  # fmt: skip
-            finally:
-                await pipeline.close()
-    finally:
-        await maybe_await(user.close())
-        await store.close()
+    async with serve_ops_for(config, metrics), open_runtime(
+        config, processor, metrics=metrics
+    ) as runtime:
+        s3 = await runtime.s3().for_object(options.bucket)
+        # Each listed file passes the trust boundary (account of its key).
+        vetted = functools.partial(run_refs, trust=runtime.trust)
+        yield Watcher(options, query, runtime.pipeline, s3, runtime.store, metrics,
+                      owner=runtime.owner, run_refs=vetted,
+                      concurrency=config.download_concurrency)  # fmt: skip
 
 
 async def watch_async(

@@ -31,11 +31,11 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
-from ..checkpoint.base import KeyValueStore
+from ..checkpoint.base import CheckpointStore, KeyValueStore
 from ..config import Config
 from ..errors import (
     BadLogFile,
@@ -417,35 +417,31 @@ async def history_async(
     metrics: Metrics | None = None,
 ) -> HistoryResult:
     """Hand every event of the window (in each region) to the handlers; see module doc."""
-    from ..app import build_pipeline, build_processor
-    from ..aws import AwsClients
-    from ..checkpoint import open_store
     from ..observe import ensure_logging
-    from ..processor import maybe_await
     from ..progress import Progress
+    from ..runtime import open_runtime
 
     ensure_logging(config.log_level, config.log_format)
     window = HistoryWindow(start_time, end_time, lookup_attribute)
-    user = build_processor(config, processor)
     metrics = metrics or Metrics()
     stopping = stopping or asyncio.Event()
     result = HistoryResult(metrics)
-    store = open_store(config.checkpoint, config.state_dir)
-    if not isinstance(store, KeyValueStore):
-        await store.close()
-        raise ValueError(f"checkpoint store {config.checkpoint!r} cannot keep a position")
-    meter = Progress(metrics, desc="history", bar=progress)
+
+    def positional(store: CheckpointStore) -> CheckpointStore:
+        if not isinstance(store, KeyValueStore):
+            raise ValueError(f"checkpoint store {config.checkpoint!r} cannot keep a position")
+        return store
+
     started = time.monotonic()
-    await maybe_await(user.start())
-    try:
-        async with AwsClients(config) as clients:
-            pipeline = build_pipeline(config, user, store, _NoObjects(), metrics)
-            await _walk_account(clients, pipeline, store, window, regions, result, stopping,
-                                meter)  # fmt: skip
-    finally:
-        meter.close()
-        await maybe_await(user.close())
-        await store.close()
+    async with open_runtime(config, processor, metrics=metrics, objects=_NoObjects(),
+                            store=positional) as runtime:  # fmt: skip
+        meter = Progress(metrics, desc="history", bar=progress)
+        try:
+            store = cast(KeyValueStore, runtime.store)  # checked by `positional`
+            await _walk_account(runtime.aws(), runtime.pipeline, store, window, regions,
+                                result, stopping, meter)  # fmt: skip
+        finally:
+            meter.close()
     result.seconds = time.monotonic() - started
     log.info("event history finished", pages=result.pages, pages_skipped=result.pages_skipped,
              records=result.records, failed=result.failed or None,

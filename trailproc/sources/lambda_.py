@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import contextvars
 import os
 import tempfile
@@ -62,8 +63,6 @@ from typing import Any, Literal, TypeVar
 
 import structlog
 
-from ..checkpoint import open_store
-from ..checkpoint.base import CheckpointStore
 from ..config import Config
 from ..errors import InternalError, TrailprocError
 from ..observe import Metrics, get_logger
@@ -71,7 +70,7 @@ from ..pipeline.engine import FilePipeline
 from ..pipeline.notifications import (
     BadNotification,
 )
-from ..processor import EventProcessor, maybe_await
+from ..processor import EventProcessor
 from .messages import MessageRunner, Verdict
 from .subscriptions import DocumentResult, SubscriptionRunner
 
@@ -254,8 +253,7 @@ class LambdaRuntime:
         self.metrics = Metrics()
         self.invocations = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._clients: Any = None
-        self._store: CheckpointStore | None = None
+        self._parts: contextlib.AsyncExitStack | None = None
         self._pipeline: FilePipeline | None = None
         self._message_runner: MessageRunner | None = None
         self._subscription_runner: SubscriptionRunner | None = None
@@ -291,40 +289,27 @@ class LambdaRuntime:
         self._loop = None
 
     async def _aclose(self) -> None:
-        pipeline, self._pipeline = self._pipeline, None
-        if pipeline is not None:
-            await pipeline.close()
-            await maybe_await(self.processor.close())
-        store, self._store = self._store, None
-        if store is not None:
-            await store.close()
-        clients, self._clients = self._clients, None
-        if clients is not None:
-            await clients.__aexit__(None, None, None)
+        parts, self._parts = self._parts, None
+        self._pipeline = None
+        if parts is not None:
+            await parts.aclose()  # pipeline, processor, clients, store
 
     # --- cold start ----------------------------------------------------------------------
     async def _ensure_started(self) -> FilePipeline:
         if self._pipeline is not None:
             return self._pipeline
-        from ..app import build_pipeline
-        from ..aws import ThreadedS3Client
-        from ..pipeline.fetch import S3Fetcher
+        from ..runtime import open_runtime
 
         started = time.monotonic()
         if not self.config.worker_id:  # here, not at init: see _lambda_owner
             self.config = self.config.replace(worker_id=_lambda_owner())
-        # botocore's own client on threads: a cold start without the aioboto3 stack.
-        clients = s3 = ThreadedS3Client.create(self.config)
-        store = open_store(self.config.checkpoint or "memory", self.config.state_dir)
-        await maybe_await(self.processor.start())
-        fetcher = S3Fetcher(
-            s3,
-            concurrency=self.config.download_concurrency,
-            max_bytes=self.config.max_decompressed_bytes,
-        )
-        self._clients, self._store = clients, store
+        parts = contextlib.AsyncExitStack()
+        runtime = await parts.enter_async_context(open_runtime(
+            self.config, self.processor, metrics=self.metrics, objects="s3-threaded",
+            default_checkpoint="memory", built=True,
+        ))  # fmt: skip
+        self._parts, self._pipeline = parts, runtime.pipeline
         _close_at_exit(self)
-        self._pipeline = build_pipeline(self.config, self.processor, store, fetcher, self.metrics)
         log.info("cold start", checkpoint=self.config.checkpoint or "memory",
                  owner=self._pipeline.owner,
                  seconds=round(time.monotonic() - started, 3))  # fmt: skip
