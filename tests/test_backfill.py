@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from trailproc.backfill import backfill, backfill_command
+from trailproc.backfill import backfill
+from trailproc.backfill_cli import backfill_command
 from trailproc.processor import EventProcessor
 from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
 from trailproc.sources.s3_listing import ListingQuery, parse_time

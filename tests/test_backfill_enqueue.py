@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from faultproxy import FaultProxy, daemon_command, daemon_env, event_ids
 
-from trailproc.backfill import backfill_command
+from trailproc.backfill_cli import backfill_command
 from trailproc.pipeline.notifications import parse_notification
 from trailproc.sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import iam_user
 
-from trailproc.ops.check import check_command
+from trailproc.check_cli import check_command
 from trailproc.sandbox import MotoServer, TrailSandbox
 
 

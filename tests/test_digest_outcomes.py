@@ -154,9 +154,9 @@ def test_a_digest_listing_a_never_notified_file_makes_the_daemon_hand_it_over(
 
 
 def test_gap_filling_only_trusts_a_digest_for_its_own_bucket_account_and_region() -> None:
-    from trailproc.integrity.inline import GapFiller
     from trailproc.pipeline.keys import FileRef
     from trailproc.sandbox import log_key
+    from trailproc.sources.gaps import GapFiller
 
     digest = FileRef.of(BUCKET, "AWSLogs/111111111111/CloudTrail-Digest/us-east-1/2026/11/01/"
                         "111111111111_CloudTrail-Digest_us-east-1_t_us-east-1_20261101T040000Z"

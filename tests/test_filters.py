@@ -16,7 +16,7 @@ from click.testing import CliRunner
 import trailproc
 from trailproc import ConfigError, load_config
 from trailproc.app import process_paths
-from trailproc.backfill import backfill_command
+from trailproc.backfill_cli import backfill_command
 from trailproc.cli import main
 from trailproc.cli_common import filter_options
 from trailproc.pipeline.events import Delivery, Event

@@ -360,7 +360,7 @@ def test_backfill_verify_digests_over_signed_logs_passes(
     the digests listed beside them; digests never reach the handlers."""
     from click.testing import CliRunner
 
-    from trailproc.backfill import backfill_command
+    from trailproc.backfill_cli import backfill_command
 
     digests, logs = backfill_hours(sandbox, private_key)
     tamper(sandbox, logs[0])  # first hour: outside the range, never read
@@ -409,7 +409,8 @@ def test_backfill_verify_digests_reports_a_tampered_log(
     still handed over. The command prints it as an error line and exits 1."""
     from click.testing import CliRunner
 
-    from trailproc.backfill import backfill, backfill_command
+    from trailproc.backfill import backfill
+    from trailproc.backfill_cli import backfill_command
 
     digests, _logs = backfill_hours(sandbox, private_key)
     target = digests[1].logs[1]

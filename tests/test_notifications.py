@@ -390,7 +390,7 @@ def test_parse_notification(body: str | bytes, kinds: Any, expect: Expect) -> No
     for (ref, reason), (key, fragment) in zip(n.skipped, expect.skipped, strict=True):
         assert ref.key == key
         assert fragment in reason
-    assert n.inline_records == expect.inline
+    assert n.carried_records == expect.inline
     assert n.is_ack_only is expect.ack_only
     assert n.raw_delivery is expect.raw_delivery
     if expect.raw_delivery:
@@ -407,7 +407,7 @@ def test_parse_notification(body: str | bytes, kinds: Any, expect: Expect) -> No
 
 def test_inline_record_decodes_to_the_original_detail() -> None:
     n = parse_notification(eb_ct())
-    (record,) = n.inline_records
+    (record,) = n.carried_records
     assert record == CT_DETAIL.encode()
     decoded = msgspec.json.decode(record)
     assert decoded == json.loads(CT_DETAIL)
@@ -529,7 +529,7 @@ def test_parse_payload_eventbridge_s3() -> None:
 def test_parse_payload_reencodes_eventbridge_detail() -> None:
     payload = json.loads(eb_ct())
     n = parse_payload(payload)
-    (record,) = n.inline_records
+    (record,) = n.carried_records
     # Without the original bytes the record is re-encoded; its content is the same.
     assert msgspec.json.decode(record) == payload["detail"]
 
@@ -646,7 +646,7 @@ def test_corpus_notifications(corpus: Path, rel: str) -> None:
         # None of these keys is a CloudTrail file, so nothing is to be downloaded.
         assert not n.refs
         if case.kind is K.EVENTBRIDGE_CLOUDTRAIL:
-            (record,) = n.inline_records
+            (record,) = n.carried_records
             assert record in data  # the original bytes, not a re-encoding
             assert msgspec.json.decode(record) == json.loads(data)["detail"]
         else:

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from trailproc.check_cli import check_command
 from trailproc.config import load_config
 from trailproc.observe import Metrics, configure_logging, get_logger
-from trailproc.ops.check import PROBE_HANDLE, check_command
+from trailproc.ops.check import PROBE_HANDLE
 from trailproc.ops.configref import render_config_reference, render_metrics_reference
 from trailproc.ops.servers import Liveness, scrape, serve_ops
 from trailproc.processor import EventProcessor

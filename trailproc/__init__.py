@@ -31,7 +31,7 @@ from .errors import (
 )
 from .pipeline.events import Delivery, Event
 from .pipeline.keys import FileRef, KeyInfo, ObjectKind, classify_key
-from .processor import EventProcessor, Handlers, ProgressInfo, ProgressState, Source
+from .pipeline.processor import EventProcessor, Handlers, ProgressInfo, ProgressState, Source
 
 if TYPE_CHECKING:  # the runners pull in aioboto3; import them only when used
     from .app import RunResult, process_paths, run

@@ -24,7 +24,7 @@ from .errors import InternalError, Refused, setup_error
 from .observe import Metrics, ensure_logging, get_logger
 from .pipeline.engine import FileOutcome, FilePipeline
 from .pipeline.keys import FileRef
-from .processor import EventProcessor, JsonLinesOutput, finish_output, prepare_output
+from .pipeline.processor import EventProcessor, JsonLinesOutput, finish_output, prepare_output
 from .progress import Progress, files_with
 from .runtime import (
     STORE_PROBE,
@@ -430,11 +430,11 @@ async def _run_one(pipeline: FilePipeline, ref: FileRef, trust: Trust | None) ->
             trust.vet_file(ref)
         return await pipeline.run(ref)
     except Refused as exc:
-        pipeline.fail(exc)
+        pipeline.reporter.fail(exc)
         return FileOutcome(ref, "failed", error=exc)
     except Exception as exc:  # e.g. the checkpoint store is unreachable
         error = InternalError.of(exc, bucket=ref.bucket, key=ref.key)
-        pipeline.fail(error)
+        pipeline.reporter.fail(error)
         return FileOutcome(ref, "failed", error=error)
 
 

@@ -44,7 +44,7 @@ from .errors import error_code, retry_transient
 from .observe import Metrics, _LogStream, ensure_logging, get_logger
 from .pipeline.decode import decompress
 from .pipeline.keys import FileRef, ObjectKind
-from .processor import EventProcessor
+from .pipeline.processor import EventProcessor
 from .sources.s3_listing import FolderCache, ListingQuery, iter_digest_refs, iter_log_refs
 
 __all__ = [
@@ -190,7 +190,7 @@ def _listed_by_digest(
 ) -> list[FileRef]:
     """The in-range log files of the audited bucket a digest lists (its own account and
     region only: a digest never lists another's files, so such entries are ignored)."""
-    from .integrity.inline import parse_digest
+    from .pipeline.digests import parse_digest
 
     listing = parse_digest(decompress(data, max_bytes=max_bytes))
     refs = []

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import Config
-    from .processor import EventProcessor
+    from .pipeline.processor import EventProcessor
     from .sources.lambda_ import LambdaRuntime
 
 __all__ = ["handler", "make_handler", "reset_handler"]
@@ -73,7 +73,7 @@ def make_handler(
     from .app import build_processor
     from .config import load_config, warn_unknown_env
     from .observe import configure_logging
-    from .processor import EventProcessor, FunctionProcessor
+    from .pipeline.processor import EventProcessor, FunctionProcessor
     from .sources.lambda_ import LambdaOptions, LambdaRuntime
 
     config = config.replace(**overrides) if config else load_config(**overrides)

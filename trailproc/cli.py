@@ -28,8 +28,8 @@ class _LazyGroup(click.Group):
 
     lazy = {
         "validate": ("trailproc.integrity.cli", "validate_command"),
-        "backfill": ("trailproc.backfill", "backfill_command"),
-        "check": ("trailproc.ops.check", "check_command"),
+        "backfill": ("trailproc.backfill_cli", "backfill_command"),
+        "check": ("trailproc.check_cli", "check_command"),
         "watch": ("trailproc.watch_cli", "watch_command"),
         "audit": ("trailproc.recovery_cli", "audit_command"),
         "redrive": ("trailproc.recovery_cli", "redrive_command"),
@@ -162,7 +162,7 @@ def process(
 
     --output PATH is replaced unless --append is given (`run` always appends).
     """
-    from .processor import OutputClosed
+    from .pipeline.processor import OutputClosed
 
     config = load_cli_config(config_path, **flags)
     result: Any
@@ -218,7 +218,7 @@ def demo(files: int, records: int, log_format: str) -> None:
     from .demo import run_demo
 
     configure_logging("warning", log_format)
-    sys.exit(asyncio.run(run_demo(files=files, records=records)))
+    sys.exit(asyncio.run(run_demo(files=files, records=records, echo=click.echo)))
 
 
 

@@ -15,11 +15,9 @@ import tempfile
 import time
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from .config import load_config
 from .pipeline.events import Event
-from .processor import EventProcessor
+from .pipeline.processor import EventProcessor
 from .sandbox import TrailSandbox, log_key, make_records, moto_server
 
 if TYPE_CHECKING:
@@ -80,7 +78,7 @@ def deliver_samples(
 
 
 async def run_on_sample_data(
-    processor: EventProcessor, *, files: int = 4, records: int = 25, echo: Any = click.echo
+    processor: EventProcessor, *, files: int = 4, records: int = 25, echo: Any = print
 ) -> RunResult:
     """Run `processor` over sample deliveries in a throw-away local sandbox."""
     from .app import run_async
@@ -97,10 +95,9 @@ async def run_on_sample_data(
         return await run_async(config, processor)
 
 
-async def run_demo(*, files: int = 4, records: int = 25) -> int:
+async def run_demo(*, files: int = 4, records: int = 25, echo: Any = print) -> int:
     from .app import run_async
 
-    echo = click.echo
     echo("trailproc demo: starting a local moto server on 127.0.0.1 ...")
     with moto_server() as server, tempfile.TemporaryDirectory() as state:
         # Only the local server is ever contacted: fake credentials, loopback endpoint.

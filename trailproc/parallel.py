@@ -261,7 +261,7 @@ def process_parallel(
     once, before any process writes; they all append), and removed if nothing was
     written to it.
     """
-    from .processor import finish_output, prepare_output
+    from .pipeline.processor import finish_output, prepare_output
     from .sources.local import local_refs
 
     config = _with_specs(config, processor_specs)

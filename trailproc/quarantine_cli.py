@@ -101,7 +101,7 @@ def replay_command(config_path: str | None, **flags: Any) -> None:
 
 async def replay(config: Config, store: Any) -> ReplayResult:
     """Each entry goes to the handlers as a batch of one; removed once they returned."""
-    from .processor import Dispatcher, maybe_await
+    from .pipeline.processor import Dispatcher, maybe_await
     from .runtime import build_processor
 
     entries = await asyncio.to_thread(_entries, store)

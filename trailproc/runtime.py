@@ -27,8 +27,14 @@ from .pipeline.budget import MemoryBudget
 from .pipeline.engine import FilePipeline
 from .pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
 from .pipeline.filters import RecordFilter
+from .pipeline.processor import (
+    EventProcessor,
+    JsonLinesOutput,
+    combine,
+    load_processor,
+    maybe_await,
+)
 from .pipeline.quarantine import RecordQuarantine, open_quarantine
-from .processor import EventProcessor, JsonLinesOutput, combine, load_processor, maybe_await
 from .trust import Trust, TrustPolicy
 
 if TYPE_CHECKING:

@@ -178,11 +178,11 @@ def check_notification(policy: TrustPolicy, note: Notification) -> Refusal | Non
     """The allow-lists and the records-in-messages opt-in for one parsed notification.
 
     The envelope's signature is `check_envelope`'s job (it may need a certificate)."""
-    if note.inline_records and not policy.accept_records_in_messages:
+    if note.carried_records and not policy.accept_records_in_messages:
         # Whoever may send to the queue (or publish to the topic) can write such a
         # record; nothing in the message proves CloudTrail wrote it.
         return Refusal(
-            f"message carries {len(note.inline_records)} CloudTrail record(s) in its body "
+            f"message carries {len(note.carried_records)} CloudTrail record(s) in its body "
             "(EventBridge 'via CloudTrail'); these are refused unless "
             "accept_records_in_messages is set (see docs/security.md)"
         )
@@ -195,7 +195,7 @@ def check_notification(policy: TrustPolicy, note: Notification) -> Refusal | Non
             return refusal
     # Records inside the message read no bucket, but a forged one would still reach the
     # handlers: the same account rule applies to them.
-    return check_records(policy, note.inline_records, note.account)
+    return check_records(policy, note.carried_records, note.account)
 
 
 def check_document(policy: TrustPolicy, document: SubscriptionDocument) -> Refusal | None:

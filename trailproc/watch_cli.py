@@ -26,7 +26,7 @@ from .cli_common import (
 )
 from .config import Config
 from .observe import Metrics, ensure_logging, get_logger
-from .processor import EventProcessor
+from .pipeline.processor import EventProcessor
 from .sources.watch import DEFAULT_OVERLAP, Watcher, WatchOptions
 
 __all__ = ["WatchResult", "watch_async", "watch_command", "watching"]

@@ -1,6 +1,6 @@
 """Integrity validation of CloudTrail log files against their signed hourly digests."""
 
-from .inline import HashCheck, PendingDigestChecks, parse_digest
+from ..pipeline.digests import HashCheck, PendingDigestChecks, parse_digest
 from .keys import (
     CloudTrailPublicKeys,
     KeyNotUsable,

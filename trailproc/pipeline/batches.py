@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
 from typing import Any
 
-from ..processor import EventProcessor
 from .events import Delivery, Event
+from .processor import EventProcessor
 
 __all__ = ["iter_batches"]
 

@@ -32,7 +32,6 @@ from ..errors import (
     retry_transient,
 )
 from ..observe import Metrics, get_logger
-from ..processor import Dispatcher, EventProcessor, ProgressInfo, ProgressState
 from .batches import iter_batches
 from .budget import MemoryBudget, Reservation
 from .budgeted import decode_within
@@ -41,10 +40,11 @@ from .events import Delivery
 from .fetch import Fetcher
 from .filters import RecordFilter, keep_both
 from .keys import FileRef, ObjectKind
+from .processor import Dispatcher, EventProcessor, ProgressInfo, ProgressState
 from .reporting import Reporter
 
-if TYPE_CHECKING:  # the integrity package pulls in cryptography: imported when enabled
-    from ..integrity.inline import DigestListing, HashCheck, PendingDigestChecks
+if TYPE_CHECKING:  # digest checks: imported only when enabled
+    from .digests import DigestListing, HashCheck, PendingDigestChecks
 
 __all__ = ["FileOutcome", "FilePipeline"]
 
@@ -89,7 +89,7 @@ def _name(ref: FileRef) -> str:
 
 
 def _read_digest(data: bytes, max_bytes: int) -> DigestListing:
-    from ..integrity.inline import parse_digest
+    from .digests import parse_digest
 
     document = decompress(data, max_bytes=max_bytes)
     try:
@@ -157,7 +157,7 @@ class FilePipeline:
         # directly, without the task + shield that protect commits to a remote store.
         # Each shielded commit is a trip through the event loop's queue, which holds the
         # file (and its message's in-flight slot) behind every other ready callback.
-        self._commits_inline = store.never_suspends is True
+        self._store_never_suspends = store.never_suspends is True
 
     def enable_digest_checks(self, wait_seconds: float = 7 * 86400.0) -> None:
         """Hash log files as they are processed and check them against their digests.
@@ -168,7 +168,7 @@ class FilePipeline:
         `fail` (log line, error counter, `on_error`) and counted in
         `trailproc_digest_checks_total`; records are never withheld because of it.
         """
-        from ..integrity.inline import PendingDigestChecks
+        from .digests import PendingDigestChecks
 
         try:
             self.digest_checks = PendingDigestChecks(
@@ -191,7 +191,7 @@ class FilePipeline:
             log.debug("log file matches its digest", bucket=check.bucket, key=check.key,
                       digest_key=check.digest_key)  # fmt: skip
             return
-        self.fail(
+        self.reporter.fail(
             DigestMismatch(
                 f"log file does not match its CloudTrail digest {check.digest_uri}: "
                 f"digest says sha256 {check.expected}, processed bytes have {check.actual}",
@@ -218,18 +218,6 @@ class FilePipeline:
             raise CheckpointError(
                 f"checkpoint store {what} failed: {type(exc).__name__}: {exc}"
             ) from exc
-
-    # The roads and shells surface failures and progress through the pipeline's reporter;
-    # these stay as short names for it.
-    def report_start(self, state: ProgressState, info: ProgressInfo) -> Any:
-        return self.reporter.report_start(state, info)
-
-    def report_end(self, state: ProgressState, info: ProgressInfo, token: Any) -> None:
-        self.reporter.report_end(state, info, token)
-
-    def fail(self, error: TrailprocError) -> None:
-        """Log, count and report one failure (see `Reporter.fail`)."""
-        self.reporter.fail(error)
 
     async def run(self, ref: FileRef, message_id: str | None = None) -> FileOutcome:
         """Run one S3 object (or local file) through every stage."""
@@ -268,7 +256,7 @@ class FilePipeline:
             self.metrics.file_seconds.observe(time.monotonic() - started)
         self.metrics.files.labels(ref.kind.value, outcome.status).inc()
         if outcome.error is not None:
-            self.fail(outcome.error)
+            self.reporter.fail(outcome.error)
             _drop_frames(outcome.error)
         return outcome
 
@@ -283,13 +271,13 @@ class FilePipeline:
             return FileOutcome(ref, "failed", error=exc.located(**where))
 
         info = ProgressInfo(True, message_id, ref.bucket, ref.key)
-        token = self.report_start(ProgressState.DOWNLOAD, info)
+        token = self.reporter.report_start(ProgressState.DOWNLOAD, info)
         try:
             fetched = await self.fetcher.fetch(ref, _held.get())
         except TrailprocError as exc:
-            self.report_end(ProgressState.DOWNLOAD, replace(info, success=False), token)
+            self.reporter.report_end(ProgressState.DOWNLOAD, replace(info, success=False), token)
             return FileOutcome(ref, "failed", error=exc.located(**where))
-        self.report_end(ProgressState.DOWNLOAD, info, token)
+        self.reporter.report_end(ProgressState.DOWNLOAD, info, token)
         self.metrics.bytes_compressed.inc(len(fetched.data))
 
         ref = replace(ref, etag=fetched.etag or ref.etag, version_id=fetched.version_id)
@@ -409,26 +397,26 @@ class FilePipeline:
     ) -> FileOutcome:
         where = {"message_id": message_id, "bucket": ref.bucket, "key": ref.key}
         info = ProgressInfo(True, message_id, ref.bucket, ref.key)
-        token = self.report_start(ProgressState.PROCESS_LOG, info)
+        token = self.reporter.report_start(ProgressState.PROCESS_LOG, info)
         try:
             handed = await self._hand_over(ref, file_id, data, records, position, message_id)
         except TrailprocError as exc:
             await self._release(file_id)
-            self.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
+            self.reporter.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
             return FileOutcome(ref, "failed", error=exc.located(**where))
         except LeaseLost:
-            self.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
+            self.reporter.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
             log.warning("lease lost to another worker; stopping this file", **where)
             return FileOutcome(ref, "busy")
         except _Interrupted:
             await self._release(file_id)
-            self.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
+            self.reporter.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
             log.info("shutting down: file stopped at a batch boundary", **where)
             return FileOutcome(ref, "interrupted")
         except BaseException:
             await asyncio.shield(self._release(file_id))
             raise
-        self.report_end(ProgressState.PROCESS_LOG, info, token)
+        self.reporter.report_end(ProgressState.PROCESS_LOG, info, token)
         return FileOutcome(ref, "done", records=handed)
 
     async def _release(self, file_id: FileId) -> None:
@@ -508,8 +496,8 @@ class FilePipeline:
 
     async def _record(self, file_id: FileId, position: int, yielded: float) -> float:
         """Commit `position`; returns when the loop was last given a turn."""
-        if self._commits_inline:
-            await self._inline("commit", self.store.commit(file_id, self.owner, position))
+        if self._store_never_suspends:
+            await self._unsuspended("commit", self.store.commit(file_id, self.owner, position))
             if time.monotonic() - yielded > 0.02:
                 # Nothing above suspended: let the loop run (other files, heartbeats,
                 # signals) every 20 ms, as the task + shield below would each batch.
@@ -548,8 +536,8 @@ class FilePipeline:
             await self._pending_checks(
                 "digest check", lambda: checks.log_processed(ref.bucket, ref.key, digest)
             )
-        if self._commits_inline:
-            await self._inline("complete", self.store.complete(file_id, self.owner, total))
+        if self._store_never_suspends:
+            await self._unsuspended("complete", self.store.complete(file_id, self.owner, total))
         else:
             await asyncio.shield(
                 self._store("complete", lambda: self.store.complete(file_id, self.owner, total))
@@ -558,8 +546,8 @@ class FilePipeline:
     async def _commit(self, file_id: FileId, position: int) -> None:
         await self._store("commit", lambda: self.store.commit(file_id, self.owner, position))
 
-    async def _inline(self, what: str, call: Awaitable[None]) -> None:
-        """One call to a store that never suspends (see `_commits_inline`), awaited as
+    async def _unsuspended(self, what: str, call: Awaitable[None]) -> None:
+        """One call to a store that never suspends (see `_store_never_suspends`), awaited as
         is. Such stores have no transient failures to retry (a local file's errors stay),
         so there is no retry wrapper and its coroutines per batch; failures map to the
         same exceptions as in `_commit` and `_store`."""

@@ -32,9 +32,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..processor import EventProcessor
 from ..timeparse import parse_time_or_ago
 from .events import Event
+from .processor import EventProcessor
 
 if TYPE_CHECKING:
     from ..config import Config

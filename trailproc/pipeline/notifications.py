@@ -1,4 +1,4 @@
-"""Stage 1: an SQS message body → which S3 objects (or inline records) to process.
+"""Stage 1: an SQS message body → which S3 objects (or records carried in the message) to process.
 
 Pure and I/O-free. Every input form that can announce a CloudTrail delivery is
 accepted: CloudTrail's own SNS notification (wrapped or raw), S3 event
@@ -14,6 +14,7 @@ we do not understand could silently lose a log delivery.
 from __future__ import annotations
 
 import enum
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -92,11 +93,12 @@ class Notification:
     kind: NotificationKind
     refs: tuple[FileRef, ...] = ()
     skipped: tuple[tuple[FileRef, str], ...] = ()
-    inline_records: tuple[bytes, ...] = ()
+    # CloudTrail records carried in the message body itself (EventBridge "via CloudTrail").
+    carried_records: tuple[bytes, ...] = ()
     sns_message_id: str | None = None
     topic_arn: str | None = None
     raw_delivery: bool = False
-    # The EventBridge envelope's `account`: labels inline records that lack
+    # The EventBridge envelope's `account`: labels carried records that lack
     # recipientAccountId (older event versions).
     account: str | None = None
     # The SNS envelope the payload came in (None for raw deliveries), for signature checks.
@@ -105,7 +107,14 @@ class Notification:
     @property
     def is_ack_only(self) -> bool:
         """True when there is nothing to process, so the source should just delete it."""
-        return not self.refs and not self.inline_records
+        return not self.refs and not self.carried_records
+
+    @property
+    def inline_records(self) -> tuple[bytes, ...]:
+        """Deprecated name of `carried_records`."""
+        warnings.warn("Notification.inline_records is deprecated: use carried_records",
+                      DeprecationWarning, stacklevel=2)  # fmt: skip
+        return self.carried_records
 
 
 class BadNotification(ValueError):
@@ -411,7 +420,7 @@ def _eventbridge_cloudtrail(p: Mapping[str, Any], raw: bytes | None, ctx: _Conte
     account = p.get("account")
     return Notification(
         NotificationKind.EVENTBRIDGE_CLOUDTRAIL,
-        inline_records=(record,),
+        carried_records=(record,),
         sns_message_id=ctx.sns_message_id,
         topic_arn=ctx.topic_arn,
         raw_delivery=ctx.raw_delivery,

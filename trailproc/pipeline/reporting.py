@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import DigestMismatch, InternalError, TrailprocError
 from ..observe import Metrics, get_logger
-from ..processor import EventProcessor, ProgressInfo, ProgressState
+from .processor import EventProcessor, ProgressInfo, ProgressState
 
 __all__ = ["Reporter"]
 

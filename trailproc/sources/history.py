@@ -284,7 +284,7 @@ async def run_region(walk: _Region, result: HistoryResult, stopping: asyncio.Eve
         try:
             records, ids = page_records(page.get("Events") or [], walk.pipeline.max_bytes)
         except BadLogFile as exc:
-            walk.pipeline.fail(exc.located(key=f"LookupEvents in {walk.region}"))
+            walk.pipeline.reporter.fail(exc.located(key=f"LookupEvents in {walk.region}"))
             metrics.road_units.labels("history", "bad_payload").inc()
             raise _RegionFailed(exc.message) from None
         outcome = await walk.pipeline.run_records(page_ref(walk.account, walk.region, ids),

@@ -70,7 +70,7 @@ from ..pipeline.engine import FilePipeline
 from ..pipeline.notifications import (
     BadNotification,
 )
-from ..processor import EventProcessor
+from ..pipeline.processor import EventProcessor
 from .messages import MessageRunner, Verdict
 from .subscriptions import DocumentResult, SubscriptionRunner
 
@@ -498,7 +498,7 @@ class LambdaRuntime:
             raise
         except Exception as exc:  # a bug must fail this message, not the whole batch
             error = InternalError.of(exc, message_id=unit.ident)
-            pipeline.fail(error)
+            pipeline.reporter.fail(error)
             unit.error = _why(error)
             ok = False
         unit.status = "ok" if ok else "failed"

@@ -2,7 +2,7 @@
 
 The SQS daemon and the Lambda shell both receive notification bodies; both must parse
 them, refuse forged ones, route digests, ask `filter_source`, and run every file and
-inline record through the pipeline. This module does all of that once and returns a
+carried record through the pipeline. This module does all of that once and returns a
 `Verdict`; each source only turns the verdict into its own acknowledgement (DeleteMessage
 or visibility change for SQS, `batchItemFailures` or raising for Lambda).
 """
@@ -27,8 +27,8 @@ from ..pipeline.notifications import (
     parse_notification,
     parse_payload,
 )
+from ..pipeline.processor import ProgressInfo, ProgressState, Source
 from ..ports.certificates import HttpCertificates
-from ..processor import ProgressInfo, ProgressState, Source
 from ..trust import Trust
 
 __all__ = ["MessageRunner", "Verdict"]
@@ -68,7 +68,7 @@ class MessageRunner:
             kinds.add(ObjectKind.DIGEST)
             pipeline.enable_digest_checks(wait_seconds=config.digest_wait_hours * 3600)
             if config.fill_gaps_from_digests:
-                from ..integrity.inline import GapFiller
+                from .gaps import GapFiller
 
                 pipeline.gap_filler = GapFiller(
                     pipeline, allowed_buckets=config.allowed_buckets,
@@ -82,9 +82,9 @@ class MessageRunner:
     ) -> Notification | TrailprocError:
         """The notification, or the (already reported) error that makes it unusable:
         unreadable, or refused by the trust boundary (before anything is downloaded)."""
-        pipeline = self.pipeline
+        pipeline, reporter = self.pipeline, self.pipeline.reporter
         info = ProgressInfo(True, message_id)
-        token = pipeline.report_start(ProgressState.PARSE_MESSAGE, info)
+        token = reporter.report_start(ProgressState.PARSE_MESSAGE, info)
         try:
             if isinstance(body, Mapping):
                 note = parse_payload(body, process_kinds=self.kinds)
@@ -92,14 +92,14 @@ class MessageRunner:
                 note = parse_notification(body, process_kinds=self.kinds)
             await self.trust.vet_notification(note, message_id)
         except (BadNotification, Refused) as exc:
-            pipeline.report_end(ProgressState.PARSE_MESSAGE, ProgressInfo(False, message_id), token)
+            reporter.report_end(ProgressState.PARSE_MESSAGE, ProgressInfo(False, message_id), token)
             if isinstance(exc, Refused):
                 error: TrailprocError = exc
             else:
                 error = BadMessage(str(exc), message_id=message_id, bucket=exc.bucket, key=exc.key)
-            pipeline.fail(error)
+            pipeline.reporter.fail(error)
             return error
-        pipeline.report_end(ProgressState.PARSE_MESSAGE, info, token)
+        pipeline.reporter.report_end(ProgressState.PARSE_MESSAGE, info, token)
         for ref, reason in note.skipped:
             log.info("object skipped", message_id=message_id, bucket=ref.bucket, key=ref.key,
                      reason=reason)  # fmt: skip
@@ -123,8 +123,8 @@ class MessageRunner:
             return await self._run(note, message_id, receive_count, sent_at, attributes)
         except Exception as exc:
             info = ProgressInfo(False, message_id, detail={"error": repr(exc)})
-            token = self.pipeline.report_start(ProgressState.UNCAUGHT_EXCEPTION, info)
-            self.pipeline.report_end(ProgressState.UNCAUGHT_EXCEPTION, info, token)
+            token = self.pipeline.reporter.report_start(ProgressState.UNCAUGHT_EXCEPTION, info)
+            self.pipeline.reporter.report_end(ProgressState.UNCAUGHT_EXCEPTION, info, token)
             raise
 
     async def _run(
@@ -143,7 +143,7 @@ class MessageRunner:
         digests = tuple(r for r in note.refs if r.kind is ObjectKind.DIGEST)
         if digests:
             note = replace(note, refs=tuple(r for r in note.refs if r not in digests))
-        if note.refs or note.inline_records:
+        if note.refs or note.carried_records:
             source = Source(
                 message_id=message_id,
                 refs=note.refs,
@@ -158,16 +158,16 @@ class MessageRunner:
                     return Verdict("ack", "filtered")
                 log.info("filter_source declined the message's log files; checking its "
                          "digests only", message_id=message_id)  # fmt: skip
-                note = replace(note, refs=(), inline_records=())
+                note = replace(note, refs=(), carried_records=())
 
-        pipeline = self.pipeline
+        pipeline, reporter = self.pipeline, self.pipeline.reporter
         info = ProgressInfo(True, message_id)
-        token = pipeline.report_start(ProgressState.PROCESS_SOURCE, info)
+        token = reporter.report_start(ProgressState.PROCESS_SOURCE, info)
         runs = [pipeline.run(ref, message_id) for ref in (*note.refs, *digests)]
-        runs += [self._inline(raw, message_id, note.account) for raw in note.inline_records]
+        runs += [self._carried(raw, message_id, note.account) for raw in note.carried_records]
         outcomes = tuple(await asyncio.gather(*runs))
         ok = all(o.ok for o in outcomes)
-        pipeline.report_end(ProgressState.PROCESS_SOURCE, ProgressInfo(ok, message_id), token)
+        reporter.report_end(ProgressState.PROCESS_SOURCE, ProgressInfo(ok, message_id), token)
         if ok:
             return Verdict("ack", "processed", outcomes)
         if any(o.status == "failed" for o in outcomes):
@@ -176,7 +176,7 @@ class MessageRunner:
             return Verdict("release", "interrupted", outcomes)
         return Verdict("retry", "busy", outcomes)
 
-    def _inline(self, raw: bytes, message_id: str | None, account: str | None) -> Any:
+    def _carried(self, raw: bytes, message_id: str | None, account: str | None) -> Any:
         """A record delivered inside the message (EventBridge "via CloudTrail").
 
         Checkpointed under its eventID, so the same event arriving in another message, or
@@ -193,5 +193,5 @@ class MessageRunner:
 
 
 def _probe(raw: bytes) -> Event:
-    """An inline record as an Event, to read its header fields."""
+    """A carried record as an Event, to read its header fields."""
     return Event(raw, Delivery(FileRef("", "")), 0)

@@ -22,7 +22,7 @@ from ..observe import get_logger
 from ..pipeline.cwlogs import SubscriptionDocument, decode_base64_payload
 from ..pipeline.engine import FilePipeline
 from ..pipeline.keys import FileRef, KeyInfo, ObjectKind, StreamOrigin
-from ..processor import Source
+from ..pipeline.processor import Source
 from ..trust import Trust
 
 __all__ = ["DocumentResult", "SubscriptionRunner", "document_ref"]
@@ -103,7 +103,7 @@ class SubscriptionRunner:
             )
         except BadLogFile as exc:
             exc.message = f"bad CloudWatch Logs payload: {exc.message}"
-            self.pipeline.fail(exc.located(message_id=ident))
+            self.pipeline.reporter.fail(exc.located(message_id=ident))
             self._count(via, "bad_payload")
             return DocumentResult("bad_payload", error=_why(exc))
 
@@ -118,7 +118,7 @@ class SubscriptionRunner:
         try:
             self.trust.vet_document(document, ident)
         except Refused as exc:
-            self.pipeline.fail(exc)
+            self.pipeline.reporter.fail(exc)
             self._count(via, "refused")
             return DocumentResult("refused", error=_why(exc))
         ref = document_ref(document, via)

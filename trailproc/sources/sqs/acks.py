@@ -16,10 +16,10 @@ from typing import Any
 from ...config import Config
 from ...errors import retry_transient
 from ...observe import Metrics, get_logger
+from ...pipeline.processor import ProgressInfo, ProgressState
 from ...pipeline.reporting import Reporter
 from ...ports.clock import Clock
 from ...ports.queue import QueuePort
-from ...processor import ProgressInfo, ProgressState
 from ..messages import Verdict
 from .deletes import DeleteBatcher
 from .slots import InFlight

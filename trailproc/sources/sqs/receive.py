@@ -9,10 +9,10 @@ from typing import Any
 
 from ...errors import is_transient, retry_transient
 from ...observe import Metrics, get_logger
+from ...pipeline.processor import ProgressInfo, ProgressState
 from ...pipeline.reporting import Reporter
 from ...ports.clock import Clock
 from ...ports.queue import QueuePort
-from ...processor import ProgressInfo, ProgressState
 
 __all__ = ["Receiver"]
 
