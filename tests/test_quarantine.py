@@ -257,7 +257,7 @@ def test_a_quarantine_location_that_is_neither_folder_nor_s3_is_refused(
 
 
 def test_check_probes_the_quarantine(sandbox: TrailSandbox, tmp_path: Path) -> None:
-    from trailproc.ops.check import check_command
+    from trailproc.check_cli import check_command
 
     s3 = sandbox.client("s3")
     s3.create_bucket(Bucket="quarantine-bucket")
