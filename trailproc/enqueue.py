@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from .checkpoint.base import CheckpointStore, FileId
-from .errors import TrailprocError, retry_transient
+from .errors import retry_transient
 from .observe import get_logger
 from .pipeline.keys import FileRef
 
@@ -29,12 +29,6 @@ log = get_logger("trailproc.enqueue")
 
 BATCH = 10  # SendMessageBatch's limit
 SEND_ATTEMPTS = 5  # rounds of re-sending the entries a batch call reported as failed
-
-
-class EnqueueError(TrailprocError):
-    """Some messages could not be queued (the listed files stay undone)."""
-
-    reason = "error"
 
 
 @dataclass

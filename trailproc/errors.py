@@ -24,6 +24,7 @@ __all__ = [
     "InternalError",
     "MemoryContended",
     "OverMemoryBudget",
+    "QuarantineError",
     "Refused",
     "RetryAgain",
     "SetupError",
@@ -457,3 +458,9 @@ async def retry_transient(
 
     await asyncio.sleep(0.2)
     return await retrying(attempt)
+
+
+class QuarantineError(TrailprocError):
+    """The quarantine could not be written: the file fails and its message is kept."""
+
+    reason = "quarantine_failed"

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import HandlerError, TrailprocError, is_transient, retry_transient
+from ..errors import HandlerError, QuarantineError, is_transient, retry_transient
 from ..observe import Metrics, get_logger
 from .events import Event
 
@@ -54,12 +54,6 @@ SUFFIX = ".json"
 MAX_REASONS = 32
 # An entry larger than this is not a CloudTrail record trailproc decoded: refused when read.
 MAX_ENTRY_BYTES = 64 << 20
-
-
-class QuarantineError(TrailprocError):
-    """The quarantine could not be written: the file fails and its message is kept."""
-
-    reason = "quarantine_failed"
 
 
 @dataclass(frozen=True)
