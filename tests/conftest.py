@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -83,3 +84,22 @@ def corpus() -> Path:
         pytest.skip(f"shared corpus not found at {CORPUS}: put shared/ beside the checkout "
                     "or set TRAILPROC_SHARED_DIR")  # fmt: skip
     return CORPUS
+
+
+@pytest.fixture
+def runtime_factory() -> Iterator[Any]:
+    """`make(processor, **options)`: a Lambda runtime (memory checkpoints unless told
+    otherwise), closed after the test."""
+    from trailproc.aws_lambda import make_handler
+
+    made: list[Any] = []
+
+    def make(processor: Any, **options: Any) -> Any:
+        options.setdefault("checkpoint", "memory")
+        runtime = make_handler(processor, **options)
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        runtime.close()

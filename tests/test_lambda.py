@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -24,7 +23,6 @@ from urllib.parse import quote_plus
 import pytest
 
 from trailproc import aws_lambda
-from trailproc.aws_lambda import make_handler
 from trailproc.pipeline.notifications import BadNotification
 from trailproc.processor import EventProcessor
 from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
@@ -137,21 +135,6 @@ def sqs_record(
         "eventSourceARN": f"arn:aws:sqs:us-east-1:123456789012:{queue}",
         "awsRegion": "us-east-1",
     }
-
-
-@pytest.fixture
-def runtime_factory() -> Iterator[Any]:
-    made: list[Any] = []
-
-    def make(processor: Any, **options: Any) -> Any:
-        options.setdefault("checkpoint", "memory")
-        runtime = make_handler(processor, **options)
-        made.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in made:
-        runtime.close()
 
 
 # --- SQS ---------------------------------------------------------------------------------

@@ -10,13 +10,11 @@ import gzip
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from trailproc.aws_lambda import make_handler
 from trailproc.processor import EventProcessor
 from trailproc.sources.lambda_ import InvocationFailed, trigger_of
 
@@ -52,18 +50,9 @@ class Keep(EventProcessor):
 
 
 @pytest.fixture
-def runtime_factory(aws_env: Any) -> Iterator[Any]:
-    made: list[Any] = []
-
-    def make(processor: Any, **options: Any) -> Any:
-        options.setdefault("checkpoint", "memory")
-        runtime = make_handler(processor, **options)
-        made.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in made:
-        runtime.close()
+def runtime_factory(aws_env: Any, runtime_factory: Any) -> Any:
+    """conftest's Lambda runtimes, on a clean moto (these roads keep checkpoints there)."""
+    return runtime_factory
 
 
 _ids = iter(range(10**6))
