@@ -30,7 +30,7 @@ def _cpu() -> float:
 def _inflate() -> tuple[object, str]:
     """The gunzip trailproc uses (isal when installed, else zlib): same on both sides.
 
-    Chosen the way `trailproc.pipeline.decode` chooses, without importing trailproc, so a
+    Chosen the way `trailproc._pipeline.decode` chooses, without importing trailproc, so a
     baseline's whole-process figures include only what a hand-written script imports.
     """
     try:
@@ -100,7 +100,7 @@ def msgspec_dicts(folder: str) -> None:
     """What `to_dict()` costs without the pipeline: gunzip + split + a dict per record."""
     import msgspec
 
-    from trailproc.pipeline.decode import split_records
+    from trailproc._pipeline.decode import split_records
 
     inflate: Any
     inflate, backend = _inflate()
@@ -114,11 +114,11 @@ def msgspec_dicts(folder: str) -> None:
 
 
 def trailproc_process(folder: str, out: str, handler: str = "", batch: str = "") -> None:
-    """`trailproc.app.process_paths` timed inside the process (no start-up)."""
+    """`trailproc._app.process_paths` timed inside the process (no start-up)."""
     import asyncio
 
-    from trailproc.app import process_paths_async
-    from trailproc.config import load_config
+    from trailproc._app import process_paths_async
+    from trailproc._config import load_config
 
     config = load_config(
         output=out or None,
@@ -139,9 +139,9 @@ def trailproc_process(folder: str, out: str, handler: str = "", batch: str = "")
 
 
 def parallel(folder: str, jobs: str, handler: str) -> None:
-    """`trailproc.parallel.process_parallel` (process start-up of the children included)."""
-    from trailproc.config import load_config
-    from trailproc.parallel import process_parallel
+    """`trailproc._parallel.process_parallel` (process start-up of the children included)."""
+    from trailproc._config import load_config
+    from trailproc._parallel import process_parallel
 
     config = load_config(checkpoint="memory", log_level="warning")
     start, cpu = time.perf_counter(), _cpu()

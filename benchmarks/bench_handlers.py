@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from trailproc import EventProcessor
-from trailproc.pipeline.events import Event
+from trailproc._pipeline.events import Event
 
 
 class ToDict(EventProcessor):

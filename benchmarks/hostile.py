@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records, moto_server
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records, moto_server
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -135,7 +135,7 @@ def run_daemon(
 ) -> dict[str, object]:
     """`trailproc run --exit-when-idle` from a small launcher process; its peak RSS.
     `slow`: a handler slower than the downloads instead of --output."""
-    cmd = [sys.executable, "-c", "from trailproc.cli import main; main()", "run",
+    cmd = [sys.executable, "-c", "from trailproc._cli import main; main()", "run",
            "--queue-url", box.queue_url, "--exit-when-idle",
            "--log-level", "warning", "--wait-time", "1"]  # fmt: skip
     cmd += ["--handler", "bench_handlers:SlowWriter"] if slow else ["--output", str(out)]

@@ -159,7 +159,7 @@ class SmallFiles:
     def __init__(self, files: int, per: int, work: Path, folder: Path) -> None:
         from run import _Moto
 
-        from trailproc.sandbox import TrailSandbox
+        from trailproc._sandbox import TrailSandbox
 
         self.files, self.per, self.work = files, per, work
         self.expected = files * per

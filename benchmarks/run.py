@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trailproc.sandbox import MotoServer
+from trailproc._sandbox import MotoServer
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
@@ -47,10 +47,10 @@ POOL_SIZE = 5000
 
 
 def _pool() -> list[bytes]:
-    """Realistic records (~1.4 KB, from trailproc.sandbox), encoded once and cached."""
+    """Realistic records (~1.4 KB, from trailproc._sandbox), encoded once and cached."""
     cache = DATA / f"pool-{POOL_SIZE}.jsonl"
     if not cache.exists():
-        from trailproc.sandbox import make_records
+        from trailproc._sandbox import make_records
 
         DATA.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps(r, separators=(",", ":")) for r in make_records(POOL_SIZE, seed=7)]
@@ -109,7 +109,7 @@ def _trailproc_cmd() -> list[str]:
     script = Path(sys.executable).parent / "trailproc"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from trailproc.cli import main; main()"]
+    return [sys.executable, "-c", "from trailproc._cli import main; main()"]
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -470,7 +470,7 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> int:
 
 
 def bench_e2e(quick: bool, repeats: int) -> list[Row]:
-    from trailproc.sandbox import TrailSandbox
+    from trailproc._sandbox import TrailSandbox
 
     files, per = (20, 1000) if quick else (60, 1000)
     folder = log_files("e2e", files, per)
@@ -609,7 +609,7 @@ class _Workers:
     HANDLER = "bench_handlers:ToJson"
 
     def __init__(self, quick: bool) -> None:
-        from trailproc.sandbox import TrailSandbox
+        from trailproc._sandbox import TrailSandbox
 
         # Few large files keep moto's share small (its cost is per request, ~10 ms of
         # CPU); enough of them that half are still on the queue once each worker holds
@@ -815,7 +815,7 @@ def bench_cold_start(quick: bool, repeats: int) -> list[Row]:
     """A fresh interpreter serving one SQS invocation (one 100-record file), 20 ms RTT."""
     from latency import DELAY_MS, LatencyProxy, lambda_event, requests_between
 
-    from trailproc.sandbox import TrailSandbox
+    from trailproc._sandbox import TrailSandbox
 
     folder = log_files("small", 1, 100)
     blob = next(folder.glob("*.json.gz"))
@@ -884,7 +884,7 @@ TARGETS: dict[str, Callable[[bool, int], list[Row]]] = {
 def machine() -> dict[str, str]:
     import msgspec
 
-    from trailproc.pipeline.decode import BACKEND
+    from trailproc._pipeline.decode import BACKEND
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
     load = load_average()

@@ -13,7 +13,6 @@ import asyncio
 import sys
 
 import trailproc
-from trailproc.observe import configure_logging
 
 
 def main(processor: trailproc.EventProcessor, description: str) -> None:
@@ -21,13 +20,13 @@ def main(processor: trailproc.EventProcessor, description: str) -> None:
     parser.add_argument("paths", nargs="*", help="local log files or folders")
     parser.add_argument("--queue-url", help="poll this SQS queue (Ctrl-C to stop)")
     args = parser.parse_args()
-    configure_logging("warning")
+    trailproc.configure_logging("warning")
     if args.queue_url:
         trailproc.run(processor, queue_url=args.queue_url)
     elif args.paths:
         trailproc.process_paths(args.paths, processor)
     else:
-        from trailproc.demo import run_on_sample_data
+        from trailproc.testing import run_on_sample_data
 
         asyncio.run(run_on_sample_data(processor, files=3, records=200,
                                        echo=lambda m: print(m, file=sys.stderr)))  # fmt: skip

@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 
 import trailproc
-from trailproc.processor import silence_closed_stdout
 
 
 class Tail(trailproc.EventProcessor):
@@ -42,7 +41,7 @@ class Tail(trailproc.EventProcessor):
             # standard error, if it is the same pipe) now go to /dev/null, so nothing
             # fails later, and the run ends normally.
             self.reader_gone = True
-            silence_closed_stdout()
+            trailproc.silence_closed_stdout()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from trailproc.sandbox import MotoServer, TrailSandbox
+from trailproc._sandbox import MotoServer, TrailSandbox
 
 REPO = Path(__file__).resolve().parent.parent
 # CI checks the project out with shared/ beside it; a developer checkout has it one up too.

@@ -35,7 +35,7 @@ import urllib.parse
 import uuid
 from typing import Any
 
-from trailproc.processor import EventProcessor
+from trailproc._pipeline.processor import EventProcessor
 
 __all__ = ["FaultProxy", "Slow"]
 
@@ -419,7 +419,7 @@ EVENT_ID = re.compile(rb'"eventID":"([^"]+)"')
 def daemon_command(queue_url: str, output: str, *extra: str) -> list[str]:
     """`trailproc run` on `queue_url`, appending records to `output`, until idle."""
     return [
-        sys.executable, "-m", "trailproc.cli", "run",
+        sys.executable, "-m", "trailproc._cli", "run",
         "--queue-url", queue_url, "--output", output,
         "--exit-when-idle", "--wait-time", "1", "--log-format", "json",
         *extra,

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import trailproc
-from trailproc.app import RunResult, run_async
-from trailproc.observe import Metrics
-from trailproc.sandbox import TrailSandbox
+from trailproc._app import RunResult, run_async
+from trailproc._observe import Metrics
+from trailproc._sandbox import TrailSandbox
 
 
 def run_in_process(

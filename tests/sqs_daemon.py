@@ -13,7 +13,7 @@ from typing import Any
 from helpers import run_in_process
 
 import trailproc
-from trailproc.sandbox import TrailSandbox, make_records
+from trailproc._sandbox import TrailSandbox, make_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faultproxy import FaultProxy

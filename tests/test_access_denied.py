@@ -10,9 +10,9 @@ import pytest
 from helpers import iam_user
 
 import trailproc
-from trailproc.app import run_async
-from trailproc.observe import Metrics
-from trailproc.sandbox import MotoServer, TrailSandbox, make_records
+from trailproc._app import run_async
+from trailproc._observe import Metrics
+from trailproc._sandbox import MotoServer, TrailSandbox, make_records
 
 
 def test_access_denied_is_reported_and_the_message_kept(

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from faultproxy import FaultProxy
 
-from trailproc.aws import queue_region
-from trailproc.backfill import backfill
-from trailproc.processor import EventProcessor
-from trailproc.sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
+from trailproc._aws import queue_region
+from trailproc._backfill import backfill
+from trailproc._pipeline.processor import EventProcessor
+from trailproc._sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
 
 A = "111111111111"
 WHEN = dt.datetime(2024, 3, 1, 10, 5, tzinfo=dt.timezone.utc)

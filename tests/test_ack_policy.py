@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from trailproc.config import Config
-from trailproc.observe import Metrics
-from trailproc.pipeline.reporting import Reporter
-from trailproc.ports import ManualClock, MemoryQueue
-from trailproc.processor import EventProcessor
-from trailproc.sources.messages import Verdict
-from trailproc.sources.sqs.acks import AckPolicy
-from trailproc.sources.sqs.deletes import DeleteBatcher
-from trailproc.sources.sqs.slots import InFlight
-from trailproc.sources.sqs.visibility import VisibilityKeeper
+from trailproc._config import Config
+from trailproc._observe import Metrics
+from trailproc._pipeline.processor import EventProcessor
+from trailproc._pipeline.reporting import Reporter
+from trailproc._ports import ManualClock, MemoryQueue
+from trailproc._sources.messages import Verdict
+from trailproc._sources.sqs.acks import AckPolicy
+from trailproc._sources.sqs.deletes import DeleteBatcher
+from trailproc._sources.sqs.slots import InFlight
+from trailproc._sources.sqs.visibility import VisibilityKeeper
 
 pytestmark = pytest.mark.timeout(20)  # a hang is a failure here, not a wait
 DLQ = "https://sqs.us-east-1.amazonaws.com/1/d"

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from faultproxy import event_ids
 from helpers import run_in_process
 
-from trailproc.cli import main
-from trailproc.integrity.testing import DigestChainSigner, new_private_key
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._cli import main
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc.integrity._testing import DigestChainSigner, new_private_key
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 DAY = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from botocore.loaders import create_loader
 
-from trailproc.aws import aio_session, without_unused_parameters
-from trailproc.sandbox import MotoServer
+from trailproc._aws import aio_session, without_unused_parameters
+from trailproc._sandbox import MotoServer
 
 
 def _loader(session: Any) -> Any:  # the botocore session behind an aioboto3.Session

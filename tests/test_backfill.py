@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from trailproc.backfill import backfill
-from trailproc.backfill_cli import backfill_command
-from trailproc.processor import EventProcessor
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
-from trailproc.sources.s3_listing import ListingQuery, parse_time
+from trailproc._backfill import backfill
+from trailproc._backfill_cli import backfill_command
+from trailproc._pipeline.processor import EventProcessor
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._sources.s3_listing import ListingQuery, parse_time
 
 A, B, C = "111111111111", "222222222222", "333333333333"
 ORG = "o-abcdef1234"
@@ -329,7 +329,7 @@ def test_cli_checkpoint_retention_forgets_done_files_after_ttl_days(
 def test_module_entry_point_and_failure_exit_code(
     trail_bucket: dict[str, list[str]], tmp_path: Path
 ) -> None:
-    """`python -m trailproc.backfill`: a failed file makes the exit code 1."""
+    """`python -m trailproc._backfill`: a failed file makes the exit code 1."""
     (tmp_path / "crashy.py").write_text(
         "def handle(event):\n"
         "    if event.delivery.region == 'eu-west-1':\n"
@@ -340,7 +340,7 @@ def test_module_entry_point_and_failure_exit_code(
         [
             sys.executable,
             "-m",
-            "trailproc.backfill",
+            "trailproc._backfill",
             "--bucket",
             "trail-bucket",
             "--account-id",
@@ -375,7 +375,7 @@ def test_sigint_stops_cleanly_and_the_rerun_resumes(
 
     (tmp_path / "slow.py").write_text("import time\n\ndef handle(event):\n    time.sleep(0.1)\n")
     out = tmp_path / "out.jsonl"
-    args = [sys.executable, "-m", "trailproc.backfill", "--bucket", "trail-bucket",
+    args = [sys.executable, "-m", "trailproc._backfill", "--bucket", "trail-bucket",
             "--account-id", A, "--region", "us-east-1",
             "--start-time", "2024-03-01", "--end-time", "2024-03-04",
             "--handler", "slow:handle", "--output", str(out), "--concurrency", "1",

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 from faultproxy import FaultProxy, daemon_command, daemon_env, event_ids
 
-from trailproc.backfill_cli import backfill_command
-from trailproc.pipeline.notifications import parse_notification
-from trailproc.sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
+from trailproc._backfill_cli import backfill_command
+from trailproc._pipeline.notifications import parse_notification
+from trailproc._sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
 
 A, B, C = "111111111111", "222222222222", "333333333333"
 ORG = "o-abcdef1234"
@@ -168,8 +168,8 @@ def test_failed_batch_entries_are_sent_again(
 
 
 def test_message_is_an_s3_event_the_workers_read_back_exactly() -> None:
-    from trailproc.enqueue import s3_event_body
-    from trailproc.pipeline.keys import FileRef
+    from trailproc._enqueue import s3_event_body
+    from trailproc._pipeline.keys import FileRef
 
     key = "my trail+logs/AWSLogs/111111111111/CloudTrail/us-east-1/2024/03/01/x.json.gz"
     ref = FileRef.of("trail-bucket", key, etag='"abc"', size=123)
@@ -181,8 +181,8 @@ def test_message_is_an_s3_event_the_workers_read_back_exactly() -> None:
 def test_event_time_range_reads_files_delivered_up_to_15_minutes_after_its_end(
     sandbox: TrailSandbox,
 ) -> None:
-    from trailproc.backfill import backfill
-    from trailproc.processor import EventProcessor
+    from trailproc._backfill import backfill
+    from trailproc._pipeline.processor import EventProcessor
 
     class Collect(EventProcessor):
         def __init__(self) -> None:

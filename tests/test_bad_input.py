@@ -1,7 +1,7 @@
 """Bad input never crashes the daemon and never loses data.
 
 Each case puts one message on the queue, runs the real pipeline once in-process
-(`trailproc.app.run_async`, against moto over HTTP) and asserts the documented outcome:
+(`trailproc._app.run_async`, against moto over HTTP) and asserts the documented outcome:
 exactly one error log line naming the message id, bucket and key, the error counter
 for its reason, and the message still on the queue (hidden for its retry backoff) or in
 the DLQ. The inputs that must pass (a huge record, keys with spaces and unicode) pass.
@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 import structlog
 
-from trailproc.app import run_async
-from trailproc.config import load_config
-from trailproc.observe import Metrics
-from trailproc.sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
+from trailproc._app import run_async
+from trailproc._config import load_config
+from trailproc._observe import Metrics
+from trailproc._sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faultproxy import daemon_command, daemon_env, event_ids, json_logs

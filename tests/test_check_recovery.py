@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from helpers import iam_user
 
-from trailproc.check_cli import check_command
-from trailproc.sandbox import MotoServer, TrailSandbox
+from trailproc._check_cli import check_command
+from trailproc._sandbox import MotoServer, TrailSandbox
 
 
 def _rows(output: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from trailproc._sandbox import MotoServer
 from trailproc.checkpoint import (
     CheckpointStore,
     Claim,
@@ -31,7 +32,6 @@ from trailproc.checkpoint import (
     SqliteStore,
     open_store,
 )
-from trailproc.sandbox import MotoServer
 
 REPO = Path(__file__).resolve().parent.parent
 TABLE = "trailproc-checkpoints"

@@ -20,6 +20,8 @@ import boto3
 import pytest
 
 import trailproc
+from trailproc._errors import CheckpointError
+from trailproc._sandbox import MotoServer
 from trailproc.checkpoint import (
     CheckpointStore,
     Claim,
@@ -30,14 +32,12 @@ from trailproc.checkpoint import (
     SchemaTooNew,
     SqliteStore,
 )
-from trailproc.checkpoint.schema import (
+from trailproc.checkpoint._schema import (
     COMPATIBLE_FROM,
     SCHEMA_VERSION,
     StoredSchema,
     merged_schema,
 )
-from trailproc.errors import CheckpointError
-from trailproc.sandbox import MotoServer
 
 TABLE = "trailproc-checkpoints"
 BUCKET = "trail-bucket"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from trailproc.cli import main
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._cli import main
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 
 def _ids(path: Path) -> list[str]:
@@ -33,7 +33,7 @@ def test_process_with_two_jobs_hands_over_everything_once(tmp_path: Path) -> Non
         (tmp_path / f"{i}.json.gz").write_bytes(encode_log(records))
     out = tmp_path / "out.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "trailproc.cli", "process", str(tmp_path), "--jobs", "2",
+        [sys.executable, "-m", "trailproc._cli", "process", str(tmp_path), "--jobs", "2",
          "--output", str(out), "--log-format", "json"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -58,7 +58,7 @@ def test_run_with_two_workers_shares_the_queue(sandbox: TrailSandbox, tmp_path: 
         sandbox.deliver(records, key=log_key(unique=f"workers{i:02d}abcdefg"))
     out = tmp_path / "out.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "trailproc.cli", "run", "--queue-url", sandbox.queue_url,
+        [sys.executable, "-m", "trailproc._cli", "run", "--queue-url", sandbox.queue_url,
          "--workers", "2", "--exit-when-idle", "--wait-time", "1", "--output", str(out),
          "--state-dir", str(tmp_path / "state"), "--log-format", "json"],
         env=sandbox.env(), capture_output=True, text=True, timeout=180,
@@ -71,7 +71,7 @@ def test_run_with_two_workers_shares_the_queue(sandbox: TrailSandbox, tmp_path: 
 def test_demo_runs_the_whole_pipeline_on_a_local_sandbox() -> None:
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("AWS_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "trailproc.cli", "demo", "--files", "3", "--records", "12"],
+        [sys.executable, "-m", "trailproc._cli", "demo", "--files", "3", "--records", "12"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -131,7 +131,7 @@ def test_a_failed_jobs_process_fails_the_run_with_its_error(tmp_path: Path) -> N
     )
     code = (
         "import os, sys; os.environ['FIRST_PID'] = str(os.getpid()); "
-        "from trailproc.cli import main; sys.argv[0] = 'trailproc'; main()"
+        "from trailproc._cli import main; sys.argv[0] = 'trailproc'; main()"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, "process", "logs", "--handler", "onlyhere:on_event",
@@ -167,7 +167,7 @@ def test_library_calls_log_to_stderr_at_info_unless_the_app_configured_structlog
     (tmp_path / "a.json.gz").write_bytes(encode_log(make_records(3)))
     (tmp_path / "bad.json.gz").write_bytes(b"\x1f\x8bnot really gzip")
     call = (
-        "import trailproc; from trailproc.observe import get_logger; "
+        "import trailproc; from trailproc._observe import get_logger; "
         f"trailproc.process_paths([{str(tmp_path)!r}], output={str(tmp_path / 'o.jsonl')!r}); "
         "get_logger('app').debug('app debug line')"
     )

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from trailproc import Config, ConfigError, load_config
-from trailproc.cli import main
+from trailproc._cli import main
 
 
 def test_defaults() -> None:

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from corpus_loader import CorpusFile, load_corpus
 
-from trailproc.cli import main
-from trailproc.pipeline.decode import split_records
-from trailproc.pipeline.events import Delivery, Event
-from trailproc.pipeline.keys import FileRef
-from trailproc.sandbox import TrailSandbox
+from trailproc._cli import main
+from trailproc._pipeline.decode import split_records
+from trailproc._pipeline.events import Delivery, Event
+from trailproc._pipeline.keys import FileRef
+from trailproc._sandbox import TrailSandbox
 
 TOTAL_RECORDS = 2362  # SOURCES.md: records after unwrapping
 
@@ -123,7 +123,7 @@ def test_real_gzip_deliveries_through_s3_and_sqs(
         sandbox.notify(keys[i : i + 5])
     out = tmp_path / "out.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "trailproc.cli", "run", "--queue-url", sandbox.queue_url,
+        [sys.executable, "-m", "trailproc._cli", "run", "--queue-url", sandbox.queue_url,
          "--output", str(out), "--exit-when-idle", "--wait-time", "1",
          "--state-dir", str(tmp_path / "state"), "--log-format", "json"],
         env=sandbox.env(), capture_output=True, timeout=120,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from trailproc.errors import BadLogFile, DecompressedTooLarge
-from trailproc.pipeline.cwlogs import (
+from trailproc._errors import BadLogFile, DecompressedTooLarge
+from trailproc._pipeline.cwlogs import (
     CONTROL_MESSAGE,
     decode_base64_payload,
     decode_documents,

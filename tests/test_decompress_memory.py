@@ -11,9 +11,9 @@ import zlib
 
 import pytest
 
-from trailproc.errors import BadLogFile, DecompressedTooLarge
-from trailproc.pipeline import decode
-from trailproc.pipeline.decode import decompress, gzip_size_hint, split_records
+from trailproc._errors import BadLogFile, DecompressedTooLarge
+from trailproc._pipeline import decode
+from trailproc._pipeline.decode import decompress, gzip_size_hint, split_records
 
 
 def _document(size: int) -> bytes:

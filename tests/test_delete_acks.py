@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import run_in_process
 
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sqs_daemon import (

@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from trailproc.config import Config
-from trailproc.observe import Metrics
-from trailproc.pipeline.reporting import Reporter
-from trailproc.ports import ManualClock, MemoryQueue
-from trailproc.ports.clock import settle
-from trailproc.processor import EventProcessor
-from trailproc.sources.sqs.acks import AckPolicy
-from trailproc.sources.sqs.deletes import DeleteBatcher
-from trailproc.sources.sqs.slots import InFlight
-from trailproc.sources.sqs.visibility import VisibilityKeeper
+from trailproc._config import Config
+from trailproc._observe import Metrics
+from trailproc._pipeline.processor import EventProcessor
+from trailproc._pipeline.reporting import Reporter
+from trailproc._ports import ManualClock, MemoryQueue
+from trailproc._ports.clock import settle
+from trailproc._sources.sqs.acks import AckPolicy
+from trailproc._sources.sqs.deletes import DeleteBatcher
+from trailproc._sources.sqs.slots import InFlight
+from trailproc._sources.sqs.visibility import VisibilityKeeper
 
 # A hang is a failure here, not a wait.
 pytestmark = pytest.mark.timeout(20)

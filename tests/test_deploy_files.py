@@ -50,5 +50,5 @@ def test_dockerfile_copies_only_what_exists_and_the_wheel_builds(tmp_path: Path)
     )  # fmt: skip
     (wheel,) = tmp_path.glob("trailproc-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "trailproc/py.typed" in names and "trailproc/cli.py" in names
+    assert "trailproc/py.typed" in names and "trailproc/_cli.py" in names
     assert any(n.endswith("entry_points.txt") for n in names)

@@ -8,8 +8,8 @@ import warnings
 import pytest
 
 from trailproc import EventProcessor
-from trailproc.pipeline.notifications import parse_notification
-from trailproc.pipeline.processor import Dispatcher
+from trailproc._pipeline.notifications import parse_notification
+from trailproc._pipeline.processor import Dispatcher
 
 
 def test_a_processor_declaring_inline_is_called_directly_and_warned_about() -> None:
@@ -65,13 +65,3 @@ def test_notification_inline_records_is_the_deprecated_name_of_carried_records()
     assert len(note.carried_records) == 1
     with pytest.warns(DeprecationWarning, match="carried_records"):
         assert note.inline_records == note.carried_records
-
-
-def test_old_module_paths_are_the_moved_modules() -> None:
-    import trailproc.integrity.inline as old_digests
-    import trailproc.pipeline.digests as digests
-    import trailproc.pipeline.processor as processor
-    import trailproc.processor as old_processor
-
-    assert old_processor is processor
-    assert old_digests is digests

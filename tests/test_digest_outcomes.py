@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from trailproc.checkpoint.memory import MemoryStore
-from trailproc.checkpoint.sqlite import SqliteStore
-from trailproc.integrity.inline import DigestListing, HashCheck, PendingDigestChecks
-from trailproc.observe import Metrics
-from trailproc.pipeline.engine import FilePipeline
-from trailproc.pipeline.fetch import LocalFetcher
-from trailproc.processor import EventProcessor
+from trailproc._observe import Metrics
+from trailproc._pipeline.digests import DigestListing, HashCheck, PendingDigestChecks
+from trailproc._pipeline.engine import FilePipeline
+from trailproc._pipeline.fetch import LocalFetcher
+from trailproc._pipeline.processor import EventProcessor
+from trailproc.checkpoint._memory import MemoryStore
+from trailproc.checkpoint._sqlite import SqliteStore
 
 WAIT = 3600.0
 BUCKET = "trail-bucket"
@@ -121,8 +121,8 @@ def test_a_digest_listing_a_never_notified_file_makes_the_daemon_hand_it_over(
     from faultproxy import event_ids
     from helpers import run_in_process
 
-    from trailproc.integrity.testing import DigestChainSigner, new_private_key
-    from trailproc.sandbox import make_records
+    from trailproc._sandbox import make_records
+    from trailproc.integrity._testing import DigestChainSigner, new_private_key
 
     t0 = dt.datetime(2026, 11, 1, 3, tzinfo=dt.timezone.utc)
     signer = DigestChainSigner(new_private_key(), bucket=sandbox.bucket, sink=sandbox.client("s3"))
@@ -154,9 +154,9 @@ def test_a_digest_listing_a_never_notified_file_makes_the_daemon_hand_it_over(
 
 
 def test_gap_filling_only_trusts_a_digest_for_its_own_bucket_account_and_region() -> None:
-    from trailproc.pipeline.keys import FileRef
-    from trailproc.sandbox import log_key
-    from trailproc.sources.gaps import GapFiller
+    from trailproc._pipeline.keys import FileRef
+    from trailproc._sandbox import log_key
+    from trailproc._sources.gaps import GapFiller
 
     digest = FileRef.of(BUCKET, "AWSLogs/111111111111/CloudTrail-Digest/us-east-1/2026/11/01/"
                         "111111111111_CloudTrail-Digest_us-east-1_t_us-east-1_20261101T040000Z"

@@ -19,8 +19,8 @@ from botocore.exceptions import ClientError
 from faultproxy import FaultProxy
 from helpers import iam_user
 
+from trailproc._sandbox import REGION, MotoServer
 from trailproc.checkpoint import Claim, ClaimState, DynamoDBStore, FileId
-from trailproc.sandbox import REGION, MotoServer
 
 TABLE = "trailproc-checkpoints"
 FILE = FileId("trail-bucket", "AWSLogs/123456789012/CloudTrail/us-east-1/f.json.gz", "etag-1")

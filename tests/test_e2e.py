@@ -15,7 +15,7 @@ import pytest
 from helpers import run_in_process
 
 import trailproc
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,7 +30,7 @@ def run_cli(
     env = {**sandbox.env(), **(extra_env or {})}
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run(
-        [sys.executable, "-m", "trailproc.cli", "run", "--queue-url", sandbox.queue_url,
+        [sys.executable, "-m", "trailproc._cli", "run", "--queue-url", sandbox.queue_url,
          "--exit-when-idle", "--wait-time", "1", "--state-dir", str(tmp_path / "state"),
          "--log-format", "json", *args],
         env=env, capture_output=True, timeout=timeout,

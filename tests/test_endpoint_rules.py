@@ -11,7 +11,7 @@ import pytest
 from botocore.endpoint_provider import EndpointProvider
 from botocore.loaders import create_loader
 
-from trailproc.aws import _fast_model_loader, without_unused_parameters
+from trailproc._aws import _fast_model_loader, without_unused_parameters
 
 
 def stock(service: str) -> tuple[dict[str, Any], dict[str, Any]]:

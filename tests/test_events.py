@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from trailproc.pipeline.decode import split_records
-from trailproc.pipeline.events import Delivery, Event
-from trailproc.pipeline.keys import FileRef
+from trailproc._pipeline.decode import split_records
+from trailproc._pipeline.events import Delivery, Event
+from trailproc._pipeline.keys import FileRef
 
 KEY = (
     "AWSLogs/o-abcdefghij/111122223333/CloudTrail/eu-west-1/2026/11/01/"

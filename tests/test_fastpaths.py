@@ -18,18 +18,18 @@ from typing import Any
 import msgspec
 import pytest
 
-from trailproc.errors import BadLogFile, DecompressedTooLarge
-from trailproc.pipeline import decode
-from trailproc.pipeline.batches import iter_batches
-from trailproc.pipeline.decode import (
+from trailproc._errors import BadLogFile, DecompressedTooLarge
+from trailproc._pipeline import decode
+from trailproc._pipeline.batches import iter_batches
+from trailproc._pipeline.decode import (
     decode_log,
     decode_log_lines,
     decompress,
     is_one_line,
     split_records,
 )
-from trailproc.pipeline.events import Delivery, Event, json_lines
-from trailproc.pipeline.keys import FileRef, KeyInfo, ObjectKind
+from trailproc._pipeline.events import Delivery, Event, json_lines
+from trailproc._pipeline.keys import FileRef, KeyInfo, ObjectKind
 
 # --- an independent scanner ---------------------------------------------------------------
 
@@ -368,7 +368,7 @@ def test_json_lines_trusts_one_line_only_for_a_whole_batch_of_its_delivery() -> 
 def test_pipeline_marks_flat_files_and_keeps_multi_line_ones_exact(tmp_path: Path) -> None:
     """End to end through `process_paths`: a CloudTrail-style file (no CR/LF) and a
     pretty-printed one both come out as one compact line per record."""
-    from trailproc.app import process_paths
+    from trailproc._app import process_paths
 
     records = [{"eventID": str(i), "n": i, "s": "a\nb"} for i in range(250)]
     flat = json.dumps({"Records": records}).encode()
@@ -520,7 +520,7 @@ def test_fast_and_filtered_batches_agree(start: int) -> None:
 
 
 def test_default_filter_takes_the_fast_path() -> None:
-    from trailproc.processor import EventProcessor
+    from trailproc._pipeline.processor import EventProcessor
 
     records = [msgspec.Raw(b"{}")] * 5
     batches = list(
@@ -548,8 +548,8 @@ def _write_logs(folder: Path, files: int, per_file: int) -> list[str]:
 
 
 def test_process_parallel_hands_every_record_over_exactly_once(tmp_path: Path) -> None:
-    from trailproc.config import load_config
-    from trailproc.parallel import process_parallel
+    from trailproc._config import load_config
+    from trailproc._parallel import process_parallel
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -594,8 +594,8 @@ def test_jobs_children_are_forked_only_when_that_is_safe(
     import importlib
     import threading
 
-    from trailproc.config import load_config
-    from trailproc.parallel import process_parallel
+    from trailproc._config import load_config
+    from trailproc._parallel import process_parallel
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -626,8 +626,8 @@ def test_jobs_children_are_forked_only_when_that_is_safe(
 
 
 def test_parallel_refuses_shared_stdout(tmp_path: Path) -> None:
-    from trailproc.config import load_config
-    from trailproc.parallel import process_parallel, run_workers
+    from trailproc._config import load_config
+    from trailproc._parallel import process_parallel, run_workers
 
     logs = tmp_path / "logs"
     logs.mkdir()

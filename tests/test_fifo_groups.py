@@ -14,9 +14,9 @@ import pytest
 from helpers import run_in_process
 
 import trailproc
-from trailproc.app import run_async
-from trailproc.observe import Metrics
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._app import run_async
+from trailproc._observe import Metrics
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sqs_daemon import (

@@ -15,14 +15,14 @@ from click.testing import CliRunner
 
 import trailproc
 from trailproc import ConfigError, load_config
-from trailproc.app import process_paths
-from trailproc.backfill_cli import backfill_command
-from trailproc.cli import main
-from trailproc.cli_common import filter_options
-from trailproc.pipeline.events import Delivery, Event
-from trailproc.pipeline.filters import RecordFilter
-from trailproc.pipeline.keys import FileRef
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._app import process_paths
+from trailproc._backfill_cli import backfill_command
+from trailproc._cli import main
+from trailproc._cli_common import filter_options
+from trailproc._pipeline.events import Delivery, Event
+from trailproc._pipeline.filters import RecordFilter
+from trailproc._pipeline.keys import FileRef
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 START = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 NAMES = ["DeleteBucket", "PutObject", "DeleteObject", "deleteLowercase", "GetObject",
@@ -217,7 +217,7 @@ def test_filtering_reads_header_fields_only() -> None:
 
 
 def test_an_inactive_filter_keeps_everything_and_adds_no_per_record_call() -> None:
-    from trailproc.pipeline.filters import keep_both
+    from trailproc._pipeline.filters import keep_both
 
     assert not RecordFilter().active
     assert keep_both(RecordFilter(), trailproc.EventProcessor()) is None

@@ -13,11 +13,11 @@ import pytest
 from helpers import run_in_process
 
 import trailproc
-from trailproc.observe import OTHER, Freshness, Metrics
-from trailproc.ops.freshness import SilenceCheck, parse_origin
-from trailproc.ops.servers import serve_ops
-from trailproc.pipeline.keys import classify_key
-from trailproc.sandbox import TrailSandbox, log_key, make_records
+from trailproc._observe import OTHER, Freshness, Metrics
+from trailproc._ops.freshness import SilenceCheck, parse_origin
+from trailproc._ops.servers import serve_ops
+from trailproc._pipeline.keys import classify_key
+from trailproc._sandbox import TrailSandbox, log_key, make_records
 
 A, B = "111111111111", "222222222222"
 REPO = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from trailproc.observe import Metrics
+from trailproc._observe import Metrics
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "samples" / "grafana" / "trailproc-dashboard.json"

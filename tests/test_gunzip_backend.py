@@ -10,14 +10,14 @@ import textwrap
 
 import pytest
 
-from trailproc.pipeline.decode import BACKEND
+from trailproc._pipeline.decode import BACKEND
 
 # Run in a fresh interpreter where `import isal` fails, as on a platform without wheels.
 _WITHOUT_ISAL = textwrap.dedent("""
     import gzip, json, sys
     sys.modules["isal"] = None  # makes `import isal` raise ImportError
-    from trailproc.errors import TrailprocError
-    from trailproc.pipeline.decode import BACKEND, decode_log
+    from trailproc._errors import TrailprocError
+    from trailproc._pipeline.decode import BACKEND, decode_log
     body = json.dumps({"Records": [{"eventID": str(i)} for i in range(300)]}).encode()
     data = gzip.compress(body) + gzip.compress(b"")  # two members, as some writers do
     records, size = decode_log(data, max_bytes=1 << 20)

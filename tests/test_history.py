@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner
 from faultproxy import FaultProxy
 
-from trailproc.history_cli import history_command
-from trailproc.sandbox import MotoServer
-from trailproc.sources.history import TokenBucket, parse_lookup_attribute
+from trailproc._history_cli import history_command
+from trailproc._sandbox import MotoServer
+from trailproc._sources.history import TokenBucket, parse_lookup_attribute
 
 PLASO = "log2timeline__plaso/aws_cloudtrail.jsonl"
 JSON_11 = {"Content-Type": "application/x-amz-json-1.1"}
@@ -272,8 +272,8 @@ def test_token_bucket_never_allows_more_than_the_rate_in_any_second() -> None:
 
 
 def test_check_probes_lookup_events(aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    from trailproc.config import load_config
-    from trailproc.ops.check import run_checks
+    from trailproc._config import load_config
+    from trailproc._ops.check import run_checks
 
     def denied(body: bytes) -> tuple[int, dict[str, str], bytes]:
         payload = {"__type": "AccessDeniedException", "message": "not authorized to perform "
@@ -319,7 +319,7 @@ def test_sigterm_stops_between_pages_and_a_rerun_resumes(
 
     answer = Held(items, page=2)
     out = str(tmp_path / "out.jsonl")
-    command = [sys.executable, "-m", "trailproc.cli", "history", "--start-time", "2026-11-01",
+    command = [sys.executable, "-m", "trailproc._cli", "history", "--start-time", "2026-11-01",
                "--end-time", "2026-11-02", "--region", "us-east-1", "--output", out,
                "--no-progress"]  # fmt: skip
     with proxied(aws_env, answer) as proxy:

@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from trailproc.checkpoint.memory import MemoryStore
-from trailproc.config import Config
-from trailproc.observe import Metrics
-from trailproc.pipeline.engine import FilePipeline
-from trailproc.pipeline.fetch import LocalFetcher
-from trailproc.ports import ManualClock, MemoryQueue
-from trailproc.ports.clock import settle
-from trailproc.processor import EventProcessor
-from trailproc.sources.sqs import SqsSource
-from trailproc.sources.sqs.idle import IdleExit, IdleState, QueueSettled, ReceivePlan
+from trailproc._config import Config
+from trailproc._observe import Metrics
+from trailproc._pipeline.engine import FilePipeline
+from trailproc._pipeline.fetch import LocalFetcher
+from trailproc._pipeline.processor import EventProcessor
+from trailproc._ports import ManualClock, MemoryQueue
+from trailproc._ports.clock import settle
+from trailproc._sources.sqs import SqsSource
+from trailproc._sources.sqs.idle import IdleExit, IdleState, QueueSettled, ReceivePlan
+from trailproc.checkpoint._memory import MemoryStore
 
 # A hang is a failure here, not a wait.
 pytestmark = pytest.mark.timeout(20)

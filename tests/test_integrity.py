@@ -19,15 +19,15 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from trailproc._sandbox import MotoServer
 from trailproc.integrity import FileKind, Status, validate
-from trailproc.integrity.cli import validate_command
-from trailproc.integrity.testing import (
+from trailproc.integrity._cli import validate_command
+from trailproc.integrity._testing import (
     DigestChainSigner,
     SignedDigest,
     digest_key,
     new_private_key,
 )
-from trailproc.sandbox import MotoServer
 
 BUCKET = "trail-bucket"
 ACCOUNT = "123456789012"
@@ -501,7 +501,7 @@ def test_subprocess_entry_point(signer: DigestChainSigner, key_file: Path, s3: A
         [
             sys.executable,
             "-m",
-            "trailproc.integrity.cli",
+            "trailproc.integrity._cli",
             "--trail-arn",
             ARN,
             "--s3-bucket",
@@ -623,7 +623,7 @@ def test_progress_bar_on_a_terminal(signer: DigestChainSigner, key_file: Path) -
     import re
 
     signer.run_hours(T0, 3)  # 3 digests, 6 log files
-    argv = [sys.executable, "-m", "trailproc.integrity.cli", "--trail-arn", ARN,
+    argv = [sys.executable, "-m", "trailproc.integrity._cli", "--trail-arn", ARN,
             "--s3-bucket", BUCKET, "--start-time", "2026-11-01",
             "--end-time", "2026-11-01T03:00:00Z", "--public-key-file", str(key_file)]  # fmt: skip
     code, terminal, stdout = _run_on_a_terminal(argv)

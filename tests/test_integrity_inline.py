@@ -22,11 +22,11 @@ from faultproxy import FaultProxy
 from helpers import run_in_process
 
 import trailproc
-from trailproc.app import RunResult
+from trailproc._app import RunResult
+from trailproc._errors import DigestMismatch, TrailprocError
+from trailproc._sandbox import TrailSandbox, make_records
 from trailproc.checkpoint import SqliteStore
-from trailproc.errors import DigestMismatch, TrailprocError
-from trailproc.integrity.testing import DigestChainSigner, SignedDigest, SignedLog, new_private_key
-from trailproc.sandbox import TrailSandbox, make_records
+from trailproc.integrity._testing import DigestChainSigner, SignedDigest, SignedLog, new_private_key
 
 T0 = dt.datetime(2026, 11, 1, 3, tzinfo=dt.timezone.utc)
 
@@ -236,14 +236,14 @@ def test_verify_digests_config_key() -> None:
 
 
 def listing_of(entries: list[tuple[str, str]]) -> Any:
-    from trailproc.integrity.inline import DigestListing
+    from trailproc._pipeline.digests import DigestListing
 
     return DigestListing("bkt", "AWSLogs/digest.json.gz", tuple(("bkt", k, h) for k, h in entries))
 
 
 def test_pending_checks_same_side_replaces_and_mismatch_is_reported() -> None:
+    from trailproc._pipeline.digests import HashCheck, PendingDigestChecks
     from trailproc.checkpoint import MemoryStore
-    from trailproc.integrity.inline import HashCheck, PendingDigestChecks
 
     seen: list[HashCheck] = []
 
@@ -267,8 +267,8 @@ def test_pending_checks_same_side_replaces_and_mismatch_is_reported() -> None:
 def test_pending_checks_two_workers_racing_compare_each_file_once(aws_env: Any) -> None:
     """Log files and their digest processed at the same moment by two workers sharing a
     DynamoDB table: every file is compared exactly once, nothing is left waiting."""
+    from trailproc._pipeline.digests import HashCheck, PendingDigestChecks
     from trailproc.checkpoint import DynamoDBStore
-    from trailproc.integrity.inline import HashCheck, PendingDigestChecks
 
     seen: list[HashCheck] = []
     entries = [(f"AWSLogs/f{i:02d}.json.gz", f"{i:064x}") for i in range(30)]
@@ -360,7 +360,7 @@ def test_backfill_verify_digests_over_signed_logs_passes(
     the digests listed beside them; digests never reach the handlers."""
     from click.testing import CliRunner
 
-    from trailproc.backfill_cli import backfill_command
+    from trailproc._backfill_cli import backfill_command
 
     digests, logs = backfill_hours(sandbox, private_key)
     tamper(sandbox, logs[0])  # first hour: outside the range, never read
@@ -409,8 +409,8 @@ def test_backfill_verify_digests_reports_a_tampered_log(
     still handed over. The command prints it as an error line and exits 1."""
     from click.testing import CliRunner
 
-    from trailproc.backfill import backfill
-    from trailproc.backfill_cli import backfill_command
+    from trailproc._backfill import backfill
+    from trailproc._backfill_cli import backfill_command
 
     digests, _logs = backfill_hours(sandbox, private_key)
     target = digests[1].logs[1]
@@ -454,7 +454,7 @@ def test_backfill_verify_digests_finds_the_digest_after_midnight(
 ) -> None:
     """Without a start time the day folders are discovered from the log files; the
     digest of a day's last hour lies in the next day's folder, which has no log files."""
-    from trailproc.backfill import backfill
+    from trailproc._backfill import backfill
 
     signer = DigestChainSigner(private_key, bucket=sandbox.bucket, sink=sandbox.client("s3"))
     (digest,) = signer.run_hours(dt.datetime(2026, 11, 1, 23, tzinfo=dt.timezone.utc), 1)
@@ -477,7 +477,7 @@ def test_backfill_verify_digests_lists_each_folder_once(
     """The digest walk reuses the log walk's folder listings (accounts, regions, years,
     months, days): with discovered days, no folder is listed twice in one run, and the
     next day's digest folder is still found."""
-    from trailproc.backfill import backfill
+    from trailproc._backfill import backfill
 
     signer = DigestChainSigner(private_key, bucket=sandbox.bucket, sink=sandbox.client("s3"))
     signer.run_hours(dt.datetime(2026, 11, 1, 22, tzinfo=dt.timezone.utc), 2)

@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import rsa
 from faultproxy import FaultProxy
 
-from trailproc.integrity.cli import validate_command
-from trailproc.integrity.keys import fingerprints
-from trailproc.integrity.testing import DigestChainSigner, new_private_key
-from trailproc.sandbox import MotoServer
+from trailproc._sandbox import MotoServer
+from trailproc.integrity._cli import validate_command
+from trailproc.integrity._keys import fingerprints
+from trailproc.integrity._testing import DigestChainSigner, new_private_key
 
 BUCKET, TRAIL, ACCOUNT = "trail-bucket", "test-trail", "123456789012"
 ARN = f"arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/{TRAIL}"

@@ -21,11 +21,11 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import rsa
 from faultproxy import FaultProxy
 
+from trailproc._sandbox import MotoServer
 from trailproc.integrity import Status, validate
-from trailproc.integrity.cli import validate_command
-from trailproc.integrity.testing import DigestChainSigner, new_private_key
-from trailproc.integrity.validator import TrailDelivery
-from trailproc.sandbox import MotoServer
+from trailproc.integrity._cli import validate_command
+from trailproc.integrity._testing import DigestChainSigner, new_private_key
+from trailproc.integrity._validator import TrailDelivery
 
 BUCKET, TRAIL, ACCOUNT = "trail-bucket", "test-trail", "123456789012"
 ARN = f"arn:aws:cloudtrail:us-east-1:{ACCOUNT}:trail/{TRAIL}"

@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from trailproc._pipeline.keys import ObjectKind, classify_key
 from trailproc.integrity import (
     KeyNotUsable,
     PublicKeyRing,
@@ -26,10 +27,9 @@ from trailproc.integrity import (
     signing_string,
     verify_signature,
 )
-from trailproc.integrity.signing import NotGzipError, gunzip, gunzip_sha256
-from trailproc.integrity.storage import LocalStore, NotFound
-from trailproc.integrity.testing import DigestChainSigner, new_private_key
-from trailproc.pipeline.keys import ObjectKind, classify_key
+from trailproc.integrity._signing import NotGzipError, gunzip, gunzip_sha256
+from trailproc.integrity._storage import LocalStore, NotFound
+from trailproc.integrity._testing import DigestChainSigner, new_private_key
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 

@@ -15,11 +15,11 @@ from helpers import run_in_process
 
 import trailproc
 from trailproc import ConfigError, load_config
-from trailproc.app import process_paths
-from trailproc.aws import AwsClients
-from trailproc.config import JAVA_PROPERTIES
-from trailproc.processor import ProgressInfo, ProgressState
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._app import process_paths
+from trailproc._aws import AwsClients
+from trailproc._config import JAVA_PROPERTIES
+from trailproc._pipeline.processor import ProgressInfo, ProgressState
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 REFERENCE = SHARED / "reference" / "cloudtrail-format.md"

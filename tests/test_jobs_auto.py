@@ -10,9 +10,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from trailproc.cli import main
-from trailproc.config import load_config
-from trailproc.parallel import AUTO_MIN_BYTES, auto_jobs, usable_cores
+from trailproc._cli import main
+from trailproc._config import load_config
+from trailproc._parallel import AUTO_MIN_BYTES, auto_jobs, usable_cores
 
 
 def big_files(folder: Path, count: int) -> list[str]:

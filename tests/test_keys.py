@@ -1,4 +1,4 @@
-"""Table-driven tests of S3 key classification (trailproc.pipeline.keys)."""
+"""Table-driven tests of S3 key classification (trailproc._pipeline.keys)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from trailproc.pipeline.keys import FileRef, KeyInfo, ObjectKind, classify_key
+from trailproc._pipeline.keys import FileRef, KeyInfo, ObjectKind, classify_key
 
 UTC = dt.timezone.utc
 ACCT = "111122223333"

@@ -23,10 +23,10 @@ from urllib.parse import quote_plus
 import pytest
 
 from trailproc import aws_lambda
-from trailproc.pipeline.notifications import BadNotification
-from trailproc.processor import EventProcessor
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
-from trailproc.sources.lambda_ import InvocationFailed, trigger_of
+from trailproc._pipeline.notifications import BadNotification
+from trailproc._pipeline.processor import EventProcessor
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._sources.lambda_ import InvocationFailed, trigger_of
 
 BUCKET = "trail-bucket"
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trailproc.sandbox import TrailSandbox, make_records
+from trailproc._sandbox import TrailSandbox, make_records
 
 REPO = Path(__file__).resolve().parent.parent
 

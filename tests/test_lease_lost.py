@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from trailproc._errors import CheckpointError
+from trailproc._observe import Metrics
+from trailproc._pipeline.engine import FileOutcome, FilePipeline
+from trailproc._pipeline.events import Event
+from trailproc._pipeline.fetch import LocalFetcher
+from trailproc._pipeline.keys import FileRef, KeyInfo, ObjectKind
+from trailproc._pipeline.processor import EventProcessor
 from trailproc.checkpoint import LeaseLost
-from trailproc.checkpoint.base import FileId
-from trailproc.checkpoint.memory import MemoryStore
-from trailproc.errors import CheckpointError
-from trailproc.observe import Metrics
-from trailproc.pipeline.engine import FileOutcome, FilePipeline
-from trailproc.pipeline.events import Event
-from trailproc.pipeline.fetch import LocalFetcher
-from trailproc.pipeline.keys import FileRef, KeyInfo, ObjectKind
-from trailproc.processor import EventProcessor
+from trailproc.checkpoint._base import FileId
+from trailproc.checkpoint._memory import MemoryStore
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from trailproc.errors import DecompressedTooLarge, MemoryContended, OverMemoryBudget
-from trailproc.memory import ASSUMED_CONTAINER, BUDGET_SHARE, budget_bytes, container_memory_limit
-from trailproc.pipeline.budget import RECORD_COST, MemoryBudget, Reservation
-from trailproc.pipeline.budgeted import decode_within
-from trailproc.ports.clock import settle
+from trailproc._errors import DecompressedTooLarge, MemoryContended, OverMemoryBudget
+from trailproc._memory import ASSUMED_CONTAINER, BUDGET_SHARE, budget_bytes, container_memory_limit
+from trailproc._pipeline.budget import RECORD_COST, MemoryBudget, Reservation
+from trailproc._pipeline.budgeted import decode_within
+from trailproc._ports.clock import settle
 
 pytestmark = pytest.mark.timeout(20)
 

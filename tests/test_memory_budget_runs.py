@@ -21,12 +21,12 @@ from typing import Any
 
 import structlog
 
-from trailproc.app import run_async
-from trailproc.config import load_config
-from trailproc.observe import Metrics
-from trailproc.pipeline.budget import RECORD_COST
-from trailproc.processor import EventProcessor, ProgressInfo, ProgressState
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._app import run_async
+from trailproc._config import load_config
+from trailproc._observe import Metrics
+from trailproc._pipeline.budget import RECORD_COST
+from trailproc._pipeline.processor import EventProcessor, ProgressInfo, ProgressState
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers import run_in_process

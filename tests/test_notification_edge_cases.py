@@ -16,17 +16,17 @@ from typing import Any
 import pytest
 import structlog
 
-from trailproc.app import run_async
-from trailproc.config import load_config
-from trailproc.observe import Metrics
-from trailproc.pipeline.keys import ObjectKind, classify_key
-from trailproc.pipeline.notifications import (
+from trailproc._app import run_async
+from trailproc._config import load_config
+from trailproc._observe import Metrics
+from trailproc._pipeline.keys import ObjectKind, classify_key
+from trailproc._pipeline.notifications import (
     BadNotification,
     NotificationKind,
     parse_notification,
     parse_payload,
 )
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 BUCKET = "my-trail-bucket"
 ACCT = "123456789012"

@@ -1,4 +1,4 @@
-"""Table-driven tests of the notification parser (trailproc.pipeline.notifications)."""
+"""Table-driven tests of the notification parser (trailproc._pipeline.notifications)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from trailproc.pipeline.keys import ObjectKind
-from trailproc.pipeline.notifications import (
+from trailproc._pipeline.keys import ObjectKind
+from trailproc._pipeline.notifications import (
     DEFAULT_KINDS,
     BadNotification,
     Notification,

@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from trailproc.check_cli import check_command
-from trailproc.config import load_config
-from trailproc.observe import Metrics, configure_logging, get_logger
-from trailproc.ops.check import PROBE_HANDLE
-from trailproc.ops.configref import render_config_reference, render_metrics_reference
-from trailproc.ops.servers import Liveness, scrape, serve_ops
-from trailproc.processor import EventProcessor
-from trailproc.sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
+from trailproc._check_cli import check_command
+from trailproc._config import load_config
+from trailproc._observe import Metrics, configure_logging, get_logger
+from trailproc._ops.check import PROBE_HANDLE
+from trailproc._ops.configref import render_config_reference, render_metrics_reference
+from trailproc._ops.servers import Liveness, scrape, serve_ops
+from trailproc._pipeline.processor import EventProcessor
+from trailproc._sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,7 +64,7 @@ def test_metrics_endpoint_matches_what_was_delivered(sandbox: TrailSandbox, tmp_
     seen: dict[str, Any] = {}
 
     async def main() -> None:
-        from trailproc.app import run_async
+        from trailproc._app import run_async
 
         metrics = Metrics()
         async with serve_ops(config, metrics) as ops:
@@ -291,7 +291,7 @@ def test_logs_redact_secrets_and_truncate_receipt_handles(monkeypatch: pytest.Mo
 
 _LOG_WRITER = """
 import sys
-from trailproc.observe import configure_logging, get_logger
+from trailproc._observe import configure_logging, get_logger
 configure_logging("info", "json")
 log = get_logger("w")
 for i in range(int(sys.argv[1])):
@@ -340,7 +340,7 @@ def test_configuration_reference_is_up_to_date() -> None:
     committed = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert committed == render_config_reference(), (
         "docs/configuration.md is stale: run "
-        "`python -m trailproc.ops.configref > docs/configuration.md`"
+        "`python -m trailproc._ops.configref > docs/configuration.md`"
     )
 
 
@@ -348,12 +348,12 @@ def test_metrics_reference_is_up_to_date() -> None:
     committed = (REPO / "docs" / "metrics.md").read_text(encoding="utf-8")
     assert committed == render_metrics_reference(), (
         "docs/metrics.md is stale: run "
-        "`python -m trailproc.ops.configref --metrics > docs/metrics.md`"
+        "`python -m trailproc._ops.configref --metrics > docs/metrics.md`"
     )
 
 
 def test_configuration_reference_covers_every_field() -> None:
-    from trailproc.config import Config
+    from trailproc._config import Config
 
     text = render_config_reference()
     for name in Config.__struct_fields__:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from trailproc.config import load_config
-from trailproc.observe import Metrics
-from trailproc.ops import servers
-from trailproc.ops.servers import CheckResult, readiness_checks, serve_ops
+from trailproc._config import load_config
+from trailproc._observe import Metrics
+from trailproc._ops import servers
+from trailproc._ops.servers import CheckResult, readiness_checks, serve_ops
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,9 +115,9 @@ def test_silent_and_oversized_clients_are_cut_off(monkeypatch: pytest.MonkeyPatc
 def test_a_run_without_ports_loads_no_server_code() -> None:
     script = (
         "import asyncio, sys\n"
-        "from trailproc.config import load_config\n"
-        "from trailproc.observe import Metrics\n"
-        "from trailproc.ops.servers import serve_ops\n"
+        "from trailproc._config import load_config\n"
+        "from trailproc._observe import Metrics\n"
+        "from trailproc._ops.servers import serve_ops\n"
         "async def main():\n"
         "    async with serve_ops(load_config(env={}), Metrics()) as ops:\n"
         "        assert ops.metrics_port is None and ops.health_port is None\n"

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trailproc.sandbox import MotoServer, TrailSandbox, make_records
+from trailproc._sandbox import MotoServer, TrailSandbox, make_records
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ def credential_free_env(tmp_path: Path) -> dict[str, str]:
 
 
 def trailproc_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "trailproc.cli", *args], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "trailproc._cli", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
 
 
@@ -103,7 +103,7 @@ def test_lambda_sample_leaves_no_unclosed_session(sandbox: TrailSandbox, tmp_pat
 
 
 def test_demo_findings_line_up_and_times_match_the_keys(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "trailproc.cli", "demo", "--files", "6",
+    proc = subprocess.run([sys.executable, "-m", "trailproc._cli", "demo", "--files", "6",
                            "--records", "40"], env=dict(os.environ, PYTHONPATH=str(REPO)),
                           cwd=tmp_path, capture_output=True, text=True, timeout=180)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -125,8 +125,8 @@ def test_demo_findings_line_up_and_times_match_the_keys(tmp_path: Path) -> None:
 
 
 def test_demo_sample_records_precede_their_delivery(sandbox: TrailSandbox) -> None:
-    from trailproc.demo import deliver_samples
-    from trailproc.pipeline.keys import classify_key
+    from trailproc._demo import deliver_samples
+    from trailproc._pipeline.keys import classify_key
 
     now = dt.datetime(2027, 1, 1, 0, 2, tzinfo=dt.timezone.utc)  # just after midnight
     keys = deliver_samples(sandbox, 3, 50, now=now)
@@ -150,7 +150,7 @@ _COMMANDS = ("run", "process", "backfill", "validate", "check", "audit", "redriv
 def _help(command: str) -> str:
     from click.testing import CliRunner
 
-    from trailproc.cli import main
+    from trailproc._cli import main
 
     result = CliRunner().invoke(main, [command, "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from trailproc.cli import main
-from trailproc.sandbox import TrailSandbox, encode_log, make_records
+from trailproc._cli import main
+from trailproc._sandbox import TrailSandbox, encode_log, make_records
 
 REPO = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "TRAILPROC_LOG_LEVEL": "warning"}
@@ -72,7 +72,7 @@ def test_summary_counts_filtered_records(tmp_path: Path) -> None:
     assert expected
     command = ["process", str(path), "--handler", "only_s3:OnlyS3"]
     result = subprocess.run(
-        [sys.executable, "-m", "trailproc.cli", *command],
+        [sys.executable, "-m", "trailproc._cli", *command],
         cwd=tmp_path, env={**ENV, "PYTHONPATH": f"{REPO}:{tmp_path}"},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
@@ -133,7 +133,7 @@ def test_replace_with_jobs_keeps_every_process_output(tmp_path: Path) -> None:
 
 _LIMITED = """
 import resource, signal, sys
-from trailproc.cli import main
+from trailproc._cli import main
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
 sys.argv = ["trailproc", *sys.argv[2:]]
@@ -161,7 +161,7 @@ def test_failed_write_leaves_whole_lines_and_the_retry_adds_no_duplicate(tmp_pat
     assert 0 < len(data) < limit and data.endswith(b"\n")
     written = _ids(out)  # every line parses: no half line
     assert len(written) % 50 == 0 and written == [r["eventID"] for r in records[: len(written)]]
-    second = subprocess.run([sys.executable, "-m", "trailproc.cli", *args], env=ENV,
+    second = subprocess.run([sys.executable, "-m", "trailproc._cli", *args], env=ENV,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert second.returncode == 0, second.stderr
     assert _ids(out) == [r["eventID"] for r in records]
@@ -178,7 +178,7 @@ def _many_files(tmp_path: Path) -> Path:
 def test_process_into_head_ends_quietly_with_status_0(tmp_path: Path) -> None:
     folder = _many_files(tmp_path)
     producer = subprocess.Popen(
-        [sys.executable, "-m", "trailproc.cli", "process", str(folder), "--output", "-"],
+        [sys.executable, "-m", "trailproc._cli", "process", str(folder), "--output", "-"],
         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     head = subprocess.Popen(["head", "-n", "2"], stdin=producer.stdout, stdout=subprocess.PIPE)
@@ -208,7 +208,7 @@ def test_run_into_head_stops_and_keeps_every_message(sandbox: TrailSandbox) -> N
     (status 0), and no message is deleted for records that went nowhere."""
     for seed in range(3):
         sandbox.deliver(make_records(1500, seed=seed))
-    command = (f"{sys.executable} -m trailproc.cli run --queue-url {sandbox.queue_url} "
+    command = (f"{sys.executable} -m trailproc._cli run --queue-url {sandbox.queue_url} "
                "--exit-when-idle --wait-time 1 --checkpoint memory --output - "
                "| head -n 1; exit ${PIPESTATUS[0]}")  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # with the moto server's settings

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import trailproc
-from trailproc.pipeline.events import Delivery, Event
-from trailproc.pipeline.keys import FileRef
-from trailproc.processor import load_processor
-from trailproc.sandbox import encode_log, make_records
+from trailproc._pipeline.events import Delivery, Event
+from trailproc._pipeline.keys import FileRef
+from trailproc._pipeline.processor import load_processor
+from trailproc._sandbox import encode_log, make_records
 
 
 def _events(records: list[dict[str, object]]) -> list[Event]:
@@ -127,7 +127,7 @@ def test_process_paths_shows_a_progress_bar_when_asked(
             pass
 
     config = trailproc.load_config(env={})
-    from trailproc.app import process_paths_async
+    from trailproc._app import process_paths_async
 
     result = asyncio.run(process_paths_async([tmp_path], config, Quiet(), progress=True))
     assert result.records == 30

@@ -6,7 +6,7 @@ import importlib
 import pkgutil
 
 import trailproc
-from trailproc.errors import TrailprocError
+from trailproc._errors import TrailprocError
 
 
 def _all_subclasses(cls: type) -> set[type]:

@@ -13,12 +13,12 @@ import structlog
 from click.testing import CliRunner
 
 import trailproc
-from trailproc.app import RunResult, run_async
-from trailproc.cli import main
-from trailproc.config import load_config
-from trailproc.observe import Metrics
-from trailproc.pipeline.quarantine import QuarantinedRecord
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._app import RunResult, run_async
+from trailproc._cli import main
+from trailproc._config import load_config
+from trailproc._observe import Metrics
+from trailproc._pipeline.quarantine import QuarantinedRecord
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 
 def compact(record: dict[str, Any]) -> bytes:
@@ -257,7 +257,7 @@ def test_a_quarantine_location_that_is_neither_folder_nor_s3_is_refused(
 
 
 def test_check_probes_the_quarantine(sandbox: TrailSandbox, tmp_path: Path) -> None:
-    from trailproc.check_cli import check_command
+    from trailproc._check_cli import check_command
 
     s3 = sandbox.client("s3")
     s3.create_bucket(Bucket="quarantine-bucket")

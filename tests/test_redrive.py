@@ -17,9 +17,9 @@ from faultproxy import FaultProxy, event_ids
 from helpers import run_in_process
 
 import trailproc
-from trailproc.cli import main
-from trailproc.redrive import RedriveResult, redrive_async
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._cli import main
+from trailproc._redrive import RedriveResult, redrive_async
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 _CLEAN = {"error_rate": 0, "drop_rate": 0, "truncate_rate": 0, "latency": 0, "slow_rate": 0}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from trailproc.errors import BadMessage, TrailprocError
-from trailproc.observe import Metrics
-from trailproc.pipeline.reporting import Reporter
-from trailproc.processor import EventProcessor, ProgressInfo, ProgressState
+from trailproc._errors import BadMessage, TrailprocError
+from trailproc._observe import Metrics
+from trailproc._pipeline.processor import EventProcessor, ProgressInfo, ProgressState
+from trailproc._pipeline.reporting import Reporter
 
 
 class Hooks(EventProcessor):

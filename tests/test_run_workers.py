@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from trailproc.sandbox import TrailSandbox, log_key, make_records
+from trailproc._sandbox import TrailSandbox, log_key, make_records
 
 
 def _lines(path: Path) -> list[dict[str, object]]:
@@ -36,7 +36,7 @@ def test_sigterm_stops_every_worker_and_this_process(sandbox: TrailSandbox, tmp_
     out, log = tmp_path / "out.jsonl", tmp_path / "stderr.log"
     with open(log, "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trailproc.cli", "run", "--queue-url", sandbox.queue_url,
+            [sys.executable, "-m", "trailproc._cli", "run", "--queue-url", sandbox.queue_url,
              "--workers", "2", "--wait-time", "20", "--output", str(out),
              "--state-dir", str(tmp_path / "state"), "--log-format", "json"],
             env=sandbox.env(), stderr=stderr, start_new_session=True,
@@ -88,7 +88,7 @@ def test_sigterm_while_a_worker_is_still_starting_is_a_clean_stop(
     # within milliseconds; a thread alive in the parent (an application embedding the
     # CLI, here) makes the children spawned, whose start-up leaves time to hit.
     embedded = ("import sys, threading; threading.Thread(target=threading.Event().wait, "
-                "daemon=True).start(); from trailproc.cli import main; sys.argv[0] = "
+                "daemon=True).start(); from trailproc._cli import main; sys.argv[0] = "
                 "'trailproc'; main()")  # fmt: skip
     log = tmp_path / "stderr.log"
     with open(log, "w") as stderr:

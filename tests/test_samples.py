@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import trailproc
-from trailproc.sandbox import encode_log
+from trailproc._sandbox import encode_log
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "samples"))

@@ -2,7 +2,7 @@
 
 import json
 
-from trailproc.sandbox import TrailSandbox, make_records
+from trailproc._sandbox import TrailSandbox, make_records
 
 
 def test_delivery_reaches_queue_in_sns_envelope(sandbox: TrailSandbox) -> None:

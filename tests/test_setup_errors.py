@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from helpers import iam_user
 
 import trailproc
-from trailproc.cli import main
-from trailproc.sandbox import MotoServer, TrailSandbox
+from trailproc._cli import main
+from trailproc._sandbox import MotoServer, TrailSandbox
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,13 +79,13 @@ def test_missing_credentials_name_the_fix(moto: MotoServer, tmp_path: Path) -> N
                           text=True, timeout=120, cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 1
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("trailproc.errors.SetupError: no AWS credentials found: set AWS_PROFILE")
+    assert last.startswith("trailproc.SetupError: no AWS credentials found: set AWS_PROFILE")
     assert "botocore" not in proc.stderr and "never awaited" not in proc.stderr
     assert "During handling" not in proc.stderr and "direct cause" not in proc.stderr
 
 
 def test_missing_credentials_on_the_cli(moto: MotoServer, tmp_path: Path) -> None:
-    argv = [sys.executable, "-m", "trailproc.cli", "run", "--queue-url", _missing_queue(moto),
+    argv = [sys.executable, "-m", "trailproc._cli", "run", "--queue-url", _missing_queue(moto),
             "--output", str(tmp_path / "o"), "--exit-when-idle",
             "--state-dir", str(tmp_path)]  # fmt: skip
     proc = subprocess.run(argv, env=_credential_free_env(tmp_path, moto), capture_output=True,

@@ -17,11 +17,11 @@ from corpus_loader import load_corpus
 from helpers import run_in_process
 
 import trailproc
-from trailproc.cli import main
-from trailproc.errors import BadLogFile
-from trailproc.pipeline import decode, shapes
-from trailproc.pipeline.decode import DELIVERY_SHAPE, decode_log_lines, decompress, split_document
-from trailproc.sandbox import TrailSandbox, log_key, make_records
+from trailproc._cli import main
+from trailproc._errors import BadLogFile
+from trailproc._pipeline import decode, shapes
+from trailproc._pipeline.decode import DELIVERY_SHAPE, decode_log_lines, decompress, split_document
+from trailproc._sandbox import TrailSandbox, log_key, make_records
 
 RECORDS = make_records(4, seed=21)
 COMPACT = [json.dumps(r, separators=(",", ":")).encode() for r in RECORDS]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trailproc.sandbox import MotoServer, TrailSandbox, make_records
+from trailproc._sandbox import MotoServer, TrailSandbox, make_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faultproxy import daemon_command, daemon_env, event_ids, json_logs

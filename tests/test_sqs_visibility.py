@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import iam_user, run_in_process
 
-from trailproc.sandbox import MotoServer, TrailSandbox, log_key, make_records
+from trailproc._sandbox import MotoServer, TrailSandbox, log_key, make_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sqs_daemon import (

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from trailproc.app import check_store
+from trailproc._app import check_store
+from trailproc._pipeline.events import Delivery, Event
+from trailproc._pipeline.keys import FileRef
+from trailproc._pipeline.processor import Dispatcher, EventProcessor, HandlerThread
 from trailproc.checkpoint import FileId, MemoryStore, SqliteStore, StateLost
-from trailproc.pipeline.events import Delivery, Event
-from trailproc.pipeline.keys import FileRef
-from trailproc.processor import Dispatcher, EventProcessor, HandlerThread
 
 FILE = FileId("bucket", "AWSLogs/1/CloudTrail/x.json.gz", "etag")
 
@@ -215,7 +215,7 @@ def test_sqlite_store_keeps_working_with_its_own_file(tmp_path: Path) -> None:
 
 
 def test_check_store_passes_a_usable_store_and_names_an_unusable_one(tmp_path: Path) -> None:
-    from trailproc.errors import CheckpointError
+    from trailproc._errors import CheckpointError
 
     async def main() -> None:
         await check_store(MemoryStore())
@@ -266,12 +266,12 @@ class _Swallows(EventProcessor):
 def _stop_at_deadline(processor: Any) -> tuple[Any, Any]:
     import json
 
-    from trailproc.config import Config
-    from trailproc.observe import Metrics
-    from trailproc.pipeline.engine import FilePipeline
-    from trailproc.pipeline.fetch import LocalFetcher
-    from trailproc.ports import MemoryQueue
-    from trailproc.sources.sqs import SqsSource
+    from trailproc._config import Config
+    from trailproc._observe import Metrics
+    from trailproc._pipeline.engine import FilePipeline
+    from trailproc._pipeline.fetch import LocalFetcher
+    from trailproc._ports import MemoryQueue
+    from trailproc._sources.sqs import SqsSource
 
     queue = MemoryQueue()
     queue.put(json.dumps(API_CALL))

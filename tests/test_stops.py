@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from trailproc.app import EXIT_ABANDONED
-from trailproc.checkpoint.schema import SCHEMA_VERSION
-from trailproc.sandbox import MotoServer, TrailSandbox, make_records
+from trailproc._app import EXIT_ABANDONED
+from trailproc._sandbox import MotoServer, TrailSandbox, make_records
+from trailproc.checkpoint._schema import SCHEMA_VERSION
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faultproxy import daemon_command, daemon_env, event_ids, json_logs

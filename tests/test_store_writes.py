@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from trailproc.checkpoint.base import Claim, FileId
-from trailproc.checkpoint.memory import MemoryStore
-from trailproc.observe import Metrics
-from trailproc.pipeline.engine import FilePipeline
-from trailproc.pipeline.events import Event
-from trailproc.pipeline.fetch import LocalFetcher
-from trailproc.pipeline.keys import FileRef, KeyInfo, ObjectKind
-from trailproc.processor import EventProcessor
+from trailproc._observe import Metrics
+from trailproc._pipeline.engine import FilePipeline
+from trailproc._pipeline.events import Event
+from trailproc._pipeline.fetch import LocalFetcher
+from trailproc._pipeline.keys import FileRef, KeyInfo, ObjectKind
+from trailproc._pipeline.processor import EventProcessor
+from trailproc.checkpoint._base import Claim, FileId
+from trailproc.checkpoint._memory import MemoryStore
 
 pytestmark = pytest.mark.timeout(30)
 

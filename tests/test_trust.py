@@ -1,4 +1,4 @@
-"""The trust boundary (trailproc.trust): every rule, table-driven, and SNS signatures.
+"""The trust boundary (trailproc._trust): every rule, table-driven, and SNS signatures.
 
 Pure rules are checked on parsed notifications and CloudWatch Logs documents; signature
 checks sign envelopes with a certificate of our own, served from 127.0.0.1 through the
@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from sns_signing import CertServer, envelope, make_certificate, sign, signed
 
-from trailproc.config import Config, ConfigError, load_config
-from trailproc.errors import Refused
-from trailproc.pipeline.cwlogs import LogEvent, SubscriptionDocument
-from trailproc.pipeline.keys import FileRef
-from trailproc.pipeline.notifications import SnsEnvelope, parse_notification, parse_payload
-from trailproc.ports.certificates import HttpCertificates
-from trailproc.sandbox import log_key
-from trailproc.trust import (
+from trailproc._config import Config, ConfigError, load_config
+from trailproc._errors import Refused
+from trailproc._pipeline.cwlogs import LogEvent, SubscriptionDocument
+from trailproc._pipeline.keys import FileRef
+from trailproc._pipeline.notifications import SnsEnvelope, parse_notification, parse_payload
+from trailproc._ports.certificates import HttpCertificates
+from trailproc._sandbox import log_key
+from trailproc._trust import (
     CertificateCache,
     Trust,
     TrustPolicy,

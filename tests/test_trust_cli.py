@@ -12,9 +12,9 @@ import pytest
 import structlog
 from faultproxy import daemon_command, daemon_env, json_logs
 
-from trailproc.config import unknown_env
-from trailproc.observe import configure_logging, get_logger
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._config import unknown_env
+from trailproc._observe import configure_logging, get_logger
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 
 def _run(sandbox: TrailSandbox, tmp_path: Path, *flags: str, **env: str) -> Any:

@@ -16,12 +16,12 @@ import pytest
 import structlog
 from sns_signing import CertServer, make_certificate, signed
 
-from trailproc.app import run_async
+from trailproc._app import run_async
+from trailproc._config import load_config
+from trailproc._observe import Metrics
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._sources.lambda_ import InvocationFailed
 from trailproc.aws_lambda import make_handler
-from trailproc.config import load_config
-from trailproc.observe import Metrics
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
-from trailproc.sources.lambda_ import InvocationFailed
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +170,8 @@ def test_backfill_refuses_files_of_other_accounts_unread(sandbox: TrailSandbox) 
     """A file dropped under another account's folder of the trail bucket (anyone with
     s3:PutObject can) is refused by allowed_accounts before it is downloaded: counted as
     failed with one error, no byte read, its records never handed over."""
-    from trailproc.backfill import backfill
-    from trailproc.processor import FunctionProcessor
+    from trailproc._backfill import backfill
+    from trailproc._pipeline.processor import FunctionProcessor
 
     mine = make_records(2, seed=40)
     sandbox.put(log_key(unique="mine00000001"), encode_log(mine))

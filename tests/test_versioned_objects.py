@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import trailproc
-from trailproc.sandbox import TrailSandbox, encode_log, log_key, make_records
+from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from faultproxy import FaultProxy

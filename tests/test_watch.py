@@ -22,11 +22,11 @@ import pytest
 from faultproxy import daemon_env, event_ids
 
 import trailproc
+from trailproc._pipeline.processor import EventProcessor
+from trailproc._sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
+from trailproc._sources.watch import WatchOptions
+from trailproc._watch_cli import watching
 from trailproc.checkpoint import open_store
-from trailproc.processor import EventProcessor
-from trailproc.sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
-from trailproc.sources.watch import WatchOptions
-from trailproc.watch_cli import watching
 
 A, B = "111111111111", "222222222222"
 REGIONS = ("us-east-1", "eu-west-1")
@@ -162,7 +162,7 @@ def test_one_lease_holder_at_a_time(aws_env: MotoServer, tmp_path: Path, spec: s
 
 
 def _watch_process(moto: MotoServer, state: Path, out: Path, log: Path, *extra: str) -> Any:
-    command = [sys.executable, "-m", "trailproc.cli", "watch", "--bucket", "trail-bucket",
+    command = [sys.executable, "-m", "trailproc._cli", "watch", "--bucket", "trail-bucket",
                "--interval", "0.3", "--lease-seconds", "3", "--output", str(out),
                "--start-time", (_now() - dt.timedelta(hours=1)).isoformat(), *extra]  # fmt: skip
     env = daemon_env(moto.url, str(state))

@@ -15,9 +15,8 @@ import json
 import os
 from typing import Any
 
-from trailproc import Event, Handlers
+from trailproc import Event, Handlers, get_logger
 from trailproc.aws_lambda import make_handler
-from trailproc.observe import get_logger
 
 log = get_logger("alerts")
 handlers = Handlers()

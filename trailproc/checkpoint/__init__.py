@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .base import (
+from ._base import (
     CheckpointStore,
     Claim,
     ClaimState,
@@ -29,12 +29,12 @@ from .base import (
     LeaseStore,
     StateLost,
 )
-from .schema import SchemaTooNew
+from ._schema import SchemaTooNew
 
 if TYPE_CHECKING:
-    from .dynamodb import DynamoDBStore
-    from .memory import MemoryStore
-    from .sqlite import SqliteStore
+    from ._dynamodb import DynamoDBStore
+    from ._memory import MemoryStore
+    from ._sqlite import SqliteStore
 
 __all__ = [
     "CheckpointStore",
@@ -56,7 +56,7 @@ DEFAULT_SQLITE_NAME = "checkpoints.sqlite3"
 
 # Each store is imported when first named: `trailproc process` (memory store) never
 # loads sqlite3 or botocore, `trailproc run` with SQLite never loads botocore.
-_LAZY = {"DynamoDBStore": ".dynamodb", "MemoryStore": ".memory", "SqliteStore": ".sqlite"}
+_LAZY = {"DynamoDBStore": "._dynamodb", "MemoryStore": "._memory", "SqliteStore": "._sqlite"}
 
 
 def __getattr__(name: str) -> Any:
@@ -119,10 +119,10 @@ def _options(spec: str, query: str, known: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _dynamodb(spec: str) -> DynamoDBStore:
+def _open_dynamodb(spec: str) -> DynamoDBStore:
     from urllib.parse import urlsplit
 
-    from .dynamodb import DynamoDBStore
+    from ._dynamodb import DynamoDBStore
 
     parts = urlsplit(spec)
     table = parts.netloc
@@ -146,7 +146,7 @@ def open_store(spec: str | None, state_dir: str | os.PathLike[str]) -> Checkpoin
     head, _, query = text.partition("?")
     scheme, sep, rest = head.partition(":")
     if scheme.lower() == "sqlite":
-        from .sqlite import DEFAULT_TTL_DAYS, SqliteStore
+        from ._sqlite import DEFAULT_TTL_DAYS, SqliteStore
 
         ttl_days = _options(text, query, ("ttl_days",)).get("ttl_days", DEFAULT_TTL_DAYS)
         if not sep:
@@ -155,9 +155,9 @@ def open_store(spec: str | None, state_dir: str | os.PathLike[str]) -> Checkpoin
     scheme, sep, rest = text.partition(":")
     scheme = scheme.lower()
     if scheme == "memory" and rest in ("", "//"):
-        from .memory import MemoryStore
+        from ._memory import MemoryStore
 
         return MemoryStore()
     if scheme == "dynamodb" and rest.startswith("//"):
-        return _dynamodb(text)
+        return _open_dynamodb(text)
     raise _bad(text, "unknown kind of store")

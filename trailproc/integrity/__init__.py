@@ -1,7 +1,7 @@
 """Integrity validation of CloudTrail log files against their signed hourly digests."""
 
-from ..pipeline.digests import HashCheck, PendingDigestChecks, parse_digest
-from .keys import (
+from .._pipeline.digests import HashCheck, PendingDigestChecks, parse_digest
+from ._keys import (
     CloudTrailPublicKeys,
     KeyNotUsable,
     PublicKeyRing,
@@ -9,9 +9,9 @@ from .keys import (
     fingerprints,
     load_public_key,
 )
-from .model import FileKind, FileResult, Gap, MissingTail, Status, ValidationReport
-from .signing import signing_string, verify_signature
-from .validator import (
+from ._model import FileKind, FileResult, Gap, MissingTail, Status, ValidationReport
+from ._signing import signing_string, verify_signature
+from ._validator import (
     ProgressHook,
     TrailArn,
     TrailDelivery,
@@ -50,7 +50,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # The signer pulls in test helpers; import it only when asked for.
     if name == "DigestChainSigner":
-        from .testing import DigestChainSigner
+        from ._testing import DigestChainSigner
 
         return DigestChainSigner
     raise AttributeError(name)

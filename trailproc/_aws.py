@@ -1,0 +1,364 @@
+"""AWS clients, created the way the AWS CLI would: standard credential chain, region,
+profile and AWS_ENDPOINT_URL all honoured; nothing read from anywhere else.
+
+aioboto3 is imported here, lazily, so `import trailproc` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import re
+from contextlib import AsyncExitStack
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+
+from ._config import Config
+from ._observe import get_logger
+
+__all__ = [
+    "AwsClients",
+    "S3Router",
+    "ThreadedS3Client",
+    "aio_session",
+    "assumed_role_session",
+    "botocore_config",
+    "import_aws_stack",
+    "queue_region",
+]
+
+log = get_logger("trailproc.aws")
+
+# sqs.REGION.amazonaws.com[.cn] (current) and REGION.queue.amazonaws.com (legacy) URLs.
+_QUEUE_HOST = re.compile(
+    r"^(?:sqs\.(?P<a>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?|(?P<b>[a-z0-9-]+)\.queue\.amazonaws\.com)$"
+)
+
+
+def queue_region(queue_url: str | None) -> str | None:
+    """The region in an SQS queue URL, or None (a local emulator's URL names none)."""
+    if not queue_url:
+        return None
+    host = (urlsplit(queue_url).hostname or "").lower()
+    match = _QUEUE_HOST.match(host)
+    if not match:
+        return None
+    return match.group("a") or match.group("b")
+
+
+def _fast_model_loader(search_path: str | None) -> Any:
+    """botocore's data loader (same search path, AWS_DATA_PATH included), decoding its
+    JSON models with msgspec.
+
+    The first two clients load ~3.5 MB of JSON models (endpoints, S3's service model
+    and endpoint rules, ...): ~120 ms with `json.loads(..., object_pairs_hook=
+    OrderedDict)`, ~45 ms with msgspec, on every start-up and every Lambda cold start.
+    The result is the same data in plain dicts, which keep insertion order as botocore
+    needs. `Loader(file_loader=...)` is botocore's own hook for this.
+    """
+    from botocore.loaders import JSONFileLoader, Loader
+
+    class MsgspecFileLoader(JSONFileLoader):
+        def load_file(self, file_path: str) -> Any:
+            for suffix, opener in ((".json", open), (".json.gz", gzip.open)):
+                if os.path.isfile(file_path + suffix):
+                    with opener(file_path + suffix, "rb") as handle:
+                        data = msgspec.json.decode(handle.read())
+                    if os.path.basename(file_path).startswith("endpoint-rule-set"):
+                        return without_unused_parameters(data)
+                    return data
+            return None
+
+    paths = [
+        os.path.expanduser(os.path.expandvars(path))
+        for path in (search_path.split(os.pathsep) if search_path else [])
+    ]
+    return Loader(extra_search_paths=paths, file_loader=MsgspecFileLoader())
+
+
+def without_unused_parameters(ruleset: Any) -> Any:
+    """An endpoint ruleset without the parameters none of its rules reads.
+
+    botocore caches each resolved endpoint by all the ruleset's parameters. S3's
+    declares `Key`, `Prefix` and `CopySource` (taken from each request) but no rule reads
+    them, so every object key missed the cache and the whole ruleset (~200 conditions)
+    was evaluated again for each GetObject: ~1-2 ms of CPU per request. Without them
+    the endpoint is resolved once per bucket; a parameter no rule reads cannot change
+    the result.
+    """
+    if not isinstance(ruleset, dict) or not isinstance(ruleset.get("parameters"), dict):
+        return ruleset
+    rules = msgspec.json.encode(ruleset.get("rules", [])).decode()
+    used = {
+        name: spec
+        for name, spec in ruleset["parameters"].items()
+        if f'"ref":"{name}"' in rules or "{" + name in rules
+    }
+    return {**ruleset, "parameters": used}
+
+
+def import_aws_stack() -> None:
+    """Import aioboto3 and what its clients use now (before forking workers)."""
+    import aioboto3  # noqa: F401
+    from aiobotocore.session import AioSession  # noqa: F401
+
+
+def aio_session(profile: str | None = None, region: str | None = None) -> Any:
+    """An `aioboto3.Session` (standard credential chain, profile, region and endpoint
+    settings) whose clients load their service models faster (see
+    `_fast_model_loader`)."""
+    import aioboto3
+    from aiobotocore.session import AioSession
+
+    core = AioSession(profile=profile)
+    loader = _fast_model_loader(core.get_config_variable("data_path"))
+    core.register_component("data_loader", loader)
+    return aioboto3.Session(botocore_session=core, profile_name=profile, region_name=region)
+
+
+def botocore_config(config: Config, *, pool: int = 10) -> Any:
+    from botocore.config import Config as BotoConfig
+
+    return BotoConfig(
+        # botocore's own quick retries first; tenacity rides out longer storms on top.
+        retries={"mode": "standard", "max_attempts": 4},
+        max_pool_connections=max(pool, 10),
+        connect_timeout=10,
+        read_timeout=max(30, config.wait_time_seconds + 10),
+        tcp_keepalive=True,
+    )
+
+
+def _plain_http(endpoint_url: str | None, service: str) -> bool:
+    """Whether the endpoint a client will use is plain http:// (where botocore takes it:
+    the config, then AWS_ENDPOINT_URL_<SERVICE>, then AWS_ENDPOINT_URL). When in doubt
+    (the environment's endpoints are ignored, or none is set) the answer is no, so TLS
+    verification stays on."""
+    url = endpoint_url or ""
+    ignored = os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true"
+    if not url and not ignored:
+        url = (
+            os.environ.get("AWS_ENDPOINT_URL_" + service.upper().replace("-", "_"))
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or ""
+        )
+    return url.lower().startswith("http://")
+
+
+class AwsClients:
+    """An async context manager handing out aioboto3 clients that share one session.
+
+    Each client is made once per (service, region, role). The SQS client uses the
+    queue's region (`sqs_region`, else the one in `queue_url`), the S3 client
+    `s3_region`; without either, the session's region (`region`, AWS_REGION, profile).
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._stack = AsyncExitStack()
+        self._clients: dict[tuple[str, str | None, str | None], Any] = {}
+        self._session: Any = None
+        self._role_sessions: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def session(self) -> Any:
+        if self._session is None:
+            self._session = aio_session(self.config.profile, self.config.region)
+        return self._session
+
+    def default_region(self, service: str) -> str | None:
+        """The region a client of `service` uses when none is asked for."""
+        if service == "sqs":
+            return self.config.sqs_region or queue_region(self.config.queue_url)
+        if service == "s3":
+            return self.config.s3_region
+        return None
+
+    async def client(self, service: str, *, region: str | None = None,
+                     role_arn: str | None = None) -> Any:
+        """The client of `service` in `region` (default: `default_region`), acting as
+        `role_arn` when given (assumed through STS and refreshed before it expires)."""
+        region = region or self.default_region(service)
+        slot = (service, region, role_arn)
+        if slot in self._clients:
+            return self._clients[slot]
+        async with self._lock:  # callers racing for a new client get the same one
+            return await self._make(slot)
+
+    async def _make(self, slot: tuple[str, str | None, str | None]) -> Any:
+        service, region, role_arn = slot
+        if slot not in self._clients:
+            kwargs: dict[str, Any] = {
+                "config": botocore_config(self.config, pool=self.config.download_concurrency + 4)
+            }
+            if region:
+                kwargs["region_name"] = region
+            if self.config.endpoint_url:
+                kwargs["endpoint_url"] = self.config.endpoint_url
+            if _plain_http(self.config.endpoint_url, service):
+                # No TLS on this endpoint (a local emulator): skip building an SSL context
+                # and loading the CA bundle (~50 ms per client), which would go unused.
+                kwargs["verify"] = False
+            session = self._role_session(role_arn) if role_arn else self.session
+            self._clients[slot] = await self._stack.enter_async_context(
+                session.client(service, **kwargs)
+            )
+        return self._clients[slot]
+
+    def _role_session(self, role_arn: str) -> Any:
+        if role_arn not in self._role_sessions:
+            self._role_sessions[role_arn] = assumed_role_session(self, role_arn)
+        return self._role_sessions[role_arn]
+
+    async def __aenter__(self) -> AwsClients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+        self._clients.clear()
+
+
+class _ThreadedBody:
+    """A botocore streaming body read on a worker thread, with aiobotocore's face."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    async def __aenter__(self) -> _ThreadedBody:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stream.close()
+
+    async def read(self) -> bytes:
+        return bytes(await asyncio.to_thread(self._stream.read))
+
+
+class ThreadedS3Client:
+    """The S3 object port served by botocore's synchronous client on worker threads.
+
+    For a Lambda cold start, which needs one GetObject or a few: the aioboto3 stack
+    (aiohttp, aiobotocore, aioboto3, s3transfer) costs about as much CPU to import as
+    everything else the invocation does; botocore alone does not bring it in. It offers
+    what `S3Fetcher` uses, `get_object(**kwargs)` answering aiobotocore's way (an async
+    body), with the same credential chain, region, endpoint and retry settings as
+    `AwsClients`. See benchmarks/README.md for the measurement.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    @classmethod
+    def create(cls, config: Config) -> ThreadedS3Client:
+        from botocore.session import Session
+
+        core = Session(profile=config.profile)
+        core.register_component("data_loader", _fast_model_loader(
+            core.get_config_variable("data_path")))  # fmt: skip
+        kwargs: dict[str, Any] = {
+            "config": botocore_config(config, pool=config.download_concurrency + 4)
+        }
+        region = config.s3_region or config.region
+        if region:
+            kwargs["region_name"] = region
+        if config.endpoint_url:
+            kwargs["endpoint_url"] = config.endpoint_url
+        if _plain_http(config.endpoint_url, "s3"):
+            kwargs["verify"] = False
+        return cls(core.create_client("s3", **kwargs))
+
+    async def get_object(self, **kwargs: Any) -> dict[str, Any]:
+        response = dict(await asyncio.to_thread(lambda: self._client.get_object(**kwargs)))
+        response["Body"] = _ThreadedBody(response["Body"])
+        return response
+
+    async def __aenter__(self) -> ThreadedS3Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._client.close()
+
+
+ROLE_SESSION_SECONDS = 3600
+
+
+def assumed_role_session(clients: AwsClients, role_arn: str) -> Any:
+    """An aioboto3 session acting as `role_arn`: STS AssumeRole through `clients`' own
+    credentials, called again by botocore's refreshable credentials before the
+    temporary ones expire (15 minutes ahead), so long runs never use stale keys."""
+    import aioboto3
+    from aiobotocore.credentials import AioDeferredRefreshableCredentials
+    from aiobotocore.session import AioSession
+
+    async def assume() -> dict[str, str]:
+        sts = await clients.client("sts")
+        response = await sts.assume_role(
+            RoleArn=role_arn, RoleSessionName="trailproc", DurationSeconds=ROLE_SESSION_SECONDS
+        )
+        issued = response["Credentials"]
+        return {
+            "access_key": issued["AccessKeyId"],
+            "secret_key": issued["SecretAccessKey"],
+            "token": issued["SessionToken"],
+            "expiry_time": issued["Expiration"].isoformat(),
+        }
+
+    core = AioSession(profile=clients.config.profile)
+    loader = _fast_model_loader(core.get_config_variable("data_path"))
+    core.register_component("data_loader", loader)
+    # botocore's documented way to give a session its own credential source.
+    core._credentials = AioDeferredRefreshableCredentials(assume, "assume-role")
+    return aioboto3.Session(botocore_session=core, region_name=clients.config.region)
+
+
+class S3Router:
+    """The S3 client for each object: in its bucket's region (detected once per bucket
+    and cached), acting as the role configured for its bucket or account."""
+
+    def __init__(self, clients: AwsClients) -> None:
+        self.clients = clients
+        self._regions: dict[str, str | None] = {}
+        self._detecting: dict[str, Any] = {}
+
+    def role_for(self, bucket: str, account_id: str | None) -> str | None:
+        config = self.clients.config
+        role = config.assume_role_by_bucket.get(bucket)
+        if role is None and account_id:
+            role = config.assume_role_by_account.get(account_id)
+        return role
+
+    async def for_object(self, bucket: str, account_id: str | None = None) -> Any:
+        role = self.role_for(bucket, account_id)
+        region = await self.region_of(bucket, role)
+        default = await self.clients.client("s3", role_arn=role)
+        if region is None or region == default.meta.region_name:
+            return default
+        return await self.clients.client("s3", region=region, role_arn=role)
+
+    async def region_of(self, bucket: str, role_arn: str | None = None) -> str | None:
+        """The bucket's region (HeadBucket's x-amz-bucket-region, on success or error);
+        None when S3 does not say, which leaves the default client's region."""
+        if self.clients.config.s3_region:
+            return self.clients.config.s3_region
+        if bucket not in self._regions:
+            if bucket not in self._detecting:
+                self._detecting[bucket] = asyncio.ensure_future(self._detect(bucket, role_arn))
+            region = await self._detecting[bucket]
+            self._regions[bucket] = region
+            self._detecting.pop(bucket, None)
+        return self._regions[bucket]
+
+    async def _detect(self, bucket: str, role_arn: str | None) -> str | None:
+        s3 = await self.clients.client("s3", role_arn=role_arn)
+        try:
+            response = await s3.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            response = getattr(exc, "response", None) or {}
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        region = headers.get("x-amz-bucket-region") or None
+        log.debug("bucket region", bucket=bucket, region=region)
+        return region

@@ -1,0 +1,139 @@
+"""Module paths of trailproc 0.1, kept importable for one minor version.
+
+trailproc 0.2 made every module outside the public ones (`trailproc`,
+`trailproc.aws_lambda`, `trailproc.checkpoint`, `trailproc.integrity`,
+`trailproc.testing`) private. Code written against 0.1 imported from the old paths,
+as the 0.1 docs and samples did (`from trailproc.observe import get_logger`). Those
+imports still work: an import hook serves each old path as a thin module that hands out
+the same objects, with a `DeprecationWarning` naming where the name lives now. The old
+paths go away in 0.3.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+from types import ModuleType
+from typing import Any
+
+REMOVED_IN = "0.3"
+
+# Old module path -> the private module that holds its code now.
+MOVED: dict[str, str] = {
+    "trailproc.processor": "trailproc._pipeline.processor",
+    "trailproc.integrity.inline": "trailproc._pipeline.digests",
+    "trailproc.integrity.testing": "trailproc.integrity._testing",
+    "trailproc.integrity.cli": "trailproc.integrity._cli",
+    "trailproc.integrity.keys": "trailproc.integrity._keys",
+    "trailproc.integrity.model": "trailproc.integrity._model",
+    "trailproc.integrity.signing": "trailproc.integrity._signing",
+    "trailproc.integrity.storage": "trailproc.integrity._storage",
+    "trailproc.integrity.validator": "trailproc.integrity._validator",
+    "trailproc.checkpoint.base": "trailproc.checkpoint._base",
+    "trailproc.checkpoint.dynamodb": "trailproc.checkpoint._dynamodb",
+    "trailproc.checkpoint.memory": "trailproc.checkpoint._memory",
+    "trailproc.checkpoint.schema": "trailproc.checkpoint._schema",
+    "trailproc.checkpoint.sqlite": "trailproc.checkpoint._sqlite",
+}
+# Top-level modules and packages of 0.1: `trailproc.X` (and its submodules) is now
+# `trailproc._X`.
+_TOP = (
+    "app", "audit", "aws", "backfill", "backfill_cli", "check_cli", "cli", "cli_common",
+    "config", "demo", "enqueue", "errors", "history_cli", "memory", "observe", "parallel",
+    "progress", "quarantine_cli", "recovery_cli", "redrive", "restore", "runtime",
+    "sandbox", "timeparse", "trust", "watch_cli", "ops", "pipeline", "ports", "sources",
+)  # fmt: skip
+
+# Names with a public home: where the warning sends the reader.
+_TESTING = ("TrailSandbox", "MotoServer", "moto_server", "make_records", "encode_log",
+            "log_key", "DigestChainSigner", "SignedDigest", "SignedLog", "digest_key",
+            "new_private_key", "run_on_sample_data")  # fmt: skip
+_CHECKPOINT = ("CheckpointStore", "Claim", "ClaimState", "DynamoDBStore", "MemoryStore",
+               "SqliteStore", "StateLost", "open_store")  # fmt: skip
+
+
+def _private_path(old: str) -> str | None:
+    if old in MOVED:
+        return MOVED[old]
+    parts = old.split(".")
+    if len(parts) >= 2 and parts[0] == "trailproc" and parts[1] in _TOP:
+        return ".".join(["trailproc", "_" + parts[1], *parts[2:]])
+    return None
+
+
+def public_home(name: str) -> str | None:
+    """The public module a name is exported from, if any."""
+    # The package is loaded (it installs this hook): read it, never import it from here.
+    if name in getattr(sys.modules.get("trailproc"), "__all__", ()):
+        return "trailproc"
+    if name in _TESTING:
+        return "trailproc.testing"
+    if name in _CHECKPOINT:
+        return "trailproc.checkpoint"
+    integrity = sys.modules.get("trailproc.integrity")
+    if integrity is not None and name in getattr(integrity, "__all__", ()):
+        return "trailproc.integrity"
+    return None
+
+
+class _MovedModule(ModuleType):
+    """An old path: every attribute comes from the private module, with a warning."""
+
+    def __init__(self, old: str, new: str) -> None:
+        super().__init__(old)
+        self.__dict__["_compat_new"] = new
+        self.__dict__["__path__"] = []  # lets old submodule paths import through here
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        new = self.__dict__["_compat_new"]
+        value = getattr(importlib.import_module(new), name)
+        home = public_home(name)
+        where = f"import it from {home}" if home else f"it is private now ({new}.{name})"
+        warnings.warn(
+            f"{self.__name__} is deprecated and goes away in trailproc {REMOVED_IN}: "
+            f"{where}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return value
+
+    def __dir__(self) -> list[str]:
+        return dir(importlib.import_module(self.__dict__["_compat_new"]))
+
+
+class _Loader:
+    def __init__(self, new: str) -> None:
+        self.new = new
+
+    def create_module(self, spec: Any) -> ModuleType:
+        return _MovedModule(spec.name, self.new)
+
+    def exec_module(self, module: ModuleType) -> None:
+        """Nothing to run: the attributes come from the private module on first use."""
+
+
+class MovedModuleFinder:
+    """On `sys.meta_path`: answers only for the 0.1 module paths."""
+
+    @staticmethod
+    def find_spec(fullname: str, path: Any = None, target: Any = None) -> Any:
+        if not fullname.startswith("trailproc."):
+            return None
+        new = _private_path(fullname)
+        if new is None:
+            return None
+        import importlib.util
+        from importlib.machinery import ModuleSpec
+
+        if importlib.util.find_spec(new) is None:  # never a module: no alias either
+            return None
+
+        return ModuleSpec(fullname, _Loader(new), is_package=True)  # type: ignore[arg-type]
+
+
+def install() -> None:
+    if not any(isinstance(f, MovedModuleFinder) for f in sys.meta_path):
+        sys.meta_path.append(MovedModuleFinder())
