@@ -250,14 +250,18 @@ def main() -> int:
             f"{r['seconds']:.1f} s records_out={r['records_out']} "
             f"good_once={r['good_once']} hostile_kept={r['hostile_kept']}"
             for r in runs), flush=True)  # fmt: skip
-    print("\n| case | peak RSS median | spread (min-max) | killed | records out | good once "
-          "| hostile kept |")
+    print(
+        "\n| case | peak RSS median | spread (min-max) | killed | records out | good once "
+        "| hostile kept |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, runs, rss in rows:
-        print(f"| {name} | {statistics.median(rss):,.0f} MB | {min(rss):,.0f}-{max(rss):,.0f} MB"
-              f" | {sum(bool(r['killed']) for r in runs)}/{len(runs)}"
-              f" | {runs[0]['records_out']:,} | {all(r['good_once'] for r in runs)}"
-              f" | {all(r['hostile_kept'] for r in runs)} |")
+        print(
+            f"| {name} | {statistics.median(rss):,.0f} MB | {min(rss):,.0f}-{max(rss):,.0f} MB"
+            f" | {sum(bool(r['killed']) for r in runs)}/{len(runs)}"
+            f" | {runs[0]['records_out']:,} | {all(r['good_once'] for r in runs)}"
+            f" | {all(r['hostile_kept'] for r in runs)} |"
+        )
     return 0
 
 

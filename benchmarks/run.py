@@ -829,8 +829,12 @@ def bench_cold_start(quick: bool, repeats: int) -> list[Row]:
         box.put(key, blob.read_bytes())
         event = work / "event.json"
         event.write_text(json.dumps(lambda_event(box, key)))
-        env = {**server.env(), "AWS_ENDPOINT_URL": proxy.url,
-               "TRAILPROC_HANDLER": "bench_handlers:Nothing", "TRAILPROC_LOG_LEVEL": "warning"}
+        env = {
+            **server.env(),
+            "AWS_ENDPOINT_URL": proxy.url,
+            "TRAILPROC_HANDLER": "bench_handlers:Nothing",
+            "TRAILPROC_LOG_LEVEL": "warning",
+        }
         for name in ("AWS_LAMBDA_FUNCTION_NAME", "AWS_EXECUTION_ENV"):
             env.pop(name, None)
 
@@ -840,6 +844,7 @@ def bench_cold_start(quick: bool, repeats: int) -> list[Row]:
                 result = workload(name, str(event), env=env)
                 result["requests"] = requests_between(before, proxy.stats())  # type: ignore[union-attr]
                 return result
+
             return run
 
         got = interleaved({"ours": fresh("lambda_trailproc"), "base": fresh("lambda_boto3")},

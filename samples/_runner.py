@@ -1,9 +1,9 @@
 """How every sample runs: on a queue, on local files, or (no arguments) on sample data.
 
-    python samples/tail.py                        # sample deliveries on a local moto server
-                                                  # (needs moto: pip install '.[demo]')
-    python samples/tail.py --queue-url URL        # a real queue (boto3 credentials chain)
-    python samples/tail.py path/to/logs/          # local .json.gz files, no AWS
+python samples/tail.py                        # sample deliveries on a local moto server
+                                              # (needs moto: pip install '.[demo]')
+python samples/tail.py --queue-url URL        # a real queue (boto3 credentials chain)
+python samples/tail.py path/to/logs/          # local .json.gz files, no AWS
 """
 
 from __future__ import annotations

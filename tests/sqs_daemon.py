@@ -48,7 +48,6 @@ class KeysInOrder(trailproc.EventProcessor):
         self.keys += [e.delivery.key for e in events]
 
 
-
 class FailingDeleteEntries(FaultProxy):
     """Forwards everything, except that the first `times` DeleteMessageBatch calls have
     their first entry taken out before they reach SQS (moto) and reported back in
@@ -98,7 +97,10 @@ def deliver(sandbox: TrailSandbox, files: int) -> None:
 
 
 def drain_through(
-    proxy: FaultProxy, sandbox: TrailSandbox, tmp_path: Path, collected: Any = None,
+    proxy: FaultProxy,
+    sandbox: TrailSandbox,
+    tmp_path: Path,
+    collected: Any = None,
     **overrides: Any,
 ) -> tuple[Any, float]:
     """Drain the queue through `proxy`: the run's result and how long it took."""
@@ -106,7 +108,6 @@ def drain_through(
     result = run_in_process(sandbox, tmp_path, collected or KeysInOrder(sleep=0),
                             endpoint_url=proxy.url, **overrides)  # fmt: skip
     return result, time.monotonic() - started
-
 
 
 class SqsRecorder(FaultProxy):
@@ -153,11 +154,9 @@ class ProcessedAt(trailproc.EventProcessor):
             self.times.setdefault(event.delivery.key, time.monotonic())
 
 
-
 class FinishesInTurn(trailproc.EventProcessor):
     """Each file takes as many 0.15 s batches as it has batches: with files of 1, 2, 3...
     batches in flight together, they finish one after another, 0.15 s apart."""
 
     async def process(self, events: list[trailproc.Event]) -> None:
         await asyncio.sleep(0.15)
-

@@ -126,8 +126,16 @@ def test_archived_object_fails_clearly_then_restore_days_processes_it(
         elif method == "HEAD" and name in path and "restore" in calls:
             calls.append("head")
             if calls.count("head") <= 2:
-                return 200, {"x-amz-storage-class": "GLACIER", "Content-Length": "10",
-                             "x-amz-restore": 'ongoing-request="true"', "ETag": '"e"'}, b""
+                return (
+                    200,
+                    {
+                        "x-amz-storage-class": "GLACIER",
+                        "Content-Length": "10",
+                        "x-amz-restore": 'ongoing-request="true"',
+                        "ETag": '"e"',
+                    },
+                    b"",
+                )
         elif method == "GET" and name in path:
             calls.append("get")
         return None

@@ -62,8 +62,9 @@ def _workers(moto_url: str, queue_url: str, state: Path, tmp_path: Path) -> list
                      max_in_flight_messages="1", test_batch_sleep="0.3")  # fmt: skip
     command = ["--visibility-timeout", "30", "--handler", "faultproxy:Slow"]
     procs = [
-        subprocess.Popen(daemon_command(queue_url, str(out), *command),
-                         env=env, stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            daemon_command(queue_url, str(out), *command), env=env, stderr=subprocess.DEVNULL
+        )
         for out in outputs
     ]
     for proc in procs:

@@ -105,7 +105,6 @@ def test_fifo_group_deletes_do_not_wait_out_the_linger(
     assert took < 10
 
 
-
 @pytest.mark.timeout(60)
 def test_a_message_waiting_only_for_its_delete_frees_its_slot(
     sandbox: TrailSandbox, tmp_path: Path
@@ -125,5 +124,3 @@ def test_a_message_waiting_only_for_its_delete_frees_its_slot(
     assert max(got for _wait, got in proxy.receives) == 1
     assert result.metrics.value("trailproc_messages_deleted_total", reason="processed") == 3
     assert sandbox.queue_depth() == 0
-
-

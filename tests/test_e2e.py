@@ -41,8 +41,6 @@ def compact(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":")).encode()
 
 
-
-
 class Collect(trailproc.EventProcessor):
     def __init__(self) -> None:
         self.batches: list[list[trailproc.Event]] = []

@@ -44,7 +44,6 @@ def test_exit_when_idle_stops_counting_a_parked_message_the_redrive_took(
     assert box.queue_depth(box.dlq_url) == 1  # the failing one, moved by the redrive
 
 
-
 @pytest.mark.timeout(60)
 def test_exit_when_idle_does_not_long_poll_while_its_messages_are_in_flight(
     sandbox: TrailSandbox, tmp_path: Path
@@ -62,7 +61,6 @@ def test_exit_when_idle_does_not_long_poll_while_its_messages_are_in_flight(
     assert later and all(wait == 0 for wait, _got in later), proxy.receives
     assert sum(got for _wait, got in later) == 1
     assert sandbox.queue_depth() == 0
-
 
 
 @pytest.mark.timeout(60)
@@ -121,5 +119,3 @@ def test_exit_when_idle_follows_a_message_held_elsewhere_without_a_long_poll(
     assert later and max(wait for wait, _got in later) <= 2, proxy.receives
     assert ended - deleted_at[0] < 5
     assert sandbox.queue_depth() == 0
-
-

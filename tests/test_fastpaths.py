@@ -612,8 +612,9 @@ def test_jobs_children_are_forked_only_when_that_is_safe(
     if situation == "thread running":
         other.start()
     try:
-        result = process_parallel([logs], config, jobs=2,
-                                  start_method="spawn" if situation == "spawn asked for" else None)
+        result = process_parallel(
+            [logs], config, jobs=2, start_method="spawn" if situation == "spawn asked for" else None
+        )
     finally:
         stop.set()
     assert result.files_ok == 4 and result.records == 40

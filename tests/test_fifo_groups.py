@@ -173,5 +173,3 @@ def test_fifo_stop_releases_the_group_messages_not_started(
     )["Attributes"]
     assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
     assert attrs["ApproximateNumberOfMessages"] == "2"
-
-

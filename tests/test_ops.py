@@ -285,7 +285,7 @@ def test_logs_redact_secrets_and_truncate_receipt_handles(monkeypatch: pytest.Mo
                          session_token="tok", message_id="m-1")  # fmt: skip
     line = json.loads(stream.getvalue().strip().splitlines()[-1])
     assert line["event"] == "hello" and line["message_id"] == "m-1"
-    assert "hunter2" not in stream.getvalue() and "tok\"" not in stream.getvalue()
+    assert "hunter2" not in stream.getvalue() and 'tok"' not in stream.getvalue()
     assert line["receipt_handle"].startswith("AQEB") and len(line["receipt_handle"]) < 20
 
 

@@ -141,7 +141,7 @@ def test_terraform_creates_every_piece() -> None:
     assert re.search(r"sns_topic_name\s*=\s*aws_sns_topic\.deliveries\.name", text)
     # Balanced braces: a cheap syntax check that needs no parser.
     assert text.count("{") == text.count("}")
-    worker = text[text.index('data "aws_iam_policy_document" "worker"'):]
+    worker = text[text.index('data "aws_iam_policy_document" "worker"') :]
     worker = worker[: worker.index('resource "aws_iam_role" "worker"')]
     actions = set(re.findall(r'"((?:sqs|s3|dynamodb):[A-Za-z]+)"', worker))
     assert actions == DAEMON_ACTIONS | CHECKPOINT_ACTIONS
@@ -176,5 +176,5 @@ def test_terraform_validate(tmp_path: Path) -> None:
 
 def test_iam_doc_lists_the_same_daemon_actions() -> None:
     text = (REPO / "docs" / "iam.md").read_text(encoding="utf-8")
-    daemon = text[text.index("## The daemon"): text.index("### Add when")]
+    daemon = text[text.index("## The daemon") : text.index("### Add when")]
     assert set(re.findall(r'"((?:sqs|s3):[A-Za-z]+)"', daemon)) == DAEMON_ACTIONS

@@ -159,9 +159,7 @@ def test_sync_user_code_runs_off_the_event_loop_even_when_combined(tmp_path: Pat
     async def on_any(event: Event) -> None:
         threads["async_handlers"].add(threading.current_thread().name)
 
-    result = trailproc.process_paths(
-        [tmp_path], [SyncP(), AsyncP(), sync_handlers, async_handlers]
-    )
+    result = trailproc.process_paths([tmp_path], [SyncP(), AsyncP(), sync_handlers, async_handlers])
     assert result.records == 4
     loop_thread = threading.main_thread().name
     assert threads["sync"] == {n for n in threads["sync"] if n.startswith("trailproc-handler")}

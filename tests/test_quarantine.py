@@ -143,9 +143,7 @@ def test_without_quarantine_a_handler_error_keeps_the_message(
     assert not (tmp_path / "quarantine").exists()
 
 
-def test_more_bad_records_than_the_cap_fail_the_file(
-    sandbox: TrailSandbox, tmp_path: Path
-) -> None:
+def test_more_bad_records_than_the_cap_fail_the_file(sandbox: TrailSandbox, tmp_path: Path) -> None:
     records, _key = deliver(sandbox)
     handler = RaisesOn({r["eventID"] for r in records[:4]})
     folder = tmp_path / "quarantine"

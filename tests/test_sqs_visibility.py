@@ -40,7 +40,6 @@ def test_failure_backoff_ends_within_twelve_hours_of_the_receive(
     assert sandbox.queue_depth() == 1  # kept, hidden for the rest of the 12 hours
 
 
-
 @pytest.mark.timeout(60)
 def test_heartbeat_refused_for_good_is_not_retried_every_second(
     enforcing: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -73,4 +72,3 @@ def test_heartbeat_refused_for_good_is_not_retried_every_second(
     assert refused[0]["code"] in ("AccessDenied", "AccessDeniedException", "403")
     assert len(refused) <= 3  # every 2 s, not every second (that made 5 or more)
     assert len(slow.keys) == 3
-

@@ -88,5 +88,3 @@ def test_versioned_object_is_read_with_the_documented_policy(
     assert isinstance(error, trailproc.FetchError) and error.code == "AccessDenied"
     assert error.key == replaced and "s3:GetObjectVersion" in str(error)
     assert sandbox.queue_depth() == 1  # the old version's message is kept
-
-

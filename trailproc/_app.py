@@ -144,9 +144,10 @@ async def run_async(
     stopping = stopping or asyncio.Event()
     result = RunResult(metrics)
     lost: list[StateLost] = []
-    async with serve_ops_for(config, metrics), open_runtime(
-        config, processor, metrics=metrics, check=True
-    ) as runtime:
+    async with (
+        serve_ops_for(config, metrics),
+        open_runtime(config, processor, metrics=metrics, check=True) as runtime,
+    ):
         _stop_when_output_closes(runtime.processor, stopping)
         background = [
             asyncio.create_task(_watch_store(runtime.store, stopping, lost))

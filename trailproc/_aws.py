@@ -178,8 +178,9 @@ class AwsClients:
             return self.config.s3_region
         return None
 
-    async def client(self, service: str, *, region: str | None = None,
-                     role_arn: str | None = None) -> Any:
+    async def client(
+        self, service: str, *, region: str | None = None, role_arn: str | None = None
+    ) -> Any:
         """The client of `service` in `region` (default: `default_region`), acting as
         `role_arn` when given (assumed through STS and refreshed before it expires)."""
         region = region or self.default_region(service)

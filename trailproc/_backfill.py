@@ -230,8 +230,16 @@ async def backfill_async(
     from ._runtime import open_runtime
 
     ensure_logging(config.log_level, config.log_format)
-    query = range_query(config, bucket, prefix=prefix, account_ids=account_ids,
-                        regions=regions, start=start_time, end=end_time, insights=insights)
+    query = range_query(
+        config,
+        bucket,
+        prefix=prefix,
+        account_ids=account_ids,
+        regions=regions,
+        start=start_time,
+        end=end_time,
+        insights=insights,
+    )
     ns = _namespace(force, namespace)
     workers = max(1, concurrency or config.download_concurrency)
     metrics = metrics or Metrics()
@@ -275,9 +283,7 @@ async def backfill_async(
                 return
             # After the log files, so most comparisons happen as each digest arrives
             # (either order works: the first side waits in the store).
-            async for ref in iter_digest_refs(
-                s3, query, concurrency=workers, folder_cache=folders
-            ):
+            async for ref in iter_digest_refs(s3, query, concurrency=workers, folder_cache=folders):
                 result.listed += 1
                 result.digests_listed += 1
                 yield ref
@@ -328,8 +334,16 @@ async def enqueue_backfill_async(
     from ._aws import AwsClients, S3Router, queue_region
 
     ensure_logging(config.log_level, config.log_format)
-    query = range_query(config, bucket, prefix=prefix, account_ids=account_ids,
-                        regions=regions, start=start_time, end=end_time, insights=insights)
+    query = range_query(
+        config,
+        bucket,
+        prefix=prefix,
+        account_ids=account_ids,
+        regions=regions,
+        start=start_time,
+        end=end_time,
+        insights=insights,
+    )
     store = None if force else open_store(config.checkpoint, config.state_dir)
     bar = tqdm(total=0, unit="file", desc="enqueue", file=sys.stderr, dynamic_ncols=True,
                disable=not (sys.stderr.isatty() if progress is None else progress))  # fmt: skip
@@ -339,9 +353,7 @@ async def enqueue_backfill_async(
     try:
         async with AwsClients(config) as clients:
             s3 = await S3Router(clients).for_object(bucket)
-            sqs = await clients.client(
-                "sqs", region=config.sqs_region or queue_region(queue_url)
-            )
+            sqs = await clients.client("sqs", region=config.sqs_region or queue_region(queue_url))
             refs = iter_log_refs(s3, query, concurrency=config.download_concurrency)
             result = await enqueue_refs(refs, sqs, queue_url, store, progress=bar,
                                         stopping=stopping)  # fmt: skip

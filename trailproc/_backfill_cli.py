@@ -164,8 +164,11 @@ def backfill_command(
         f"{result.records} record(s) handed over"
         + (f" (checkpoint namespace {result.namespace})" if result.namespace else "")
         + (" - interrupted" if result.interrupted else "")
-        + (f"; {len(result.unrestored)} file(s) still being restored (run again)"
-           if result.unrestored else ""),
+        + (
+            f"; {len(result.unrestored)} file(s) still being restored (run again)"
+            if result.unrestored
+            else ""
+        ),
         err=True,
     )
     if config.verify_digests:

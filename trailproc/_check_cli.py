@@ -14,30 +14,57 @@ __all__ = ["check_command"]
 
 
 @click.command("check")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="PATH",
-              help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG.",
+)
 @click.option("--queue-url", help="SQS queue with the trail's notifications.")
-@click.option("--bucket", "buckets", multiple=True,
-              help="Trail bucket to test s3:GetObject/kms:Decrypt on (repeatable); "
-                   "default: allowed_buckets.")
+@click.option(
+    "--bucket",
+    "buckets",
+    multiple=True,
+    help="Trail bucket to test s3:GetObject/kms:Decrypt on (repeatable); default: allowed_buckets.",
+)
 @click.option("--key", help="One log file's key to read (default: found by listing the bucket).")
-@click.option("--checkpoint", metavar="SPEC",
-              help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE (?ttl_days=N)")
-@click.option("--state-dir", metavar="DIR",
-                     help="Folder for the checkpoint database (.trailproc).")
+@click.option(
+    "--checkpoint",
+    metavar="SPEC",
+    help="sqlite | sqlite:///PATH | memory | dynamodb://TABLE (?ttl_days=N)",
+)
+@click.option("--state-dir", metavar="DIR", help="Folder for the checkpoint database (.trailproc).")
 @click.option("--region", help="AWS region.")
 @click.option("--profile", help="AWS shared-config profile.")
-@click.option("--receive-probe", is_flag=True,
-              help="Probe ReceiveMessage even when messages are waiting (adds one to the "
-                   "receive count of the message it sees; the message stays visible).")
-@click.option("--history", is_flag=True,
-              help="Also probe cloudtrail:LookupEvents (what `trailproc history` needs).")
-@click.option("--audit-bucket", "audit_buckets", multiple=True, metavar="BUCKET",
-              help="Also probe what `trailproc audit` needs on this bucket (repeatable).")
-@click.option("--redrive-from", metavar="DLQ_URL",
-              help="Also probe what `trailproc redrive --from DLQ_URL` needs.")
-@click.option("--quarantine", metavar="DIR|s3://BUCKET/PREFIX/",
-              help="The quarantine to probe (default: the `quarantine` setting).")
+@click.option(
+    "--receive-probe",
+    is_flag=True,
+    help="Probe ReceiveMessage even when messages are waiting (adds one to the "
+    "receive count of the message it sees; the message stays visible).",
+)
+@click.option(
+    "--history",
+    is_flag=True,
+    help="Also probe cloudtrail:LookupEvents (what `trailproc history` needs).",
+)
+@click.option(
+    "--audit-bucket",
+    "audit_buckets",
+    multiple=True,
+    metavar="BUCKET",
+    help="Also probe what `trailproc audit` needs on this bucket (repeatable).",
+)
+@click.option(
+    "--redrive-from",
+    metavar="DLQ_URL",
+    help="Also probe what `trailproc redrive --from DLQ_URL` needs.",
+)
+@click.option(
+    "--quarantine",
+    metavar="DIR|s3://BUCKET/PREFIX/",
+    help="The quarantine to probe (default: the `quarantine` setting).",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]))
 def check_command(

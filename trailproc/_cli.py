@@ -149,7 +149,10 @@ JOBS = JobsParam()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @fail_cleanly
 def process(
-    paths: tuple[str, ...], config_path: str | None, jobs: int | str, append: bool,
+    paths: tuple[str, ...],
+    config_path: str | None,
+    jobs: int | str,
+    append: bool,
     **flags: Any,
 ) -> None:
     """Run local log files or folders through the handlers (no AWS needed).
@@ -219,7 +222,6 @@ def demo(files: int, records: int, log_format: str) -> None:
 
     configure_logging("warning", log_format)
     sys.exit(asyncio.run(run_demo(files=files, records=records, echo=click.echo)))
-
 
 
 if __name__ == "__main__":  # pragma: no cover

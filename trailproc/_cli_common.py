@@ -85,9 +85,7 @@ _FILTER_OPTIONS: dict[str, Callable[[Callable[..., Any]], Callable[..., Any]]] =
 }  # fmt: skip
 
 
-def filter_options(
-    func: Callable[..., Any] | None = None, *, omit: tuple[str, ...] = ()
-) -> Any:
+def filter_options(func: Callable[..., Any] | None = None, *, omit: tuple[str, ...] = ()) -> Any:
     """The record filter flags (`--event-name 'Delete*'`, `--since 24h`, ...).
 
     They land in the `filter_*` settings through `load_cli_config`, and every pipeline

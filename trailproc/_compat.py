@@ -93,8 +93,7 @@ class _MovedModule(ModuleType):
         home = public_home(name)
         where = f"import it from {home}" if home else f"it is private now ({new}.{name})"
         warnings.warn(
-            f"{self.__name__} is deprecated and goes away in trailproc {REMOVED_IN}: "
-            f"{where}",
+            f"{self.__name__} is deprecated and goes away in trailproc {REMOVED_IN}: {where}",
             DeprecationWarning,
             stacklevel=2,
         )
@@ -135,5 +134,7 @@ class MovedModuleFinder:
 
 
 def install() -> None:
+    # First in line: a folder left behind by an upgrade (`trailproc/pipeline/__pycache__`)
+    # would otherwise be imported as an empty namespace package.
     if not any(isinstance(f, MovedModuleFinder) for f in sys.meta_path):
-        sys.meta_path.append(MovedModuleFinder())
+        sys.meta_path.insert(0, MovedModuleFinder())

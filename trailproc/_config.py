@@ -51,32 +51,43 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = None
     s3_region: Annotated[
         str | None,
-        _doc("Region of every S3 client; default: each bucket's own region, detected once "
-             "(HeadBucket) and cached."),
+        _doc(
+            "Region of every S3 client; default: each bucket's own region, detected once "
+            "(HeadBucket) and cached."
+        ),
     ] = None
     assume_role_by_bucket: Annotated[
         dict[str, str],
-        _doc("Role ARN to assume (STS, refreshed before expiry) to read a bucket: "
-             "{bucket = arn} in the config file."),
+        _doc(
+            "Role ARN to assume (STS, refreshed before expiry) to read a bucket: "
+            "{bucket = arn} in the config file."
+        ),
     ] = msgspec.field(default_factory=dict)
     assume_role_by_account: Annotated[
         dict[str, str],
-        _doc("Role ARN to assume to read the log files of an account (by the account in "
-             "the key), when its bucket has none in assume_role_by_bucket."),
+        _doc(
+            "Role ARN to assume to read the log files of an account (by the account in "
+            "the key), when its bucket has none in assume_role_by_bucket."
+        ),
     ] = msgspec.field(default_factory=dict)
     requester_pays_buckets: Annotated[
         list[str], _doc("Buckets read with RequestPayer=requester (requester pays).")
     ] = msgspec.field(default_factory=list)
     bucket_owners: Annotated[
         dict[str, str],
-        _doc("Expected owner account of a bucket ({bucket = account}): every request "
-             "sends ExpectedBucketOwner, so a look-alike bucket elsewhere is refused."),
+        _doc(
+            "Expected owner account of a bucket ({bucket = account}): every request "
+            "sends ExpectedBucketOwner, so a look-alike bucket elsewhere is refused."
+        ),
     ] = msgspec.field(default_factory=dict)
     late_delivery_minutes: Annotated[
         float,
-        msgspec.Meta(ge=0, le=1440,
-                     description="Minutes after an event-time range's end whose deliveries "
-                     "are still read: CloudTrail delivers an event within about 15 minutes."),
+        msgspec.Meta(
+            ge=0,
+            le=1440,
+            description="Minutes after an event-time range's end whose deliveries "
+            "are still read: CloudTrail delivers an event within about 15 minutes.",
+        ),
     ] = 15.0
 
     # --- receiving -----------------------------------------------------------------------
@@ -91,8 +102,10 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = 10
     max_in_flight_messages: Annotated[
         Positive,
-        _doc("Messages being worked on at once (bounds memory with the file size); one "
-             "waiting only for its delete does not count."),
+        _doc(
+            "Messages being worked on at once (bounds memory with the file size); one "
+            "waiting only for its delete does not count."
+        ),
     ] = 16
     download_concurrency: Annotated[Positive, _doc("Concurrent S3 GetObject calls.")] = 8
     delete_linger_seconds: Annotated[
@@ -136,43 +149,56 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # --- filtering -----------------------------------------------------------------------
     filter_event_sources: Annotated[
         list[str],
-        _doc("Hand over only records whose `eventSource` matches one of these globs "
-             "(`iam.amazonaws.com`, `s3.*`); case-sensitive. Flag: `--event-source`."),
+        _doc(
+            "Hand over only records whose `eventSource` matches one of these globs "
+            "(`iam.amazonaws.com`, `s3.*`); case-sensitive. Flag: `--event-source`."
+        ),
     ] = msgspec.field(default_factory=list)
     filter_event_names: Annotated[
         list[str],
-        _doc("Only records whose `eventName` matches one of these globs (`Delete*`); "
-             "case-sensitive. Flag: `--event-name`."),
+        _doc(
+            "Only records whose `eventName` matches one of these globs (`Delete*`); "
+            "case-sensitive. Flag: `--event-name`."
+        ),
     ] = msgspec.field(default_factory=list)
     filter_account_ids: Annotated[
         list[str],
-        _doc("Only records of these accounts (globs): `recipientAccountId`, else the "
-             "account in the log file's key. Flag: `--account-id`."),
+        _doc(
+            "Only records of these accounts (globs): `recipientAccountId`, else the "
+            "account in the log file's key. Flag: `--account-id`."
+        ),
     ] = msgspec.field(default_factory=list)
     filter_regions: Annotated[
         list[str],
-        _doc("Only records whose `awsRegion` matches one of these globs (`eu-*`). "
-             "Flag: `--region`."),
+        _doc(
+            "Only records whose `awsRegion` matches one of these globs (`eu-*`). Flag: `--region`."
+        ),
     ] = msgspec.field(default_factory=list)
     filter_error_codes: Annotated[
         list[str],
-        _doc("Only failed calls whose `errorCode` matches one of these globs "
-             "(`AccessDenied*`). Flag: `--error-code`."),
+        _doc(
+            "Only failed calls whose `errorCode` matches one of these globs "
+            "(`AccessDenied*`). Flag: `--error-code`."
+        ),
     ] = msgspec.field(default_factory=list)
     filter_errors_only: Annotated[
         bool, _doc("Only failed calls (records with an `errorCode`). Flag: `--errors-only`.")
     ] = False
     filter_since: Annotated[
         str | None,
-        _doc("Only records whose `eventTime` is at or after this time: ISO 8601 "
-             "(`2026-11-01T05:00:00Z`, `2026-11-01`) or an age (`24h`, `30m`, `7d`) counted "
-             "back from the start. Records without a readable `eventTime` are left out. "
-             "Flag: `--since`."),
+        _doc(
+            "Only records whose `eventTime` is at or after this time: ISO 8601 "
+            "(`2026-11-01T05:00:00Z`, `2026-11-01`) or an age (`24h`, `30m`, `7d`) counted "
+            "back from the start. Records without a readable `eventTime` are left out. "
+            "Flag: `--since`."
+        ),
     ] = None
     filter_until: Annotated[
         str | None,
-        _doc("Only records whose `eventTime` is before this time (same forms as "
-             "`filter_since`). Flag: `--until`."),
+        _doc(
+            "Only records whose `eventTime` is before this time (same forms as "
+            "`filter_since`). Flag: `--until`."
+        ),
     ] = None
 
     # --- acknowledging -------------------------------------------------------------------
@@ -207,11 +233,13 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ] = msgspec.field(default_factory=list)
     accept_records_in_messages: Annotated[
         bool,
-        _doc("Hand over CloudTrail records carried inside a message (EventBridge 'AWS API "
-             "Call via CloudTrail' events; CloudWatch Logs subscription payloads through "
-             "Lambda, Kinesis or Firehose). Off: such messages are refused and kept, "
-             "because anyone who may send to the queue or topic can write them; see "
-             "docs/security.md before turning this on."),
+        _doc(
+            "Hand over CloudTrail records carried inside a message (EventBridge 'AWS API "
+            "Call via CloudTrail' events; CloudWatch Logs subscription payloads through "
+            "Lambda, Kinesis or Firehose). Off: such messages are refused and kept, "
+            "because anyone who may send to the queue or topic can write them; see "
+            "docs/security.md before turning this on."
+        ),
     ] = False
 
     # --- trust: records through CloudWatch Logs (Lambda, Kinesis, Firehose) --------------
@@ -227,24 +255,30 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # --- trust: SNS signatures -----------------------------------------------------------
     verify_sns_signatures: Annotated[
         bool,
-        _doc("Check the signature of every SNS envelope (SignatureVersion 1 and 2) before "
-             "anything in it is used; the signing certificate is fetched only from "
-             "https://sns.<region>.amazonaws.com (.amazonaws.com.cn in China) and cached. "
-             "Proves that SNS delivered the message from the topic it names, so "
-             "allowed_topic_arns holds against anyone who can send to the queue. Messages "
-             "without an envelope are then refused unless accept_unsigned_messages is set."),
+        _doc(
+            "Check the signature of every SNS envelope (SignatureVersion 1 and 2) before "
+            "anything in it is used; the signing certificate is fetched only from "
+            "https://sns.<region>.amazonaws.com (.amazonaws.com.cn in China) and cached. "
+            "Proves that SNS delivered the message from the topic it names, so "
+            "allowed_topic_arns holds against anyone who can send to the queue. Messages "
+            "without an envelope are then refused unless accept_unsigned_messages is set."
+        ),
     ] = False
     accept_unsigned_messages: Annotated[
         bool,
-        _doc("With verify_sns_signatures: still accept messages that carry no SNS envelope "
-             "(raw message delivery, S3 or EventBridge sending straight to the queue or "
-             "function). Off: they are refused and kept."),
+        _doc(
+            "With verify_sns_signatures: still accept messages that carry no SNS envelope "
+            "(raw message delivery, S3 or EventBridge sending straight to the queue or "
+            "function). Off: they are refused and kept."
+        ),
     ] = False
     sns_test_cert_url_prefix: Annotated[
         str | None,
-        _doc("For tests only: one more place signing certificates may come from, an "
-             "http(s) URL prefix on a loopback host (127.0.0.1, ::1, localhost), so a test "
-             "can sign envelopes with a certificate of its own. Never set it in production."),
+        _doc(
+            "For tests only: one more place signing certificates may come from, an "
+            "http(s) URL prefix on a loopback host (127.0.0.1, ::1, localhost), so a test "
+            "can sign envelopes with a certificate of its own. Never set it in production."
+        ),
     ] = None
 
     # --- integrity -----------------------------------------------------------------------
@@ -255,7 +289,7 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             "CloudTrail digest when the digest's notification arrives (either order; pending "
             "hashes wait in the checkpoint store). Digests go to this check, never to "
             "handlers. A mismatch is reported (on_error, log line, "
-            "trailproc_digest_checks_total{outcome=\"mismatch\"}); nothing is withheld."
+            'trailproc_digest_checks_total{outcome="mismatch"}); nothing is withheld.'
         ),
     ] = False
     digest_wait_hours: Annotated[
@@ -270,24 +304,31 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     quarantine: Annotated[
         str | None,
-        _doc("Folder or s3://bucket/prefix/ where a record whose handler raises a "
-             "non-transient error is kept (error, delivery, exact bytes) while the rest of "
-             "its file is handed over and the message deleted. Unset: a handler error "
-             "fails the whole file (message kept)."),
+        _doc(
+            "Folder or s3://bucket/prefix/ where a record whose handler raises a "
+            "non-transient error is kept (error, delivery, exact bytes) while the rest of "
+            "its file is handed over and the message deleted. Unset: a handler error "
+            "fails the whole file (message kept)."
+        ),
     ] = None
     quarantine_max_records_per_file: Annotated[
         int,
-        msgspec.Meta(ge=1, description="More failing records than this in one file fail "
-                     "the file instead of quarantining them (a broken handler must not "
-                     "quarantine a whole trail)."),
+        msgspec.Meta(
+            ge=1,
+            description="More failing records than this in one file fail "
+            "the file instead of quarantining them (a broken handler must not "
+            "quarantine a whole trail).",
+        ),
     ] = 10
 
     # --- state ---------------------------------------------------------------------------
     state_dir: Annotated[str, _doc("Folder for the embedded checkpoint database.")] = ".trailproc"
     checkpoint: Annotated[
         str | None,
-        _doc("Checkpoint store: 'sqlite' (default), 'memory' or 'dynamodb://TABLE'; done "
-             "entries expire after '?ttl_days=N' (default 30)."),
+        _doc(
+            "Checkpoint store: 'sqlite' (default), 'memory' or 'dynamodb://TABLE'; done "
+            "entries expire after '?ttl_days=N' (default 30)."
+        ),
     ] = None
     worker_id: Annotated[
         str | None, _doc("Lease owner name; default: host name and process id.")
@@ -314,21 +355,28 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # --- freshness -----------------------------------------------------------------------
     expect_deliveries_from: Annotated[
         list[str],
-        _doc("ACCOUNT/REGION pairs (e.g. 111122223333/eu-west-1) that must keep delivering: "
-             "/readyz fails while one has had no log file handed over for longer than "
-             "silence_threshold_minutes."),
+        _doc(
+            "ACCOUNT/REGION pairs (e.g. 111122223333/eu-west-1) that must keep delivering: "
+            "/readyz fails while one has had no log file handed over for longer than "
+            "silence_threshold_minutes."
+        ),
     ] = msgspec.field(default_factory=list)
     silence_threshold_minutes: Annotated[
         float,
-        msgspec.Meta(gt=0, description="Minutes without a delivery from an "
-                     "expect_deliveries_from pair before readiness fails."),
+        msgspec.Meta(
+            gt=0,
+            description="Minutes without a delivery from an "
+            "expect_deliveries_from pair before readiness fails.",
+        ),
     ] = 60.0
     fill_gaps_from_digests: Annotated[
         bool,
-        _doc("With verify_digests: a log file its digest lists but no notification named "
-             "yet is fetched and handed over (counted in trailproc_missed_deliveries_total). "
-             "Off by default: during a backlog a digest can be read before its log files' "
-             "notifications, which then find the files done."),
+        _doc(
+            "With verify_digests: a log file its digest lists but no notification named "
+            "yet is fetched and handed over (counted in trailproc_missed_deliveries_total). "
+            "Off by default: during a backlog a digest can be read before its log files' "
+            "notifications, which then find the files done."
+        ),
     ] = False
 
     def __post_init__(self) -> None:

@@ -97,9 +97,7 @@ async def _send_batch(sqs: Any, queue_url: str, refs: Sequence[FileRef]) -> list
 
 async def _not_done(store: CheckpointStore, refs: list[FileRef]) -> list[bool]:
     return list(
-        await asyncio.gather(
-            *(store.is_done(FileId(r.bucket, r.key, r.etag or "")) for r in refs)
-        )
+        await asyncio.gather(*(store.is_done(FileId(r.bucket, r.key, r.etag or "")) for r in refs))
     )
 
 

@@ -41,23 +41,52 @@ def _report(result: Any) -> None:
 @click.command("audit")
 @click.option("--bucket", required=True, help="The trail's S3 bucket.")
 @click.option("--prefix", help="The trail's S3 key prefix (the part before AWSLogs/).")
-@click.option("--account-id", "account_ids", multiple=True, metavar="ACCOUNT",
-              help="Only this account (repeatable); default: every account in the bucket.")
-@click.option("--region", "regions", multiple=True, metavar="REGION",
-              help="Only this region (repeatable); default: every region found.")
-@click.option("--start-time", type=TimeParam(), required=True,
-              help="First delivery time to check (UTC unless an offset is given).")
-@click.option("--end-time", type=TimeParam(), required=True,
-              help="Delivery time to stop before (exclusive).")
-@click.option("--digests/--no-digests", default=True, show_default=True,
-              help="Also expect every log file the range's digest files list.")
+@click.option(
+    "--account-id",
+    "account_ids",
+    multiple=True,
+    metavar="ACCOUNT",
+    help="Only this account (repeatable); default: every account in the bucket.",
+)
+@click.option(
+    "--region",
+    "regions",
+    multiple=True,
+    metavar="REGION",
+    help="Only this region (repeatable); default: every region found.",
+)
+@click.option(
+    "--start-time",
+    type=TimeParam(),
+    required=True,
+    help="First delivery time to check (UTC unless an offset is given).",
+)
+@click.option(
+    "--end-time", type=TimeParam(), required=True, help="Delivery time to stop before (exclusive)."
+)
+@click.option(
+    "--digests/--no-digests",
+    default=True,
+    show_default=True,
+    help="Also expect every log file the range's digest files list.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
-@click.option("--fix", is_flag=True,
-              help="Hand the missing files over (same handlers, output, checkpoints as run).")
-@click.option("--enqueue", "enqueue_url", metavar="QUEUE_URL",
-              help="With --fix: put one S3 event per missing file on this queue instead.")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar (default: when stderr is a terminal).")
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Hand the missing files over (same handlers, output, checkpoints as run).",
+)
+@click.option(
+    "--enqueue",
+    "enqueue_url",
+    metavar="QUEUE_URL",
+    help="With --fix: put one S3 event per missing file on this queue instead.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: when stderr is a terminal).",
+)
 @processing_options
 @trust_options
 @fail_cleanly
@@ -109,20 +138,44 @@ def _all_fixed(result: Any, fixed: dict[str, Any]) -> bool:
 
 
 @click.command("redrive")
-@click.option("--from", "source", required=True, metavar="DLQ_URL",
-              help="The dead-letter queue to empty.")
-@click.option("--to", "destination", metavar="QUEUE_URL",
-              help="Where to move them (default: the queue that dead-letters into it).")
-@click.option("--max", "max_messages", type=click.IntRange(min=1),
-              help="Move at most this many (uses receive, send, delete).")
-@click.option("--method", type=click.Choice(["auto", "move-task", "copy"]), default="auto",
-              show_default=True,
-              help="SQS's message move task, receive/send/delete, or the first that works.")
-@click.option("--wait", "wait_seconds", type=float, default=600.0, show_default=True,
-              help="Seconds to wait for a move task to finish.")
+@click.option(
+    "--from", "source", required=True, metavar="DLQ_URL", help="The dead-letter queue to empty."
+)
+@click.option(
+    "--to",
+    "destination",
+    metavar="QUEUE_URL",
+    help="Where to move them (default: the queue that dead-letters into it).",
+)
+@click.option(
+    "--max",
+    "max_messages",
+    type=click.IntRange(min=1),
+    help="Move at most this many (uses receive, send, delete).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "move-task", "copy"]),
+    default="auto",
+    show_default=True,
+    help="SQS's message move task, receive/send/delete, or the first that works.",
+)
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Seconds to wait for a move task to finish.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), metavar="PATH",
-              help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="TOML (or Java .properties) file; default $TRAILPROC_CONFIG.",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]))
 @fail_cleanly

@@ -149,8 +149,6 @@ async def send_batch(sqs: Any, queue_url: str, entries: list[dict[str, Any]]) ->
     raise RuntimeError(f"SQS kept failing {len(remaining)} message(s) for {queue_url}")
 
 
-
-
 def _entry(index: int, message: dict[str, Any]) -> dict[str, Any]:
     """The SendMessageBatch entry that re-sends `message` unchanged."""
     entry: dict[str, Any] = {"Id": str(index), "MessageBody": message["Body"]}

@@ -173,9 +173,7 @@ def build_quarantine(config: Config, metrics: Metrics) -> RecordQuarantine:
     store = open_quarantine(config.quarantine, lambda: quarantine_s3_client(config))
     log.info("quarantine on", location=store.location,
              max_records_per_file=config.quarantine_max_records_per_file)  # fmt: skip
-    return RecordQuarantine(
-        store, metrics, max_per_file=config.quarantine_max_records_per_file
-    )
+    return RecordQuarantine(store, metrics, max_per_file=config.quarantine_max_records_per_file)
 
 
 def quarantine_s3_client(config: Config) -> Any:

@@ -317,9 +317,9 @@ class TrailSandbox:
         attributes = {"VisibilityTimeout": str(visibility_timeout)}
         if self.dlq:
             self.dlq_url = sqs.create_queue(QueueName=self.queue_name + "-dlq")["QueueUrl"]
-            dlq_arn = sqs.get_queue_attributes(
-                QueueUrl=self.dlq_url, AttributeNames=["QueueArn"]
-            )["Attributes"]["QueueArn"]
+            dlq_arn = sqs.get_queue_attributes(QueueUrl=self.dlq_url, AttributeNames=["QueueArn"])[
+                "Attributes"
+            ]["QueueArn"]
             attributes["RedrivePolicy"] = json.dumps(
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(self.max_receive_count)}
             )

@@ -1,6 +1,6 @@
 """`trailproc watch`: follow a bucket without notifications (see `sources.watch`).
 
-    trailproc watch --bucket org-trail-bucket --interval 60 --handler myapp.rules:handlers
+trailproc watch --bucket org-trail-bucket --interval 60 --handler myapp.rules:handlers
 """
 
 from __future__ import annotations
@@ -61,9 +61,10 @@ async def watching(
         raise ValueError(refusal.reason)
     query = options.query(config.allowed_accounts)
     metrics = metrics or Metrics()
-    async with serve_ops_for(config, metrics), open_runtime(
-        config, processor, metrics=metrics
-    ) as runtime:
+    async with (
+        serve_ops_for(config, metrics),
+        open_runtime(config, processor, metrics=metrics) as runtime,
+    ):
         s3 = await runtime.s3().for_object(options.bucket)
         # Each listed file passes the trust boundary (account of its key).
         vetted = functools.partial(run_refs, trust=runtime.trust)

@@ -192,7 +192,9 @@ class Checker:
 
     def _config_summary(self) -> str:
         cfg = self.config
-        parts = [f"region {cfg.region or os.environ.get('AWS_REGION') or os.environ.get('AWS_DEFAULT_REGION') or '(default chain)'}"]  # noqa: E501
+        env = os.environ
+        region = cfg.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        parts = [f"region {region or '(default chain)'}"]
         parts.append(f"checkpoint {cfg.checkpoint or 'sqlite'}")
         parts.append(f"visibility {cfg.visibility_timeout}s")
         return "valid; " + ", ".join(parts)
@@ -249,8 +251,9 @@ class Checker:
                 fix = (f"allow sqs:GetQueueAttributes on {_arn_from_url(queue_url)} for the "
                        "worker's role (docs: IAM policies)")  # fmt: skip
             elif not code:
-                fix = ("the SQS endpoint is unreachable: check network access, region and "
-                       "endpoint_url")
+                fix = (
+                    "the SQS endpoint is unreachable: check network access, region and endpoint_url"
+                )
             else:
                 fix = "see the AWS error above"
             self.add("sqs queue", "fail", _describe(exc), fix)
@@ -470,7 +473,6 @@ class Checker:
             return
         self.add(label, "pass", f"lease taken and released on a probe file ({state})")
 
-
     def _check_lookup_events(self) -> None:
         """`trailproc history` reads LookupEvents: one read of at most one event."""
         import datetime as dt
@@ -514,7 +516,8 @@ def format_table(rows: Sequence[Row]) -> str:
     warned = sum(r.status == "warn" for r in rows)
     lines.append("")
     lines.append(
-        f"{failed} check(s) failed, {warned} warning(s)." if failed or warned
+        f"{failed} check(s) failed, {warned} warning(s)."
+        if failed or warned
         else "All checks passed."
     )
     return "\n".join(lines)

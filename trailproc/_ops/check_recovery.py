@@ -40,9 +40,9 @@ def check_redrive(checker: Any, dlq_url: str) -> None:
     """What `trailproc redrive --from dlq_url` calls, probed without moving anything."""
     sqs = checker.client("sqs")
     try:
-        arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
     except Exception as exc:
         checker.add("redrive: dead-letter queue", "fail", _why(exc),
                     f"check the URL and allow sqs:GetQueueAttributes on {dlq_url}")  # fmt: skip
@@ -67,15 +67,21 @@ def check_redrive(checker: Any, dlq_url: str) -> None:
                         f"allow sqs:DeleteMessage on {arn}")  # fmt: skip
     try:
         sqs.list_message_move_tasks(SourceArn=arn, MaxResults=1)
-        checker.add("redrive: message move task", "pass",
-                    "sqs:ListMessageMoveTasks allowed (StartMessageMoveTask is not probed)")
+        checker.add(
+            "redrive: message move task",
+            "pass",
+            "sqs:ListMessageMoveTasks allowed (StartMessageMoveTask is not probed)",
+        )
     except Exception as exc:  # fmt: skip
         checker.add("redrive: message move task", "warn",
                     f"not available ({_why(exc)}): redrive will receive, send and delete",
                     "allow sqs:StartMessageMoveTask and sqs:ListMessageMoveTasks on the DLQ, "
                     "or use redrive --method copy")  # fmt: skip
-    checker.add("redrive: sqs:SendMessage", "skip",
-                "not probed (it would send); the destination queue needs it")
+    checker.add(
+        "redrive: sqs:SendMessage",
+        "skip",
+        "not probed (it would send); the destination queue needs it",
+    )
 
 
 def _probe(checker: Any, name: str, call: Any, fix: str) -> None:

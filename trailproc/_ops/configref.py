@@ -215,14 +215,12 @@ def render_metrics_reference() -> str:
                 values = labels.setdefault(key, [])
                 if value not in values:
                     values.append(value)
-        label_text = "<br>".join(
-            f"`{key}`: " + ", ".join(values) for key, values in labels.items()
-        )
+        label_text = "<br>".join(f"`{key}`: " + ", ".join(values) for key, values in labels.items())
         if not labels and label_names.get(family.name):
             # Label values known only at run time (e.g. account and region).
             label_text = ", ".join(f"`{key}`" for key in label_names[family.name])
         out.append(
-            f"| `{name.split(' ')[0]}`{name[len(name.split(' ')[0]):]} | "
+            f"| `{name.split(' ')[0]}`{name[len(name.split(' ')[0]) :]} | "
             f"{_TYPE_WORDS.get(family.type, family.type)} | {label_text or 'none'} | "
             f"{_cell(family.documentation)} |"
         )
@@ -235,9 +233,9 @@ def render_metrics_reference() -> str:
         "| Records per second | `rate(trailproc_records_total[5m])` |",
         "| Is it keeping up? (p90 queue lag) | "
         "`histogram_quantile(0.9, rate(trailproc_queue_lag_seconds_bucket[15m]))` |",
-        "| Failing files | `increase(trailproc_files_total{outcome=\"failed\"}[1h]) > 0` |",
+        '| Failing files | `increase(trailproc_files_total{outcome="failed"}[1h]) > 0` |',
         "| Messages left for retry, by reason | `increase(trailproc_messages_kept_total[1h])` |",
-        "| Handler errors | `increase(trailproc_errors_total{reason=\"handler_failed\"}[15m])` |",
+        '| Handler errors | `increase(trailproc_errors_total{reason="handler_failed"}[15m])` |',
         "| Poll loop stalled | `time() - trailproc_last_poll_timestamp > 300` |",
         "| Silent account/region (no delivery for 90 min) | "
         "`time() - trailproc_last_delivery_timestamp > 5400` |",

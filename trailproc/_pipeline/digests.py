@@ -83,7 +83,7 @@ class HashCheck:
 
     @property
     def outcome(self) -> str:
-        """"match", "mismatch", or "unverified" (the digest never arrived)."""
+        """ "match", "mismatch", or "unverified" (the digest never arrived)."""
         if not self.expected:
             return "unverified"
         return "match" if self.matched else "mismatch"
@@ -181,9 +181,7 @@ class PendingDigestChecks:
         text = json.dumps(mine, separators=(",", ":"))
         ttl = self.wait_seconds + (UNVERIFIED_GRACE if mine["from"] == "log" else 0.0)
         for _ in range(5):
-            stored = await self._call(
-                lambda: self.store.remember(key, text, ttl, only_new=True)
-            )
+            stored = await self._call(lambda: self.store.remember(key, text, ttl, only_new=True))
             if stored:
                 return None
             held = await self._call(lambda: self.store.forget(key))
@@ -242,7 +240,6 @@ class PendingDigestChecks:
             if isinstance(result, BaseException):
                 raise result
         return checks
-
 
     def _track(self, bucket: str, key: str) -> None:
         if len(self._tracked) >= MAX_TRACKED:

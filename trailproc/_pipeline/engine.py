@@ -523,9 +523,7 @@ class FilePipeline:
             raise LeaseLost(f"{self.owner} lost the lease on {file_id}")
         return time.monotonic()
 
-    async def _finish(
-        self, ref: FileRef, file_id: FileId, total: int, sha256: str | None
-    ) -> None:
+    async def _finish(self, ref: FileRef, file_id: FileId, total: int, sha256: str | None) -> None:
         if sha256 is not None:
             # Every record was handed over. Meet the digest now, before completing: if the
             # store fails here the file is retried (resuming past its last record) rather

@@ -178,9 +178,7 @@ class S3Fetcher:
     async def fetch(self, ref: FileRef, held: Reservation | None = None) -> Fetched:
         async with self._limit:
             try:
-                return await retry_transient(
-                    lambda: self._get(ref, held), attempts=self._attempts
-                )
+                return await retry_transient(lambda: self._get(ref, held), attempts=self._attempts)
             except TrailprocError:
                 raise
             except Exception as exc:

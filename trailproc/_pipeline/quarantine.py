@@ -203,7 +203,7 @@ class S3Quarantine:
         found: list[str] = []
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             for item in page.get("Contents", []):
-                name = item["Key"][len(self.prefix):]
+                name = item["Key"][len(self.prefix) :]
                 if "/" not in name and name.endswith(SUFFIX):
                     found.append(name)
         return sorted(found)
@@ -222,7 +222,7 @@ class S3Quarantine:
 def open_quarantine(location: str, s3_client: Callable[[], Any]) -> QuarantineStore:
     """A folder path, or `s3://bucket/prefix/` (the client is made only then)."""
     if location.startswith("s3://"):
-        bucket, _, prefix = location[len("s3://"):].partition("/")
+        bucket, _, prefix = location[len("s3://") :].partition("/")
         if not bucket:
             raise ValueError(f"quarantine {location!r}: no bucket (s3://bucket/prefix/)")
         if prefix and not prefix.endswith("/"):
@@ -316,8 +316,7 @@ class RecordQuarantine:
             return await retry_transient(lambda: asyncio.to_thread(call), attempts=5)
         except Exception as exc:
             raise QuarantineError(
-                f"quarantine {what} at {self.store.location} failed: "
-                f"{type(exc).__name__}: {exc}"
+                f"quarantine {what} at {self.store.location} failed: {type(exc).__name__}: {exc}"
             ) from exc
 
     def _count(self, error_type: str) -> None:

@@ -49,9 +49,7 @@ class QueuePort(Protocol):
     async def change_visibility(self, receipt_handle: str, seconds: int) -> None:
         """Hide a received message for `seconds` more (0: visible now)."""
 
-    async def send(
-        self, body: str, attributes: Mapping[str, str], fifo: Mapping[str, str]
-    ) -> None:
+    async def send(self, body: str, attributes: Mapping[str, str], fifo: Mapping[str, str]) -> None:
         """Send a message with string attributes (and FIFO group/deduplication ids)."""
 
     async def counts(self) -> QueueCounts:
@@ -92,9 +90,7 @@ class AwsQueue:
             QueueUrl=self.queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=seconds
         )
 
-    async def send(
-        self, body: str, attributes: Mapping[str, str], fifo: Mapping[str, str]
-    ) -> None:
+    async def send(self, body: str, attributes: Mapping[str, str], fifo: Mapping[str, str]) -> None:
         await self.sqs.send_message(
             QueueUrl=self.queue_url,
             MessageBody=body,
@@ -176,9 +172,7 @@ class MemoryQueue:
         self._call("change_visibility", (receipt_handle, seconds))
         self.visibility[receipt_handle] = seconds
 
-    async def send(
-        self, body: str, attributes: Mapping[str, str], fifo: Mapping[str, str]
-    ) -> None:
+    async def send(self, body: str, attributes: Mapping[str, str], fifo: Mapping[str, str]) -> None:
         self._call("send", body)
         self.sent.append((body, dict(attributes), dict(fifo)))
 

@@ -54,9 +54,7 @@ class Verdict:
 class MessageRunner:
     """Parses, vets and runs notifications through one `FilePipeline`."""
 
-    def __init__(
-        self, config: Config, pipeline: FilePipeline, trust: Trust | None = None
-    ) -> None:
+    def __init__(self, config: Config, pipeline: FilePipeline, trust: Trust | None = None) -> None:
         self.config = config
         self.pipeline = pipeline
         self.processor = pipeline.processor

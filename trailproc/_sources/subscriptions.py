@@ -81,9 +81,7 @@ def document_ref(document: SubscriptionDocument, via: str) -> FileRef:
 class SubscriptionRunner:
     """Decodes, vets and runs subscription payloads through one `FilePipeline`."""
 
-    def __init__(
-        self, config: Config, pipeline: FilePipeline, trust: Trust | None = None
-    ) -> None:
+    def __init__(self, config: Config, pipeline: FilePipeline, trust: Trust | None = None) -> None:
         self.config = config
         self.pipeline = pipeline
         self.trust = trust or Trust(config)

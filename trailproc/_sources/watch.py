@@ -280,9 +280,7 @@ class Watcher:
                 del self.done[key]
 
     # --- listing --------------------------------------------------------------------------
-    async def _list(
-        self, stream: Stream, cursor: dt.datetime, now: dt.datetime
-    ) -> list[FileRef]:
+    async def _list(self, stream: Stream, cursor: dt.datetime, now: dt.datetime) -> list[FileRef]:
         """Files of `stream` delivered from `cursor`'s minute on, not yet handed over."""
         refs: list[FileRef] = []
         day = cursor.date()
