@@ -40,6 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -312,10 +313,7 @@ def _process_files(
         raise
     finally:
         for process, receiver in children:
-            try:
-                part: dict[str, Any] | None = receiver.recv()
-            except EOFError:  # died without reporting (killed, os._exit)
-                part = None
+            part = _receive_summary(receiver)
             process.join()
             result.exit_codes.append(process.exitcode or 0)
             if part is not None and "error" not in part:
@@ -359,105 +357,152 @@ def run_workers(
     A worker that fails is reported in `exit_codes` and `jobs`; the others carry on.
     """
     config = _with_specs(config, processor_specs)
-    _check_output(config, n)
-    if n > 1 and (config.checkpoint or "sqlite").startswith("memory"):
-        raise ValueError(
-            "the 'memory' checkpoint store is per process; several workers need a shared "
-            "one (sqlite, the default, or dynamodb://TABLE)"
-        )
+    _check_shared_store(config, n)
     result = ParallelResult()
     if n <= 1:
         from ._app import run
 
         result.add(_summary(run(config=config)))
         return result
-
     # The memory budget is the container's: each worker gets its share.
     config = config.replace(memory_budget_mb=per_process_mb(config.memory_budget_mb, n))
+    fleet = _WorkerFleet(config, _worker_context(start_method))
+    # N-1 children plus this process, as in `process_parallel`: the children are started
+    # first (a spawned one's interpreter start-up and imports then overlap this
+    # process's own worker starting); one start-up of the AWS stack less in all. They
+    # are started before this process's signal handlers change, so none inherits them.
+    fleet.start_children(n - 1)
+    with fleet.signals_forwarded():
+        fleet.run_own_worker(result)
+        fleet.collect_children(result)
+    return result
+
+
+def _check_shared_store(config: Config, n: int) -> None:
+    """Refuses what several workers cannot share: stdout, and a per-process store."""
+    _check_output(config, n)
+    if n > 1 and (config.checkpoint or "sqlite").startswith("memory"):
+        raise ValueError(
+            "the 'memory' checkpoint store is per process; several workers need a shared "
+            "one (sqlite, the default, or dynamodb://TABLE)"
+        )
+
+
+def _worker_context(start_method: str | None) -> Any:
+    """The multiprocessing context for workers; with `fork`, what every worker needs is
+    imported here first, once for all (this process needs it too)."""
     method = _start_method(start_method)
     if method == "fork":
-        # What every worker needs, imported once for all; this process needs it too.
         from . import _app as app  # noqa: F401
         from ._aws import import_aws_stack
 
         import_aws_stack()
-    context: Any = multiprocessing.get_context(method)
+    return multiprocessing.get_context(method)
 
-    def config_for(index: int) -> Config:
-        if config.worker_id:  # the default (host:pid) is already unique per process
-            return config.replace(worker_id=f"{config.worker_id}-{index}")
-        return config
 
-    # N-1 children plus this process, as in `process_parallel`: the children are started
-    # first (a spawned one's interpreter start-up and imports then overlap this
-    # process's own worker starting); one start-up of the AWS stack less in all.
-    workers = []
-    for index in range(1, n):
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(
-            target=_worker_child, args=(config_for(index), sender), name=f"trailproc-worker-{index}"
-        )
-        process.start()
-        sender.close()
-        workers.append((process, receiver))
+def _receive_summary(receiver: Any) -> dict[str, Any] | None:
+    """A child's summary (or error) from its pipe; None if it died without reporting
+    (killed, `os._exit`)."""
+    try:
+        part: dict[str, Any] | None = receiver.recv()
+    except EOFError:
+        return None
+    return part
 
-    forwarded: set[int] = set()  # signals passed on to the children
 
-    def forward(signum: int, _frame: Any = None) -> None:
-        forwarded.add(signum)
-        for process, _ in workers:
+class _WorkerFleet:
+    """The SQS workers of one `run_workers` call: the children, this process's own
+    worker, and the signals passed on from this process to the children."""
+
+    def __init__(self, config: Config, context: Any) -> None:
+        self.config = config
+        self.context = context
+        self.children: list[tuple[Any, Any]] = []  # (process, receiving end of its pipe)
+        self.forwarded: set[int] = set()  # signals passed on to the children
+        self._forwarding: list[int] = []  # signals this process handles by passing them on
+        self._disarm: list[Callable[[], None]] = []  # the hard deadline, once the loop closes
+
+    def config_for(self, index: int) -> Config:
+        if self.config.worker_id:  # the default (host:pid) is already unique per process
+            return self.config.replace(worker_id=f"{self.config.worker_id}-{index}")
+        return self.config
+
+    def start_children(self, count: int) -> None:
+        for index in range(1, count + 1):
+            receiver, sender = self.context.Pipe(duplex=False)
+            process = self.context.Process(
+                target=_worker_child,
+                args=(self.config_for(index), sender),
+                name=f"trailproc-worker-{index}",
+            )
+            process.start()
+            sender.close()
+            self.children.append((process, receiver))
+
+    def forward(self, signum: int, _frame: Any = None) -> None:
+        self.forwarded.add(signum)
+        for process, _ in self.children:
             if process.pid is not None and process.is_alive():
                 try:
                     os.kill(process.pid, signum)
                 except ProcessLookupError:
                     pass
 
-    disarm: list[Callable[[], None]] = []  # the hard deadline, once the loop is closed
+    @contextmanager
+    def signals_forwarded(self) -> Iterator[None]:
+        """Outside the own worker's event loop (before it starts, and after it ends while
+        the children finish), SIGTERM/SIGINT are only passed on; restored on exit."""
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[signum] = signal.signal(signum, self.forward)
+            except ValueError:  # not the main thread: the caller handles signals
+                pass
+        self._forwarding = list(previous)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
-    async def own_worker() -> Any:
+    async def _own_worker(self) -> Any:
         """This process's worker, stopped by signals as `trailproc run` is (and passing
         them on); one that came while the children were being started stops it at once."""
         from ._app import HARD_EXIT_MARGIN, install_signal_handlers, run_async
 
         stopping = asyncio.Event()
-        if forwarded:
+        if self.forwarded:
             stopping.set()
-        disarm.append(install_signal_handlers(
-            stopping, also=forward, hard_deadline=config.shutdown_timeout + HARD_EXIT_MARGIN
-        ))  # fmt: skip
-        return await run_async(config_for(0), stopping=stopping)
+        deadline = self.config.shutdown_timeout + HARD_EXIT_MARGIN
+        self._disarm.append(
+            install_signal_handlers(stopping, also=self.forward, hard_deadline=deadline)
+        )
+        return await run_async(self.config_for(0), stopping=stopping)
 
-    # Outside the worker's event loop (before it starts, and after it ends while the
-    # children finish), signals are only passed on.
-    previous = {}
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        try:
-            previous[signum] = signal.signal(signum, forward)
-        except ValueError:  # not the main thread: the caller handles signals
-            pass
-    try:
+    def run_own_worker(self, result: ParallelResult) -> None:
+        """Runs this process's worker to its end; a failure is reported like a failed
+        child's, and the others carry on."""
         result.exit_codes.append(0)
         try:
-            result.add(_summary(asyncio.run(own_worker())))
-        except Exception as exc:  # reported like a failed child; the others carry on
+            result.add(_summary(asyncio.run(self._own_worker())))
+        except Exception as exc:
             from ._observe import get_logger
 
             get_logger("trailproc.parallel").exception("worker failed", pid=os.getpid())
             result.exit_codes[0] = 1
             result.jobs.append({"pid": os.getpid(), "error": f"{type(exc).__name__}: {exc}"})
-        for off in disarm:
+        for off in self._disarm:
             off()
-        for signum in previous:  # the loop's handlers are gone with it
-            signal.signal(signum, forward)
-        for process, receiver in workers:
-            part: dict[str, Any] | None = None
-            try:
-                part = receiver.recv()
-            except EOFError:  # died without reporting (killed, os._exit)
-                part = None
+        for signum in self._forwarding:  # the loop's handlers are gone with it
+            signal.signal(signum, self.forward)
+
+    def collect_children(self, result: ParallelResult) -> None:
+        """Waits for every child and adds its summary, or its failure, to `result`."""
+        for process, receiver in self.children:
+            part = _receive_summary(receiver)
             process.join()
             code = process.exitcode if process.exitcode is not None else -1
-            if part is None and -code in forwarded:
+            if part is None and -code in self.forwarded:
                 # Killed by the signal we passed on while it was still starting (its
                 # own handlers not installed yet): it had received no message, so this
                 # is a clean stop, not a failure.
@@ -468,7 +513,3 @@ def run_workers(
                 result.add(part)
             else:
                 result.jobs.append(part or {"pid": process.pid, "error": f"exit code {code}"})
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    return result
