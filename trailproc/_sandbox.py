@@ -145,7 +145,7 @@ def log_key(
 
 
 # (source, name, read-only, category, weight): mostly routine reads, a few rare writes.
-_EVENTS = [
+_EVENTS: list[tuple[str, str, bool, str, float]] = [
     ("s3.amazonaws.com", "GetObject", True, "Data", 30),
     ("s3.amazonaws.com", "PutObject", False, "Data", 12),
     ("ec2.amazonaws.com", "DescribeInstances", True, "Management", 20),
@@ -169,74 +169,60 @@ def make_records(
     start: dt.datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Realistic CloudTrail records (~1.4 KB each), deterministic for a seed."""
-    rng = random.Random(seed)
     start = start or dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
-    users = [f"user-{i:02d}" for i in range(12)]
-    out = []
-    for i in range(count):
-        source, name, read_only, category, _w = rng.choices(_EVENTS, _WEIGHTS)[0]
-        user = rng.choice(users)
-        when = start + dt.timedelta(seconds=i * 3 + rng.randint(0, 2))
-        role_session = rng.random() < 0.5
-        identity: dict[str, Any] = (
-            {
-                "type": "AssumedRole",
-                "principalId": f"AROAEXAMPLE{rng.randint(1000, 9999)}:{user}",
-                "arn": f"arn:aws:sts::{account}:assumed-role/Deploy/{user}",
-                "accountId": account,
-                "accessKeyId": f"ASIA{rng.randint(10**11, 10**12 - 1)}",
-                "sessionContext": {
-                    "sessionIssuer": {
-                        "type": "Role",
-                        "principalId": "AROAEXAMPLE",
-                        "arn": f"arn:aws:iam::{account}:role/Deploy",
-                        "accountId": account,
-                        "userName": "Deploy",
-                    },
-                    "attributes": {
-                        "creationDate": (when - dt.timedelta(minutes=5)).strftime(
-                            "%Y-%m-%dT%H:%M:%SZ"
-                        ),
-                        "mfaAuthenticated": rng.choice(["true", "false"]),
-                    },
-                },
-            }
-            if role_session
-            else {
-                "type": "IAMUser",
-                "principalId": f"AIDAEXAMPLE{rng.randint(1000, 9999)}",
-                "arn": f"arn:aws:iam::{account}:user/{user}",
-                "accountId": account,
-                "accessKeyId": f"AKIA{rng.randint(10**11, 10**12 - 1)}",
-                "userName": user,
-            }
-        )
-        record: dict[str, Any] = {
+    maker = _RecordMaker(random.Random(seed), account, region, start)
+    return [maker.record(i) for i in range(count)]
+
+
+def _utc_stamp(when: dt.datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _RecordMaker:
+    """Draws one record after another from `rng`; the order of the draws is what makes
+    a seed give the same records every time."""
+
+    rng: random.Random
+    account: str
+    region: str
+    start: dt.datetime
+    users: list[str] = field(default_factory=lambda: [f"user-{i:02d}" for i in range(12)])
+
+    def record(self, i: int) -> dict[str, Any]:
+        event = self.rng.choices(_EVENTS, _WEIGHTS)[0]
+        user = self.rng.choice(self.users)
+        when = self.start + dt.timedelta(seconds=i * 3 + self.rng.randint(0, 2))
+        record = self._api_call(i, event, user=user, when=when)
+        name = event[1]
+        if name == "ConsoleLogin":
+            self._make_console_sign_in(record)
+        elif self.rng.random() < 0.04:
+            record["errorCode"] = "AccessDenied"
+            record["errorMessage"] = f"User is not authorized to perform: {name}"
+            record["responseElements"] = None
+        return record
+
+    def _api_call(
+        self, i: int, event: tuple[str, str, bool, str, float], *, user: str, when: dt.datetime
+    ) -> dict[str, Any]:
+        """A successful API call by `user`; the values are drawn in key order."""
+        source, name, read_only, category, _weight = event
+        rng, account = self.rng, self.account
+        return {
             "eventVersion": "1.09",
-            "userIdentity": identity,
-            "eventTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "userIdentity": self._identity(user, when),
+            "eventTime": _utc_stamp(when),
             "eventSource": source,
             "eventName": name,
-            "awsRegion": region,
+            "awsRegion": self.region,
             "sourceIPAddress": f"203.0.113.{rng.randint(1, 254)}",
             "userAgent": "aws-cli/2.15.0 Python/3.11.6 Linux/6.1 exe/x86_64 prompt/off",
-            "requestParameters": {
-                "bucketName": f"data-{rng.randint(1, 5)}",
-                "key": f"reports/{rng.randint(1, 10**6)}.csv",
-                "Host": "s3.amazonaws.com",
-                "maxResults": rng.randint(1, 1000),
-                "ratio": round(rng.random(), 4),
-            },
+            "requestParameters": self._request_parameters(),
             "responseElements": (
                 None if read_only else {"requestId": uuid.UUID(int=rng.getrandbits(128)).hex}
             ),
-            "additionalEventData": {
-                "SignatureVersion": "SigV4",
-                "CipherSuite": "TLS_AES_128_GCM_SHA256",
-                "bytesTransferredIn": rng.randint(0, 4096),
-                "bytesTransferredOut": float(rng.randint(0, 65536)),
-                "AuthenticationMethod": "AuthHeader",
-            },
+            "additionalEventData": self._transfer_details(),
             "requestID": uuid.UUID(int=rng.getrandbits(128)).hex[:16].upper(),
             "eventID": str(uuid.UUID(int=rng.getrandbits(128))),
             "readOnly": read_only,
@@ -251,26 +237,79 @@ def make_records(
             "tlsDetails": {
                 "tlsVersion": "TLSv1.3",
                 "cipherSuite": "TLS_AES_128_GCM_SHA256",
-                "clientProvidedHostHeader": f"{source.split('.')[0]}.{region}.amazonaws.com",
+                "clientProvidedHostHeader": f"{source.split('.')[0]}.{self.region}.amazonaws.com",
             },
         }
-        if name == "ConsoleLogin":
-            record["eventType"] = "AwsConsoleSignIn"
-            record["responseElements"] = {"ConsoleLogin": "Success"}
-            record["additionalEventData"] = {"MFAUsed": rng.choice(["Yes", "No"])}
-            if rng.random() < 0.3:
-                record["userIdentity"] = {
-                    "type": "Root",
-                    "principalId": account,
-                    "arn": f"arn:aws:iam::{account}:root",
+
+    def _identity(self, user: str, when: dt.datetime) -> dict[str, Any]:
+        if self.rng.random() < 0.5:
+            return self._assumed_role(user, when)
+        return self._iam_user(user)
+
+    def _assumed_role(self, user: str, when: dt.datetime) -> dict[str, Any]:
+        rng, account = self.rng, self.account
+        return {
+            "type": "AssumedRole",
+            "principalId": f"AROAEXAMPLE{rng.randint(1000, 9999)}:{user}",
+            "arn": f"arn:aws:sts::{account}:assumed-role/Deploy/{user}",
+            "accountId": account,
+            "accessKeyId": f"ASIA{rng.randint(10**11, 10**12 - 1)}",
+            "sessionContext": {
+                "sessionIssuer": {
+                    "type": "Role",
+                    "principalId": "AROAEXAMPLE",
+                    "arn": f"arn:aws:iam::{account}:role/Deploy",
                     "accountId": account,
-                }
-        elif rng.random() < 0.04:
-            record["errorCode"] = "AccessDenied"
-            record["errorMessage"] = f"User is not authorized to perform: {name}"
-            record["responseElements"] = None
-        out.append(record)
-    return out
+                    "userName": "Deploy",
+                },
+                "attributes": {
+                    "creationDate": _utc_stamp(when - dt.timedelta(minutes=5)),
+                    "mfaAuthenticated": rng.choice(["true", "false"]),
+                },
+            },
+        }
+
+    def _iam_user(self, user: str) -> dict[str, Any]:
+        return {
+            "type": "IAMUser",
+            "principalId": f"AIDAEXAMPLE{self.rng.randint(1000, 9999)}",
+            "arn": f"arn:aws:iam::{self.account}:user/{user}",
+            "accountId": self.account,
+            "accessKeyId": f"AKIA{self.rng.randint(10**11, 10**12 - 1)}",
+            "userName": user,
+        }
+
+    def _request_parameters(self) -> dict[str, Any]:
+        rng = self.rng
+        return {
+            "bucketName": f"data-{rng.randint(1, 5)}",
+            "key": f"reports/{rng.randint(1, 10**6)}.csv",
+            "Host": "s3.amazonaws.com",
+            "maxResults": rng.randint(1, 1000),
+            "ratio": round(rng.random(), 4),
+        }
+
+    def _transfer_details(self) -> dict[str, Any]:
+        return {
+            "SignatureVersion": "SigV4",
+            "CipherSuite": "TLS_AES_128_GCM_SHA256",
+            "bytesTransferredIn": self.rng.randint(0, 4096),
+            "bytesTransferredOut": float(self.rng.randint(0, 65536)),
+            "AuthenticationMethod": "AuthHeader",
+        }
+
+    def _make_console_sign_in(self, record: dict[str, Any]) -> None:
+        """Turns `record` into a console sign-in, now and then by the root user."""
+        record["eventType"] = "AwsConsoleSignIn"
+        record["responseElements"] = {"ConsoleLogin": "Success"}
+        record["additionalEventData"] = {"MFAUsed": self.rng.choice(["Yes", "No"])}
+        if self.rng.random() < 0.3:
+            record["userIdentity"] = {
+                "type": "Root",
+                "principalId": self.account,
+                "arn": f"arn:aws:iam::{self.account}:root",
+                "accountId": self.account,
+            }
 
 
 def encode_log(records: Sequence[dict[str, Any]], *, compress: bool = True) -> bytes:
