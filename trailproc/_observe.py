@@ -337,45 +337,65 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._registry = registry
         self._metrics: list[_Metric] = []
+        self._add_queue_metrics()
+        self._add_file_metrics()
+        self._add_trust_and_freshness_metrics()
+        self._add_memory_metrics()
+        self.started = time.time()
+        self._preinitialise()
+        if registry is not None:
+            registry.register(_Collector(self))
+
+    def _add_queue_metrics(self) -> None:
+        """The SQS side: messages received, deleted and kept, and the poll loop's pulse."""
         add = self._add
-        self.messages_received = add("counter", "trailproc_messages_received",
-                                     "SQS messages received")  # fmt: skip
-        self.messages_deleted = add("counter", "trailproc_messages_deleted",
-                                    "SQS messages deleted, by reason", ("reason",))  # fmt: skip
-        self.messages_kept = add("counter", "trailproc_messages_kept",
-                                 "SQS messages left on the queue for retry/DLQ, by reason",
-                                 ("reason",))  # fmt: skip
-        self.visibility_extensions = add("counter", "trailproc_visibility_extensions",
-                                         "Visibility heartbeats sent")  # fmt: skip
-        self.files = add("counter", "trailproc_files", "Log files by kind and outcome",
-                         ("kind", "outcome"))  # fmt: skip
-        self.bytes_compressed = add("counter", "trailproc_bytes_compressed",
-                                    "Object bytes downloaded")  # fmt: skip
-        self.bytes_decompressed = add("counter", "trailproc_bytes_decompressed",
-                                      "Bytes after decompression")  # fmt: skip
+        self.messages_received = add(
+            "counter", "trailproc_messages_received", "SQS messages received"
+        )
+        self.messages_deleted = add(
+            "counter", "trailproc_messages_deleted", "SQS messages deleted, by reason", ("reason",)
+        )
+        self.messages_kept = add(
+            "counter", "trailproc_messages_kept",
+            "SQS messages left on the queue for retry/DLQ, by reason", ("reason",),
+        )  # fmt: skip
+        self.visibility_extensions = add(
+            "counter", "trailproc_visibility_extensions", "Visibility heartbeats sent"
+        )
+        self.queue_lag = add(
+            "histogram", "trailproc_queue_lag_seconds",
+            "Now minus the message's SentTimestamp when received",
+            buckets=(1, 5, 30, 60, 300, 900, 3600, 21600, 86400),
+        )  # fmt: skip
+        self.in_flight_messages = add(
+            "gauge", "trailproc_in_flight_messages", "Messages being worked on"
+        )
+        self.last_poll = add(
+            "gauge", "trailproc_last_poll_timestamp", "Unix time of the last receive"
+        )
+
+    def _add_file_metrics(self) -> None:
+        """Files and records through the stages: counts, bytes, outcomes and time."""
+        add = self._add
+        self.files = add(
+            "counter", "trailproc_files", "Log files by kind and outcome", ("kind", "outcome")
+        )
+        self.bytes_compressed = add(
+            "counter", "trailproc_bytes_compressed", "Object bytes downloaded"
+        )
+        self.bytes_decompressed = add(
+            "counter", "trailproc_bytes_decompressed", "Bytes after decompression"
+        )
         self.records = add("counter", "trailproc_records", "Records handed to user code")
         self.records_filtered = add(
             "counter", "trailproc_records_filtered", "Records left out by filters or filter_event"
         )
         self.errors = add("counter", "trailproc_errors", "Errors by reason", ("reason",))
-        self.queue_lag = add("histogram", "trailproc_queue_lag_seconds",
-                             "Now minus the message's SentTimestamp when received",
-                             buckets=(1, 5, 30, 60, 300, 900, 3600, 21600, 86400))  # fmt: skip
-        self.file_seconds = add("histogram", "trailproc_file_processing_seconds",
-                                "Time to process one log file",
-                                buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300))  # fmt: skip
-        self.in_flight_messages = add("gauge", "trailproc_in_flight_messages",
-                                      "Messages being worked on")  # fmt: skip
-        self.in_flight_files = add("gauge", "trailproc_in_flight_files",
-                                   "Files being worked on")  # fmt: skip
-        self.last_poll = add("gauge", "trailproc_last_poll_timestamp",
-                             "Unix time of the last receive")  # fmt: skip
-        self.digest_checks = add(
-            "counter", "trailproc_digest_checks",
-            "Processed log files compared with their digest (verify_digests), by outcome "
-            "(unverified: the digest did not arrive within digest_wait_hours)",
-            ("outcome",),
+        self.file_seconds = add(
+            "histogram", "trailproc_file_processing_seconds", "Time to process one log file",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300),
         )  # fmt: skip
+        self.in_flight_files = add("gauge", "trailproc_in_flight_files", "Files being worked on")
         self.stage_seconds = add(
             "histogram", "trailproc_stage_seconds",
             "Time spent per pipeline stage (receive, download, decode, handler)",
@@ -386,6 +406,27 @@ class Metrics:
             "Units that came without an S3 notification, by road (lambda: a CloudWatch "
             "Logs payload; kinesis and firehose records; history pages) and outcome",
             ("road", "outcome"),
+        )  # fmt: skip
+        self.records_quarantined = add(
+            "counter", "trailproc_records_quarantined",
+            "Records a handler raised on, written to the quarantine, by exception type",
+            ("reason",),
+        )  # fmt: skip
+
+    def _add_trust_and_freshness_metrics(self) -> None:
+        """Whether the logs are complete and current: digest checks, missed deliveries,
+        and the newest delivery per account and region."""
+        add = self._add
+        self.digest_checks = add(
+            "counter", "trailproc_digest_checks",
+            "Processed log files compared with their digest (verify_digests), by outcome "
+            "(unverified: the digest did not arrive within digest_wait_hours)",
+            ("outcome",),
+        )  # fmt: skip
+        self.missed_deliveries = add(
+            "counter", "trailproc_missed_deliveries",
+            "Log files a digest listed that no notification had named, fetched and handed "
+            "over (verify_digests with fill_gaps_from_digests)",
         )  # fmt: skip
         self.last_delivery = add(
             "gauge", "trailproc_last_delivery_timestamp",
@@ -399,30 +440,24 @@ class Metrics:
             buckets=(60, 300, 600, 900, 1800, 3600, 7200, 21600, 86400),
         )  # fmt: skip
         self.freshness = Freshness(self.last_delivery, self.event_lag)
-        self.missed_deliveries = add(
-            "counter", "trailproc_missed_deliveries",
-            "Log files a digest listed that no notification had named, fetched and handed "
-            "over (verify_digests with fill_gaps_from_digests)",
+
+    def _add_memory_metrics(self) -> None:
+        """The memory budget (see trailproc._pipeline.budget) and the waits it imposes."""
+        add = self._add
+        self.memory_budget = add(
+            "gauge", "trailproc_memory_budget_bytes",
+            "Memory this process lets its files hold at once (memory_budget_mb)",
         )  # fmt: skip
-        self.records_quarantined = add(
-            "counter", "trailproc_records_quarantined",
-            "Records a handler raised on, written to the quarantine, by exception type",
-            ("reason",),
+        self.memory_reserved = add(
+            "gauge", "trailproc_memory_reserved_bytes",
+            "Memory the files in work hold of the budget: downloads, decompressed bytes, records",
         )  # fmt: skip
-        self.memory_budget = add("gauge", "trailproc_memory_budget_bytes",
-                                 "Memory this process lets its files hold at once "
-                                 "(memory_budget_mb)")  # fmt: skip
-        self.memory_reserved = add("gauge", "trailproc_memory_reserved_bytes",
-                                   "Memory the files in work hold of the budget: downloads, "
-                                   "decompressed bytes, records")  # fmt: skip
-        self.memory_waits = add("counter", "trailproc_memory_waits",
-                                "Times a file waited for memory: admission (before its "
-                                "download) or growth (to decompress, for its records)",
-                                ("kind",))  # fmt: skip
-        self.started = time.time()
-        self._preinitialise()
-        if registry is not None:
-            registry.register(_Collector(self))
+        self.memory_waits = add(
+            "counter", "trailproc_memory_waits",
+            "Times a file waited for memory: admission (before its download) or growth "
+            "(to decompress, for its records)",
+            ("kind",),
+        )  # fmt: skip
 
     def _add(
         self,
