@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
@@ -145,6 +145,7 @@ def _print_text(report: ValidationReport, verbose: bool) -> None:
     "--local-dir). Without it, the hourly cadence and the clock decide.",
 )
 def validate_command(
+    *,
     trail_arn: str,
     s3_bucket: str,
     s3_prefix: str,
@@ -172,50 +173,56 @@ def validate_command(
     end = end_time or dt.datetime.now(dt.timezone.utc)
     if end < start_time:
         raise click.UsageError("--end-time is before --start-time")
-    ring: PublicKeyRing | None = None
-    if public_key_files:
-        ring = PublicKeyRing.empty()
-        for path in public_key_files:
-            try:
-                with open(path, "rb") as f:
-                    ring.add(f.read())
-            except KeyNotUsable as exc:
-                raise click.BadParameter(f"{path}: {exc}", param_hint="--public-key-file") from None
-
+    ring = _read_key_files(public_key_files)
     if not as_json:
         click.echo(
             f"Validating log files for trail {trail_arn} between {format_time(start_time)} "
             f"and {format_time(end)}"
         )
         click.echo("")
+
+    def run(progress: _Progress | None) -> ValidationReport:
+        return validate(
+            trail_arn, s3_bucket, start_time, end, s3_prefix=s3_prefix, account_id=account_id,
+            public_keys=ring, local_dir=local_dir, max_workers=max_workers, progress=progress,
+            trail_status=trail_status,
+        )  # fmt: skip
+
+    report = _run_or_exit(run)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_text(report, verbose)
+    sys.exit(0 if report.ok else 1)
+
+
+def _read_key_files(paths: tuple[str, ...]) -> PublicKeyRing | None:
+    """The `--public-key-file`s as one key ring; None when there are none (ask CloudTrail)."""
+    if not paths:
+        return None
+    ring = PublicKeyRing.empty()
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                ring.add(f.read())
+        except KeyNotUsable as exc:
+            raise click.BadParameter(f"{path}: {exc}", param_hint="--public-key-file") from None
+    return ring
+
+
+def _run_or_exit(run: Callable[[_Progress | None], ValidationReport]) -> ValidationReport:
+    """Runs the validation with its logs quiet and a progress bar on a terminal; a
+    `ValidationError` (nothing to validate, no access) is one line on stderr and exit 1."""
     progress = _Progress() if sys.stderr.isatty() else None
     try:
         with _quiet_logging():
-            report = validate(
-                trail_arn,
-                s3_bucket,
-                start_time,
-                end,
-                s3_prefix=s3_prefix,
-                account_id=account_id,
-                public_keys=ring,
-                local_dir=local_dir,
-                max_workers=max_workers,
-                progress=progress,
-                trail_status=trail_status,
-            )
+            return run(progress)
     except ValidationError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     finally:
         if progress is not None:
             progress.close()
-
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        _print_text(report, verbose)
-    sys.exit(0 if report.ok else 1)
 
 
 if __name__ == "__main__":

@@ -174,35 +174,29 @@ def _shift_key(key: str, when: dt.datetime) -> str | None:
 
 
 class _Run:
+    """One validation: walks each region's digest chain and hashes the log files listed."""
+
     def __init__(
         self,
-        *,
-        trail: TrailArn,
-        bucket: str,
-        prefix: str,
-        account_id: str,
-        start: dt.datetime,
-        end: dt.datetime,
-        store: ObjectStore,
-        keys: PublicKeySource,
+        scope: _Scope,
+        sources: _Sources,
         pool: ThreadPoolExecutor,
-        regions: Sequence[str] | None,
+        *,
         progress: ProgressHook | None,
-        delivery: TrailDelivery,
         now: dt.datetime,
     ) -> None:
-        self.trail = trail
-        self.bucket = bucket
-        self.prefix = prefix.strip("/")
-        self.account_id = account_id
-        self.start = start
-        self.end = end
-        self.store = store
-        self.keys = keys
+        self.trail = scope.trail
+        self.bucket = scope.bucket
+        self.prefix = scope.prefix
+        self.account_id = scope.account_id
+        self.start = scope.start
+        self.end = scope.end
+        self.regions = scope.regions
+        self.store = sources.store
+        self.keys = sources.keys
+        self.delivery = sources.delivery
         self.pool = pool
-        self.regions = regions
         self.progress = progress
-        self.delivery = delivery
         self.now = now
         self.digests: list[FileResult] = []
         self.log_futures: list[Future[FileResult]] = []
@@ -661,6 +655,76 @@ def _ask_delivery(session: Any, trail: TrailArn, trail_arn: str) -> TrailDeliver
     return trail_delivery(client, trail_arn)
 
 
+@dataclass(frozen=True)
+class _Scope:
+    """What one validation covers: a trail's digest chains in a bucket, over a time range."""
+
+    arn: str
+    trail: TrailArn
+    bucket: str
+    prefix: str
+    account_id: str
+    start: dt.datetime
+    end: dt.datetime
+    regions: Sequence[str] | None
+
+    @classmethod
+    def parse(
+        cls, trail_arn: str, bucket: str, start_time: dt.datetime, end_time: dt.datetime | None,
+        *, prefix: str, account_id: str | None, regions: Sequence[str] | None,
+    ) -> _Scope:  # fmt: skip
+        trail = TrailArn.parse(trail_arn)
+        start = to_utc(start_time)  # naive = UTC, as everywhere in trailproc
+        end = to_utc(end_time or dt.datetime.now(dt.timezone.utc))
+        if end < start:
+            raise ValidationError("end time is before start time")
+        return cls(trail_arn, trail, bucket, prefix.strip("/"), account_id or trail.account_id,
+                   start, end, regions)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """Where a validation reads: the objects, the public keys, and what CloudTrail says
+    of the trail's digest deliveries."""
+
+    store: ObjectStore
+    keys: PublicKeySource
+    delivery: TrailDelivery
+
+
+def _open_sources(
+    scope: _Scope,
+    session: Any,
+    *,
+    public_keys: PublicKeySource | Iterable[str | os.PathLike[str] | bytes] | None,
+    local_dir: str | os.PathLike[str] | None,
+    s3_client: Any,
+    max_workers: int,
+    trail_status: bool | TrailDelivery | None,
+) -> _Sources:
+    """The sources `validate` was given, and a boto3 session for those it was not."""
+    ask_status = local_dir is None if trail_status is None else trail_status is True
+    needs_session = (s3_client is None and local_dir is None) or public_keys is None
+    if session is None and (needs_session or ask_status):
+        import boto3
+
+        session = boto3.session.Session()
+    store = _store(session, s3_client, local_dir, max_workers)
+    keys = _key_source(
+        public_keys,
+        lambda region: session.client("cloudtrail", region_name=region),
+        scope.start,
+        scope.end,
+    )
+    if isinstance(trail_status, TrailDelivery):
+        delivery = trail_status
+    elif ask_status:
+        delivery = _ask_delivery(session, scope.trail, scope.arn)
+    else:
+        delivery = TrailDelivery(note="not asked")
+    return _Sources(store, keys, delivery)
+
+
 def validate(
     trail_arn: str,
     s3_bucket: str,
@@ -700,47 +764,15 @@ def validate(
     each digest's signature in `<dir>/<key>.signature`). The S3 bucket and keys are still
     what is signed and reported.
     """
-    trail = TrailArn.parse(trail_arn)
-    start = to_utc(start_time)  # naive = UTC, as everywhere in trailproc
-    end = to_utc(end_time or dt.datetime.now(dt.timezone.utc))
-    if end < start:
-        raise ValidationError("end time is before start time")
-    ask_status = local_dir is None if trail_status is None else trail_status is True
-    needs_session = (s3_client is None and local_dir is None) or public_keys is None
-    if session is None and (needs_session or ask_status):
-        import boto3
-
-        session = boto3.session.Session()
-    store = _store(session, s3_client, local_dir, max_workers)
-    keys = _key_source(
-        public_keys, lambda region: session.client("cloudtrail", region_name=region), start, end
-    )
-    if isinstance(trail_status, TrailDelivery):
-        delivery = trail_status
-    elif ask_status:
-        delivery = _ask_delivery(session, trail, trail_arn)
-    else:
-        delivery = TrailDelivery(note="not asked")
-    log.debug(
-        "validating digest chain", trail=trail_arn, bucket=s3_bucket, start=str(start), end=str(end)
-    )
-    with ThreadPoolExecutor(
-        max_workers=max(1, max_workers), thread_name_prefix="trailproc-validate"
-    ) as pool:
-        report = _Run(
-            trail=trail,
-            bucket=s3_bucket,
-            prefix=s3_prefix,
-            account_id=account_id or trail.account_id,
-            start=start,
-            end=end,
-            store=store,
-            keys=keys,
-            pool=pool,
-            regions=regions,
-            progress=progress,
-            delivery=delivery,
-            now=to_utc(now or dt.datetime.now(dt.timezone.utc)),
-        ).run()
+    scope = _Scope.parse(trail_arn, s3_bucket, start_time, end_time,
+                         prefix=s3_prefix, account_id=account_id, regions=regions)  # fmt: skip
+    sources = _open_sources(scope, session, public_keys=public_keys, local_dir=local_dir,
+                            s3_client=s3_client, max_workers=max_workers,
+                            trail_status=trail_status)  # fmt: skip
+    log.debug("validating digest chain", trail=trail_arn, bucket=s3_bucket,
+              start=str(scope.start), end=str(scope.end))  # fmt: skip
+    now = to_utc(now or dt.datetime.now(dt.timezone.utc))
+    with ThreadPoolExecutor(max(1, max_workers), thread_name_prefix="trailproc-validate") as pool:
+        report = _Run(scope, sources, pool, progress=progress, now=now).run()
     report.trail_arn = trail_arn
     return report
