@@ -18,6 +18,7 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -204,55 +205,61 @@ def render_metrics_reference() -> str:
     ]
     label_names = {metric.name: metric.labelnames for metric in metrics._metrics}
     for family in metrics.registry.collect():
-        name = family.name + ("_total" if family.type == "counter" else "")
-        if family.type == "histogram":
-            name += " (`_bucket`, `_sum`, `_count`)"
-        labels: dict[str, list[str]] = {}
-        for sample in family.samples:
-            for key, value in sample.labels.items():
-                if key == "le":
-                    continue
-                values = labels.setdefault(key, [])
-                if value not in values:
-                    values.append(value)
-        label_text = "<br>".join(f"`{key}`: " + ", ".join(values) for key, values in labels.items())
-        if not labels and label_names.get(family.name):
-            # Label values known only at run time (e.g. account and region).
-            label_text = ", ".join(f"`{key}`" for key in label_names[family.name])
-        out.append(
-            f"| `{name.split(' ')[0]}`{name[len(name.split(' ')[0]) :]} | "
-            f"{_TYPE_WORDS.get(family.type, family.type)} | {label_text or 'none'} | "
-            f"{_cell(family.documentation)} |"
-        )
-    out += [
-        "",
-        "## Useful queries",
-        "",
-        "| Question | PromQL |",
-        "|---|---|",
-        "| Records per second | `rate(trailproc_records_total[5m])` |",
-        "| Is it keeping up? (p90 queue lag) | "
-        "`histogram_quantile(0.9, rate(trailproc_queue_lag_seconds_bucket[15m]))` |",
-        '| Failing files | `increase(trailproc_files_total{outcome="failed"}[1h]) > 0` |',
-        "| Messages left for retry, by reason | `increase(trailproc_messages_kept_total[1h])` |",
-        '| Handler errors | `increase(trailproc_errors_total{reason="handler_failed"}[15m])` |',
-        "| Poll loop stalled | `time() - trailproc_last_poll_timestamp > 300` |",
-        "| Silent account/region (no delivery for 90 min) | "
-        "`time() - trailproc_last_delivery_timestamp > 5400` |",
-        "| Event to hand-over lag (p90) | "
-        "`histogram_quantile(0.9, rate(trailproc_event_lag_seconds_bucket[30m]))` |",
-        "",
-        "## Grafana dashboard",
-        "",
-        "The dashboard `samples/grafana/trailproc-dashboard.json` (in the repository) shows",
-        "these metrics: throughput, errors by reason, messages kept and deleted by reason,",
-        "queue lag, file sizes, time per stage and digest checks. Import it in Grafana",
-        "(Dashboards, New, Import) and pick the Prometheus data source that scrapes",
-        "`/metrics`; the `job` and `instance` variables narrow it to some workers. A test",
-        "checks that every metric and label value it queries is one trailproc exports.",
-        "",
-    ]
+        out.append(_metric_row(family, label_names.get(family.name, ())))
+    out += _METRICS_QUERIES_AND_DASHBOARD
     return "\n".join(out)
+
+
+def _metric_row(family: Any, label_names: Sequence[str]) -> str:
+    """One metric family as a table row: its exposed name, type, label values, help."""
+    name = family.name + ("_total" if family.type == "counter" else "")
+    suffixes = " (`_bucket`, `_sum`, `_count`)" if family.type == "histogram" else ""
+    labels: dict[str, list[str]] = {}
+    for sample in family.samples:
+        for key, value in sample.labels.items():
+            if key == "le":
+                continue
+            values = labels.setdefault(key, [])
+            if value not in values:
+                values.append(value)
+    label_text = "<br>".join(f"`{key}`: " + ", ".join(values) for key, values in labels.items())
+    if not labels and label_names:
+        # Label values known only at run time (e.g. account and region).
+        label_text = ", ".join(f"`{key}`" for key in label_names)
+    return (
+        f"| `{name}`{suffixes} | {_TYPE_WORDS.get(family.type, family.type)} | "
+        f"{label_text or 'none'} | {_cell(family.documentation)} |"
+    )
+
+
+_METRICS_QUERIES_AND_DASHBOARD = [
+    "",
+    "## Useful queries",
+    "",
+    "| Question | PromQL |",
+    "|---|---|",
+    "| Records per second | `rate(trailproc_records_total[5m])` |",
+    "| Is it keeping up? (p90 queue lag) | "
+    "`histogram_quantile(0.9, rate(trailproc_queue_lag_seconds_bucket[15m]))` |",
+    '| Failing files | `increase(trailproc_files_total{outcome="failed"}[1h]) > 0` |',
+    "| Messages left for retry, by reason | `increase(trailproc_messages_kept_total[1h])` |",
+    '| Handler errors | `increase(trailproc_errors_total{reason="handler_failed"}[15m])` |',
+    "| Poll loop stalled | `time() - trailproc_last_poll_timestamp > 300` |",
+    "| Silent account/region (no delivery for 90 min) | "
+    "`time() - trailproc_last_delivery_timestamp > 5400` |",
+    "| Event to hand-over lag (p90) | "
+    "`histogram_quantile(0.9, rate(trailproc_event_lag_seconds_bucket[30m]))` |",
+    "",
+    "## Grafana dashboard",
+    "",
+    "The dashboard `samples/grafana/trailproc-dashboard.json` (in the repository) shows",
+    "these metrics: throughput, errors by reason, messages kept and deleted by reason,",
+    "queue lag, file sizes, time per stage and digest checks. Import it in Grafana",
+    "(Dashboards, New, Import) and pick the Prometheus data source that scrapes",
+    "`/metrics`; the `job` and `instance` variables narrow it to some workers. A test",
+    "checks that every metric and label value it queries is one trailproc exports.",
+    "",
+]
 
 
 def main(argv: list[str] | None = None) -> int:
