@@ -10,8 +10,8 @@ import pytest
 
 from trailproc._config import Config
 from trailproc._observe import Metrics
+from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
-from trailproc._pipeline.reporting import Reporter
 from trailproc._ports import ManualClock, MemoryQueue
 from trailproc._sources.messages import Verdict
 from trailproc._sources.sqs.acks import AckPolicy
@@ -38,7 +38,7 @@ def settle_one(
         metrics = Metrics()
         in_flight = InFlight(10, clock)
         in_flight.held = 1
-        policy = AckPolicy(config, reporter=Reporter(EventProcessor(), metrics),
+        policy = AckPolicy(config, observer=PipelineObserver(EventProcessor(), metrics),
                            deleter=DeleteBatcher(queue, clock=clock),
                            keeper=VisibilityKeeper(queue, clock, 30, metrics),
                            dlq=dlq if dlq_url else None, in_flight=in_flight, clock=clock,

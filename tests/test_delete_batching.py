@@ -11,8 +11,8 @@ from botocore.exceptions import ClientError
 
 from trailproc._config import Config
 from trailproc._observe import Metrics
+from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
-from trailproc._pipeline.reporting import Reporter
 from trailproc._ports import ManualClock, MemoryQueue
 from trailproc._ports.clock import settle
 from trailproc._sources.sqs.acks import AckPolicy
@@ -110,7 +110,7 @@ def test_a_failed_request_fails_every_delete_of_its_batch() -> None:
 def ack_policy(queue: MemoryQueue, clock: ManualClock, in_flight: InFlight) -> AckPolicy:
     config = Config(queue_url="https://sqs.us-east-1.amazonaws.com/1/q")
     metrics = Metrics()
-    return AckPolicy(config, reporter=Reporter(EventProcessor(), metrics),
+    return AckPolicy(config, observer=PipelineObserver(EventProcessor(), metrics),
                      deleter=DeleteBatcher(queue, linger=0.05, clock=clock),
                      keeper=VisibilityKeeper(queue, clock, 30, metrics), dlq=None,
                      in_flight=in_flight, clock=clock, metrics=metrics)  # fmt: skip

@@ -14,6 +14,7 @@ from trailproc._observe import Metrics
 from trailproc._pipeline.digests import DigestListing, HashCheck, PendingDigestChecks
 from trailproc._pipeline.engine import FilePipeline
 from trailproc._pipeline.fetch import LocalFetcher
+from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
 from trailproc.checkpoint._memory import MemoryStore
 from trailproc.checkpoint._sqlite import SqliteStore
@@ -40,9 +41,11 @@ def _sha(name: str) -> str:
 
 
 def _pipeline(store: Any) -> tuple[FilePipeline, Clock]:
-    pipeline = FilePipeline(processor=Nothing(), store=store, fetcher=LocalFetcher(),
-                            metrics=Metrics(), owner="test")  # fmt: skip
-    pipeline.enable_digest_checks(wait_seconds=WAIT)
+    user = Nothing()
+    observer = PipelineObserver(user, Metrics(), digest_store=store, digest_wait_seconds=WAIT)
+    pipeline = FilePipeline(
+        processor=user, store=store, fetcher=LocalFetcher(), observer=observer, owner="test"
+    )
     clock = Clock()
     assert pipeline.digest_checks is not None
     pipeline.digest_checks.clock = clock
@@ -73,7 +76,7 @@ def test_a_hash_whose_digest_never_comes_is_reported_unverified_once(
         await store.close()
 
     asyncio.run(scenario())
-    metrics = pipeline.metrics
+    metrics = pipeline.observer.metrics
     assert metrics.value("trailproc_digest_checks_total", outcome="match") == 1
     assert metrics.value("trailproc_digest_checks_total", outcome="unverified") == 1
     assert metrics.value("trailproc_digest_checks_total", outcome="mismatch") == 0
@@ -154,9 +157,9 @@ def test_a_digest_listing_a_never_notified_file_makes_the_daemon_hand_it_over(
 
 
 def test_gap_filling_only_trusts_a_digest_for_its_own_bucket_account_and_region() -> None:
+    from trailproc._pipeline.gaps import GapFiller
     from trailproc._pipeline.keys import FileRef
     from trailproc._sandbox import log_key
-    from trailproc._sources.gaps import GapFiller
 
     digest = FileRef.of(BUCKET, "AWSLogs/111111111111/CloudTrail-Digest/us-east-1/2026/11/01/"
                         "111111111111_CloudTrail-Digest_us-east-1_t_us-east-1_20261101T040000Z"
@@ -169,7 +172,7 @@ def test_gap_filling_only_trusts_a_digest_for_its_own_bucket_account_and_region(
         (BUCKET, log_key("111111111111", "eu-west-1")),
         (BUCKET, "AWSLogs/not-a-log-file.txt"),
     ]
-    filler = GapFiller(None)
+    filler = GapFiller(None, None)
     assert [r.key for r in filler.candidates(digest, unseen)] == [own]
-    assert GapFiller(None, allowed_accounts=["999999999999"]).candidates(digest, unseen) == []
-    assert GapFiller(None, allowed_buckets=["elsewhere"]).candidates(digest, unseen) == []
+    assert GapFiller(None, None, allowed_accounts=["999999999999"]).candidates(digest, unseen) == []
+    assert GapFiller(None, None, allowed_buckets=["elsewhere"]).candidates(digest, unseen) == []

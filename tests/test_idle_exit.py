@@ -13,6 +13,7 @@ from trailproc._config import Config
 from trailproc._observe import Metrics
 from trailproc._pipeline.engine import FilePipeline
 from trailproc._pipeline.fetch import LocalFetcher
+from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
 from trailproc._ports import ManualClock, MemoryQueue
 from trailproc._ports.clock import settle
@@ -144,8 +145,13 @@ def test_queue_counts_messages_held_elsewhere_only_for_a_grace_period() -> None:
 
 def sqs_source(queue: MemoryQueue, clock: ManualClock, **settings: Any) -> SqsSource:
     config = Config(queue_url=QUEUE, exit_when_idle=True, **settings)
-    pipeline = FilePipeline(processor=EventProcessor(), store=MemoryStore(),
-                            fetcher=LocalFetcher(), metrics=Metrics(), owner="test")  # fmt: skip
+    pipeline = FilePipeline(
+        processor=EventProcessor(),
+        store=MemoryStore(),
+        fetcher=LocalFetcher(),
+        observer=PipelineObserver(EventProcessor(), Metrics()),
+        owner="test",
+    )
     return SqsSource(config, pipeline, None, Metrics(), queue=queue, clock=clock)
 
 

@@ -16,6 +16,7 @@ from trailproc._pipeline.engine import FileOutcome, FilePipeline
 from trailproc._pipeline.events import Event
 from trailproc._pipeline.fetch import LocalFetcher
 from trailproc._pipeline.keys import FileRef, KeyInfo, ObjectKind
+from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
 from trailproc.checkpoint import LeaseLost
 from trailproc.checkpoint._base import FileId
@@ -56,9 +57,15 @@ def run_file(tmp_path: Path, store: MemoryStore) -> tuple[FileOutcome, list[int]
     records = [{"eventID": str(i), "eventName": "GetObject"} for i in range(5)]
     path.write_bytes(gzip.compress(json.dumps({"Records": records}).encode()))
     user = Collect()
-    pipeline = FilePipeline(processor=user, store=store, fetcher=LocalFetcher(),
-                            metrics=Metrics(), owner="me", max_events_per_emit=2,
-                            handlers_in_thread=False)  # fmt: skip
+    pipeline = FilePipeline(
+        processor=user,
+        store=store,
+        fetcher=LocalFetcher(),
+        observer=PipelineObserver(user, Metrics()),
+        owner="me",
+        max_events_per_emit=2,
+        handlers_in_thread=False,
+    )
     ref = FileRef(bucket="", key=str(path), info=KeyInfo(ObjectKind.LOG))
     return asyncio.run(pipeline.run(ref)), user.batches
 

@@ -14,6 +14,7 @@ from trailproc._config import Config
 from trailproc._observe import Metrics
 from trailproc._pipeline.engine import FilePipeline
 from trailproc._pipeline.fetch import LocalFetcher
+from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
 from trailproc._ports import ManualClock, MemoryQueue
 from trailproc._ports.clock import settle
@@ -51,8 +52,13 @@ class RoundTripQueue(MemoryQueue):
 
 def source_on(queue: RoundTripQueue, **settings: Any) -> SqsSource:
     config = Config(queue_url=QUEUE, **settings)
-    pipeline = FilePipeline(processor=EventProcessor(), store=MemoryStore(),
-                            fetcher=LocalFetcher(), metrics=Metrics(), owner="test")  # fmt: skip
+    pipeline = FilePipeline(
+        processor=EventProcessor(),
+        store=MemoryStore(),
+        fetcher=LocalFetcher(),
+        observer=PipelineObserver(EventProcessor(), Metrics()),
+        owner="test",
+    )
     assert queue.clock is not None
     source = SqsSource(config, pipeline, None, Metrics(), queue=queue, clock=queue.clock)
     queue.source = source

@@ -7,8 +7,8 @@ from typing import Any
 
 from trailproc._errors import BadMessage, TrailprocError
 from trailproc._observe import Metrics
+from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor, ProgressInfo, ProgressState
-from trailproc._pipeline.reporting import Reporter
 
 
 class Hooks(EventProcessor):
@@ -37,14 +37,14 @@ class Hooks(EventProcessor):
 def test_a_failure_is_counted_and_handed_to_on_error_once() -> None:
     hooks, metrics = Hooks(), Metrics()
     error = BadMessage("unreadable body", message_id="m1", bucket="b", key="k")
-    Reporter(hooks, metrics).fail(error)
+    PipelineObserver(hooks, metrics).fail(error)
     assert hooks.errors == [error]
     assert metrics.brief()["errors"] == {error.reason: 1}
 
 
 def test_progress_hooks_get_their_token_back() -> None:
     hooks = Hooks()
-    reporter = Reporter(hooks, Metrics())
+    reporter = PipelineObserver(hooks, Metrics())
     token = reporter.report_start(ProgressState.POLL, ProgressInfo(True))
     reporter.report_end(ProgressState.POLL, ProgressInfo(True), token)
     assert hooks.calls == [("start", ProgressState.POLL), ("end", "token")]
@@ -52,7 +52,7 @@ def test_progress_hooks_get_their_token_back() -> None:
 
 def test_hooks_that_raise_do_not_break_the_work() -> None:
     hooks = Hooks(raising=True)
-    reporter = Reporter(hooks, Metrics())
+    reporter = PipelineObserver(hooks, Metrics())
     token = reporter.report_start(ProgressState.POLL, ProgressInfo(True))
     reporter.report_end(ProgressState.POLL, ProgressInfo(True), token)
     reporter.fail(BadMessage("unreadable body", message_id="m1"))

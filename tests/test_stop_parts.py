@@ -270,6 +270,7 @@ def _stop_at_deadline(processor: Any) -> tuple[Any, Any]:
     from trailproc._observe import Metrics
     from trailproc._pipeline.engine import FilePipeline
     from trailproc._pipeline.fetch import LocalFetcher
+    from trailproc._pipeline.observer import PipelineObserver
     from trailproc._ports import MemoryQueue
     from trailproc._sources.sqs import SqsSource
 
@@ -277,8 +278,13 @@ def _stop_at_deadline(processor: Any) -> tuple[Any, Any]:
     queue.put(json.dumps(API_CALL))
     config = Config(queue_url=QUEUE, accept_records_in_messages=True, shutdown_timeout=0.4,
                     wait_time_seconds=1)  # fmt: skip
-    pipeline = FilePipeline(processor=processor, store=MemoryStore(), fetcher=LocalFetcher(),
-                            metrics=Metrics(), owner="test")  # fmt: skip
+    pipeline = FilePipeline(
+        processor=processor,
+        store=MemoryStore(),
+        fetcher=LocalFetcher(),
+        observer=PipelineObserver(processor, Metrics()),
+        owner="test",
+    )
     source = SqsSource(config, pipeline, None, Metrics(), queue=queue)
 
     async def main() -> None:

@@ -16,6 +16,7 @@ from trailproc._pipeline.engine import FilePipeline
 from trailproc._pipeline.events import Event
 from trailproc._pipeline.fetch import LocalFetcher
 from trailproc._pipeline.keys import FileRef, KeyInfo, ObjectKind
+from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
 from trailproc.checkpoint._base import Claim, FileId
 from trailproc.checkpoint._memory import MemoryStore
@@ -58,9 +59,15 @@ def run_file(tmp_path: Path, store: Recording, records: int, *, twice: bool = Fa
     body = {"Records": [{"eventID": str(i), "eventName": "GetObject"} for i in range(records)]}
     path.write_bytes(gzip.compress(json.dumps(body).encode()))
     user = Collect()
-    pipeline = FilePipeline(processor=user, store=store, fetcher=LocalFetcher(),
-                            metrics=Metrics(), owner="me", max_events_per_emit=100,
-                            handlers_in_thread=False)  # fmt: skip
+    pipeline = FilePipeline(
+        processor=user,
+        store=store,
+        fetcher=LocalFetcher(),
+        observer=PipelineObserver(user, Metrics()),
+        owner="me",
+        max_events_per_emit=100,
+        handlers_in_thread=False,
+    )
     ref = FileRef(bucket="", key=str(path), info=KeyInfo(ObjectKind.LOG))
 
     async def scenario() -> None:

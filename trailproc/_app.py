@@ -23,7 +23,13 @@ from ._errors import InternalError, Refused, setup_error
 from ._observe import Metrics, ensure_logging, get_logger
 from ._pipeline.engine import FileOutcome, FilePipeline
 from ._pipeline.keys import FileRef
-from ._pipeline.processor import EventProcessor, JsonLinesOutput, finish_output, prepare_output
+from ._pipeline.processor import (
+    EventProcessor,
+    JsonLinesOutput,
+    finish_output,
+    parts,
+    prepare_output,
+)
 from ._progress import Progress, files_with
 from ._runtime import (
     STORE_PROBE,
@@ -249,8 +255,7 @@ async def _first_of_event(event: asyncio.Event, timeout: float) -> None:
 def _stop_when_output_closes(user: EventProcessor, stopping: asyncio.Event) -> None:
     """`--output -` whose reader went away stops the daemon (its in-flight files fail and
     their messages stay on the queue), instead of failing every file it receives."""
-    parts = getattr(user, "processors", [user])
-    for part in parts:
+    for part in parts(user):
         if isinstance(part, JsonLinesOutput):
             part.on_closed = stopping.set
 
@@ -431,11 +436,11 @@ async def _run_one(pipeline: FilePipeline, ref: FileRef, trust: Trust | None) ->
             trust.vet_file(ref)
         return await pipeline.run(ref)
     except Refused as exc:
-        pipeline.reporter.fail(exc)
+        pipeline.observer.fail(exc)
         return FileOutcome(ref, "failed", error=exc)
     except Exception as exc:  # e.g. the checkpoint store is unreachable
         error = InternalError.of(exc, bucket=ref.bucket, key=ref.key)
-        pipeline.reporter.fail(error)
+        pipeline.observer.fail(error)
         return FileOutcome(ref, "failed", error=error)
 
 

@@ -262,9 +262,6 @@ async def backfill_async(
         s3 = await runtime.s3().for_object(bucket)
         fetcher = runtime.fetcher
         assert isinstance(fetcher, S3Fetcher)
-        if config.verify_digests:
-            # As for SQS notifications (MessageRunner): digests go to the check.
-            pipeline.enable_digest_checks(wait_seconds=config.digest_wait_hours * 3600)
         meter = Progress(metrics, desc="backfill", bar=progress, interval=log_interval)
 
         async def listed() -> AsyncIterator[FileRef]:

@@ -25,6 +25,8 @@ from ._pipeline.budget import MemoryBudget
 from ._pipeline.engine import FilePipeline
 from ._pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
 from ._pipeline.filters import RecordFilter
+from ._pipeline.gaps import GapFiller
+from ._pipeline.observer import PipelineObserver
 from ._pipeline.processor import (
     EventProcessor,
     JsonLinesOutput,
@@ -44,6 +46,7 @@ __all__ = [
     "Objects",
     "Runtime",
     "build_budget",
+    "build_observer",
     "build_pipeline",
     "build_processor",
     "build_quarantine",
@@ -76,6 +79,7 @@ class Runtime:
     processor: EventProcessor
     store: CheckpointStore
     metrics: Metrics
+    observer: PipelineObserver
     trust: Trust
     pipeline: FilePipeline
     fetcher: Fetcher
@@ -123,17 +127,35 @@ def build_processor(
     return combine(parts)
 
 
+def build_observer(
+    config: Config,
+    processor: EventProcessor,
+    store: CheckpointStore,
+    metrics: Metrics,
+    *,
+    digests: bool = True,
+) -> PipelineObserver:
+    """The run's observer: failures, progress hooks and metrics, and, with
+    `verify_digests` (and `digests`: the road reads S3 objects), the digest checks whose
+    pending hashes wait in `store`."""
+    if not (digests and config.verify_digests):
+        return PipelineObserver(processor, metrics)
+    return PipelineObserver(processor, metrics, digest_store=store,
+                            digest_wait_seconds=config.digest_wait_hours * 3600)  # fmt: skip
+
+
 def build_pipeline(
     config: Config,
     processor: EventProcessor,
     store: CheckpointStore,
     fetcher: Fetcher,
-    metrics: Metrics,
+    observer: PipelineObserver,
     budget: MemoryBudget | None = None,
 ) -> FilePipeline:
     """The file pipeline of `config` (used by `open_runtime`; kept for programs that
     assemble their own parts). `budget`: the process's memory budget (default: one built
     from `config`)."""
+    metrics = observer.metrics
     if not isinstance(fetcher, LocalFetcher):  # local files pass no trust boundary
         log.info("trust settings", **TrustPolicy.of(config).summary())
     record_filter = RecordFilter.from_config(config)
@@ -145,7 +167,7 @@ def build_pipeline(
         processor=processor,
         store=store,
         fetcher=fetcher,
-        metrics=metrics,
+        observer=observer,
         budget=budget,
         owner=config.worker_id or default_owner(),
         max_events_per_emit=config.max_events_per_emit,
@@ -153,10 +175,19 @@ def build_pipeline(
         lease_seconds=max(30.0, float(config.visibility_timeout)),
         handlers_in_thread=config.handlers_in_thread,
         record_filter=record_filter,
+        quarantine=build_quarantine(config, metrics) if config.quarantine else None,
+        fill_gaps=_gap_filler(config, observer),
     )
-    if config.quarantine:
-        pipeline.quarantine = build_quarantine(config, metrics)
     return pipeline
+
+
+def _gap_filler(config: Config, observer: PipelineObserver) -> Callable[[Any], GapFiller] | None:
+    """With digest checks and `fill_gaps_from_digests`: what hands over the log files a
+    digest lists that no notification named (run through the pipeline being built)."""
+    if observer.digests is None or not config.fill_gaps_from_digests:
+        return None
+    return lambda run: GapFiller(run, observer, allowed_buckets=config.allowed_buckets,
+                                 allowed_accounts=config.allowed_accounts)  # fmt: skip
 
 
 def build_budget(config: Config, metrics: Metrics) -> MemoryBudget:
@@ -274,9 +305,11 @@ async def open_runtime(
             await maybe_await(before_start())
         await maybe_await(user.start())
         stack.push_async_callback(_close_processor, user)
-        pipeline = build_pipeline(config, user, chosen, fetcher, metrics, budget)
+        observer = build_observer(config, user, chosen, metrics, digests=objects != "local")
+        pipeline = build_pipeline(config, user, chosen, fetcher, observer, budget)
         stack.push_async_callback(pipeline.close)
-        yield Runtime(config, user, chosen, metrics, trust, pipeline, fetcher, clients, router)
+        yield Runtime(config, user, chosen, metrics, observer, trust, pipeline, fetcher, clients,
+                      router)  # fmt: skip
 
 
 async def _close_processor(processor: EventProcessor) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
+from types import MethodType
 from typing import Any
 
 from .events import Delivery, Event
@@ -16,7 +17,7 @@ _DEFAULT_FILTER = EventProcessor.filter_event
 
 def _keeps_everything(keep: Callable[[Event], bool] | None) -> bool:
     # The base class's filter_event keeps every event: skip 1 call per record for it.
-    return keep is None or getattr(keep, "__func__", None) is _DEFAULT_FILTER
+    return keep is None or (isinstance(keep, MethodType) and keep.__func__ is _DEFAULT_FILTER)
 
 
 def iter_batches(

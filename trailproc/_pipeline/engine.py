@@ -6,10 +6,12 @@
 It knows nothing of SQS, Lambda or S3 listings: a source hands it a `FileRef` and gets a
 `FileOutcome` back, and decides itself how to acknowledge.
 
-With digest checks enabled (`enable_digest_checks`, the `verify_digests` option) each log
-file's decompressed bytes are hashed in the decode thread and, once its records were
-handed over, met with its digest's entry in the checkpoint store; digest objects take
-their own short path (claim → fetch → compare → complete) and never reach user code.
+Everything it has to tell goes to the `PipelineObserver` it is given (failures, progress
+hooks, metrics). When that observer carries digest checks (the `verify_digests` option,
+set up when the runtime opens) each log file's decompressed bytes are hashed in the
+decode thread and, once its records were handed over, met with its digest's entry in the
+checkpoint store; digest objects take their own short path (claim → fetch → compare →
+complete) and never reach user code.
 """
 
 from __future__ import annotations
@@ -18,19 +20,18 @@ import asyncio
 import contextlib
 import contextvars
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import (
     BadLogFile,
     CheckpointError,
-    DigestMismatch,
     HandlerError,
     TrailprocError,
     retry_transient,
 )
-from .._observe import Metrics, get_logger
+from .._observe import get_logger
 from ..checkpoint._base import CheckpointStore, Claim, ClaimState, FileId, LeaseLost
 from .batches import iter_batches
 from .budget import MemoryBudget, Reservation
@@ -40,11 +41,13 @@ from .events import Delivery
 from .fetch import Fetcher
 from .filters import RecordFilter, keep_both
 from .keys import FileRef, ObjectKind
+from .observer import PipelineObserver
 from .processor import Dispatcher, EventProcessor, ProgressInfo, ProgressState
-from .reporting import Reporter
 
 if TYPE_CHECKING:  # digest checks: imported only when enabled
-    from .digests import DigestListing, HashCheck, PendingDigestChecks
+    from .digests import DigestListing
+    from .gaps import GapFiller
+    from .quarantine import RecordQuarantine
 
 __all__ = ["FileOutcome", "FilePipeline"]
 
@@ -114,7 +117,7 @@ class FilePipeline:
         processor: EventProcessor,
         store: CheckpointStore,
         fetcher: Fetcher,
-        metrics: Metrics,
+        observer: PipelineObserver,
         owner: str,
         max_events_per_emit: int = 100,
         max_decompressed_bytes: int = 1 << 30,
@@ -122,31 +125,35 @@ class FilePipeline:
         handlers_in_thread: bool = True,
         record_filter: RecordFilter | None = None,
         budget: MemoryBudget | None = None,
+        quarantine: RecordQuarantine | None = None,
+        fill_gaps: Callable[[Callable[..., Awaitable[FileOutcome]]], GapFiller] | None = None,
     ) -> None:
         self.processor = processor
         if budget is None:
             from .._memory import budget_bytes
 
-            budget = MemoryBudget(budget_bytes(None), probe=metrics)
+            budget = MemoryBudget(budget_bytes(None), probe=observer.metrics)
         self.budget = budget
-        self.reporter = Reporter(processor, metrics)
+        self.observer = observer
         # Per record: the configured filter, then the processor's filter_event.
         self.keep = keep_both(record_filter, processor)
         self.dispatch = Dispatcher(processor, in_thread=handlers_in_thread)
         self.store = store
         self.fetcher = fetcher
-        self.metrics = metrics
         self.owner = owner
         self.batch_size = max_events_per_emit
         self.max_bytes = max_decompressed_bytes
         self.lease_seconds = lease_seconds
         # Inline digest verification (None: off; digests are then ordinary objects).
-        self.digest_checks: PendingDigestChecks | None = None
-        # With digest checks: hands over listed log files no notification named (GapFiller).
-        self.gap_filler: Any = None
-        # With `quarantine` configured: isolates the records a handler cannot take
-        # (RecordQuarantine); None: a handler error fails the whole file.
-        self.quarantine: Any = None
+        self.digest_checks = observer.digests
+        # With digest checks: hands over, through `run`, the log files a digest lists that
+        # no notification named (`fill_gaps` builds it around this pipeline's `run`).
+        self.gap_filler: GapFiller | None = None
+        if fill_gaps is not None and self.digest_checks is not None:
+            self.gap_filler = fill_gaps(self.run)
+        # With `quarantine` configured: isolates the records a handler cannot take;
+        # None: a handler error fails the whole file.
+        self.quarantine = quarantine
         # Files this process is working on right now. The store's lease is per owner, and
         # one owner may receive the same file twice at once (a message redelivered while
         # still being processed, or two messages naming one object): only one goes on.
@@ -158,51 +165,6 @@ class FilePipeline:
         # Each shielded commit is a trip through the event loop's queue, which holds the
         # file (and its message's in-flight slot) behind every other ready callback.
         self._store_never_suspends = store.never_suspends is True
-
-    def enable_digest_checks(self, wait_seconds: float = 7 * 86400.0) -> None:
-        """Hash log files as they are processed and check them against their digests.
-
-        Digest refs given to `run` are then verified, not handed over. Pending hashes
-        wait up to `wait_seconds` in the checkpoint store, which must therefore be a
-        `KeyValueStore` (all of trailproc's stores are). A mismatch is surfaced through
-        `fail` (log line, error counter, `on_error`) and counted in
-        `trailproc_digest_checks_total`; records are never withheld because of it.
-        """
-        from .digests import PendingDigestChecks
-
-        try:
-            self.digest_checks = PendingDigestChecks(
-                self.store,  # type: ignore[arg-type]  # checked at run time (TypeError)
-                self._digest_checked,
-                wait_seconds=wait_seconds,
-            )
-        except TypeError as exc:
-            raise ValueError(f"verify_digests needs a store that keeps values: {exc}") from None
-
-    def _digest_checked(self, check: HashCheck) -> None:
-        """One log file compared with its digest: count it, and surface a mismatch."""
-        outcome = check.outcome
-        self.metrics.digest_checks.labels(outcome).inc()
-        if outcome == "unverified":
-            log.warning("log file unverified: its digest did not arrive in time",
-                        bucket=check.bucket, key=check.key, actual_sha256=check.actual)  # fmt: skip
-            return
-        if check.matched:
-            log.debug("log file matches its digest", bucket=check.bucket, key=check.key,
-                      digest_key=check.digest_key)  # fmt: skip
-            return
-        self.reporter.fail(
-            DigestMismatch(
-                f"log file does not match its CloudTrail digest {check.digest_uri}: "
-                f"digest says sha256 {check.expected}, processed bytes have {check.actual}",
-                expected=check.expected,
-                actual=check.actual,
-                digest_bucket=check.digest_bucket,
-                digest_key=check.digest_key,
-                bucket=check.bucket,
-                key=check.key,
-            )
-        )
 
     def interrupt(self) -> None:
         """Shutdown: every file stops at its next batch boundary (progress committed)."""
@@ -247,16 +209,14 @@ class FilePipeline:
             work.close()  # never started: shutdown is under way
             outcome = FileOutcome(ref, "interrupted")
         else:
-            self.metrics.in_flight_files.inc()
-            started = time.monotonic()
+            started = self.observer.file_started()
             try:
                 outcome = await work
             finally:
-                self.metrics.in_flight_files.dec()
-            self.metrics.file_seconds.observe(time.monotonic() - started)
-        self.metrics.files.labels(ref.kind.value, outcome.status).inc()
+                self.observer.file_finished(started)
+        self.observer.file_outcome(ref, outcome.status)
         if outcome.error is not None:
-            self.reporter.fail(outcome.error)
+            self.observer.fail(outcome.error)
             _drop_frames(outcome.error)
         return outcome
 
@@ -271,14 +231,14 @@ class FilePipeline:
             return FileOutcome(ref, "failed", error=exc.located(**where))
 
         info = ProgressInfo(True, message_id, ref.bucket, ref.key)
-        token = self.reporter.report_start(ProgressState.DOWNLOAD, info)
+        token = self.observer.report_start(ProgressState.DOWNLOAD, info)
         try:
             fetched = await self.fetcher.fetch(ref, _held.get())
         except TrailprocError as exc:
-            self.reporter.report_end(ProgressState.DOWNLOAD, replace(info, success=False), token)
+            self.observer.report_end(ProgressState.DOWNLOAD, replace(info, success=False), token)
             return FileOutcome(ref, "failed", error=exc.located(**where))
-        self.reporter.report_end(ProgressState.DOWNLOAD, info, token)
-        self.metrics.bytes_compressed.inc(len(fetched.data))
+        self.observer.report_end(ProgressState.DOWNLOAD, info, token)
+        self.observer.fetched(len(fetched.data))
 
         ref = replace(ref, etag=fetched.etag or ref.etag, version_id=fetched.version_id)
         file_id = FileId(ref.bucket, ref.key, ref.etag or "")
@@ -397,26 +357,26 @@ class FilePipeline:
     ) -> FileOutcome:
         where = {"message_id": message_id, "bucket": ref.bucket, "key": ref.key}
         info = ProgressInfo(True, message_id, ref.bucket, ref.key)
-        token = self.reporter.report_start(ProgressState.PROCESS_LOG, info)
+        token = self.observer.report_start(ProgressState.PROCESS_LOG, info)
         try:
             handed = await self._hand_over(ref, file_id, data, records, position, message_id)
         except TrailprocError as exc:
             await self._release(file_id)
-            self.reporter.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
+            self.observer.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
             return FileOutcome(ref, "failed", error=exc.located(**where))
         except LeaseLost:
-            self.reporter.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
+            self.observer.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
             log.warning("lease lost to another worker; stopping this file", **where)
             return FileOutcome(ref, "busy")
         except _Interrupted:
             await self._release(file_id)
-            self.reporter.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
+            self.observer.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
             log.info("shutting down: file stopped at a batch boundary", **where)
             return FileOutcome(ref, "interrupted")
         except BaseException:
             await asyncio.shield(self._release(file_id))
             raise
-        self.reporter.report_end(ProgressState.PROCESS_LOG, info, token)
+        self.observer.report_end(ProgressState.PROCESS_LOG, info, token)
         return FileOutcome(ref, "done", records=handed)
 
     async def _release(self, file_id: FileId) -> None:
@@ -461,9 +421,7 @@ class FilePipeline:
             if next_position < total or sha256 is not None:
                 yielded = await self._record(file_id, next_position, yielded)
             handed += len(batch)
-            self.metrics.handed_over(ref.info, batch)
-            if dropped:
-                self.metrics.records_filtered.inc(dropped)
+            self.observer.batch_handed_over(ref.info, batch, dropped)
             if time.monotonic() - renewed > self.lease_seconds / 3:
                 renewed = await self._renew(file_id)
         await self._finish(ref, file_id, total, sha256)
@@ -478,7 +436,7 @@ class FilePipeline:
             hashed=self.digest_checks is not None and ref.kind is ObjectKind.LOG
             and bool(ref.bucket),
         )  # fmt: skip
-        self.metrics.bytes_decompressed.inc(decoded.size)
+        self.observer.decoded(decoded.size)
         return decoded.records, decoded.one_line, decoded.sha256
 
     async def _to_user(self, batch: list[Any]) -> None:

@@ -30,6 +30,7 @@ import fnmatch
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import MethodType
 from typing import TYPE_CHECKING, Any
 
 from .._timeparse import parse_time_or_ago
@@ -213,7 +214,7 @@ def keep_both(configured: RecordFilter | None, processor: EventProcessor) -> Che
     `filter_event`, both required (None: keep everything). The configured filter runs
     first, so it spares `filter_event` (which may decode whole records) what it drops."""
     own: Check | None = processor.filter_event
-    if getattr(own, "__func__", None) is EventProcessor.filter_event:
+    if isinstance(own, MethodType) and own.__func__ is EventProcessor.filter_event:
         own = None  # the base class keeps everything
     first = configured.test if configured is not None else None
     if first is None or own is None:

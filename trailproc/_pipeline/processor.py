@@ -329,6 +329,11 @@ def combine(processors: Sequence[EventProcessor]) -> EventProcessor:
     return _Combined(processors)
 
 
+def parts(processor: EventProcessor) -> list[EventProcessor]:
+    """The processors `combine` made `processor` of (itself, if it is a single one)."""
+    return list(processor.processors) if isinstance(processor, _Combined) else [processor]
+
+
 class OutputClosed(BaseException):
     """The reader of standard output went away (`trailproc process --output - | head`).
 

@@ -278,13 +278,13 @@ async def run_region(walk: _Region, result: HistoryResult, stopping: asyncio.Eve
         log.info("event history window already done", region=walk.region)
         result.regions_already_done.append(walk.region)
         return
-    metrics = walk.pipeline.metrics
+    metrics = walk.pipeline.observer.metrics
     page = await _first_page(walk, token)
     while True:
         try:
             records, ids = page_records(page.get("Events") or [], walk.pipeline.max_bytes)
         except BadLogFile as exc:
-            walk.pipeline.reporter.fail(exc.located(key=f"LookupEvents in {walk.region}"))
+            walk.pipeline.observer.fail(exc.located(key=f"LookupEvents in {walk.region}"))
             metrics.road_units.labels("history", "bad_payload").inc()
             raise _RegionFailed(exc.message) from None
         outcome = await walk.pipeline.run_records(page_ref(walk.account, walk.region, ids),

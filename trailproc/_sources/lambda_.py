@@ -498,7 +498,7 @@ class LambdaRuntime:
             raise
         except Exception as exc:  # a bug must fail this message, not the whole batch
             error = InternalError.of(exc, message_id=unit.ident)
-            pipeline.reporter.fail(error)
+            pipeline.observer.fail(error)
             unit.error = _why(error)
             ok = False
         unit.status = "ok" if ok else "failed"

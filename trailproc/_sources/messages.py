@@ -60,18 +60,9 @@ class MessageRunner:
         self.processor = pipeline.processor
         self.trust = trust or Trust(config, HttpCertificates())
         kinds = {ObjectKind(k) for k in config.process_kinds}
-        self.verify_digests = config.verify_digests
-        if self.verify_digests:
-            # Digests go to the integrity check, never to user code.
+        if pipeline.digest_checks is not None:
+            # Digests go to the integrity check (set up with the runtime), never to user code.
             kinds.add(ObjectKind.DIGEST)
-            pipeline.enable_digest_checks(wait_seconds=config.digest_wait_hours * 3600)
-            if config.fill_gaps_from_digests:
-                from .gaps import GapFiller
-
-                pipeline.gap_filler = GapFiller(
-                    pipeline, allowed_buckets=config.allowed_buckets,
-                    allowed_accounts=config.allowed_accounts,
-                )  # fmt: skip
         self.kinds = frozenset(kinds)
 
     # --- parse and vet -------------------------------------------------------------------
@@ -80,9 +71,9 @@ class MessageRunner:
     ) -> Notification | TrailprocError:
         """The notification, or the (already reported) error that makes it unusable:
         unreadable, or refused by the trust boundary (before anything is downloaded)."""
-        pipeline, reporter = self.pipeline, self.pipeline.reporter
+        pipeline, observer = self.pipeline, self.pipeline.observer
         info = ProgressInfo(True, message_id)
-        token = reporter.report_start(ProgressState.PARSE_MESSAGE, info)
+        token = observer.report_start(ProgressState.PARSE_MESSAGE, info)
         try:
             if isinstance(body, Mapping):
                 note = parse_payload(body, process_kinds=self.kinds)
@@ -90,14 +81,14 @@ class MessageRunner:
                 note = parse_notification(body, process_kinds=self.kinds)
             await self.trust.vet_notification(note, message_id)
         except (BadNotification, Refused) as exc:
-            reporter.report_end(ProgressState.PARSE_MESSAGE, ProgressInfo(False, message_id), token)
+            observer.report_end(ProgressState.PARSE_MESSAGE, ProgressInfo(False, message_id), token)
             if isinstance(exc, Refused):
                 error: TrailprocError = exc
             else:
                 error = BadMessage(str(exc), message_id=message_id, bucket=exc.bucket, key=exc.key)
-            pipeline.reporter.fail(error)
+            pipeline.observer.fail(error)
             return error
-        pipeline.reporter.report_end(ProgressState.PARSE_MESSAGE, info, token)
+        pipeline.observer.report_end(ProgressState.PARSE_MESSAGE, info, token)
         for ref, reason in note.skipped:
             log.info("object skipped", message_id=message_id, bucket=ref.bucket, key=ref.key,
                      reason=reason)  # fmt: skip
@@ -121,8 +112,8 @@ class MessageRunner:
             return await self._run(note, message_id, receive_count, sent_at, attributes)
         except Exception as exc:
             info = ProgressInfo(False, message_id, detail={"error": repr(exc)})
-            token = self.pipeline.reporter.report_start(ProgressState.UNCAUGHT_EXCEPTION, info)
-            self.pipeline.reporter.report_end(ProgressState.UNCAUGHT_EXCEPTION, info, token)
+            token = self.pipeline.observer.report_start(ProgressState.UNCAUGHT_EXCEPTION, info)
+            self.pipeline.observer.report_end(ProgressState.UNCAUGHT_EXCEPTION, info, token)
             raise
 
     async def _run(
@@ -158,14 +149,14 @@ class MessageRunner:
                          "digests only", message_id=message_id)  # fmt: skip
                 note = replace(note, refs=(), carried_records=())
 
-        pipeline, reporter = self.pipeline, self.pipeline.reporter
+        pipeline, observer = self.pipeline, self.pipeline.observer
         info = ProgressInfo(True, message_id)
-        token = reporter.report_start(ProgressState.PROCESS_SOURCE, info)
+        token = observer.report_start(ProgressState.PROCESS_SOURCE, info)
         runs = [pipeline.run(ref, message_id) for ref in (*note.refs, *digests)]
         runs += [self._carried(raw, message_id, note.account) for raw in note.carried_records]
         outcomes = tuple(await asyncio.gather(*runs))
         ok = all(o.ok for o in outcomes)
-        reporter.report_end(ProgressState.PROCESS_SOURCE, ProgressInfo(ok, message_id), token)
+        observer.report_end(ProgressState.PROCESS_SOURCE, ProgressInfo(ok, message_id), token)
         if ok:
             return Verdict("ack", "processed", outcomes)
         if any(o.status == "failed" for o in outcomes):

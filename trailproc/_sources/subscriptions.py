@@ -87,7 +87,7 @@ class SubscriptionRunner:
         self.trust = trust or Trust(config)
 
     def _count(self, via: str, status: Status) -> None:
-        self.pipeline.metrics.road_units.labels(via, status).inc()
+        self.pipeline.observer.metrics.road_units.labels(via, status).inc()
 
     def decode(
         self, data: str | bytes, *, ident: str, via: str, gzip_only: bool = True
@@ -101,7 +101,7 @@ class SubscriptionRunner:
             )
         except BadLogFile as exc:
             exc.message = f"bad CloudWatch Logs payload: {exc.message}"
-            self.pipeline.reporter.fail(exc.located(message_id=ident))
+            self.pipeline.observer.fail(exc.located(message_id=ident))
             self._count(via, "bad_payload")
             return DocumentResult("bad_payload", error=_why(exc))
 
@@ -116,7 +116,7 @@ class SubscriptionRunner:
         try:
             self.trust.vet_document(document, ident)
         except Refused as exc:
-            self.pipeline.reporter.fail(exc)
+            self.pipeline.observer.fail(exc)
             self._count(via, "refused")
             return DocumentResult("refused", error=_why(exc))
         ref = document_ref(document, via)

@@ -16,8 +16,8 @@ from typing import Any
 from ..._config import Config
 from ..._errors import retry_transient
 from ..._observe import Metrics, get_logger
+from ..._pipeline.observer import PipelineObserver
 from ..._pipeline.processor import ProgressInfo, ProgressState
-from ..._pipeline.reporting import Reporter
 from ..._ports.clock import Clock
 from ..._ports.queue import QueuePort
 from ..messages import Verdict
@@ -47,7 +47,7 @@ class AckPolicy:
         self,
         config: Config,
         *,
-        reporter: Reporter,
+        observer: PipelineObserver,
         deleter: DeleteBatcher,
         keeper: VisibilityKeeper,
         dlq: QueuePort | None,
@@ -56,7 +56,7 @@ class AckPolicy:
         metrics: Metrics,
     ) -> None:
         self.config = config
-        self.reporter = reporter
+        self.observer = observer
         self.deleter = deleter
         self.keeper = keeper
         self.dlq = dlq
@@ -91,7 +91,7 @@ class AckPolicy:
         info = ProgressInfo(True, message.get("MessageId"))
         # Java's deleteFilteredMessage: a delete of a message filter_source declined.
         state = ProgressState.DELETE_FILTERED if reason == "filtered" else ProgressState.DELETE
-        token = self.reporter.report_start(state, info)
+        token = self.observer.report_start(state, info)
         self.in_flight.acking += 1
         self.in_flight.freed.set()
         try:
@@ -108,7 +108,7 @@ class AckPolicy:
             )
         finally:
             self.in_flight.acking -= 1
-        self.reporter.report_end(state, ProgressInfo(deleted, info.message_id), token)
+        self.observer.report_end(state, ProgressInfo(deleted, info.message_id), token)
         if deleted:
             self.metrics.messages_deleted.labels(reason).inc()
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from ..._errors import is_transient, retry_transient
 from ..._observe import Metrics, get_logger
+from ..._pipeline.observer import PipelineObserver
 from ..._pipeline.processor import ProgressInfo, ProgressState
-from ..._pipeline.reporting import Reporter
 from ..._ports.clock import Clock
 from ..._ports.queue import QueuePort
 
@@ -29,14 +29,14 @@ class Receiver:
         *,
         wait_time_seconds: int,
         visibility_timeout: int,
-        reporter: Reporter,
+        observer: PipelineObserver,
         metrics: Metrics,
     ) -> None:
         self.queue = queue
         self.clock = clock
         self.wait_time_seconds = wait_time_seconds
         self.visibility_timeout = visibility_timeout
-        self.reporter = reporter
+        self.observer = observer
         self.metrics = metrics
         # When the last ReceiveMessage was sent: SQS's 12-hour visibility limit counts
         # from the receive, so from when the request went out, to be on the safe side.
@@ -50,7 +50,7 @@ class Receiver:
         None if `stopping` was set first."""
         wait_seconds = self.wait_time_seconds if wait is None else wait
         info = ProgressInfo(True)
-        token = self.reporter.report_start(ProgressState.POLL, info)
+        token = self.observer.report_start(ProgressState.POLL, info)
 
         def receive() -> Any:
             self.sent = self.clock.monotonic()
@@ -65,12 +65,12 @@ class Receiver:
             call.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await call
-            self.reporter.report_end(ProgressState.POLL, info, token)
+            self.observer.report_end(ProgressState.POLL, info, token)
             return None
         try:
             messages: list[dict[str, Any]] = call.result()
         except Exception as exc:
-            self.reporter.report_end(ProgressState.POLL, ProgressInfo(False), token)
+            self.observer.report_end(ProgressState.POLL, ProgressInfo(False), token)
             if is_transient(exc):
                 log.warning("receive failed; retrying", error=repr(exc))
                 await self.clock.sleep(1)
@@ -79,7 +79,7 @@ class Receiver:
         self.ready = True
         self.metrics.last_poll.set(time.time())
         self.metrics.messages_received.inc(len(messages))
-        self.reporter.report_end(
+        self.observer.report_end(
             ProgressState.POLL, ProgressInfo(True, detail={"messages": len(messages)}), token
         )
         return messages

@@ -79,7 +79,7 @@ class SqsSource:
         self.in_flight = InFlight(config.max_in_flight_messages, clock)
         self.deleter = DeleteBatcher(queue, linger=config.delete_linger_seconds, clock=clock)
         self.keeper = VisibilityKeeper(queue, clock, config.visibility_timeout, metrics)
-        self.acks = AckPolicy(config, reporter=pipeline.reporter, deleter=self.deleter,
+        self.acks = AckPolicy(config, observer=pipeline.observer, deleter=self.deleter,
                               keeper=self.keeper, dlq=dlq, in_flight=self.in_flight,
                               clock=clock, metrics=metrics)  # fmt: skip
         self._stopping = asyncio.Event()
@@ -92,7 +92,7 @@ class SqsSource:
                                   stopping=self._stopping_is_set)  # fmt: skip
         self.receiver = Receiver(queue, clock, wait_time_seconds=config.wait_time_seconds,
                                  visibility_timeout=config.visibility_timeout,
-                                 reporter=pipeline.reporter, metrics=metrics)  # fmt: skip
+                                 observer=pipeline.observer, metrics=metrics)  # fmt: skip
         self.idle = IdleExit(config.exit_when_idle, config.wait_time_seconds)
         batch = config.max_messages_per_receive
         # As many receives at once as half batches fit in the in-flight limit (16: 3).
@@ -261,7 +261,7 @@ class SqsSource:
             await asyncio.shield(self.keeper.hide(message, 0))
             raise
         except Exception as exc:  # a bug must not kill the daemon or lose the message
-            self.pipeline.reporter.fail(InternalError.of(exc, message_id=message.get("MessageId")))
+            self.pipeline.observer.fail(InternalError.of(exc, message_id=message.get("MessageId")))
             # Kept like any failure: backoff, then the DLQ, instead of returning every
             # visibility timeout forever.
             try:

@@ -4,16 +4,17 @@ through the pipeline (`fill_gaps_from_digests`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .._observe import get_logger
-from .._pipeline.keys import FileRef, ObjectKind
 from .._trust import TrustPolicy, check_file
+from .keys import FileRef, ObjectKind
+from .observer import PipelineObserver
 
 __all__ = ["GapFiller"]
 
-log = get_logger("trailproc.integrity")
+# Runs one file through the pipeline (`FilePipeline.run`): (ref, message id) → outcome.
+RunFile = Callable[[FileRef, "str | None"], Awaitable[Any]]
 
 
 class GapFiller:
@@ -32,13 +33,15 @@ class GapFiller:
 
     def __init__(
         self,
-        pipeline: Any,
+        run: RunFile,
+        observer: PipelineObserver,
         *,
         allowed_buckets: Sequence[str] = (),
         allowed_accounts: Sequence[str] = (),
         concurrency: int = 4,
     ) -> None:
-        self.pipeline = pipeline
+        self.run = run
+        self.observer = observer
         # The trust boundary's file rule: a digest vouches only for allowed files.
         self.policy = TrustPolicy(allowed_buckets=frozenset(allowed_buckets),
                                   allowed_accounts=frozenset(allowed_accounts))  # fmt: skip
@@ -65,17 +68,15 @@ class GapFiller:
         """Fill the gaps `digest` shows; returns how many files were handed over."""
         limit = asyncio.Semaphore(self.concurrency)
         filled = 0
+        run, observer = self.run, self.observer
 
         async def one(ref: FileRef) -> None:
             nonlocal filled
             async with limit:
-                outcome = await self.pipeline.run(ref, message_id)
+                outcome = await run(ref, message_id)
             if outcome.status == "done":
                 filled += 1
-                self.pipeline.metrics.missed_deliveries.inc()
-                log.warning("log file was never notified; handed over because its digest "
-                            "lists it", bucket=ref.bucket, key=ref.key,
-                            digest_key=digest.key, records=outcome.records)  # fmt: skip
+                observer.gap_filled(ref, digest, outcome.records)
 
         await asyncio.gather(*(one(ref) for ref in self.candidates(digest, unseen)))
         return filled
