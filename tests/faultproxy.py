@@ -33,6 +33,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from trailproc._pipeline.processor import EventProcessor
@@ -240,10 +241,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _proxy
 
 
+@dataclass(frozen=True)
+class FaultRates:
+    """How often a `FaultProxy` misbehaves, per request: an error reply, a dropped
+    connection, a truncated body; plus the added latency, and how often it is
+    `slow_latency` instead."""
+
+    error_rate: float = 0.15
+    drop_rate: float = 0.04
+    truncate_rate: float = 0.04
+    latency: float = 0.03
+    slow_rate: float = 0.02
+    slow_latency: float = 0.4
+
+
+# A proxy that forwards everything cleanly (for `answers`, `drop_replies`, `intercept`).
+NO_FAULTS = FaultRates(error_rate=0, drop_rate=0, truncate_rate=0, latency=0, slow_rate=0)
+
+
 class FaultProxy:
     """A seeded fault-injecting HTTP proxy in front of `upstream` (e.g. moto's URL).
 
-    Rates are per request. `only_actions`, if given, limits faults to requests whose
+    Rates (`faults`) are per request. `only_actions`, if given, limits faults to requests whose
     target/query action or HTTP method contains one of the strings; everything else is
     forwarded cleanly.
     """
@@ -253,12 +272,7 @@ class FaultProxy:
         upstream: str,
         *,
         seed: int = 0,
-        error_rate: float = 0.15,
-        drop_rate: float = 0.04,
-        truncate_rate: float = 0.04,
-        latency: float = 0.03,
-        slow_rate: float = 0.02,
-        slow_latency: float = 0.4,
+        faults: FaultRates = FaultRates(),
         answers: dict[str, Any] | None = None,
         drop_replies: dict[str, int] | None = None,
         intercept: Any = None,
@@ -266,12 +280,12 @@ class FaultProxy:
         parts = urllib.parse.urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
-        self.error_rate = error_rate
-        self.drop_rate = drop_rate
-        self.truncate_rate = truncate_rate
-        self.latency = latency
-        self.slow_rate = slow_rate
-        self.slow_latency = slow_latency
+        self.error_rate = faults.error_rate
+        self.drop_rate = faults.drop_rate
+        self.truncate_rate = faults.truncate_rate
+        self.latency = faults.latency
+        self.slow_rate = faults.slow_rate
+        self.slow_latency = faults.slow_latency
         self.enabled = True
         # X-Amz-Target action → handler(body) -> (status, headers, payload), answered
         # without forwarding (for APIs moto lacks, such as CloudTrail ListPublicKeys).

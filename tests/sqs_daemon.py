@@ -16,7 +16,7 @@ import trailproc
 from trailproc._sandbox import TrailSandbox, make_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faultproxy import FaultProxy
+from faultproxy import NO_FAULTS, FaultProxy
 
 
 def fifo_queue(sandbox: TrailSandbox, name: str, visibility: int = 30, **extra: str) -> str:
@@ -54,8 +54,7 @@ class FailingDeleteEntries(FaultProxy):
     `Failed`, as SQS reports an entry it could not delete: `code`, with `sender_fault`."""
 
     def __init__(self, upstream: str, *, code: str, sender_fault: bool, times: int = 1) -> None:
-        super().__init__(upstream, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
-                         slow_rate=0)  # fmt: skip
+        super().__init__(upstream, faults=NO_FAULTS)
         self.code = code
         self.sender_fault = sender_fault
         self.times = times
@@ -116,8 +115,7 @@ class SqsRecorder(FaultProxy):
     `delete_delay` seconds before forwarding (a slow delete)."""
 
     def __init__(self, upstream: str, *, delete_delay: float = 0.0) -> None:
-        super().__init__(upstream, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
-                         slow_rate=0)  # fmt: skip
+        super().__init__(upstream, faults=NO_FAULTS)
         self.delete_delay = delete_delay
         self.receives: list[tuple[int, int]] = []  # (WaitTimeSeconds, messages), in order
         self.deletes: list[tuple[float, float]] = []  # (arrived, answered), monotonic

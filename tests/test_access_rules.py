@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultproxy import FaultProxy
+from faultproxy import NO_FAULTS, FaultProxy
 
 from trailproc._aws import queue_region
 from trailproc._backfill import backfill
@@ -36,8 +36,7 @@ class Collect(EventProcessor):
 
 
 def _clean_proxy(upstream: str, **extra: Any) -> FaultProxy:
-    return FaultProxy(upstream, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
-                      slow_rate=0, **extra)  # fmt: skip
+    return FaultProxy(upstream, faults=NO_FAULTS, **extra)
 
 
 def _log(sandbox: TrailSandbox, bucket: str | None = None, **put: Any) -> tuple[str, list[str]]:

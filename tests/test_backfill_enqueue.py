@@ -14,7 +14,7 @@ from typing import Any
 import boto3
 import pytest
 from click.testing import CliRunner
-from faultproxy import FaultProxy, daemon_command, daemon_env, event_ids
+from faultproxy import NO_FAULTS, FaultProxy, daemon_command, daemon_env, event_ids
 
 from trailproc._backfill_cli import backfill_command
 from trailproc._pipeline.notifications import parse_notification
@@ -157,8 +157,7 @@ def test_failed_batch_entries_are_sent_again(
 ) -> None:
     files = _upload(sandbox)
     answer, calls = _partial_failure(aws_env.url)
-    proxy = FaultProxy(aws_env.url, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
-                       slow_rate=0, answers={"SendMessageBatch": answer})  # fmt: skip
+    proxy = FaultProxy(aws_env.url, faults=NO_FAULTS, answers={"SendMessageBatch": answer})
     with proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         result = _enqueue(tmp_path / "state", sandbox.queue_url)

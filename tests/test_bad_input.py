@@ -113,7 +113,7 @@ def hidden(sandbox: TrailSandbox, queue_url: str | None = None) -> int:
     return int(attrs["ApproximateNumberOfMessagesNotVisible"])
 
 
-def assert_kept(run: Run, sandbox: TrailSandbox, message_id: str, reason: str,
+def assert_kept(run: Run, sandbox: TrailSandbox, message_id: str, reason: str, *,
                 bucket: str | None = None, key: str | None = None,
                 text: str | None = None) -> None:  # fmt: skip
     """The documented outcome of a bad input."""
@@ -162,7 +162,8 @@ def test_missing_object(sandbox: TrailSandbox, tmp_path: Path) -> None:
     key = log_key(unique="missing0000")
     message_id = send(sandbox, cloudtrail_note(sandbox.bucket, key))
     run = run_once(tmp_path, sandbox.queue_url)
-    assert_kept(run, sandbox, message_id, "fetch_failed", sandbox.bucket, key, "not found")
+    assert_kept(run, sandbox, message_id, "fetch_failed", bucket=sandbox.bucket, key=key,
+                text="not found")  # fmt: skip
 
 
 def test_bucket_without_access(sandbox: TrailSandbox, tmp_path: Path) -> None:
@@ -171,8 +172,8 @@ def test_bucket_without_access(sandbox: TrailSandbox, tmp_path: Path) -> None:
     key = log_key(unique="nobucket000")
     message_id = send(sandbox, cloudtrail_note("no-such-trail-bucket", key))
     run = run_once(tmp_path, sandbox.queue_url)
-    assert_kept(run, sandbox, message_id, "fetch_failed", "no-such-trail-bucket", key,
-                "bucket does not exist")  # fmt: skip
+    assert_kept(run, sandbox, message_id, "fetch_failed", bucket="no-such-trail-bucket",
+                key=key, text="bucket does not exist")  # fmt: skip
     assert run.metrics.value("trailproc_bytes_compressed_total") == 0
 
 
@@ -214,7 +215,7 @@ def test_bad_log_file(sandbox: TrailSandbox, tmp_path: Path, case: str) -> None:
     sandbox.put(key, body)
     message_id = send(sandbox, cloudtrail_note(sandbox.bucket, key))
     run = run_once(tmp_path, sandbox.queue_url)
-    assert_kept(run, sandbox, message_id, reason, sandbox.bucket, key, text)
+    assert_kept(run, sandbox, message_id, reason, bucket=sandbox.bucket, key=key, text=text)
 
 
 def test_gzip_bomb_is_bounded(
@@ -227,8 +228,8 @@ def test_gzip_bomb_is_bounded(
     sandbox.put(key, bomb)
     message_id = send(sandbox, cloudtrail_note(sandbox.bucket, key))
     run = run_once(tmp_path, sandbox.queue_url)
-    assert_kept(run, sandbox, message_id, "too_large", sandbox.bucket, key,
-                "max_decompressed_bytes")  # fmt: skip
+    assert_kept(run, sandbox, message_id, "too_large", bucket=sandbox.bucket, key=key,
+                text="max_decompressed_bytes")  # fmt: skip
     # Stopped within the cap (+ one chunk), not after inflating everything.
     assert run.metrics.value("trailproc_bytes_decompressed_total") == 0
 
@@ -243,8 +244,8 @@ def test_object_larger_than_the_cap_is_not_downloaded(
     sandbox.put(key, body)
     message_id = send(sandbox, cloudtrail_note(sandbox.bucket, key))
     run = run_once(tmp_path, sandbox.queue_url, max_decompressed_bytes=100_000)
-    assert_kept(run, sandbox, message_id, "too_large", sandbox.bucket, key,
-                f"object is {len(body)} bytes, over max_decompressed_bytes=100000; "
+    assert_kept(run, sandbox, message_id, "too_large", bucket=sandbox.bucket, key=key,
+                text=f"object is {len(body)} bytes, over max_decompressed_bytes=100000; "
                 "not downloaded")  # fmt: skip
     assert run.metrics.value("trailproc_bytes_compressed_total") == 0
 
@@ -370,7 +371,8 @@ def test_forged_bucket_is_refused_and_never_fetched(sandbox: TrailSandbox, tmp_p
     other, key = _other_bucket(sandbox)
     message_id = send(sandbox, cloudtrail_note(other, key))
     run = run_once(tmp_path, sandbox.queue_url, allowed_buckets=[sandbox.bucket])
-    assert_kept(run, sandbox, message_id, "refused", other, key, "allowed_buckets")
+    assert_kept(run, sandbox, message_id, "refused", bucket=other, key=key,
+                text="allowed_buckets")  # fmt: skip
     assert run.metrics.value("trailproc_bytes_compressed_total") == 0
 
 
@@ -379,7 +381,8 @@ def test_forged_account_is_refused(sandbox: TrailSandbox, tmp_path: Path) -> Non
     sandbox.put(key, encode_log(make_records(3, account="999999999999")))
     message_id = send(sandbox, cloudtrail_note(sandbox.bucket, key))
     run = run_once(tmp_path, sandbox.queue_url, allowed_accounts=["123456789012"])
-    assert_kept(run, sandbox, message_id, "refused", sandbox.bucket, key, "allowed_accounts")
+    assert_kept(run, sandbox, message_id, "refused", bucket=sandbox.bucket, key=key,
+                text="allowed_accounts")  # fmt: skip
     assert run.metrics.value("trailproc_bytes_compressed_total") == 0
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from faultproxy import FaultProxy
+from faultproxy import NO_FAULTS, FaultProxy
 from helpers import iam_user
 
 from trailproc._sandbox import REGION, MotoServer
@@ -150,8 +150,7 @@ def test_dynamodb_create_true_ttl_enabled_by_another_worker_meanwhile(
         return 400, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(payload).encode()
 
     answers = {"UpdateTimeToLive": update_time_to_live}
-    with FaultProxy(aws_env.url, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
-                    slow_rate=0, answers=answers) as proxy:  # fmt: skip
+    with FaultProxy(aws_env.url, faults=NO_FAULTS, answers=answers) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         asyncio.run(_claim_commit_complete(DynamoDBStore(TABLE, create_table=True)))
     assert len(answered) == 1
@@ -165,8 +164,7 @@ class LostReply(FaultProxy):
     acted on the request, the client's connection is dropped and botocore sends it again."""
 
     def __init__(self, upstream: str, action: str) -> None:
-        super().__init__(upstream, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
-                         slow_rate=0)  # fmt: skip
+        super().__init__(upstream, faults=NO_FAULTS)
         self.action = action
         self.lost = 0
 

@@ -18,7 +18,7 @@ import pytest
 from trailproc._sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faultproxy import FaultProxy, daemon_command, daemon_env, event_ids, json_logs
+from faultproxy import FaultProxy, FaultRates, daemon_command, daemon_env, event_ids, json_logs
 
 VISIBILITY = 5  # short, so messages whose receive response was lost come back soon
 
@@ -48,7 +48,9 @@ def test_every_record_once_through_faults(aws_env: MotoServer, tmp_path: Path, s
     sandbox = TrailSandbox(aws_env.url, max_receive_count=100).create(visibility_timeout=VISIBILITY)
     expected = _deliver(sandbox, files=18, per_file=60)
     output = tmp_path / "out.jsonl"
-    with FaultProxy(aws_env.url, seed=seed, drop_rate=0.06, truncate_rate=0.1) as proxy:
+    with FaultProxy(
+        aws_env.url, seed=seed, faults=FaultRates(drop_rate=0.06, truncate_rate=0.1)
+    ) as proxy:
         env = daemon_env(proxy.url, str(tmp_path / "state"), max_in_flight_messages="4")
         started = time.monotonic()
         proc = subprocess.run(

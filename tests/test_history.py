@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from faultproxy import FaultProxy
+from faultproxy import NO_FAULTS, FaultProxy
 
 from trailproc._history_cli import history_command
 from trailproc._sandbox import MotoServer
@@ -91,8 +91,7 @@ def run_history(
 
 
 def proxied(moto: MotoServer, answer: Callable[..., Any]) -> FaultProxy:
-    return FaultProxy(moto.url, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
-                      slow_rate=0, answers={"LookupEvents": answer})  # fmt: skip
+    return FaultProxy(moto.url, faults=NO_FAULTS, answers={"LookupEvents": answer})
 
 
 def lines(path: Path) -> list[str]:

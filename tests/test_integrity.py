@@ -303,6 +303,7 @@ def test_key_forms_accepted(
     s3: Any,
     private_key: rsa.RSAPrivateKey,
     tmp_path: Path,
+    *,
     form: serialization.PublicFormat,
     encoding: serialization.Encoding,
     published: serialization.PublicFormat,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from faultproxy import FaultProxy
+from faultproxy import NO_FAULTS, FaultProxy
 from helpers import run_in_process
 
 import trailproc
@@ -481,8 +481,7 @@ def test_backfill_verify_digests_lists_each_folder_once(
 
     signer = DigestChainSigner(private_key, bucket=sandbox.bucket, sink=sandbox.client("s3"))
     signer.run_hours(dt.datetime(2026, 11, 1, 22, tzinfo=dt.timezone.utc), 2)
-    with FaultProxy(sandbox.endpoint_url, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
-                    slow_rate=0) as proxy:  # fmt: skip
+    with FaultProxy(sandbox.endpoint_url, faults=NO_FAULTS) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         result = backfill(
             sandbox.bucket, Collect(), end_time="2026-11-02T00:00Z", checkpoint="memory",

@@ -18,7 +18,7 @@ import boto3
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import rsa
-from faultproxy import FaultProxy
+from faultproxy import NO_FAULTS, FaultProxy
 
 from trailproc._sandbox import MotoServer
 from trailproc.integrity._cli import validate_command
@@ -76,8 +76,7 @@ def test_keys_from_list_public_keys_validate_the_chain(
     requests: list[dict[str, Any]] = []
     other = new_private_key().public_key()  # a second, unrelated key in the list
     answer = list_public_keys_answer([other, signer.private_key.public_key()], requests)
-    with FaultProxy(moto.url, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
-                    slow_rate=0, answers={"ListPublicKeys": answer}) as proxy:  # fmt: skip
+    with FaultProxy(moto.url, faults=NO_FAULTS, answers={"ListPublicKeys": answer}) as proxy:
         result = _validate(monkeypatch, proxy)
     assert result.exit_code == 0, result.output
     assert "3/3 digest files valid" in result.stdout and "6/6 log files valid" in result.stdout
@@ -92,8 +91,7 @@ def test_a_key_missing_from_list_public_keys_is_reported(
     _signer, moto = chain
     requests: list[dict[str, Any]] = []
     answer = list_public_keys_answer([new_private_key().public_key()], requests)
-    with FaultProxy(moto.url, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
-                    slow_rate=0, answers={"ListPublicKeys": answer}) as proxy:  # fmt: skip
+    with FaultProxy(moto.url, faults=NO_FAULTS, answers={"ListPublicKeys": answer}) as proxy:
         result = _validate(monkeypatch, proxy)
     assert result.exit_code == 1
     assert "INVALID: public key not found" in result.stderr

@@ -19,7 +19,7 @@ import boto3
 import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric import rsa
-from faultproxy import FaultProxy
+from faultproxy import NO_FAULTS, FaultProxy
 
 from trailproc._sandbox import MotoServer
 from trailproc.integrity import Status, validate
@@ -85,8 +85,7 @@ def trail_status_answer(last_digest: dt.datetime | None, requests: list[dict[str
 
 
 def proxied(moto: MotoServer, answer: Any) -> FaultProxy:
-    return FaultProxy(moto.url, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
-                      slow_rate=0, answers={"GetTrailStatus": answer})  # fmt: skip
+    return FaultProxy(moto.url, faults=NO_FAULTS, answers={"GetTrailStatus": answer})
 
 
 def test_deleted_trailing_digests_are_named_by_the_cadence(

@@ -13,15 +13,13 @@ from typing import Any
 
 import boto3
 from click.testing import CliRunner
-from faultproxy import FaultProxy, event_ids
+from faultproxy import NO_FAULTS, FaultProxy, event_ids
 from helpers import run_in_process
 
 import trailproc
 from trailproc._cli import main
 from trailproc._redrive import RedriveResult, redrive_async
 from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
-
-_CLEAN = {"error_rate": 0, "drop_rate": 0, "truncate_rate": 0, "latency": 0, "slow_rate": 0}
 
 
 def _dead_letters(sandbox: TrailSandbox, count: int) -> Counter[str]:
@@ -104,7 +102,7 @@ def test_a_lost_send_reply_loses_no_message_and_hands_nothing_over_twice(
     batch again, so those messages may arrive twice; none may be missing, and the
     daemon still hands each record over once."""
     ids = _dead_letters(sandbox, 25)
-    with FaultProxy(sandbox.endpoint_url, **_CLEAN,
+    with FaultProxy(sandbox.endpoint_url, faults=NO_FAULTS,
                     drop_replies={"SendMessageBatch": 1}) as proxy:  # fmt: skip
         result = _redrive(proxy.url, sandbox.dlq_url, to=sandbox.queue_url, method="copy")
         assert proxy.stats["dropped_reply:SendMessageBatch"] == 1
@@ -161,7 +159,7 @@ def test_redrive_uses_the_sqs_move_task_where_the_queue_supports_it(
 ) -> None:
     ids = _dead_letters(sandbox, 25)
     calls: list[tuple[str, dict[str, Any]]] = []
-    with FaultProxy(sandbox.endpoint_url, **_CLEAN,
+    with FaultProxy(sandbox.endpoint_url, faults=NO_FAULTS,
                     answers=_move_task_answers(sandbox, calls)) as proxy:  # fmt: skip
         result = _redrive(proxy.url, sandbox.dlq_url, to=sandbox.queue_url, poll_seconds=0.05)
     assert (result.method, result.status, result.moved) == ("move-task", "COMPLETED", 25)
@@ -182,7 +180,7 @@ def test_redrive_copies_when_sqs_refuses_the_move_task(sandbox: TrailSandbox) ->
                    "message": "not supported for this queue"}  # fmt: skip
         return 400, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(payload).encode()
 
-    with FaultProxy(sandbox.endpoint_url, **_CLEAN,
+    with FaultProxy(sandbox.endpoint_url, faults=NO_FAULTS,
                     answers={"StartMessageMoveTask": refuse}) as proxy:  # fmt: skip
         result = _redrive(proxy.url, sandbox.dlq_url)
         assert proxy.stats["answered:StartMessageMoveTask"] == 1

@@ -14,7 +14,7 @@ import trailproc
 from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from faultproxy import FaultProxy
+from faultproxy import NO_FAULTS, FaultProxy
 from sqs_daemon import (
     KeysInOrder,
     drain_through,
@@ -38,8 +38,7 @@ class NoVersionReads(FaultProxy):
     emulator's policy engine, so the test holds whatever moto enforces."""
 
     def __init__(self, upstream: str) -> None:
-        super().__init__(upstream, error_rate=0, drop_rate=0, truncate_rate=0, latency=0,
-                         slow_rate=0)  # fmt: skip
+        super().__init__(upstream, faults=NO_FAULTS)
         self.refused = 0
 
     def forward(

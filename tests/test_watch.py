@@ -44,7 +44,7 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _put(sandbox: TrailSandbox, account: str, region: str, when: dt.datetime,
+def _put(sandbox: TrailSandbox, account: str, region: str, when: dt.datetime, *,
          seed: int, records: int = 2) -> list[str]:  # fmt: skip
     rows = make_records(records, seed=seed, account=account, region=region)
     sandbox.put(log_key(account, region, when, unique=f"w{seed:015d}"), encode_log(rows))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,7 +219,7 @@ async def _head(s3: Any, ref: FileRef) -> FileRef | None:
 
 
 async def _digest_only(
-    s3: Any, query: ListingQuery, config: Config, listed: set[str], folders: FolderCache,
+    s3: Any, query: ListingQuery, config: Config, *, listed: set[str], folders: FolderCache,
     result: AuditResult,
 ) -> list[FileRef]:  # fmt: skip
     """Log files that digests list but the bucket listing did not return."""
@@ -245,26 +245,17 @@ async def _digest_only(
 
 
 async def audit_async(
-    bucket: str,
-    config: Config,
-    *,
-    prefix: str | None = None,
-    account_ids: Iterable[str] = (),
-    regions: Iterable[str] = (),
-    start_time: dt.datetime | dt.date | str | None = None,
-    end_time: dt.datetime | dt.date | str | None = None,
-    digests: bool = True,
-    progress: bool | None = None,
+    query: ListingQuery, config: Config, *, digests: bool = True, progress: bool | None = None
 ) -> AuditResult:
-    """Compare what should exist in the range with what the checkpoint store handed over.
+    """Compare what should exist in the range of `query` (`ListingQuery.build`) with what
+    the checkpoint store handed over.
 
     `digests`: also read the range's digest files and expect every log file they list.
     """
     from ._aws import AwsClients
 
     ensure_logging(config.log_level, config.log_format)
-    query = ListingQuery.build(bucket, prefix=prefix, account_ids=account_ids,
-                               regions=regions, start=start_time, end=end_time)  # fmt: skip
+    bucket = query.bucket
     result = AuditResult(bucket)
     store = open_store(config.checkpoint, config.state_dir)
     meter = _Meter(progress)
@@ -278,7 +269,9 @@ async def audit_async(
                 listed.add(ref.key)
                 await checker.add(_candidate(ref))
             if digests:
-                for ref in await _digest_only(s3, query, config, listed, folders, result):
+                for ref in await _digest_only(
+                    s3, query, config, listed=listed, folders=folders, result=result
+                ):
                     found = await _head(s3, ref)
                     await checker.add(_candidate(found or ref, in_bucket=found is not None))
             await checker.flush()

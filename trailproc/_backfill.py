@@ -27,7 +27,7 @@ import dataclasses
 import datetime as dt
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -38,7 +38,7 @@ from ._observe import Metrics, ensure_logging, get_logger
 from ._pipeline.keys import FileRef
 from ._pipeline.processor import EventProcessor
 from ._progress import Progress
-from ._restore import restored_refs
+from ._restore import RestoreSettings, restored_refs
 from ._sources.s3_listing import (
     DIGEST_LAG,
     FolderCache,
@@ -51,6 +51,7 @@ from .checkpoint._base import CheckpointStore, Claim, FileId, KeyValueStore
 
 __all__ = [
     "DIGEST_LAG",
+    "BackfillJob",
     "BackfillResult",
     "NamespacedStore",
     "backfill",
@@ -192,108 +193,97 @@ def _namespace(force: bool, namespace: str | None) -> str | None:
     return namespace or None
 
 
-async def backfill_async(
-    bucket: str,
-    config: Config,
-    processor: EventProcessor | Sequence[EventProcessor] | None = None,
-    *,
-    prefix: str | None = None,
-    account_ids: Iterable[str] = (),
-    regions: Iterable[str] = (),
-    start_time: dt.datetime | dt.date | str | None = None,
-    end_time: dt.datetime | dt.date | str | None = None,
-    insights: bool = False,
-    force: bool = False,
-    namespace: str | None = None,
-    concurrency: int | None = None,
-    progress: bool | None = None,
-    log_interval: float = 10.0,
-    stopping: asyncio.Event | None = None,
-    metrics: Metrics | None = None,
-    restore_days: int | None = None,
-    restore_poll_seconds: float = 300.0,
-) -> BackfillResult:
-    """List the selected log files and run each through the pipeline (see module doc).
+@dataclass(frozen=True)
+class BackfillJob:
+    """What a backfill reads (the bucket and the selection in it) and how it keeps its
+    progress (see the module docstring for `force` and `namespace`)."""
 
-    `restore_days`: archived files (Glacier classes) get a RestoreObject request for that
-    many days and are processed once readable, polled every `restore_poll_seconds`
-    (see `trailproc._restore`).
+    bucket: str
+    prefix: str | None = None
+    account_ids: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    start_time: dt.datetime | dt.date | str | None = None
+    end_time: dt.datetime | dt.date | str | None = None
+    insights: bool = False
+    force: bool = False
+    namespace: str | None = None
+    concurrency: int | None = None  # files in flight (default: download_concurrency)
+    restore: RestoreSettings | None = None  # archived files: restored, then processed
 
-    `concurrency` files are in flight at once (default `config.download_concurrency`).
-    Setting `stopping` stops starting new files; files in flight finish.
-    `progress`: True for a tqdm bar, False for log lines, None: a bar on a terminal.
-    With `config.verify_digests` the matching digests follow the log files (see the
-    module docstring).
-    """
-    from ._app import run_refs
+    def query(self, config: Config) -> ListingQuery:
+        return range_query(
+            config, self.bucket, prefix=self.prefix, account_ids=self.account_ids,
+            regions=self.regions, start=self.start_time, end=self.end_time,
+            insights=self.insights,
+        )  # fmt: skip
+
+
+@dataclass
+class _Listing:
+    """The files of one backfill in the order they are handed over: the log files (held
+    back until restored, where archived), then with verify_digests the digests that can
+    list them, each counted in `result`."""
+
+    s3: Any
+    query: ListingQuery
+    workers: int
+    result: BackfillResult
+    with_digests: bool
+    restore: Callable[[AsyncIterator[FileRef]], AsyncIterator[FileRef]] | None = None
+
+    async def refs(self) -> AsyncIterator[FileRef]:
+        folders: FolderCache = {}  # the digest walk reuses the log walk's folders
+        refs = _counted(iter_log_refs(self.s3, self.query, concurrency=self.workers,
+                                      folder_cache=folders), self.result)  # fmt: skip
+        if self.restore is not None:
+            refs = self.restore(refs)
+        async for ref in refs:
+            yield ref
+        if not self.with_digests:
+            return
+        # After the log files, so most comparisons happen as each digest arrives
+        # (either order works: the first side waits in the store).
+        digests = iter_digest_refs(self.s3, self.query, concurrency=self.workers,
+                                   folder_cache=folders)  # fmt: skip
+        async for ref in digests:
+            self.result.listed += 1
+            self.result.digests_listed += 1
+            yield ref
+
+
+def _restoring(
+    job: BackfillJob, runtime: Any, stopping: asyncio.Event, result: BackfillResult
+) -> Callable[[AsyncIterator[FileRef]], AsyncIterator[FileRef]] | None:
+    """With `job.restore`, a wrapper of the listing that restores archived files before
+    handing them on (`trailproc._restore`); those still restoring at a stop are kept in
+    `result.unrestored`."""
     from ._pipeline.fetch import S3Fetcher
-    from ._runtime import open_runtime
 
-    ensure_logging(config.log_level, config.log_format)
-    query = range_query(
-        config,
-        bucket,
-        prefix=prefix,
-        account_ids=account_ids,
-        regions=regions,
-        start=start_time,
-        end=end_time,
-        insights=insights,
-    )
-    ns = _namespace(force, namespace)
-    workers = max(1, concurrency or config.download_concurrency)
-    metrics = metrics or Metrics()
-    stopping = stopping or asyncio.Event()
-    result = BackfillResult(metrics, namespace=ns)
-    started = time.monotonic()
-    log.info("backfill starting", bucket=bucket, root=query.root,
+    settings = job.restore
+    if settings is None:
+        return None
+    fetcher, store = runtime.fetcher, runtime.store
+    assert isinstance(fetcher, S3Fetcher)
+
+    def restore(refs: AsyncIterator[FileRef]) -> AsyncIterator[FileRef]:
+        return restored_refs(refs, fetcher.client_for, store, settings=settings,
+                             access_args=fetcher.access_args, stopping=stopping,
+                             unrestored=result.unrestored)  # fmt: skip
+
+    return restore
+
+
+def _log_start(job: BackfillJob, query: ListingQuery, config: Config, namespace: str | None,
+               workers: int) -> None:  # fmt: skip
+    log.info("backfill starting", bucket=job.bucket, root=query.root,
              accounts=list(query.account_ids) or "all", regions=list(query.regions) or "all",
              start=query.start.isoformat() if query.start else None,
              end=query.end.isoformat() if query.end else None,
-             namespace=ns, concurrency=workers,
+             namespace=namespace, concurrency=workers,
              verify_digests=config.verify_digests)  # fmt: skip
 
-    def namespaced(store: CheckpointStore) -> CheckpointStore:
-        return NamespacedStore(store, ns) if ns else store
 
-    async with open_runtime(config.replace(download_concurrency=workers), processor,
-                            metrics=metrics, store=namespaced) as runtime:  # fmt: skip
-        store, pipeline = runtime.store, runtime.pipeline
-        s3 = await runtime.s3().for_object(bucket)
-        fetcher = runtime.fetcher
-        assert isinstance(fetcher, S3Fetcher)
-        meter = Progress(metrics, desc="backfill", bar=progress, interval=log_interval)
-
-        async def listed() -> AsyncIterator[FileRef]:
-            folders: FolderCache = {}  # the digest walk reuses the log walk's folders
-            refs = _counted(iter_log_refs(s3, query, concurrency=workers,
-                                          folder_cache=folders), result)  # fmt: skip
-            if restore_days:
-                refs = restored_refs(
-                    refs, fetcher.client_for, store, days=restore_days,
-                    poll_seconds=restore_poll_seconds, access_args=fetcher.access_args,
-                    stopping=stopping, unrestored=result.unrestored,
-                )  # fmt: skip
-            async for ref in refs:
-                yield ref
-            if not config.verify_digests:
-                return
-            # After the log files, so most comparisons happen as each digest arrives
-            # (either order works: the first side waits in the store).
-            async for ref in iter_digest_refs(s3, query, concurrency=workers, folder_cache=folders):
-                result.listed += 1
-                result.digests_listed += 1
-                yield ref
-
-        try:
-            await run_refs(
-                pipeline, listed(), concurrency=workers, failed=result.failed_files,
-                progress=meter, stopping=stopping, trust=runtime.trust,
-            )  # fmt: skip
-        finally:
-            meter.close()
-    result.interrupted = stopping.is_set()
-    result.seconds = time.monotonic() - started
+def _log_finish(result: BackfillResult, config: Config) -> None:
     digests = {}
     if config.verify_digests:
         digests = {"digests_listed": result.digests_listed,
@@ -301,46 +291,87 @@ async def backfill_async(
                    "digest_mismatches": result.digest_mismatches}  # fmt: skip
     log.info("backfill finished", listed=result.listed, done=result.files_done,
              skipped=result.files_skipped, failed=result.files_failed, records=result.records,
-             bytes=result.bytes, seconds=round(result.seconds, 3), namespace=ns,
+             bytes=result.bytes, seconds=round(result.seconds, 3), namespace=result.namespace,
              interrupted=result.interrupted, **digests)  # fmt: skip
+
+
+async def backfill_async(
+    job: BackfillJob,
+    config: Config,
+    processor: EventProcessor | Sequence[EventProcessor] | None = None,
+    *,
+    progress: bool | None = None,
+    log_interval: float = 10.0,
+    stopping: asyncio.Event | None = None,
+    metrics: Metrics | None = None,
+) -> BackfillResult:
+    """List the files `job` selects and run each through the pipeline (see module doc).
+
+    With `job.restore`, archived files (Glacier classes) get a RestoreObject request and
+    are processed once readable (see `trailproc._restore`). `job.concurrency` files are
+    in flight at once (default `config.download_concurrency`).
+    Setting `stopping` stops starting new files; files in flight finish.
+    `progress`: True for a tqdm bar, False for log lines, None: a bar on a terminal.
+    With `config.verify_digests` the matching digests follow the log files (see the
+    module docstring).
+    """
+    from ._app import run_refs
+    from ._runtime import open_runtime
+
+    ensure_logging(config.log_level, config.log_format)
+    query = job.query(config)
+    ns = _namespace(job.force, job.namespace)
+    workers = max(1, job.concurrency or config.download_concurrency)
+    metrics = metrics or Metrics()
+    stopping = stopping or asyncio.Event()
+    result = BackfillResult(metrics, namespace=ns)
+    started = time.monotonic()
+    _log_start(job, query, config, ns, workers)
+
+    def namespaced(store: CheckpointStore) -> CheckpointStore:
+        return NamespacedStore(store, ns) if ns else store
+
+    async with open_runtime(config.replace(download_concurrency=workers), processor,
+                            metrics=metrics, store=namespaced) as runtime:  # fmt: skip
+        s3 = await runtime.s3().for_object(job.bucket)
+        listing = _Listing(s3, query, workers, result, with_digests=config.verify_digests,
+                           restore=_restoring(job, runtime, stopping, result))  # fmt: skip
+        meter = Progress(metrics, desc="backfill", bar=progress, interval=log_interval)
+        try:
+            await run_refs(
+                runtime.pipeline, listing.refs(), concurrency=workers,
+                failed=result.failed_files, progress=meter, stopping=stopping,
+                trust=runtime.trust,
+            )  # fmt: skip
+        finally:
+            meter.close()
+    result.interrupted = stopping.is_set()
+    result.seconds = time.monotonic() - started
+    _log_finish(result, config)
     return result
 
 
 async def enqueue_backfill_async(
-    bucket: str,
+    job: BackfillJob,
     config: Config,
     queue_url: str,
     *,
-    prefix: str | None = None,
-    account_ids: Iterable[str] = (),
-    regions: Iterable[str] = (),
-    start_time: dt.datetime | dt.date | str | None = None,
-    end_time: dt.datetime | dt.date | str | None = None,
-    insights: bool = False,
-    force: bool = False,
     progress: bool | None = None,
     stopping: asyncio.Event | None = None,
 ) -> EnqueueResult:
-    """List the selected log files and queue one S3-event message per file for a fleet
+    """List the files `job` selects and queue one S3-event message per file for a fleet
     of `trailproc run` workers (or Lambda functions) sharing `config.checkpoint`.
 
-    Files the checkpoint store records as done are not queued unless `force`.
+    Files the checkpoint store records as done are not queued unless `job.force`; the
+    job's namespace, concurrency and restore settings are the workers' business.
     """
     from tqdm import tqdm
 
     from ._aws import AwsClients, S3Router, queue_region
 
     ensure_logging(config.log_level, config.log_format)
-    query = range_query(
-        config,
-        bucket,
-        prefix=prefix,
-        account_ids=account_ids,
-        regions=regions,
-        start=start_time,
-        end=end_time,
-        insights=insights,
-    )
+    query = job.query(config)
+    bucket, force = job.bucket, job.force
     store = None if force else open_store(config.checkpoint, config.state_dir)
     bar = tqdm(total=0, unit="file", desc="enqueue", file=sys.stderr, dynamic_ncols=True,
                disable=not (sys.stderr.isatty() if progress is None else progress))  # fmt: skip
@@ -363,7 +394,7 @@ async def enqueue_backfill_async(
     return result
 
 
-def backfill(
+def backfill(  # noqa: PLR0913 - public API: the options are documented keywords, one per setting
     bucket: str,
     processor: EventProcessor | Sequence[EventProcessor] | None = None,
     *,
@@ -387,13 +418,15 @@ def backfill(
     >>> backfill("trail-bucket", MyProcessor(), start_time="2024-01-01")  # doctest: +SKIP
     """
     config = config.replace(**overrides) if config else load_config(**overrides)
-    job = backfill_async(
-        bucket, config, processor, prefix=prefix, account_ids=account_ids,
-        regions=regions, start_time=start_time, end_time=end_time, insights=insights,
-        force=force, namespace=namespace, concurrency=concurrency, progress=progress,
-        restore_days=restore_days, restore_poll_seconds=restore_poll_seconds,
+    restore = (
+        RestoreSettings(restore_days, poll_seconds=restore_poll_seconds) if restore_days else None
+    )
+    job = BackfillJob(
+        bucket, prefix=prefix, account_ids=tuple(account_ids), regions=tuple(regions),
+        start_time=start_time, end_time=end_time, insights=insights, force=force,
+        namespace=namespace, concurrency=concurrency, restore=restore,
     )  # fmt: skip
-    return asyncio.run(job)
+    return asyncio.run(backfill_async(job, config, processor, progress=progress))
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m trailproc._backfill`

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ._app import install_signal_handlers
-from ._backfill import BackfillResult, backfill_async, enqueue_backfill_async
+from ._backfill import BackfillJob, BackfillResult, backfill_async, enqueue_backfill_async
 from ._cli_common import (
     TimeParam,
     fail_cleanly,
@@ -19,7 +19,9 @@ from ._cli_common import (
     processing_options,
     trust_options,
 )
+from ._config import Config
 from ._enqueue import EnqueueResult
+from ._restore import RestoreSettings
 
 __all__ = ["backfill_command"]
 
@@ -102,7 +104,8 @@ __all__ = ["backfill_command"]
 @trust_options
 @filter_options(omit=("account_id", "region"))  # --account-id/--region select folders here
 @fail_cleanly
-def backfill_command(
+def backfill_command(  # noqa: PLR0913 - click passes each command-line option as a keyword of its own
+    *,
     bucket: str,
     prefix: str | None,
     account_ids: tuple[str, ...],
@@ -125,37 +128,48 @@ def backfill_command(
     """Process log files already in a bucket (history loads, replays, new handlers)."""
 
     config = load_cli_config(config_path, handlers=handlers, verify_digests=verify_digests, **flags)
+    restore = (
+        RestoreSettings(restore_days, poll_seconds=restore_poll_seconds) if restore_days else None
+    )
+    job = BackfillJob(
+        bucket, prefix=prefix, account_ids=account_ids, regions=regions,
+        start_time=start_time, end_time=end_time, insights=insights, force=force,
+        namespace=namespace, concurrency=concurrency, restore=restore,
+    )  # fmt: skip
     if enqueue_url:
         if namespace or restore_days:
             raise click.UsageError("--namespace and --restore-days do not apply to "
                                    "--enqueue: the workers read the files")  # fmt: skip
-
-        async def enqueue() -> EnqueueResult:
-            stopping = asyncio.Event()
-            install_signal_handlers(stopping)
-            return await enqueue_backfill_async(
-                bucket, config, enqueue_url, prefix=prefix, account_ids=account_ids,
-                regions=regions, start_time=start_time, end_time=end_time,
-                insights=insights, force=force, progress=progress, stopping=stopping,
-            )  # fmt: skip
-
-        queued = asyncio.run(enqueue())
-        click.echo(f"{queued.listed} file(s) listed: {queued.sent} queued, "
-                   f"{queued.skipped_done} already done, {len(queued.unsent)} not queued",
-                   err=True)  # fmt: skip
-        if not queued.ok:
-            sys.exit(1)
+        _enqueue(job, config, enqueue_url, progress)
         return
+    _backfill(job, config, progress)
+
+
+def _enqueue(job: BackfillJob, config: Config, queue_url: str, progress: bool | None) -> None:
+    """`--enqueue`: one message per file for the workers; exit 1 if any was not queued."""
+
+    async def enqueue() -> EnqueueResult:
+        stopping = asyncio.Event()
+        install_signal_handlers(stopping)
+        return await enqueue_backfill_async(
+            job, config, queue_url, progress=progress, stopping=stopping
+        )
+
+    queued = asyncio.run(enqueue())
+    click.echo(f"{queued.listed} file(s) listed: {queued.sent} queued, "
+               f"{queued.skipped_done} already done, {len(queued.unsent)} not queued",
+               err=True)  # fmt: skip
+    if not queued.ok:
+        sys.exit(1)
+
+
+def _backfill(job: BackfillJob, config: Config, progress: bool | None) -> None:
+    """Processes the files here, then one summary on stderr; exit 1 unless all went well."""
 
     async def main() -> BackfillResult:
         stopping = asyncio.Event()
         install_signal_handlers(stopping)
-        return await backfill_async(
-            bucket, config, prefix=prefix, account_ids=account_ids, regions=regions,
-            start_time=start_time, end_time=end_time, insights=insights, force=force,
-            namespace=namespace, concurrency=concurrency, progress=progress, stopping=stopping,
-            restore_days=restore_days, restore_poll_seconds=restore_poll_seconds,
-        )  # fmt: skip
+        return await backfill_async(job, config, progress=progress, stopping=stopping)
 
     result = asyncio.run(main())  # errors become one clean line via @fail_cleanly
     click.echo(

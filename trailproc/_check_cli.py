@@ -68,6 +68,7 @@ __all__ = ["check_command"]
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]))
 def check_command(
+    *,
     config_path: str | None,
     buckets: tuple[str, ...],
     key: str | None,

@@ -10,7 +10,12 @@ from typing import Any
 import click
 
 from ._cli_common import TimeParam, fail_cleanly, load_cli_config, processing_options
-from ._sources.history import HistoryResult, history_async, parse_lookup_attribute
+from ._sources.history import (
+    HistoryResult,
+    HistoryWindow,
+    history_async,
+    parse_lookup_attribute,
+)
 
 __all__ = ["history_command"]
 
@@ -58,6 +63,7 @@ def _attribute(values: tuple[str, ...]) -> dict[str, str] | None:
 @processing_options
 @fail_cleanly
 def history_command(
+    *,
     start_time: dt.datetime,
     end_time: dt.datetime,
     lookup_attributes: tuple[str, ...],
@@ -74,13 +80,13 @@ def history_command(
     attribute = _attribute(lookup_attributes)
     if start_time >= end_time:
         raise click.UsageError("--start-time must be before --end-time")
+    window = HistoryWindow(start_time, end_time, attribute)
     config = load_cli_config(config_path, handlers=handlers, **flags)
 
     async def main() -> HistoryResult:
         stopping = asyncio.Event()
         install_signal_handlers(stopping)
-        return await history_async(config, start_time=start_time, end_time=end_time,
-                                   lookup_attribute=attribute, regions=regions,
+        return await history_async(config, window=window, regions=regions,
                                    progress=progress, stopping=stopping)  # fmt: skip
 
     result = asyncio.run(main())

@@ -90,13 +90,15 @@ def _report(result: Any) -> None:
 @processing_options
 @trust_options
 @fail_cleanly
-def audit_command(
+def audit_command(  # noqa: PLR0913 - click passes each command-line option as a keyword of its own
+    *,
     bucket: str, prefix: str | None, account_ids: tuple[str, ...], regions: tuple[str, ...],
     start_time: dt.datetime, end_time: dt.datetime, digests: bool, as_json: bool, fix: bool,
     enqueue_url: str | None, progress: bool | None, config_path: str | None, **flags: Any,
 ) -> None:  # fmt: skip
     """Find log files of a time range that were never handed over (exit 1 if any)."""
     from ._audit import audit_async, enqueue_missing_async, fix_missing_async
+    from ._sources.s3_listing import ListingQuery
 
     if enqueue_url and not fix:
         raise click.UsageError("--enqueue goes with --fix")
@@ -104,10 +106,9 @@ def audit_command(
     if fix and not enqueue_url and not (config.handlers or config.output):
         raise click.UsageError("--fix hands files over: give --handler or --output "
                                "(or --enqueue QUEUE_URL)")  # fmt: skip
-    result = asyncio.run(audit_async(
-        bucket, config, prefix=prefix, account_ids=account_ids, regions=regions,
-        start_time=start_time, end_time=end_time, digests=digests, progress=progress,
-    ))  # fmt: skip
+    query = ListingQuery.build(bucket, prefix=prefix, account_ids=account_ids,
+                               regions=regions, start=start_time, end=end_time)  # fmt: skip
+    result = asyncio.run(audit_async(query, config, digests=digests, progress=progress))
     fixed: dict[str, Any] = {}
     if fix and result.missing:
         if enqueue_url:
@@ -180,6 +181,7 @@ def _all_fixed(result: Any, fixed: dict[str, Any]) -> bool:
 @click.option("--log-format", type=click.Choice(["auto", "console", "json"]))
 @fail_cleanly
 def redrive_command(
+    *,
     source: str, destination: str | None, max_messages: int | None, method: str,
     wait_seconds: float, as_json: bool, config_path: str | None, **flags: Any,
 ) -> None:  # fmt: skip

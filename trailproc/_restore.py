@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ._errors import error_code, retry_transient
@@ -21,7 +22,7 @@ from ._observe import get_logger
 from ._pipeline.keys import FileRef
 from .checkpoint._base import CheckpointStore, FileId
 
-__all__ = ["ARCHIVE_CLASSES", "restored_refs"]
+__all__ = ["ARCHIVE_CLASSES", "RestoreSettings", "restored_refs"]
 
 log = get_logger("trailproc.restore")
 
@@ -29,6 +30,16 @@ log = get_logger("trailproc.restore")
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 
 ClientFor = Callable[[FileRef], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class RestoreSettings:
+    """How archived files are restored: the temporary copy's lifetime in `days`, the
+    retrieval `tier`, and how often a pending restore is checked."""
+
+    days: int
+    tier: str = "Standard"
+    poll_seconds: float = 300.0
 
 
 def _state(head: dict[str, Any]) -> str:
@@ -50,9 +61,10 @@ async def _head(client: Any, ref: FileRef, extra: dict[str, str]) -> dict[str, A
 
 
 async def _request(
-    client: Any, ref: FileRef, head: dict[str, Any], days: int, tier: str,
+    client: Any, ref: FileRef, head: dict[str, Any], settings: RestoreSettings,
     extra: dict[str, str],
 ) -> None:  # fmt: skip
+    days, tier = settings.days, settings.tier
     # Intelligent-Tiering archive tiers are restored without a number of days.
     request: dict[str, Any] = {} if head.get("ArchiveStatus") else {
         "Days": days, "GlacierJobParameters": {"Tier": tier}}  # fmt: skip
@@ -72,9 +84,7 @@ async def restored_refs(
     client_for: ClientFor,
     store: CheckpointStore,
     *,
-    days: int,
-    tier: str = "Standard",
-    poll_seconds: float = 300.0,
+    settings: RestoreSettings,
     access_args: Callable[[str], dict[str, str]] = lambda bucket: {},
     stopping: asyncio.Event | None = None,
     unrestored: list[FileRef] | None = None,
@@ -83,9 +93,10 @@ async def restored_refs(
 
     Files the store records as done are handed on without a request (the pipeline
     skips them). Until `stopping` is set, restoring files are polled every
-    `poll_seconds`; files still restoring when it is set are logged, appended to
+    `settings.poll_seconds`; files still restoring when it is set are logged, appended to
     `unrestored` and not handed on.
     """
+    poll_seconds = settings.poll_seconds
     waiting: list[tuple[FileRef, Any, dict[str, str]]] = []
     async for ref in refs:
         if ref.etag and await store.is_done(FileId(ref.bucket, ref.key, ref.etag)):
@@ -98,7 +109,7 @@ async def restored_refs(
             yield ref
             continue
         if state == "archived":
-            await _request(client, ref, head, days, tier, extra)
+            await _request(client, ref, head, settings, extra)
         waiting.append((ref, client, extra))
     while waiting and not (stopping is not None and stopping.is_set()):
         still = []

@@ -67,10 +67,10 @@ async def watching(
     ):
         s3 = await runtime.s3().for_object(options.bucket)
         # Each listed file passes the trust boundary (account of its key).
-        vetted = functools.partial(run_refs, trust=runtime.trust)
-        yield Watcher(options, query, runtime.pipeline, s3, runtime.store, metrics,
-                      owner=runtime.owner, run_refs=vetted,
-                      concurrency=config.download_concurrency)  # fmt: skip
+        hand_over = functools.partial(run_refs, runtime.pipeline, trust=runtime.trust,
+                                      concurrency=config.download_concurrency)  # fmt: skip
+        yield Watcher(options, query, s3, runtime.store, metrics, owner=runtime.owner,
+                      hand_over=hand_over)  # fmt: skip
 
 
 async def watch_async(
@@ -122,7 +122,8 @@ async def watch_async(
 @processing_options
 @trust_options
 @fail_cleanly
-def watch_command(
+def watch_command(  # noqa: PLR0913 - click passes each command-line option as a keyword of its own
+    *,
     bucket: str,
     prefix: str | None,
     account_ids: tuple[str, ...],

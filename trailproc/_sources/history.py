@@ -371,6 +371,7 @@ async def _walk_account(
     clients: Any,
     pipeline: FilePipeline,
     store: KeyValueStore,
+    *,
     window: HistoryWindow,
     regions: Sequence[str],
     result: HistoryResult,
@@ -408,21 +409,18 @@ async def history_async(
     config: Config,
     processor: Any = None,
     *,
-    start_time: dt.datetime,
-    end_time: dt.datetime,
-    lookup_attribute: dict[str, str] | None = None,
+    window: HistoryWindow,
     regions: Sequence[str] = (),
     progress: bool | None = None,
     stopping: asyncio.Event | None = None,
     metrics: Metrics | None = None,
 ) -> HistoryResult:
-    """Hand every event of the window (in each region) to the handlers; see module doc."""
+    """Hand every event of `window` (in each region) to the handlers; see module doc."""
     from .._observe import ensure_logging
     from .._progress import Progress
     from .._runtime import open_runtime
 
     ensure_logging(config.log_level, config.log_format)
-    window = HistoryWindow(start_time, end_time, lookup_attribute)
     metrics = metrics or Metrics()
     stopping = stopping or asyncio.Event()
     result = HistoryResult(metrics)
@@ -438,8 +436,9 @@ async def history_async(
         meter = Progress(metrics, desc="history", bar=progress)
         try:
             store = cast(KeyValueStore, runtime.store)  # checked by `positional`
-            await _walk_account(runtime.aws(), runtime.pipeline, store, window, regions,
-                                result, stopping, meter)  # fmt: skip
+            await _walk_account(runtime.aws(), runtime.pipeline, store, window=window,
+                                regions=regions, result=result, stopping=stopping,
+                                meter=meter)  # fmt: skip
         finally:
             meter.close()
     result.seconds = time.monotonic() - started

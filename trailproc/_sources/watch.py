@@ -21,12 +21,12 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .._observe import Metrics, get_logger
-from .._pipeline.engine import FileOutcome, FilePipeline
+from .._pipeline.engine import FileOutcome
 from .._pipeline.keys import FileRef
 from ..checkpoint._base import CheckpointStore, KeyValueStore, LeaseStore
 from .s3_listing import Lister, ListingQuery, Stream, list_streams
@@ -98,29 +98,27 @@ class Watcher:
         self,
         options: WatchOptions,
         query: ListingQuery,
-        pipeline: FilePipeline,
         s3: Any,
         store: CheckpointStore,
         metrics: Metrics,
         *,
         owner: str,
-        run_refs: Callable[..., Any],
-        concurrency: int = 8,
+        hand_over: Callable[..., Awaitable[Any]],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`hand_over(refs, failed=..., stopping=...)` runs files through the pipeline
+        (`run_refs` with its pipeline, concurrency and trust bound)."""
         if not isinstance(store, KeyValueStore) or not isinstance(store, LeaseStore):
             raise TypeError(f"{type(store).__name__} keeps no cursors or leases")
         self.options = options
         self.query = query
-        self.pipeline = pipeline
         self.lister = Lister(s3, options.bucket)
         self.store = store
         self.kv: KeyValueStore = store
         self.leases: LeaseStore = store
         self.metrics = metrics
         self.owner = owner
-        self.run_refs = run_refs
-        self.concurrency = concurrency
+        self.hand_over = hand_over
         self.clock = clock
         self.lease_key = f"{LEASE_PREFIX}{options.bucket}/{query.root}"
         self.attempted: set[str] = set()
@@ -208,8 +206,7 @@ class Watcher:
         refs = [ref for listed in by_stream.values() for ref in listed]
         result.new = sum(1 for ref in refs if ref.key not in self.attempted)
         self.attempted.update(ref.key for ref in refs)
-        await self.run_refs(self.pipeline, refs, concurrency=self.concurrency,
-                            failed=result.failed, stopping=halt)  # fmt: skip
+        await self.hand_over(refs, failed=result.failed, stopping=halt)
         failed = {outcome.ref.key for outcome in result.failed}
         for ref in refs:
             if ref.key not in failed:

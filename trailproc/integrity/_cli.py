@@ -144,7 +144,7 @@ def _print_text(report: ValidationReport, verbose: bool) -> None:
     "deleted trailing digests from a trail that stopped delivering (default: on, off with "
     "--local-dir). Without it, the hourly cadence and the clock decide.",
 )
-def validate_command(
+def validate_command(  # noqa: PLR0913 - click passes each command-line option as a keyword of its own
     *,
     trail_arn: str,
     s3_bucket: str,

@@ -725,7 +725,7 @@ def _open_sources(
     return _Sources(store, keys, delivery)
 
 
-def validate(
+def validate(  # noqa: PLR0913 - public API: the options are documented keywords, one per setting
     trail_arn: str,
     s3_bucket: str,
     start_time: dt.datetime,
