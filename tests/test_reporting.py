@@ -1,4 +1,4 @@
-"""Failures and progress are surfaced in one place: the reporter counts each failure,
+"""Failures and progress are surfaced in one place: the observer counts each failure,
 hands it to `on_error` once, and a user hook that raises never breaks the work."""
 
 from __future__ import annotations

@@ -71,6 +71,7 @@ from .._pipeline.notifications import (
     BadNotification,
 )
 from .._pipeline.processor import EventProcessor
+from .acking import Acknowledger, InOrder
 from .messages import MessageRunner, Verdict
 from .subscriptions import DocumentResult, SubscriptionRunner
 
@@ -216,6 +217,29 @@ def _verdict_error(verdict: Verdict) -> str | None:
     return verdict.reason
 
 
+class LambdaAcks(Acknowledger[_Unit]):
+    """The shared acknowledgement rules for an SQS event source mapping: Lambda deletes
+    every message of the batch that the answer does not name in `batchItemFailures`, and
+    makes the named ones visible again (after the queue's visibility timeout)."""
+
+    def message_id(self, message: _Unit) -> str | None:
+        return message.ident
+
+    async def delete(self, message: _Unit, reason: str) -> None:
+        """Not named in the answer: Lambda deletes it."""
+
+    async def release(self, message: _Unit, reason: str) -> None:
+        """Named in the answer: Lambda leaves it on the queue."""
+
+    async def keep(self, message: _Unit, reason: str, received: float) -> bool:
+        return False  # named in the answer: Lambda leaves it on the queue
+
+    @staticmethod
+    def answer(failed: Sequence[_Unit]) -> dict[str, Any]:
+        """The partial batch response naming each message not finished with."""
+        return {"batchItemFailures": [{"itemIdentifier": u.ident} for u in failed]}
+
+
 def _lambda_owner() -> str:
     # The log stream names the execution environment: unique per sandbox, stable across
     # its warm invocations (so a retry landing here resumes its own lease).
@@ -257,6 +281,7 @@ class LambdaRuntime:
         self._pipeline: FilePipeline | None = None
         self._message_runner: MessageRunner | None = None
         self._subscription_runner: SubscriptionRunner | None = None
+        self._acks = LambdaAcks(delete_on_failure=config.delete_on_failure)
 
     # --- the synchronous face ----------------------------------------------------------
     def __call__(self, event: Any, context: Any = None) -> dict[str, Any]:
@@ -366,8 +391,8 @@ class LambdaRuntime:
     def _answer(
         trigger: str, units: list[_Unit], failed: list[_Unit], records: int
     ) -> dict[str, Any]:
-        if trigger in ("sqs", "kinesis"):
-            return {"batchItemFailures": [{"itemIdentifier": u.ident} for u in failed]}
+        if trigger in ("sqs", "kinesis"):  # Kinesis answers the same way, by sequence number
+            return LambdaAcks.answer(failed)
         if trigger == "firehose":
             # A payload that is bad or refused will be the same on a retry: Firehose
             # keeps it in its error output. Anything else is worth retrying (raise).
@@ -538,15 +563,12 @@ class LambdaRuntime:
         rest of its group only). Units not run stay "unstarted" (reported failed)."""
         pipeline = self._pipeline
         assert pipeline is not None
-        failed_groups: set[str | None] = set()
-        stopped = False
+        order = InOrder(by_group=by_group)
         for unit in units:
-            if stopped:
+            if not order.may_start(unit.group):
                 continue  # reported: "unstarted"
-            if by_group and unit.group in failed_groups:
-                continue
             if not clock.may_start():
-                stopped = True
+                order.stop()
                 continue
             unit.status = "running"
             task = asyncio.ensure_future(self._guarded(pipeline, unit, work))
@@ -555,13 +577,9 @@ class LambdaRuntime:
                 task.cancel()
                 await _settle_cancelled({task}, clock)
                 unit.status = "aborted"
-                stopped = True
+                order.stop()
                 continue
-            if unit.status != "ok":
-                if by_group:
-                    failed_groups.add(unit.group)
-                else:
-                    stopped = True
+            order.finished(unit.group, unit.status == "ok")
         self._log_unstarted(units)
 
     @staticmethod
@@ -579,7 +597,7 @@ class LambdaRuntime:
         note = await self._runner(pipeline).parse(record.get("body") or "", message_id)
         if isinstance(note, TrailprocError):
             unit.error = _why(note)
-            return False
+            return await self._acks.settle(unit, Verdict("retry", note.reason))
         verdict = await self._runner(pipeline).run(
             note,
             message_id=message_id,
@@ -587,14 +605,10 @@ class LambdaRuntime:
             sent_at=int(attributes.get("SentTimestamp", "0") or 0) / 1000 or None,
             attributes=attributes,
         )
-        if verdict.reason == "failed" and self.config.delete_on_failure:
-            # As the daemon does (Java's deleteMessageUponFailure): not reported, so
-            # Lambda deletes it. Unreadable bodies (above) are still kept.
-            log.warning("deleting failed message (delete_on_failure is set)",
-                        message_id=message_id)  # fmt: skip
-            return True
-        unit.error = _verdict_error(verdict)
-        return verdict.action == "ack"
+        finished = await self._acks.settle(unit, verdict)
+        if not finished:
+            unit.error = _verdict_error(verdict)
+        return finished
 
     async def _payload(self, pipeline: FilePipeline, payload: Any, unit: _Unit) -> bool:
         runner = self._runner(pipeline)

@@ -1,12 +1,12 @@
-"""The acknowledgement policy: what becomes of a message once its work has a verdict.
+"""The SQS daemon's acknowledgements: the shared rules (`trailproc._sources.acking`)
+applied to an SQS queue.
 
-- every file of the message done (or done before), test/validation messages, all objects
-  skipped by policy, `filter_source` False → delete (batched);
-- shutdown stopped it with progress committed → visible again at once;
-- anything failed → keep: hidden for a backoff that grows per receive, and after
-  `max_receive_count` receives moved to `dlq_url` if one is configured (else the queue's
-  own redrive policy takes it). Deleted on failure only with `delete_on_failure`.
-- busy (the file is worked on elsewhere) → back soon, never to the DLQ because of it.
+- delete → a DeleteMessageBatch entry (`DeleteBatcher`);
+- release (shutdown, progress committed) → visible again at once;
+- keep → hidden for a backoff that grows per receive, and after `max_receive_count`
+  receives moved to `dlq_url` if one is configured (else the queue's own redrive policy
+  takes it); busy (the file is worked on elsewhere) → back soon, never to the DLQ
+  because of it.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..._pipeline.observer import PipelineObserver
 from ..._pipeline.processor import ProgressInfo, ProgressState
 from ..._ports.clock import Clock
 from ..._ports.queue import QueuePort
-from ..messages import Verdict
+from ..acking import Acknowledger
 from .deletes import DeleteBatcher
 from .slots import InFlight
 from .visibility import VisibilityKeeper
@@ -40,7 +40,7 @@ def group_id(message: dict[str, Any]) -> str | None:
     return str(group) if group is not None else None
 
 
-class AckPolicy:
+class AckPolicy(Acknowledger[dict[str, Any]]):
     """Deletes, keeps or moves messages to the DLQ, and remembers the ones it parked."""
 
     def __init__(
@@ -55,6 +55,7 @@ class AckPolicy:
         clock: Clock,
         metrics: Metrics,
     ) -> None:
+        super().__init__(delete_on_failure=config.delete_on_failure)
         self.config = config
         self.observer = observer
         self.deleter = deleter
@@ -67,27 +68,17 @@ class AckPolicy:
         # With exit_when_idle they are "accounted for": the run may end while they wait.
         self.parked: dict[str, float] = {}
 
-    async def settle(self, message: dict[str, Any], verdict: Verdict, received: float) -> bool:
-        """Acknowledge per `verdict`. True if the message is finished with (deleted, or
-        moved to the DLQ); False if it stays on the queue."""
-        if verdict.action == "ack":
-            # Finished with even if the delete fails: the message comes back, and is
-            # skipped by its checkpoint.
-            await self.delete(message, verdict.reason)
-            return True
-        if verdict.action == "release":
-            # Shutdown: progress is committed; let the next receiver start right away.
-            self.metrics.messages_kept.labels(verdict.reason).inc()
-            await self.keeper.hide(message, 0)
-            return False
-        if verdict.reason == "failed" and self.config.delete_on_failure:
-            log.warning("deleting failed message (delete_on_failure is set)",
-                        message_id=message.get("MessageId"))  # fmt: skip
-            await self.delete(message, "failed_deleted")
-            return True
-        return await self.keep(message, verdict.reason, received)
+    def message_id(self, message: dict[str, Any]) -> str | None:
+        return message.get("MessageId")
+
+    async def release(self, message: dict[str, Any], reason: str) -> None:
+        """Shutdown: progress is committed; let the next receiver start right away."""
+        self.metrics.messages_kept.labels(reason).inc()
+        await self.keeper.hide(message, 0)
 
     async def delete(self, message: dict[str, Any], reason: str) -> None:
+        """Finished with even if the delete fails: the message comes back, and is skipped
+        by its checkpoint."""
         info = ProgressInfo(True, message.get("MessageId"))
         # Java's deleteFilteredMessage: a delete of a message filter_source declined.
         state = ProgressState.DELETE_FILTERED if reason == "filtered" else ProgressState.DELETE

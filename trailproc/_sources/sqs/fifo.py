@@ -1,10 +1,11 @@
 """FIFO message groups: one after the other, in the order SQS gave them.
 
-A message that stays on the queue (failed, busy, released at shutdown) holds back the
-rest of its group: they are not started but made visible again at once, and SQS hands
-them out again only after it, since it gives out no message of a group while an earlier
-one is in flight. A message moved to the DLQ no longer holds its group. On a standard
-queue every message is a unit of its own.
+The rule is the shared `InOrder` (`trailproc._sources.acking`), per group: a message
+that stays on the queue (failed, busy, released at shutdown) holds back the rest of its
+group: they are not started but made visible again at once, and SQS hands them out again
+only after it, since it gives out no message of a group while an earlier one is in
+flight. A message moved to the DLQ no longer holds its group. On a standard queue every
+message is a unit of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..._observe import Metrics, get_logger
+from ..acking import InOrder
 from .acks import group_id
 from .slots import InFlight
 from .visibility import VisibilityKeeper, stop
@@ -83,20 +85,22 @@ class GroupRunner:
         heartbeats = {id(m): self.keeper.start_heartbeat(m, received) for m in messages}
         pending = list(messages)
         self.in_flight.queued_in_groups += len(pending)
+        order = InOrder(by_group=False)  # one group: its first message that stays stops it
         try:
-            go_on = await self._turn(previous)
+            order.finished(group, await self._turn(previous))
             before = None
-            while pending and go_on and not self.stopping():
+            while pending and order.may_start(group) and not self.stopping():
                 message = pending.pop(0)
                 self.in_flight.queued_in_groups -= 1
                 before = str(message.get("MessageId"))
                 try:
-                    go_on = await self.handle(message, received, heartbeats[id(message)])
+                    done = await self.handle(message, received, heartbeats[id(message)])
                 finally:
                     self.in_flight.give_back(slots)
+                order.finished(group, done)
             if pending:
                 await self._hold_back(group, pending, heartbeats, before)
-            return go_on and not pending
+            return order.may_start(group) and not pending
         except asyncio.CancelledError:
             await asyncio.shield(self._hold_back(group, pending, heartbeats, None))
             raise

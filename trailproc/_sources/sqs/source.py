@@ -24,7 +24,7 @@ from ..._observe import Metrics, get_logger
 from ..._pipeline.engine import FilePipeline
 from ..._ports.clock import Clock, SystemClock, first_of
 from ..._ports.queue import AwsQueue, QueuePort
-from ..messages import MessageRunner
+from ..messages import MessageRunner, Verdict
 from .acks import AckPolicy, receive_count
 from .ahead import ReceiveAhead
 from .deletes import DeleteBatcher
@@ -289,7 +289,7 @@ class SqsSource:
         if isinstance(note, TrailprocError):
             if heartbeat is not None:
                 await stop(heartbeat)
-            return await self.acks.keep(message, note.reason, received)
+            return await self.acks.settle(message, Verdict("retry", note.reason), received)
         if heartbeat is None:
             heartbeat = self.keeper.start_heartbeat(message, received)
         try:
