@@ -19,7 +19,7 @@ _COLD_START = textwrap.dedent("""
     print(json.dumps({
         "loaded": sorted(m for m in heavy if m in sys.modules),
         "botocore": "botocore.session" in sys.modules,
-        "s3": type(runtime._pipeline.fetcher._client).__name__,
+        "s3": type(runtime._run(runtime._pipeline.fetcher.objects.client_for("b"))).__name__,
     }))
     runtime.close()
 """)

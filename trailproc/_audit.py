@@ -223,9 +223,10 @@ async def _digest_only(
     result: AuditResult,
 ) -> list[FileRef]:  # fmt: skip
     """Log files that digests list but the bucket listing did not return."""
-    from ._pipeline.fetch import S3Fetcher
+    from ._pipeline.fetch import ObjectFetcher
+    from ._ports.objects import S3Objects
 
-    fetcher = S3Fetcher(s3, max_bytes=config.max_decompressed_bytes)
+    fetcher = ObjectFetcher(S3Objects(s3), max_bytes=config.max_decompressed_bytes)
     extra: dict[str, FileRef] = {}
     async for digest in iter_digest_refs(s3, query, folder_cache=folders):
         try:

@@ -245,7 +245,7 @@ class ThreadedS3Client:
     For a Lambda cold start, which needs one GetObject or a few: the aioboto3 stack
     (aiohttp, aiobotocore, aioboto3, s3transfer) costs about as much CPU to import as
     everything else the invocation does; botocore alone does not bring it in. It offers
-    what `S3Fetcher` uses, `get_object(**kwargs)` answering aiobotocore's way (an async
+    what `S3Objects` uses to read, `get_object(**kwargs)` answering aiobotocore's way (an async
     body), with the same credential chain, region, endpoint and retry settings as
     `AwsClients`. See benchmarks/README.md for the measurement.
     """

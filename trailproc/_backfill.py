@@ -257,17 +257,18 @@ def _restoring(
     """With `job.restore`, a wrapper of the listing that restores archived files before
     handing them on (`trailproc._restore`); those still restoring at a stop are kept in
     `result.unrestored`."""
-    from ._pipeline.fetch import S3Fetcher
-
     settings = job.restore
     if settings is None:
         return None
-    fetcher, store = runtime.fetcher, runtime.store
-    assert isinstance(fetcher, S3Fetcher)
+    objects, store = runtime.objects, runtime.store
+    assert objects is not None  # backfill reads S3
+
+    async def client_for(ref: FileRef) -> Any:
+        return await objects.client_for(ref.bucket, ref.info.account_id)
 
     def restore(refs: AsyncIterator[FileRef]) -> AsyncIterator[FileRef]:
-        return restored_refs(refs, fetcher.client_for, store, settings=settings,
-                             access_args=fetcher.access_args, stopping=stopping,
+        return restored_refs(refs, client_for, store, settings=settings,
+                             access_args=objects.access_args, stopping=stopping,
                              unrestored=result.unrestored)  # fmt: skip
 
     return restore

@@ -23,7 +23,7 @@ from ._errors import CheckpointError
 from ._observe import Metrics, get_logger
 from ._pipeline.budget import MemoryBudget
 from ._pipeline.engine import FilePipeline
-from ._pipeline.fetch import Fetcher, LocalFetcher, S3Fetcher
+from ._pipeline.fetch import Fetcher, LocalFetcher, ObjectFetcher
 from ._pipeline.filters import RecordFilter
 from ._pipeline.gaps import GapFiller
 from ._pipeline.observer import PipelineObserver
@@ -35,6 +35,7 @@ from ._pipeline.processor import (
     maybe_await,
 )
 from ._pipeline.quarantine import RecordQuarantine, open_quarantine
+from ._ports.objects import S3Objects
 from ._trust import Trust, TrustPolicy
 from .checkpoint import open_store
 from .checkpoint._base import CheckpointStore, FileId
@@ -88,6 +89,9 @@ class Runtime:
     # The S3 client per bucket that the fetcher reads with (`objects="s3"`), to list
     # with the same clients and region cache.
     router: S3Router | None = None
+    # The object port the fetcher reads S3 through (None for local files or a road's
+    # own fetcher), for a road that asks S3 more (restores, heads).
+    objects: S3Objects | None = None
 
     @property
     def owner(self) -> str:
@@ -236,20 +240,44 @@ async def check_store(store: CheckpointStore) -> None:
 
 async def _fetcher(
     objects: Objects | Fetcher, clients: AwsClients | None, config: Config
-) -> tuple[Fetcher, S3Router | None]:
+) -> tuple[Fetcher, S3Router | None, S3Objects | None]:
+    """The fetcher `objects` asks for, the S3 router and the object port it reads with."""
     if not isinstance(objects, str):
-        return objects, None
+        return objects, None, None
     if objects == "local":
-        return LocalFetcher(), None
+        return LocalFetcher(), None, None
     assert clients is not None
     if objects == "s3-default-client":
-        s3 = await clients.client("s3")
-        return S3Fetcher(s3, concurrency=config.download_concurrency,
-                         max_bytes=config.max_decompressed_bytes), None  # fmt: skip
+        port = S3Objects(await clients.client("s3"))
+        return ObjectFetcher(port, concurrency=config.download_concurrency,
+                             max_bytes=config.max_decompressed_bytes), None, port  # fmt: skip
     from ._aws import S3Router
 
     router = S3Router(clients)
-    return S3Fetcher.for_config(router, config), router
+    port = S3Objects(router=router, requester_pays=config.requester_pays_buckets,
+                     bucket_owners=config.bucket_owners)  # fmt: skip
+    return ObjectFetcher.for_config(port, config), router, port
+
+
+async def _open_objects(
+    stack: contextlib.AsyncExitStack, objects: Objects | Fetcher, config: Config
+) -> tuple[Fetcher, AwsClients | None, S3Router | None, S3Objects | None]:
+    """The fetcher `objects` asks for, with the AWS clients, S3 router and object port
+    behind it (closed with `stack`)."""
+    if objects == "s3-threaded":
+        from ._aws import ThreadedS3Client
+
+        threaded = S3Objects(await stack.enter_async_context(ThreadedS3Client.create(config)))
+        reader = ObjectFetcher(threaded, concurrency=config.download_concurrency,
+                               max_bytes=config.max_decompressed_bytes)  # fmt: skip
+        return reader, None, None, threaded
+    clients = None
+    if objects != "local":
+        from ._aws import AwsClients
+
+        clients = await stack.enter_async_context(AwsClients(config))
+    fetcher, router, port = await _fetcher(objects, clients, config)
+    return fetcher, clients, router, port
 
 
 @contextlib.asynccontextmanager
@@ -287,20 +315,7 @@ async def open_runtime(
         chosen = store(opened) if store is not None else opened
         if check:
             await check_store(chosen)
-        clients = None
-        if objects == "s3-threaded":
-            from ._aws import ThreadedS3Client
-
-            s3 = await stack.enter_async_context(ThreadedS3Client.create(config))
-            fetcher: Fetcher = S3Fetcher(s3, concurrency=config.download_concurrency,
-                                         max_bytes=config.max_decompressed_bytes)  # fmt: skip
-            router = None
-        else:
-            if objects != "local":
-                from ._aws import AwsClients
-
-                clients = await stack.enter_async_context(AwsClients(config))
-            fetcher, router = await _fetcher(objects, clients, config)
+        fetcher, clients, router, port = await _open_objects(stack, objects, config)
         if before_start is not None:
             await maybe_await(before_start())
         await maybe_await(user.start())
@@ -309,7 +324,7 @@ async def open_runtime(
         pipeline = build_pipeline(config, user, chosen, fetcher, observer, budget)
         stack.push_async_callback(pipeline.close)
         yield Runtime(config, user, chosen, metrics, observer, trust, pipeline, fetcher, clients,
-                      router)  # fmt: skip
+                      router, port)  # fmt: skip
 
 
 async def _close_processor(processor: EventProcessor) -> None:

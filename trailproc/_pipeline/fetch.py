@@ -1,4 +1,4 @@
-"""Stage 3: a file reference → its bytes (S3 GetObject, or a local file).
+"""Stage 3: a file reference → its bytes (through the object port, or a local file).
 
 Transient failures (throttling, 5xx, resets mid-body) are retried with backoff; anything
 else becomes one `FetchError` naming the bucket, key and the S3 error code.
@@ -7,11 +7,10 @@ else becomes one `FetchError` naming the bucket, key and the S3 error code.
 from __future__ import annotations
 
 import asyncio
-import inspect
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from .._config import Config
 from .._errors import (
@@ -23,10 +22,11 @@ from .._errors import (
     retry_transient,
 )
 from .._observe import get_logger
+from .._ports.objects import ObjectPort
 from .budget import Reservation
 from .keys import FileRef
 
-__all__ = ["Fetched", "Fetcher", "LocalFetcher", "S3Fetcher"]
+__all__ = ["Fetched", "Fetcher", "LocalFetcher", "ObjectFetcher"]
 
 log = get_logger("trailproc.fetch")
 
@@ -57,11 +57,9 @@ _PERMANENT_HINTS = {
 }
 
 
-class S3Fetcher:
-    """Downloads whole objects (log files are ≤ 50 MB compressed) with bounded concurrency.
-
-    `client` is an S3 client, or an awaitable that gives one (a client still being built
-    while the first messages are received); it is awaited on the first download.
+class ObjectFetcher:
+    """Downloads whole objects (log files are ≤ 50 MB compressed) through the object port
+    (`S3Objects` in production, `MemoryObjects` in tests), with bounded concurrency.
 
     A reference with a version id (S3 event notifications of a versioned bucket) is read
     by version, which needs `s3:GetObjectVersion`. Without that permission the current
@@ -71,57 +69,30 @@ class S3Fetcher:
 
     def __init__(
         self,
-        client: Any,
+        objects: ObjectPort,
         *,
         concurrency: int = 8,
         attempts: int = 5,
         max_bytes: int | None = None,
-        requester_pays: Iterable[str] = (),
         bucket_owners: Mapping[str, str] | None = None,
     ) -> None:
-        self._client = client
-        # Sent on every request to these buckets: the reader pays (requester pays).
-        self._requester_pays = frozenset(requester_pays)
-        # S3 refuses the request (403) when the bucket belongs to another account.
+        self.objects = objects
+        # Named in the error when S3 refuses a bucket of another owner (`bucket_owners`).
         self._owners = dict(bucket_owners or {})
         # An object larger than this is refused before its body is read: a log file's
         # gzip is never larger than its JSON, so it would fail max_decompressed_bytes
         # anyway, after holding the whole download in memory.
         self._max_bytes = max_bytes
-        self._pending: Awaitable[Any] | None = None
-        if inspect.isawaitable(client):
-            self._pending = asyncio.ensure_future(client)
         self._limit = asyncio.Semaphore(concurrency)
         self._attempts = attempts
         self._by_version = True  # False once GetObject with VersionId was denied
 
     @classmethod
-    def for_config(cls, client: Any, config: Config) -> S3Fetcher:
-        """A fetcher with the configuration's limits and access rules."""
-        return cls(client, concurrency=config.download_concurrency,
+    def for_config(cls, objects: ObjectPort, config: Config) -> ObjectFetcher:
+        """A fetcher with the configuration's limits."""
+        return cls(objects, concurrency=config.download_concurrency,
                    max_bytes=config.max_decompressed_bytes,
-                   requester_pays=config.requester_pays_buckets,
                    bucket_owners=config.bucket_owners)  # fmt: skip
-
-    def access_args(self, bucket: str) -> dict[str, str]:
-        """RequestPayer / ExpectedBucketOwner for a request to `bucket`."""
-        extra = {}
-        if bucket in self._requester_pays:
-            extra["RequestPayer"] = "requester"
-        owner = self._owners.get(bucket)
-        if owner:
-            extra["ExpectedBucketOwner"] = owner
-        return extra
-
-    async def client_for(self, ref: FileRef) -> Any:
-        """The S3 client for `ref`: the one given, or the router's (per bucket region
-        and role) when an `aws.S3Router` was given."""
-        if self._pending is not None:
-            self._client = await self._pending  # a failure here is the download's failure
-            self._pending = None
-        if hasattr(self._client, "for_object"):
-            return await self._client.for_object(ref.bucket, ref.info.account_id)
-        return self._client
 
     async def _get(self, ref: FileRef, held: Reservation | None) -> Fetched:
         if not ref.version_id or not self._by_version:
@@ -147,33 +118,28 @@ class S3Fetcher:
     ) -> Fetched:
         """GetObject, by `version_id` if given; with `expected_version`, the current
         object must be that version."""
-        kwargs: dict[str, Any] = {"Bucket": ref.bucket, "Key": ref.key,
-                                  **self.access_args(ref.bucket)}  # fmt: skip
-        if version_id:
-            kwargs["VersionId"] = version_id
-        client = await self.client_for(ref)
-        response = await client.get_object(**kwargs)
-        async with response["Body"] as body:
-            if expected_version and response.get("VersionId") != expected_version:
+        async with self.objects.open(ref.bucket, ref.key, version_id=version_id,
+                                     account_id=ref.info.account_id) as opened:  # fmt: skip
+            info = opened.info
+            if expected_version and info.version_id != expected_version:
                 raise FetchError(
                     f"the notified version {expected_version} is no longer the current one "
-                    f"({response.get('VersionId')}); reading it needs s3:GetObjectVersion",
+                    f"({info.version_id}); reading it needs s3:GetObjectVersion",
                     code="AccessDenied", bucket=ref.bucket, key=ref.key,
                 )  # fmt: skip
-            size = response.get("ContentLength")
-            if self._max_bytes is not None and isinstance(size, int) and size > self._max_bytes:
+            size = info.size
+            if self._max_bytes is not None and size is not None and size > self._max_bytes:
                 raise DecompressedTooLarge(
                     f"object is {size} bytes, over max_decompressed_bytes={self._max_bytes}; "
                     "not downloaded", bucket=ref.bucket, key=ref.key,
                 )  # fmt: skip
-            if held is not None and isinstance(size, int):
+            if held is not None and size is not None:
                 # Waits while the budget is full: the body is read once it fits.
                 await held.resize(size, why="its download")
-            data = await body.read()
+            data = await opened.read()
         if held is not None and held.held < len(data):  # no or a wrong Content-Length
             await held.resize(len(data), why="its download")
-        etag = str(response.get("ETag") or "").strip('"') or None
-        return Fetched(data, etag, response.get("VersionId"))
+        return Fetched(data, info.etag, info.version_id)
 
     async def fetch(self, ref: FileRef, held: Reservation | None = None) -> Fetched:
         async with self._limit:
@@ -191,12 +157,10 @@ class S3Fetcher:
         """The object's storage class (HeadObject), to name it in the error; None if
         S3 does not tell."""
         try:
-            client = await self.client_for(ref)
-            head = await client.head_object(Bucket=ref.bucket, Key=ref.key,
-                                            **self.access_args(ref.bucket))  # fmt: skip
+            head = await self.objects.head(ref.bucket, ref.key, account_id=ref.info.account_id)
         except Exception:
             return None
-        return head.get("StorageClass") or head.get("ArchiveStatus")
+        return head.storage_class
 
 
 def _archived(exc: BaseException, storage_class: str | None) -> str:

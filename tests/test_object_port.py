@@ -1,0 +1,96 @@
+"""The object port answers alike in memory and on S3 (moto's server over real HTTP):
+open (headers before the body), head, a missing key as S3's NoSuchKey, and listing by
+prefix with folders and pages. What the fast core tests learn on `MemoryObjects` holds
+for `S3Objects`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import boto3
+import pytest
+
+from trailproc._config import load_config
+from trailproc._errors import error_code
+from trailproc._ports.objects import MemoryObjects, ObjectPort, S3Objects
+
+BUCKET = "port-bucket"
+OBJECTS = {
+    "AWSLogs/111/CloudTrail/a.json.gz": b"a" * 10,
+    "AWSLogs/111/CloudTrail/b.json.gz": b"bb",
+    "AWSLogs/222/CloudTrail/c.json.gz": b"ccc",
+    "AWSLogs/top.txt": b"t",
+}
+
+Scenario = Callable[[ObjectPort], Awaitable[Any]]
+
+
+def on_port(kind: str, scenario: Scenario) -> Any:
+    """Run `scenario` on a port of `kind` holding OBJECTS in BUCKET."""
+    if kind == "memory":
+        memory = MemoryObjects(page_size=2)
+        for key, data in OBJECTS.items():
+            memory.put(BUCKET, key, data)
+        return asyncio.run(scenario(memory))
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    for key, data in OBJECTS.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=data)
+
+    async def on_s3() -> Any:
+        from trailproc._aws import AwsClients
+
+        async with AwsClients(load_config(env={}, region="us-east-1")) as clients:
+            return await scenario(S3Objects(await clients.client("s3")))
+
+    return asyncio.run(on_s3())
+
+
+@pytest.fixture(params=["memory", "s3"])
+def kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "s3":
+        request.getfixturevalue("aws_env")
+    return str(request.param)
+
+
+def test_open_tells_size_and_etag_before_the_body(kind: str) -> None:
+    async def scenario(port: ObjectPort) -> tuple[Any, ...]:
+        async with port.open(BUCKET, "AWSLogs/111/CloudTrail/a.json.gz") as opened:
+            info = opened.info
+            data = await opened.read()
+        head = await port.head(BUCKET, "AWSLogs/111/CloudTrail/a.json.gz")
+        return info.size, bool(info.etag), data, head.size, head.etag == info.etag
+
+    assert on_port(kind, scenario) == (10, True, b"a" * 10, 10, True)
+
+
+def test_a_missing_key_is_no_such_key(kind: str) -> None:
+    async def scenario(port: ObjectPort) -> str:
+        try:
+            async with port.open(BUCKET, "AWSLogs/nothing.json.gz") as opened:
+                await opened.read()
+        except Exception as exc:
+            return error_code(exc)
+        return "no error"
+
+    assert on_port(kind, scenario) == "NoSuchKey"
+
+
+def test_listing_by_prefix_with_folders_and_pages(kind: str) -> None:
+    async def scenario(port: ObjectPort) -> tuple[list[str], list[str], list[str]]:
+        top = await port.list_page(BUCKET, "AWSLogs/", delimiter="/")
+        keys: list[str] = []
+        token = None
+        while True:  # every key under the prefix, page after page
+            page = await port.list_page(BUCKET, "AWSLogs/", token=token)
+            keys += [key for key, _size, _etag in page.objects]
+            token = page.next_token
+            if token is None:
+                return [k for k, _, _ in top.objects], list(top.folders), keys
+
+    objects, folders, keys = on_port(kind, scenario)
+    assert objects == ["AWSLogs/top.txt"]
+    assert folders == ["AWSLogs/111/", "AWSLogs/222/"]
+    assert keys == sorted(OBJECTS)
