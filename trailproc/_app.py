@@ -444,6 +444,24 @@ async def _run_one(pipeline: FilePipeline, ref: FileRef, trust: Trust | None) ->
         return FileOutcome(ref, "failed", error=error)
 
 
+async def _run_in_order(
+    pipeline: FilePipeline, refs: Iterable[FileRef], failed: list[FileOutcome], meter: Progress
+) -> None:
+    """Local files one at a time, in the order of `refs`.
+
+    So one process hands the files over in order, and with `process --jobs` the next
+    file is claimed (taken from `refs`) only once this process is free for it. Decoding
+    is CPU-bound: files run at once in one process only took turns on its core and its
+    GIL, with as many documents in memory (benchmarks/README.md, round 10).
+    """
+    for ref in refs:
+        meter.add_total()
+        outcome = await _run_one(pipeline, ref, None)
+        if not outcome.ok:
+            failed.append(outcome)
+        meter.advance()
+
+
 async def process_paths_async(
     paths: Iterable[str | os.PathLike[str]],
     config: Config,
@@ -455,8 +473,10 @@ async def process_paths_async(
 ) -> RunResult:
     """Run local log files (or folders of them) through the same pipeline.
 
-    Files are read by content (see `trailproc._sources.local`); what a folder holds but
-    is not read is listed in `RunResult.skipped_files`. `config.output` is replaced
+    Files are read by content (see `trailproc._sources.local`), one at a time in the
+    order given (a folder's files sorted by path), so handlers and the output see them
+    in that order; what a folder holds but is not read is listed in
+    `RunResult.skipped_files`. `config.output` is replaced
     unless `append_output`, and no empty output file is left when nothing was written.
     `progress`: a tqdm bar (True), periodic log lines (False), or a bar on a terminal (None).
     """
@@ -474,12 +494,8 @@ async def process_paths_async(
                                 before_start=prepare) as runtime:  # fmt: skip
             meter = Progress(metrics, desc="process", bar=progress)
             try:
-                # Local files need no reading ahead, and with `process --jobs` taking the
-                # next path claims that file for this process: only as the pipeline has room.
-                await run_refs(runtime.pipeline, local_refs(paths, result.skipped_files),
-                               concurrency=config.download_concurrency,
-                               failed=result.failed_files, progress=meter,
-                               lookahead=1)  # fmt: skip
+                await _run_in_order(runtime.pipeline, local_refs(paths, result.skipped_files),
+                                    result.failed_files, meter)  # fmt: skip
             finally:
                 meter.close()
     finally:

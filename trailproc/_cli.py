@@ -165,8 +165,10 @@ def process(
 
     --output PATH is replaced unless --append is given (`run` always appends).
     """
+    from ._allocator import reuse_freed_memory
     from ._pipeline.processor import OutputClosed
 
+    reuse_freed_memory()  # a batch command owns its process; inherited by forked --jobs
     config = load_cli_config(config_path, **flags)
     result: Any
     if jobs == "auto":

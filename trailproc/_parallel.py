@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._allocator import reuse_freed_memory
 from ._config import Config
 from ._memory import per_process_mb
 
@@ -240,6 +241,7 @@ def _report(connection: Any, work: Callable[[], dict[str, Any]]) -> None:
 
 def _claiming_child(claims: _FileClaims, config: Config, connection: Any) -> None:
     """Runs in a child process: the files it claims, then its summary to the parent."""
+    reuse_freed_memory()  # this process is ours (see `trailproc._allocator`)
     _report(connection, lambda: _process_child(claims, config))
 
 
