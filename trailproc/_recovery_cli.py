@@ -18,6 +18,7 @@ from ._cli_common import (
     processing_options,
     trust_options,
 )
+from ._config import Config
 
 __all__ = ["audit_command", "redrive_command"]
 
@@ -97,7 +98,7 @@ def audit_command(  # noqa: PLR0913 - click passes each command-line option as a
     enqueue_url: str | None, progress: bool | None, config_path: str | None, **flags: Any,
 ) -> None:  # fmt: skip
     """Find log files of a time range that were never handed over (exit 1 if any)."""
-    from ._audit import audit_async, enqueue_missing_async, fix_missing_async
+    from ._audit import audit_async
     from ._sources.s3_listing import ListingQuery
 
     if enqueue_url and not fix:
@@ -109,15 +110,7 @@ def audit_command(  # noqa: PLR0913 - click passes each command-line option as a
     query = ListingQuery.build(bucket, prefix=prefix, account_ids=account_ids,
                                regions=regions, start=start_time, end=end_time)  # fmt: skip
     result = asyncio.run(audit_async(query, config, digests=digests, progress=progress))
-    fixed: dict[str, Any] = {}
-    if fix and result.missing:
-        if enqueue_url:
-            sent = asyncio.run(enqueue_missing_async(result.missing, enqueue_url, config))
-            fixed = {"enqueued": sent, "queue_url": enqueue_url}
-        else:
-            run = asyncio.run(fix_missing_async(result.missing, config, progress=progress))
-            fixed = {"handed_over": run.files_done, "failed": run.files_failed,
-                     "records": run.records}  # fmt: skip
+    fixed = _fix(result, config, enqueue_url, progress) if fix and result.missing else {}
     if as_json:
         click.echo(json.dumps({**result.as_dict(), **({"fix": fixed} if fix else {})}))
     else:
@@ -126,6 +119,20 @@ def audit_command(  # noqa: PLR0913 - click passes each command-line option as a
             click.echo("fix: " + ", ".join(f"{k} {v}" for k, v in fixed.items()), err=True)
     if result.missing and not _all_fixed(result, fixed):
         sys.exit(1)
+
+
+def _fix(
+    result: Any, config: Config, enqueue_url: str | None, progress: bool | None
+) -> dict[str, Any]:
+    """`--fix`: the missing files still in the bucket handed over here, or queued for the
+    workers with `--enqueue`; returns what was done, for the report."""
+    from ._audit import enqueue_missing_async, fix_missing_async
+
+    if enqueue_url:
+        sent = asyncio.run(enqueue_missing_async(result.missing, enqueue_url, config))
+        return {"enqueued": sent, "queue_url": enqueue_url}
+    run = asyncio.run(fix_missing_async(result.missing, config, progress=progress))
+    return {"handed_over": run.files_done, "failed": run.files_failed, "records": run.records}
 
 
 def _all_fixed(result: Any, fixed: dict[str, Any]) -> bool:

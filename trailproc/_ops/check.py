@@ -57,6 +57,31 @@ _CREDENTIAL_CODES = {"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredTo
 _KMS_HINTS = ("kms", "KMS")
 
 
+@dataclass(frozen=True)
+class _ObjectProbe:
+    """One object read to test s3:GetObject (and kms:Decrypt) on its bucket."""
+
+    bucket: str
+    key: str
+
+    @property
+    def label(self) -> str:
+        return f"s3:GetObject s3://{self.bucket}"
+
+    @property
+    def kms_label(self) -> str:
+        return f"kms:Decrypt s3://{self.bucket}"
+
+    @property
+    def resource(self) -> str:
+        return f"arn:aws:s3:::{self.bucket}/AWSLogs/*"
+
+
+def _encryption(head: dict[str, Any]) -> tuple[str, str]:
+    """(server-side encryption, KMS key id) of a HeadObject response; "" when absent."""
+    return str(head.get("ServerSideEncryption") or ""), str(head.get("SSEKMSKeyId") or "")
+
+
 @dataclass
 class Row:
     """One line of the report."""
@@ -392,50 +417,61 @@ class Checker:
 
     def _check_bucket(self, bucket: str) -> None:
         s3 = self.client("s3")
-        label = f"s3:GetObject s3://{bucket}"
-        kms_label = f"kms:Decrypt s3://{bucket}"
         key = self.key
         if key is None:
             key, row = self._find_key(bucket)
             if row is not None:
                 self.rows.append(row)
-                self.add(kms_label, "skip", "no object to test")
+                self.add(f"kms:Decrypt s3://{bucket}", "skip", "no object to test")
                 return
         assert key is not None
-        resource = f"arn:aws:s3:::{bucket}/AWSLogs/*"
-        try:
-            head = s3.head_object(Bucket=bucket, Key=key)
-        except Exception as exc:
-            code = error_code(exc)
-            fix = (f"allow s3:GetObject on {resource}" if code in _DENIED_CODES
-                   else f"check that s3://{bucket}/{key} exists" if code in ("404", "NoSuchKey")
-                   else "see the AWS error")  # fmt: skip
-            self.add(label, "fail", f"HeadObject {key}: {_describe(exc)}", fix)
-            self.add(kms_label, "skip", "object metadata unavailable")
+        probe = _ObjectProbe(bucket, key)
+        head = self._head(s3, probe)
+        if head is None:
             return
-        sse = str(head.get("ServerSideEncryption") or "")
-        kms_key = str(head.get("SSEKMSKeyId") or "")
         try:
             response = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")
             response["Body"].read()
         except Exception as exc:
-            code, text = error_code(exc), _describe(exc)
-            if sse.startswith("aws:kms") and (code.startswith("KMS") or "kms" in text.lower()
-                                              or code in _DENIED_CODES):  # fmt: skip
-                self.add(label, "pass", f"HeadObject {key} allowed")
-                self.add(kms_label, "fail", text,
-                         f"allow kms:Decrypt on {kms_key or 'the trail key'} for the worker's "
-                         "role (and let the key policy allow it)")  # fmt: skip
-                return
-            self.add(label, "fail", f"GetObject {key}: {text}",
-                     f"allow s3:GetObject on {resource}")  # fmt: skip
-            self.add(kms_label, "skip", "GetObject failed")
+            self._read_failed(probe, head, exc)
             return
-        self.add(label, "pass", f"read {key}")
+        self.add(probe.label, "pass", f"read {key}")
+        sse, kms_key = _encryption(head)
         if sse.startswith("aws:kms"):
-            self.add(kms_label, "pass", f"decrypted with {kms_key or 'the bucket key'}")
+            self.add(probe.kms_label, "pass", f"decrypted with {kms_key or 'the bucket key'}")
         else:
-            self.add(kms_label, "skip", f"objects are not SSE-KMS ({sse or 'no SSE header'})")
+            self.add(probe.kms_label, "skip", f"objects are not SSE-KMS ({sse or 'no SSE header'})")
+
+    def _head(self, s3: Any, probe: _ObjectProbe) -> dict[str, Any] | None:
+        """HeadObject of the probe's object; None once a failure is reported."""
+        bucket, key = probe.bucket, probe.key
+        try:
+            head: dict[str, Any] = s3.head_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            code = error_code(exc)
+            fix = (f"allow s3:GetObject on {probe.resource}" if code in _DENIED_CODES
+                   else f"check that s3://{bucket}/{key} exists" if code in ("404", "NoSuchKey")
+                   else "see the AWS error")  # fmt: skip
+            self.add(probe.label, "fail", f"HeadObject {key}: {_describe(exc)}", fix)
+            self.add(probe.kms_label, "skip", "object metadata unavailable")
+            return None
+        return head
+
+    def _read_failed(self, probe: _ObjectProbe, head: dict[str, Any], exc: Exception) -> None:
+        """GetObject failed after HeadObject passed: on an SSE-KMS object a KMS error or a
+        denial is kms:Decrypt's failure, anything else s3:GetObject's."""
+        code, text = error_code(exc), _describe(exc)
+        sse, kms_key = _encryption(head)
+        if sse.startswith("aws:kms") and (code.startswith("KMS") or "kms" in text.lower()
+                                          or code in _DENIED_CODES):  # fmt: skip
+            self.add(probe.label, "pass", f"HeadObject {probe.key} allowed")
+            self.add(probe.kms_label, "fail", text,
+                     f"allow kms:Decrypt on {kms_key or 'the trail key'} for the worker's "
+                     "role (and let the key policy allow it)")  # fmt: skip
+            return
+        self.add(probe.label, "fail", f"GetObject {probe.key}: {text}",
+                 f"allow s3:GetObject on {probe.resource}")  # fmt: skip
+        self.add(probe.kms_label, "skip", "GetObject failed")
 
     def _check_checkpoint(self) -> None:
         from ..checkpoint import open_store

@@ -468,28 +468,9 @@ class _Run:
         for d in loaded:
             link = self._follow(link, region, d.ts)
             if d.problem is None and d.moved:
-                # A copy away from where CloudTrail put it: report, but it is no chain link.
-                self.digests.append(self._digest_result(d, Status.MOVED))
-                if link is not None and (link.bucket or self.bucket, link.key) == (d.bucket, d.key):
-                    # Where the chain expected its next digest, another one was put: the
-                    # chain is cut here (the file is there, so not "not found").
-                    link = None
+                link = self._moved(d, link)
                 continue
-            signature = d.metadata.get("signature")
-            if link is not None:
-                if link.key is None:
-                    # The newer digest started a chain: nothing was signed in between.
-                    if link.newer_start is not None and d.problem is None:
-                        self.gaps.append(Gap(d.end, link.newer_start, region))
-                    link = None
-                elif (link.bucket or self.bucket, link.key) == (d.bucket, d.key):
-                    if link.trusted and link.signature:
-                        signature = link.signature
-                    link = None
-                elif link.ts is not None and link.ts > d.ts:
-                    self._missing(link, region, d if d.problem is None else None)
-                    link = None
-                # else: `d` is newer than the digest the chain expects next; keep waiting.
+            link, signature = self._meet(link, d, region)
             if d.problem is not None:
                 self.digests.append(d.problem)
                 continue
@@ -502,6 +483,39 @@ class _Run:
             and link.ts >= self.start
         ):
             self._missing(link, region, None, to_start=True)
+
+    def _is_at(self, link: _Link, d: _Digest) -> bool:
+        """Whether `d` is where `link` says the chain's next digest is."""
+        return (link.bucket or self.bucket, link.key) == (d.bucket, d.key)
+
+    def _moved(self, d: _Digest, link: _Link | None) -> _Link | None:
+        """A copy away from where CloudTrail put it: reported, but it is no chain link.
+        Where the chain expected its next digest, another one was put: the chain is cut
+        there (the file is there, so not "not found")."""
+        self.digests.append(self._digest_result(d, Status.MOVED))
+        if link is not None and self._is_at(link, d):
+            return None
+        return link
+
+    def _meet(self, link: _Link | None, d: _Digest, region: str) -> tuple[_Link | None, str | None]:
+        """`d` held against the link the chain follows. Returns the link still awaited
+        (None once it is met, cut or reported missing) and the signature to verify `d`
+        with: the one its newer digest signed, when that digest verified and points here."""
+        signature = d.metadata.get("signature")
+        if link is None:
+            return None, signature
+        if link.key is None:
+            # The newer digest started a chain: nothing was signed in between.
+            if link.newer_start is not None and d.problem is None:
+                self.gaps.append(Gap(d.end, link.newer_start, region))
+            return None, signature
+        if self._is_at(link, d):
+            return None, link.signature if link.trusted and link.signature else signature
+        if link.ts is not None and link.ts > d.ts:
+            self._missing(link, region, d if d.problem is None else None)
+            return None, signature
+        # `d` is newer than the digest the chain expects next; keep waiting.
+        return link, signature
 
     def _check(self, d: _Digest, signature: str | None) -> _Link:
         """Verify a loaded digest and queue its log files; returns its link to the previous."""
