@@ -131,6 +131,10 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
     proxy: FaultProxy
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.proxy.count("connections")  # TCP connections accepted from the client
+        super().process_request(request, client_address)
+
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as botocore and aiohttp expect
