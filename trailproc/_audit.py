@@ -43,6 +43,7 @@ from ._observe import Metrics, _LogStream, ensure_logging, get_logger
 from ._pipeline.decode import decompress
 from ._pipeline.keys import FileRef, ObjectKind
 from ._pipeline.processor import EventProcessor
+from ._ports.objects import S3Objects
 from ._sources.s3_listing import FolderCache, ListingQuery, iter_digest_refs, iter_log_refs
 from .checkpoint import open_store
 from .checkpoint._base import CheckpointStore, FileId
@@ -224,11 +225,11 @@ async def _digest_only(
 ) -> list[FileRef]:  # fmt: skip
     """Log files that digests list but the bucket listing did not return."""
     from ._pipeline.fetch import ObjectFetcher
-    from ._ports.objects import S3Objects
 
-    fetcher = ObjectFetcher(S3Objects(s3), max_bytes=config.max_decompressed_bytes)
+    objects = S3Objects(s3)
+    fetcher = ObjectFetcher(objects, max_bytes=config.max_decompressed_bytes)
     extra: dict[str, FileRef] = {}
-    async for digest in iter_digest_refs(s3, query, folder_cache=folders):
+    async for digest in iter_digest_refs(objects, query, folder_cache=folders):
         try:
             fetched = await fetcher.fetch(digest)
             refs = _listed_by_digest(digest, fetched.data, query, config.max_decompressed_bytes)
@@ -266,7 +267,7 @@ async def audit_async(
             checker = _Checker(store, result, meter)
             listed: set[str] = set()
             folders: FolderCache = {}
-            async for ref in iter_log_refs(s3, query, folder_cache=folders):
+            async for ref in iter_log_refs(S3Objects(s3), query, folder_cache=folders):
                 listed.add(ref.key)
                 await checker.add(_candidate(ref))
             if digests:

@@ -37,6 +37,7 @@ from ._enqueue import EnqueueResult, enqueue_refs
 from ._observe import Metrics, ensure_logging, get_logger
 from ._pipeline.keys import FileRef
 from ._pipeline.processor import EventProcessor
+from ._ports.objects import ObjectPort, S3Objects
 from ._progress import Progress
 from ._restore import RestoreSettings, restored_refs
 from ._sources.s3_listing import (
@@ -224,7 +225,7 @@ class _Listing:
     back until restored, where archived), then with verify_digests the digests that can
     list them, each counted in `result`."""
 
-    s3: Any
+    objects: ObjectPort  # the bucket's objects
     query: ListingQuery
     workers: int
     result: BackfillResult
@@ -233,7 +234,7 @@ class _Listing:
 
     async def refs(self) -> AsyncIterator[FileRef]:
         folders: FolderCache = {}  # the digest walk reuses the log walk's folders
-        refs = _counted(iter_log_refs(self.s3, self.query, concurrency=self.workers,
+        refs = _counted(iter_log_refs(self.objects, self.query, concurrency=self.workers,
                                       folder_cache=folders), self.result)  # fmt: skip
         if self.restore is not None:
             refs = self.restore(refs)
@@ -243,7 +244,7 @@ class _Listing:
             return
         # After the log files, so most comparisons happen as each digest arrives
         # (either order works: the first side waits in the store).
-        digests = iter_digest_refs(self.s3, self.query, concurrency=self.workers,
+        digests = iter_digest_refs(self.objects, self.query, concurrency=self.workers,
                                    folder_cache=folders)  # fmt: skip
         async for ref in digests:
             self.result.listed += 1
@@ -334,8 +335,8 @@ async def backfill_async(
 
     async with open_runtime(config.replace(download_concurrency=workers), processor,
                             metrics=metrics, store=namespaced) as runtime:  # fmt: skip
-        s3 = await runtime.s3().for_object(job.bucket)
-        listing = _Listing(s3, query, workers, result, with_digests=config.verify_digests,
+        objects = S3Objects(await runtime.s3().for_object(job.bucket))
+        listing = _Listing(objects, query, workers, result, with_digests=config.verify_digests,
                            restore=_restoring(job, runtime, stopping, result))  # fmt: skip
         meter = Progress(metrics, desc="backfill", bar=progress, interval=log_interval)
         try:
@@ -383,7 +384,7 @@ async def enqueue_backfill_async(
         async with AwsClients(config) as clients:
             s3 = await S3Router(clients).for_object(bucket)
             sqs = await clients.client("sqs", region=config.sqs_region or queue_region(queue_url))
-            refs = iter_log_refs(s3, query, concurrency=config.download_concurrency)
+            refs = iter_log_refs(S3Objects(s3), query, concurrency=config.download_concurrency)
             result = await enqueue_refs(refs, sqs, queue_url, store, progress=bar,
                                         stopping=stopping)  # fmt: skip
     finally:

@@ -258,10 +258,10 @@ async def serve_ops(
     Nothing is started (nor imported) for a port that is None; port 0 picks a free port
     (see the returned `OpsServers`). `ready` defaults to `readiness_checks(config,
     metrics)`; `live` defaults to `Liveness.for_config(config, metrics)`. Each may be
-    one check or a list of them. `bind` defaults to config's `ops_bind` when the model
-    has it, else 127.0.0.1.
+    one check or a list of them. `bind` defaults to config's `ops_bind` (127.0.0.1
+    unless set).
     """
-    bind = bind or getattr(config, "ops_bind", None) or DEFAULT_BIND
+    bind = bind or config.ops_bind or DEFAULT_BIND
     ops = OpsServers(bind=bind)
     wanted = _wanted(config)
     if not wanted:

@@ -321,18 +321,27 @@ class MemoryObjects:
         token: str | None = None,
     ) -> ListPage:
         self._call("list", (bucket, prefix, delimiter, start_after, token))
-        after = max(start_after or "", token or "")
-        objects: list[tuple[str, int, str | None]] = []
-        folders: set[str] = set()
+        # Objects and folders in key order, each folder once (S3's CommonPrefixes), both
+        # counted towards a page; the token is the offset of the next page.
+        entries: list[tuple[str, tuple[str, int, str | None] | None]] = []
+        seen: set[str] = set()
         for b, key in sorted(self.objects):
-            if b != bucket or not key.startswith(prefix) or key <= after:
+            if b != bucket or not key.startswith(prefix) or key <= (start_after or ""):
                 continue
             rest = key[len(prefix) :]
             if delimiter and delimiter in rest:
-                folders.add(prefix + rest.split(delimiter, 1)[0] + delimiter)
+                folder = prefix + rest.split(delimiter, 1)[0] + delimiter
+                if folder not in seen:
+                    seen.add(folder)
+                    entries.append((folder, None))
                 continue
             stored = self.objects[(b, key)]
-            objects.append((key, len(stored.data), stored.etag))
-            if len(objects) == self.page_size:
-                return ListPage(tuple(objects), tuple(sorted(folders)), key)
-        return ListPage(tuple(objects), tuple(sorted(folders)))
+            entries.append((key, (key, len(stored.data), stored.etag)))
+        offset = int(token or 0)
+        page = entries[offset : offset + self.page_size]
+        more = offset + self.page_size < len(entries)
+        return ListPage(
+            tuple(item for _, item in page if item is not None),
+            tuple(name for name, item in page if item is None),
+            str(offset + self.page_size) if more else None,
+        )

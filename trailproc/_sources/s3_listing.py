@@ -28,6 +28,7 @@ from typing import Any
 from .._errors import retry_transient
 from .._observe import get_logger
 from .._pipeline.keys import FileRef, ObjectKind
+from .._ports.objects import ListPage, ObjectPort
 from .._timeparse import parse_time, to_utc
 
 __all__ = [
@@ -129,20 +130,25 @@ FolderCache = dict[str, list[str]]
 
 
 class _Lister:
-    def __init__(self, s3: Any, bucket: str, folders: FolderCache | None = None) -> None:
-        self.s3 = s3
+    def __init__(
+        self, objects: ObjectPort, bucket: str, folders: FolderCache | None = None
+    ) -> None:
+        self.objects_port = objects
         self.bucket = bucket
         # Shared by the walks of one run (log files, then their digests), so the account,
         # region and date folders are listed once. Object listings are never cached.
         self.folders: FolderCache = {} if folders is None else folders
         self.calls = 0  # ListObjectsV2 requests made (the cost a round reports)
 
-    async def _page(self, **kwargs: Any) -> dict[str, Any]:
+    async def _page(
+        self, folder: str, *, start_after: str | None = None, token: str | None = None
+    ) -> ListPage:
         self.calls += 1
-        response: dict[str, Any] = await retry_transient(
-            lambda: self.s3.list_objects_v2(Bucket=self.bucket, **kwargs)
+        return await retry_transient(
+            lambda: self.objects_port.list_page(
+                self.bucket, folder, delimiter="/", start_after=start_after, token=token
+            )
         )
-        return response
 
     async def children(self, folder: str) -> list[str]:
         """Names of the sub-folders of `folder` (which ends with '/')."""
@@ -157,35 +163,29 @@ class _Lister:
         names: list[str] = []
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"Prefix": folder, "Delimiter": "/"}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = await self._page(**kwargs)
-            for common in page.get("CommonPrefixes", []):
-                name = str(common["Prefix"])[len(folder) :].rstrip("/")
+            page = await self._page(folder, token=token)
+            for prefix in page.folders:
+                name = prefix[len(folder) :].rstrip("/")
                 if name:
                     names.append(name)
-            if not page.get("IsTruncated"):
+            if page.next_token is None:
                 return names
-            token = page.get("NextContinuationToken")
+            token = page.next_token
 
     async def objects(
         self, folder: str, start_after: str | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Objects directly in `folder` (keys in S3's lexicographic order), page by page."""
+    ) -> AsyncIterator[tuple[str, int, str | None]]:
+        """`(key, size, etag)` of the objects directly in `folder` (keys in S3's
+        lexicographic order), page by page."""
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"Prefix": folder, "Delimiter": "/"}
-            if token:
-                kwargs["ContinuationToken"] = token
-            elif start_after:
-                kwargs["StartAfter"] = start_after
-            page = await self._page(**kwargs)
-            for item in page.get("Contents", []):
+            page = await self._page(folder, start_after=None if token else start_after,
+                                    token=token)  # fmt: skip
+            for item in page.objects:
                 yield item
-            if not page.get("IsTruncated"):
+            if page.next_token is None:
                 return
-            token = page.get("NextContinuationToken")
+            token = page.next_token
 
 
 async def _account_folders(
@@ -236,7 +236,7 @@ async def _discover_days(lister: _Lister, region_folder: str, last: dt.date) -> 
 
 
 async def iter_day_folders(
-    s3: Any,
+    objects: ObjectPort,
     query: ListingQuery,
     *,
     now: dt.datetime | None = None,
@@ -246,7 +246,7 @@ async def iter_day_folders(
 
     `folder_cache`: pass the same dict to the walks of one run to list each folder once.
     """
-    lister = _Lister(s3, query.bucket, folder_cache)
+    lister = _Lister(objects, query.bucket, folder_cache)
     now = now or dt.datetime.now(dt.timezone.utc)
     # The end is exclusive: a range ending at midnight does not need that day's folder.
     end = query.end or now
@@ -325,9 +325,8 @@ async def _folder_refs(
         floor = query.start.replace(second=0, microsecond=0)
         if floor > dt.datetime.combine(folder.day, dt.time(), dt.timezone.utc):
             start_after = name_prefix + _stamp(floor)
-    async for item in lister.objects(folder.path, start_after):
-        key = str(item["Key"])
-        ref = FileRef.of(query.bucket, key, etag=item.get("ETag"), size=item.get("Size"))
+    async for key, size, etag in lister.objects(folder.path, start_after):
+        ref = FileRef.of(query.bucket, key, etag=etag, size=size)
         info = ref.info
         if info.kind not in query.kinds or key.endswith("/"):
             continue
@@ -345,7 +344,7 @@ async def _folder_refs(
 
 
 async def iter_log_refs(
-    s3: Any,
+    objects: ObjectPort,
     query: ListingQuery,
     *,
     concurrency: int = 8,
@@ -358,12 +357,12 @@ async def iter_log_refs(
     folder, in key order within a folder, folders in listing order. `folder_cache` as in
     `iter_day_folders`.
     """
-    lister = _Lister(s3, query.bucket, folder_cache)
+    lister = _Lister(objects, query.bucket, folder_cache)
 
     async def collect(folder: DayFolder) -> list[FileRef]:
         return [ref async for ref in _folder_refs(lister, query, folder)]
 
-    folders = iter_day_folders(s3, query, now=now, folder_cache=lister.folders)
+    folders = iter_day_folders(objects, query, now=now, folder_cache=lister.folders)
     async for ref in _in_order((collect(folder) async for folder in folders), concurrency):
         yield ref
 
@@ -376,7 +375,7 @@ DIGEST_LAG = dt.timedelta(hours=2)
 
 
 async def iter_digest_refs(
-    s3: Any,
+    objects: ObjectPort,
     query: ListingQuery,
     *,
     concurrency: int = 8,
@@ -397,13 +396,12 @@ async def iter_digest_refs(
     # Log files are selected from the start's minute on (their names carry minutes).
     after = query.start.replace(second=0, microsecond=0) if query.start else None
     logs = replace(query, end=until, kinds=frozenset({ObjectKind.LOG}))
-    lister = _Lister(s3, query.bucket, folder_cache)
+    lister = _Lister(objects, query.bucket, folder_cache)
 
     async def digests_in(folder: str) -> list[FileRef]:
         refs = []
-        async for item in lister.objects(folder):
-            ref = FileRef.of(query.bucket, str(item["Key"]), etag=item.get("ETag"),
-                             size=item.get("Size"))  # fmt: skip
+        async for key, size, etag in lister.objects(folder):
+            ref = FileRef.of(query.bucket, key, etag=etag, size=size)
             when = ref.info.delivered_at
             if ref.kind is not ObjectKind.DIGEST or when is None:
                 continue
@@ -413,7 +411,7 @@ async def iter_digest_refs(
 
     async def listings() -> AsyncIterator[Coroutine[Any, Any, list[FileRef]]]:
         seen: set[str] = set()
-        async for folder in iter_day_folders(s3, logs, now=now, folder_cache=lister.folders):
+        async for folder in iter_day_folders(objects, logs, now=now, folder_cache=lister.folders):
             tail = f"CloudTrail/{folder.region}/{folder.day:%Y/%m/%d}/"
             base = folder.path[: -len(tail)]
             days = [folder.day]

@@ -28,6 +28,7 @@ from typing import Any
 from .._observe import Metrics, get_logger
 from .._pipeline.engine import FileOutcome
 from .._pipeline.keys import FileRef
+from .._ports.objects import S3Objects
 from ..checkpoint._base import CheckpointStore, KeyValueStore, LeaseStore
 from .s3_listing import Lister, ListingQuery, Stream, list_streams
 
@@ -112,7 +113,7 @@ class Watcher:
             raise TypeError(f"{type(store).__name__} keeps no cursors or leases")
         self.options = options
         self.query = query
-        self.lister = Lister(s3, options.bucket)
+        self.lister = Lister(S3Objects(s3), options.bucket)
         self.store = store
         self.kv: KeyValueStore = store
         self.leases: LeaseStore = store
@@ -283,12 +284,10 @@ class Watcher:
         day = cursor.date()
         while day <= now.date():
             start_after = stream.start_after(cursor) if day == cursor.date() else None
-            async for item in self.lister.objects(stream.day_folder(day), start_after):
-                key = str(item["Key"])
+            async for key, size, etag in self.lister.objects(stream.day_folder(day), start_after):
                 if key in self.done or key.endswith("/"):
                     continue
-                ref = FileRef.of(self.options.bucket, key, etag=item.get("ETag"),
-                                 size=item.get("Size"))  # fmt: skip
+                ref = FileRef.of(self.options.bucket, key, etag=etag, size=size)
                 if ref.kind is stream.kind:
                     refs.append(ref)
             day += dt.timedelta(days=1)
