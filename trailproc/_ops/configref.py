@@ -167,6 +167,7 @@ def render_config_reference() -> str:
                 f"{_cell(_default_text(getattr(defaults, name)))} | {_cell(description)} |"
             )
         out.append("")
+    out += _PROCESSES
     out += [
         "## Java library properties",
         "",
@@ -184,6 +185,24 @@ def render_config_reference() -> str:
     out.append("")
     return "\n".join(out)
 
+
+# Command-line options with no configuration key: how many processes a command runs.
+_PROCESSES = [
+    "## Processes (command-line only)",
+    "",
+    "These options of the commands are not settings: they exist only on the command line.",
+    "",
+    "| Option | Default | Description |",
+    "|---|---|---|",
+    "| `trailproc process --jobs N\\|auto` | `auto` | Processes to spread local files over. "
+    "`auto`: one per usable core when the records go to an `--output` file, no `--handler` "
+    "is given and there are at least 16 MB of files; otherwise one process, which hands "
+    "the files over in order (stdout, handlers that count or hold state). Each process "
+    "takes the next file when it is free; the processes split `memory_budget_mb`. |",
+    "| `trailproc run --workers N` | `1` | Worker processes on this host sharing the queue "
+    "and the checkpoint store (not the `memory` store); they split `memory_budget_mb`. |",
+    "",
+]
 
 _TYPE_WORDS = {"counter": "counter", "gauge": "gauge", "histogram": "histogram"}
 
