@@ -251,6 +251,9 @@ def bench_offline(quick: bool, repeats: int) -> list[Row]:
         "inproc": lambda: checked(workload("trailproc_process", str(folder), str(fresh()))),
         "cli1000": cli("--jobs", "1", "--max-events-per-emit", "1000"),
         "defaults": cli(),  # --jobs auto
+        # Control for the row above: what two CPU-bound processes got in the same rounds.
+        "spin1": lambda: _spin(1),
+        "spin2": lambda: _spin(2),
     }
     try:
         got = interleaved(runs, repeats)
@@ -264,6 +267,7 @@ def bench_offline(quick: bool, repeats: int) -> list[Row]:
     bare, cli_, inproc, cli1000 = got["bare"], got["cli"], got["inproc"], got["cli1000"]
     defaults = got["defaults"]
     r_defaults = median_of(bare, "outer_seconds") / median_of(defaults)
+    offered = 2 * median_of(got["spin1"]) / median_of(got["spin2"])
     backend = bare[0].get("backend", "?")
     data = f"{files} files x {per:,} records"
     b = best(bare)
@@ -292,7 +296,11 @@ def bench_offline(quick: bool, repeats: int) -> list[Row]:
             f"wall {_spread(defaults)}", f"wall {_spread(bare, 'outer_seconds')}",
             r_defaults, ">= 1.7x", r_defaults >= 1.7,
             f"{data}; ratio of median wall times of whole processes (both sides start an "
-            f"interpreter); {os.cpu_count()} CPUs; the bare script is one process"),
+            f"interpreter); {os.cpu_count()} CPUs; the bare script is one process; CPU "
+            f"time median {median_of(defaults, 'cpu'):.2f} s against "
+            f"{median_of(bare, 'outer_cpu'):.2f} s; control in the same rounds: two "
+            f"CPU-bound processes did {offered:.2f}x the work of one (2.00 = two idle "
+            "cores)"),
         Row("1. offline: `process --output` (CLI) vs stdlib json",
             _fig(expected, cli_), _fig(expected, std), r_std, ">= 4x", r_std >= 4,
             "stdlib = gzip + json.loads + json.dumps per record (in-process, no start-up); "
