@@ -8,6 +8,7 @@ warm starts) never mix their numbers.
 from __future__ import annotations
 
 import bisect
+import datetime
 import io
 import logging
 import math
@@ -15,8 +16,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, MutableMapping
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 
 import structlog
 
@@ -73,6 +74,24 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
         elif isinstance(value, (list, tuple)) and any(isinstance(v, str) for v in value):
             event[name] = [_redact_text(v) if isinstance(v, str) else v for v in value]
     return event
+
+
+class DeliveredFile(Protocol):
+    """Where a handed-over batch came from (a log file's `KeyInfo`)."""
+
+    @property
+    def account_id(self) -> str | None: ...
+    @property
+    def region(self) -> str | None: ...
+    @property
+    def delivered_at(self) -> datetime.datetime | None: ...
+
+
+class TimedRecord(Protocol):
+    """A handed-over record (an `Event`): when it happened."""
+
+    @property
+    def event_time(self) -> datetime.datetime | None: ...
 
 
 class _LogStream(io.TextIOBase):
@@ -309,11 +328,11 @@ class Freshness:
                 return pair
         return (OTHER, OTHER)
 
-    def handed_over(self, info: Any, batch: list[Any]) -> None:
+    def handed_over(self, info: DeliveredFile, batch: Sequence[TimedRecord]) -> None:
         now = self.clock()
-        account, region = getattr(info, "account_id", None), getattr(info, "region", None)
+        account, region = info.account_id, info.region
         if account and region:
-            delivered = getattr(info, "delivered_at", None)
+            delivered = info.delivered_at
             # A key's timestamp in the future (clock skew, a forged key) must not make a
             # pair look fresh for longer than it is.
             when = min(now, delivered.timestamp()) if delivered is not None else now
@@ -326,7 +345,7 @@ class Freshness:
         if batch:
             # One record per batch: eventTime needs the record's header decoded, which
             # handlers reading only raw bytes never pay for otherwise.
-            event_time = getattr(batch[0], "event_time", None)
+            event_time = batch[0].event_time
             if event_time is not None:
                 self.lag.observe(max(0.0, now - event_time.timestamp()))
 
@@ -532,7 +551,7 @@ class Metrics:
         for kind in self.MEMORY_WAITS:
             self.memory_waits.labels(kind)
 
-    def handed_over(self, info: Any, batch: list[Any]) -> None:
+    def handed_over(self, info: DeliveredFile, batch: Sequence[TimedRecord]) -> None:
         """A batch of records of the file whose `KeyInfo` is `info` was handed over."""
         self.records.inc(len(batch))
         self.freshness.handed_over(info, batch)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import DigestMismatch, InternalError, TrailprocError
 from .._observe import Metrics, get_logger
+from .events import Event
 from .keys import FileRef, KeyInfo
 from .processor import EventProcessor, ProgressInfo, ProgressState
 
@@ -126,7 +127,7 @@ class PipelineObserver:
     def decoded(self, decompressed_bytes: int) -> None:
         self.metrics.bytes_decompressed.inc(decompressed_bytes)
 
-    def batch_handed_over(self, info: KeyInfo, batch: list[Any], dropped: int) -> None:
+    def batch_handed_over(self, info: KeyInfo, batch: list[Event], dropped: int) -> None:
         """`process` returned for `batch`; `dropped` records before it were filtered out."""
         self.metrics.handed_over(info, batch)
         if dropped:
