@@ -123,6 +123,26 @@ def _sections() -> list[tuple[str, list[str]]]:
     return groups
 
 
+def _config_section(title: str, names: list[str], hints: dict[str, Any],
+                    defaults: Config) -> list[str]:  # fmt: skip
+    """One table of keys: name and variable, type and bounds, default, description."""
+    out = [f"## {title}", "", "| Key | Type | Default | Description |", "|---|---|---|---|"]
+    for name in names:
+        bare, metas = _metas(hints[name])
+        type_text = _type_text(bare)
+        bounds = _bounds(metas)
+        if bounds:
+            type_text += f", {bounds}"
+        description = " ".join(m.description for m in metas if m.description)
+        env = ENV_PREFIX + name.upper()
+        out.append(
+            f"| `{name}`<br>`{env}` | {_cell(type_text)} | "
+            f"{_cell(_default_text(getattr(defaults, name)))} | {_cell(description)} |"
+        )
+    out.append("")
+    return out
+
+
 def render_config_reference() -> str:
     hints = typing.get_type_hints(Config, include_extras=True)
     defaults = Config()
@@ -153,20 +173,7 @@ def render_config_reference() -> str:
         "",
     ]
     for title, names in _sections():
-        out += [f"## {title}", "", "| Key | Type | Default | Description |", "|---|---|---|---|"]
-        for name in names:
-            bare, metas = _metas(hints[name])
-            type_text = _type_text(bare)
-            bounds = _bounds(metas)
-            if bounds:
-                type_text += f", {bounds}"
-            description = " ".join(m.description for m in metas if m.description)
-            env = ENV_PREFIX + name.upper()
-            out.append(
-                f"| `{name}`<br>`{env}` | {_cell(type_text)} | "
-                f"{_cell(_default_text(getattr(defaults, name)))} | {_cell(description)} |"
-            )
-        out.append("")
+        out += _config_section(title, names, hints, defaults)
     out += _PROCESSES
     out += [
         "## Java library properties",
