@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
 from trailproc._pipeline.notifications import SnsEnvelope
-from trailproc._trust import string_to_sign
+from trailproc._pipeline.trust import string_to_sign
 
 _HASHES = {"1": hashes.SHA1(), "2": hashes.SHA256()}
 

@@ -1,4 +1,4 @@
-"""The trust boundary (trailproc._trust): every rule, table-driven, and SNS signatures.
+"""The trust boundary (trailproc._pipeline.trust): every rule, table-driven, and SNS signatures.
 
 Pure rules are checked on parsed notifications and CloudWatch Logs documents; signature
 checks sign envelopes with a certificate of our own, served from 127.0.0.1 through the
@@ -21,9 +21,7 @@ from trailproc._errors import Refused
 from trailproc._pipeline.cwlogs import LogEvent, SubscriptionDocument
 from trailproc._pipeline.keys import FileRef
 from trailproc._pipeline.notifications import SnsEnvelope, parse_notification, parse_payload
-from trailproc._ports.certificates import HttpCertificates
-from trailproc._sandbox import log_key
-from trailproc._trust import (
+from trailproc._pipeline.trust import (
     CertificateCache,
     Trust,
     TrustPolicy,
@@ -35,6 +33,8 @@ from trailproc._trust import (
     string_to_sign,
     verify_signature,
 )
+from trailproc._ports.certificates import HttpCertificates
+from trailproc._sandbox import log_key
 
 ACCOUNT = "123456789012"
 OTHER = "999999999999"

@@ -30,6 +30,7 @@ from ._pipeline.processor import (
     parts,
     prepare_output,
 )
+from ._pipeline.trust import Trust
 from ._progress import Progress, files_with
 from ._runtime import (
     STORE_PROBE,
@@ -43,8 +44,7 @@ from ._runtime import (
     quarantine_s3_client,
 )
 from ._sources.local import SkippedFile, local_refs
-from ._trust import Trust
-from .checkpoint._base import CheckpointStore, StateLost
+from .checkpoint import CheckpointStore, StateLost
 
 __all__ = ["EXIT_ABANDONED", "RunResult", "build_processor", "process_paths", "run"]
 

@@ -45,8 +45,7 @@ from ._pipeline.keys import FileRef, ObjectKind
 from ._pipeline.processor import EventProcessor
 from ._ports.objects import S3Objects
 from ._sources.s3_listing import FolderCache, ListingQuery, iter_digest_refs, iter_log_refs
-from .checkpoint import open_store
-from .checkpoint._base import CheckpointStore, FileId
+from .checkpoint import CheckpointStore, FileId, open_store
 
 __all__ = [
     "AuditResult",

@@ -47,8 +47,7 @@ from ._sources.s3_listing import (
     iter_digest_refs,
     iter_log_refs,
 )
-from .checkpoint import open_store
-from .checkpoint._base import CheckpointStore, Claim, FileId, KeyValueStore
+from .checkpoint import CheckpointStore, Claim, FileId, KeyValueStore, open_store
 
 __all__ = [
     "DIGEST_LAG",

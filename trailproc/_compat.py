@@ -22,6 +22,8 @@ REMOVED_IN = "0.3"
 # Old module path -> the private module that holds its code now.
 MOVED: dict[str, str] = {
     "trailproc.processor": "trailproc._pipeline.processor",
+    "trailproc.trust": "trailproc._pipeline.trust",
+    "trailproc.sources.gaps": "trailproc._pipeline.gaps",
     "trailproc.integrity.inline": "trailproc._pipeline.digests",
     "trailproc.integrity.testing": "trailproc.integrity._testing",
     "trailproc.integrity.cli": "trailproc.integrity._cli",

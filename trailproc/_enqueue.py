@@ -21,7 +21,7 @@ from urllib.parse import quote_plus
 from ._errors import retry_transient
 from ._observe import get_logger
 from ._pipeline.keys import FileRef
-from .checkpoint._base import CheckpointStore, FileId
+from .checkpoint import CheckpointStore, FileId
 
 __all__ = ["BATCH", "EnqueueResult", "enqueue_refs", "s3_event_body"]
 

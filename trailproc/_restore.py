@@ -20,7 +20,7 @@ from typing import Any
 from ._errors import error_code, retry_transient
 from ._observe import get_logger
 from ._pipeline.keys import FileRef
-from .checkpoint._base import CheckpointStore, FileId
+from .checkpoint import CheckpointStore, FileId
 
 __all__ = ["ARCHIVE_CLASSES", "RestoreSettings", "restored_refs"]
 

@@ -35,10 +35,9 @@ from ._pipeline.processor import (
     maybe_await,
 )
 from ._pipeline.quarantine import RecordQuarantine, open_quarantine
+from ._pipeline.trust import Trust, TrustPolicy
 from ._ports.objects import S3Objects
-from ._trust import Trust, TrustPolicy
-from .checkpoint import open_store
-from .checkpoint._base import CheckpointStore, FileId
+from .checkpoint import CheckpointStore, FileId, open_store
 
 if TYPE_CHECKING:
     from ._aws import AwsClients, S3Router

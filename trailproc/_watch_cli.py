@@ -52,8 +52,8 @@ async def watching(
     """A `Watcher` wired like `run`: handlers, checkpoint store, trust settings, S3
     access rules, metrics and ops ports; everything is closed on exit."""
     from ._app import run_refs, serve_ops_for
+    from ._pipeline.trust import TrustPolicy, check_bucket
     from ._runtime import open_runtime
-    from ._trust import TrustPolicy, check_bucket
 
     ensure_logging(config.log_level, config.log_format)
     refusal = check_bucket(TrustPolicy.of(config), options.bucket)

@@ -474,8 +474,7 @@ class Checker:
         self.add(probe.kms_label, "skip", "GetObject failed")
 
     def _check_checkpoint(self) -> None:
-        from ..checkpoint import open_store
-        from ..checkpoint._base import FileId
+        from ..checkpoint import FileId, open_store
 
         cfg = self.config
         label = f"checkpoint store {cfg.checkpoint or 'sqlite'}"

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 from .._errors import retry_transient
 from .._observe import get_logger
-from ..checkpoint._base import KeyValueStore
+from ..checkpoint import KeyValueStore
 from .decode import decompress
 
 # A digest lists each log file of one hour of one region: far below this, however big

@@ -32,7 +32,7 @@ from .._errors import (
     retry_transient,
 )
 from .._observe import get_logger
-from ..checkpoint._base import CheckpointStore, Claim, ClaimState, FileId, LeaseLost
+from ..checkpoint import CheckpointStore, Claim, ClaimState, FileId, LeaseLost
 from .batches import iter_batches
 from .budget import MemoryBudget, Reservation
 from .budgeted import decode_within

@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .._trust import TrustPolicy, check_file
 from .keys import FileRef, ObjectKind
 from .observer import PipelineObserver
+from .trust import TrustPolicy, check_file
 
 __all__ = ["GapFiller"]
 

@@ -25,7 +25,7 @@ from .keys import FileRef, KeyInfo
 from .processor import EventProcessor, ProgressInfo, ProgressState
 
 if TYPE_CHECKING:  # digest checks: imported only when enabled
-    from ..checkpoint._base import CheckpointStore
+    from ..checkpoint import CheckpointStore
     from .digests import HashCheck, PendingDigestChecks
 
 __all__ = ["PipelineObserver"]

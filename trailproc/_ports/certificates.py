@@ -1,6 +1,6 @@
 """Where SNS signing certificates come from: an HTTPS GET, bounded in time and size.
 
-`trailproc._trust` checks the URL (https, `sns.<region>.amazonaws.com`) before it asks
+`trailproc._pipeline.trust` checks the URL (https, `sns.<region>.amazonaws.com`) before it asks
 this port, and caches what it returns. Redirects are not followed: a redirect could lead
 away from the host that was checked.
 """

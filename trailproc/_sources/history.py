@@ -48,8 +48,8 @@ from .._observe import Metrics, get_logger
 from .._pipeline.engine import FilePipeline
 from .._pipeline.fetch import Fetched
 from .._pipeline.keys import FileRef, KeyInfo, ObjectKind, StreamOrigin
-from .._trust import TrustPolicy, check_account
-from ..checkpoint._base import CheckpointStore, KeyValueStore
+from .._pipeline.trust import TrustPolicy, check_account
+from ..checkpoint import CheckpointStore, KeyValueStore
 
 __all__ = [
     "LOOKUP_ATTRIBUTES",

@@ -28,8 +28,8 @@ from .._pipeline.notifications import (
     parse_payload,
 )
 from .._pipeline.processor import ProgressInfo, ProgressState, Source
+from .._pipeline.trust import Trust
 from .._ports.certificates import HttpCertificates
-from .._trust import Trust
 
 __all__ = ["MessageRunner", "Verdict"]
 

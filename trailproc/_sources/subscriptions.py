@@ -23,7 +23,7 @@ from .._pipeline.cwlogs import SubscriptionDocument, decode_base64_payload
 from .._pipeline.engine import FilePipeline
 from .._pipeline.keys import FileRef, KeyInfo, ObjectKind, StreamOrigin
 from .._pipeline.processor import Source
-from .._trust import Trust
+from .._pipeline.trust import Trust
 
 __all__ = ["DocumentResult", "SubscriptionRunner", "document_ref"]
 

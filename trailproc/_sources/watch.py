@@ -29,7 +29,7 @@ from .._observe import Metrics, get_logger
 from .._pipeline.engine import FileOutcome
 from .._pipeline.keys import FileRef
 from .._ports.objects import S3Objects
-from ..checkpoint._base import CheckpointStore, KeyValueStore, LeaseStore
+from ..checkpoint import CheckpointStore, KeyValueStore, LeaseStore
 from .s3_listing import Lister, ListingQuery, Stream, list_streams
 
 __all__ = ["DEFAULT_OVERLAP", "WatchOptions", "Watcher"]

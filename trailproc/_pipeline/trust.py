@@ -32,12 +32,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from ._config import Config
-from ._errors import Refused
-from ._pipeline.cwlogs import SubscriptionDocument
-from ._pipeline.events import Delivery, Event
-from ._pipeline.keys import FileRef
-from ._pipeline.notifications import Notification, SnsEnvelope
+from .._config import Config
+from .._errors import Refused
+from .cwlogs import SubscriptionDocument
+from .events import Delivery, Event
+from .keys import FileRef
+from .notifications import Notification, SnsEnvelope
 
 if TYPE_CHECKING:  # cryptography is imported only when signatures are checked
     from cryptography.hazmat.primitives.asymmetric import rsa
