@@ -584,6 +584,16 @@ class Recorder(trailproc.EventProcessor):
 """
 
 
+def _stop_tqdm_monitor() -> None:
+    """tqdm starts a monitor thread with its first bar, and it outlives the bar."""
+    import tqdm
+
+    monitor = getattr(tqdm.tqdm, "monitor", None)
+    if monitor is not None:
+        monitor.exit()
+        tqdm.tqdm.monitor = None
+
+
 @pytest.mark.parametrize("situation", ["alone", "thread running", "spawn asked for"])
 def test_jobs_children_are_forked_only_when_that_is_safe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, situation: str
@@ -611,6 +621,9 @@ def test_jobs_children_are_forked_only_when_that_is_safe(
     other = threading.Thread(target=stop.wait, daemon=True)
     if situation == "thread running":
         other.start()
+    else:
+        _stop_tqdm_monitor()  # a progress bar of an earlier test in this process started it
+    assert situation != "alone" or threading.active_count() == 1, threading.enumerate()
     try:
         result = process_parallel(
             [logs], config, jobs=2, start_method="spawn" if situation == "spawn asked for" else None
