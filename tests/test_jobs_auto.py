@@ -65,3 +65,17 @@ def test_jobs_option_takes_auto_or_a_positive_number(tmp_path: Path) -> None:
         result = CliRunner().invoke(main, ["process", str(log), "--jobs", bad])
         assert result.exit_code == 2
         assert "--jobs" in result.output
+
+
+def test_auto_counts_only_what_a_folder_run_reads(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    big_files(folder / ".git", 4)  # a hidden folder: never read
+    (folder / ".cache.json.gz").write_bytes(os.urandom(AUTO_MIN_BYTES))  # a hidden file
+    body = json.dumps({"Records": [{"eventID": "a"}]}).encode()
+    (folder / "one.json.gz").write_bytes(gzip.compress(body))
+    (folder / "two.json.gz").write_bytes(gzip.compress(body))
+    config = load_config(output=str(tmp_path / "out.jsonl"))
+    assert auto_jobs([str(folder)], config) == 1
+    big_files(folder / "sub", 4)  # enough in a subfolder: it is read
+    assert auto_jobs([str(folder)], config) == min(usable_cores(), 6)

@@ -148,20 +148,51 @@ def auto_jobs(paths: Iterable[str | os.PathLike[str]], config: Config) -> int:
     """
     if not config.output or config.output == "-" or config.handlers:
         return 1
-    from ._sources.local import local_refs
-
-    files = [ref.key for ref in local_refs(paths)]
-    if len(files) < 2:
+    cores = usable_cores()
+    files, size = _count_input(paths, enough=(cores, AUTO_MIN_BYTES))
+    if files < 2 or size < AUTO_MIN_BYTES:
         return 1
-    size = 0
-    for name in files:
+    return min(cores, files)
+
+
+def _count_input(
+    paths: Iterable[str | os.PathLike[str]], enough: tuple[int, int]
+) -> tuple[int, int]:
+    """(files, bytes) below `paths` as a folder is read (hidden entries left out), counted
+    only until both reach `enough`: the run lists (and sniffs) them itself, and a folder
+    of thousands of small deliveries should not be walked twice before it starts."""
+    files = size = 0
+    folders: list[str] = []
+    for named in paths:
+        path = os.fspath(named)
+        if os.path.isdir(path):
+            folders.append(path)
+            continue
+        files += 1
+        size += _size(path)
+    while folders and (files < enough[0] or size < enough[1]):
         try:
-            size += os.path.getsize(name)
+            with os.scandir(folders.pop()) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):  # as os.walk descends
+                        folders.append(entry.path)
+                    elif entry.is_file():
+                        files += 1
+                        size += _size(entry.path)
+                        if files >= enough[0] and size >= enough[1]:
+                            break
         except OSError:  # read (and reported) by the run itself
             continue
-    if size < AUTO_MIN_BYTES:
-        return 1
-    return min(usable_cores(), len(files))
+    return files, size
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # read (and reported) by the run itself
+        return 0
 
 
 def _check_output(config: Config, processes: int) -> None:
