@@ -13,7 +13,7 @@ from typing import Any
 from trailproc._config import Config
 from trailproc._errors import TrailprocError
 from trailproc._observe import Metrics
-from trailproc._pipeline.engine import FilePipeline
+from trailproc._pipeline.engine import FilePipeline, PipelineSettings
 from trailproc._pipeline.fetch import ObjectFetcher
 from trailproc._pipeline.processor import EventProcessor
 from trailproc._ports import ManualClock, MemoryQueue
@@ -85,12 +85,14 @@ class Core:
             fetcher=fetcher,
             # As the runtime builds it: digest checks when the config asks for them.
             observer=build_observer(config, self.user, self.store, self.metrics),
-            owner="test",
-            max_events_per_emit=config.max_events_per_emit,
-            max_decompressed_bytes=config.max_decompressed_bytes,
-            handlers_in_thread=False,
+            settings=PipelineSettings(
+                owner="test",
+                max_events_per_emit=config.max_events_per_emit,
+                max_decompressed_bytes=config.max_decompressed_bytes,
+                handlers_in_thread=False,
+            ),
         )
-        return SqsSource(config, pipeline, None, self.metrics, queue=self.queue, clock=self.clock)
+        return SqsSource(config, pipeline, None, queue=self.queue, clock=self.clock)
 
     def run(self) -> None:
         """Poll until every message is deleted or parked (`exit_when_idle`)."""

@@ -17,10 +17,6 @@ MAX_LINES = 60
 PACKAGE = Path(trailproc.__file__).resolve().parent
 REPO = PACKAGE.parent
 
-# Files still allowed to exceed the argument limits (pyproject says which functions);
-# this list may only shrink.
-ARGUMENT_LIMIT_EXCEPTIONS = {"trailproc/_pipeline/engine.py", "trailproc/_runtime.py"}
-
 
 def long_functions(source: str, path: str, limit: int = MAX_LINES) -> list[str]:
     """`path:line name (N lines)` for each function or method in `source` longer than
@@ -74,5 +70,4 @@ def test_ruff_keeps_the_complexity_and_argument_rules_on() -> None:
     assert lint["pylint"]["max-positional-args"] <= 5
     for path, rules in lint.get("per-file-ignores", {}).items():
         assert "C901" not in rules, f"{path} is exempt from the complexity limit"
-        if {"PLR0913", "PLR0917"} & set(rules):
-            assert path in ARGUMENT_LIMIT_EXCEPTIONS, f"{path} is exempt from argument limits"
+        assert not {"PLR0913", "PLR0917"} & set(rules), f"{path} is exempt from argument limits"

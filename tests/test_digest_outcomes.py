@@ -12,7 +12,7 @@ import pytest
 
 from trailproc._observe import Metrics
 from trailproc._pipeline.digests import DigestListing, HashCheck, PendingDigestChecks
-from trailproc._pipeline.engine import FilePipeline
+from trailproc._pipeline.engine import FilePipeline, PipelineSettings
 from trailproc._pipeline.fetch import LocalFetcher
 from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
@@ -44,7 +44,11 @@ def _pipeline(store: Any) -> tuple[FilePipeline, Clock]:
     user = Nothing()
     observer = PipelineObserver(user, Metrics(), digest_store=store, digest_wait_seconds=WAIT)
     pipeline = FilePipeline(
-        processor=user, store=store, fetcher=LocalFetcher(), observer=observer, owner="test"
+        processor=user,
+        store=store,
+        fetcher=LocalFetcher(),
+        observer=observer,
+        settings=PipelineSettings(owner="test"),
     )
     clock = Clock()
     assert pipeline.digest_checks is not None

@@ -11,7 +11,7 @@ import pytest
 
 from trailproc._config import Config
 from trailproc._observe import Metrics
-from trailproc._pipeline.engine import FilePipeline
+from trailproc._pipeline.engine import FilePipeline, PipelineSettings
 from trailproc._pipeline.fetch import LocalFetcher
 from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
@@ -150,9 +150,9 @@ def sqs_source(queue: MemoryQueue, clock: ManualClock, **settings: Any) -> SqsSo
         store=MemoryStore(),
         fetcher=LocalFetcher(),
         observer=PipelineObserver(EventProcessor(), Metrics()),
-        owner="test",
+        settings=PipelineSettings(owner="test"),
     )
-    return SqsSource(config, pipeline, None, Metrics(), queue=queue, clock=clock)
+    return SqsSource(config, pipeline, None, queue=queue, clock=clock)
 
 
 def test_run_on_an_empty_settled_queue_ends_after_one_receive() -> None:

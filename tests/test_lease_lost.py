@@ -12,7 +12,7 @@ import pytest
 
 from trailproc._errors import CheckpointError
 from trailproc._observe import Metrics
-from trailproc._pipeline.engine import FileOutcome, FilePipeline
+from trailproc._pipeline.engine import FileOutcome, FilePipeline, PipelineSettings
 from trailproc._pipeline.events import Event
 from trailproc._pipeline.fetch import LocalFetcher
 from trailproc._pipeline.keys import FileRef, KeyInfo, ObjectKind
@@ -62,9 +62,7 @@ def run_file(tmp_path: Path, store: MemoryStore) -> tuple[FileOutcome, list[int]
         store=store,
         fetcher=LocalFetcher(),
         observer=PipelineObserver(user, Metrics()),
-        owner="me",
-        max_events_per_emit=2,
-        handlers_in_thread=False,
+        settings=PipelineSettings(owner="me", max_events_per_emit=2, handlers_in_thread=False),
     )
     ref = FileRef(bucket="", key=str(path), info=KeyInfo(ObjectKind.LOG))
     return asyncio.run(pipeline.run(ref)), user.batches

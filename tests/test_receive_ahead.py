@@ -12,7 +12,7 @@ import pytest
 
 from trailproc._config import Config
 from trailproc._observe import Metrics
-from trailproc._pipeline.engine import FilePipeline
+from trailproc._pipeline.engine import FilePipeline, PipelineSettings
 from trailproc._pipeline.fetch import LocalFetcher
 from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
@@ -57,10 +57,10 @@ def source_on(queue: RoundTripQueue, **settings: Any) -> SqsSource:
         store=MemoryStore(),
         fetcher=LocalFetcher(),
         observer=PipelineObserver(EventProcessor(), Metrics()),
-        owner="test",
+        settings=PipelineSettings(owner="test"),
     )
     assert queue.clock is not None
-    source = SqsSource(config, pipeline, None, Metrics(), queue=queue, clock=queue.clock)
+    source = SqsSource(config, pipeline, None, queue=queue, clock=queue.clock)
     queue.source = source
     return source
 

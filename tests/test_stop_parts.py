@@ -268,7 +268,7 @@ def _stop_at_deadline(processor: Any) -> tuple[Any, Any]:
 
     from trailproc._config import Config
     from trailproc._observe import Metrics
-    from trailproc._pipeline.engine import FilePipeline
+    from trailproc._pipeline.engine import FilePipeline, PipelineSettings
     from trailproc._pipeline.fetch import LocalFetcher
     from trailproc._pipeline.observer import PipelineObserver
     from trailproc._ports import MemoryQueue
@@ -283,9 +283,9 @@ def _stop_at_deadline(processor: Any) -> tuple[Any, Any]:
         store=MemoryStore(),
         fetcher=LocalFetcher(),
         observer=PipelineObserver(processor, Metrics()),
-        owner="test",
+        settings=PipelineSettings(owner="test"),
     )
-    source = SqsSource(config, pipeline, None, Metrics(), queue=queue)
+    source = SqsSource(config, pipeline, None, queue=queue)
 
     async def main() -> None:
         stopping = asyncio.Event()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from trailproc._observe import Metrics
-from trailproc._pipeline.engine import FilePipeline
+from trailproc._pipeline.engine import FilePipeline, PipelineSettings
 from trailproc._pipeline.events import Event
 from trailproc._pipeline.fetch import LocalFetcher
 from trailproc._pipeline.keys import FileRef, KeyInfo, ObjectKind
@@ -64,9 +64,7 @@ def run_file(tmp_path: Path, store: Recording, records: int, *, twice: bool = Fa
         store=store,
         fetcher=LocalFetcher(),
         observer=PipelineObserver(user, Metrics()),
-        owner="me",
-        max_events_per_emit=100,
-        handlers_in_thread=False,
+        settings=PipelineSettings(owner="me", max_events_per_emit=100, handlers_in_thread=False),
     )
     ref = FileRef(bucket="", key=str(path), info=KeyInfo(ObjectKind.LOG))
 

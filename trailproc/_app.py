@@ -35,6 +35,7 @@ from ._progress import Progress, files_with
 from ._runtime import (
     STORE_PROBE,
     Runtime,
+    StoreOptions,
     build_pipeline,
     build_processor,
     build_quarantine,
@@ -152,7 +153,7 @@ async def run_async(
     lost: list[StateLost] = []
     async with (
         serve_ops_for(config, metrics),
-        open_runtime(config, processor, metrics=metrics, check=True) as runtime,
+        open_runtime(config, processor, metrics=metrics, store=StoreOptions(check=True)) as runtime,
     ):
         _stop_when_output_closes(runtime.processor, stopping)
         background = [
@@ -185,7 +186,7 @@ async def _poll(runtime: Runtime, stopping: asyncio.Event, result: RunResult) ->
     # after the first ReceiveMessage went out, it overlaps that round trip instead of
     # delaying it; downloads wait for it.
     s3 = asyncio.ensure_future(_soon(lambda: clients.client("s3")))
-    source = SqsSource(config, pipeline, sqs, runtime.metrics)
+    source = SqsSource(config, pipeline, sqs)
     log.info("polling", queue_url=config.queue_url, owner=pipeline.owner)
     try:
         await source.run(stopping)
@@ -490,7 +491,7 @@ async def process_paths_async(
 
     try:
         async with open_runtime(config, processor, metrics=metrics, objects="local",
-                                default_checkpoint="memory", check=True,
+                                store=StoreOptions(default="memory", check=True),
                                 before_start=prepare) as runtime:  # fmt: skip
             meter = Progress(metrics, desc="process", bar=progress)
             try:

@@ -317,7 +317,7 @@ async def backfill_async(
     module docstring).
     """
     from ._app import run_refs
-    from ._runtime import open_runtime
+    from ._runtime import StoreOptions, open_runtime
 
     ensure_logging(config.log_level, config.log_format)
     query = job.query(config)
@@ -332,8 +332,9 @@ async def backfill_async(
     def namespaced(store: CheckpointStore) -> CheckpointStore:
         return NamespacedStore(store, ns) if ns else store
 
+    namespace = StoreOptions(wrap=namespaced)
     async with open_runtime(config.replace(download_concurrency=workers), processor,
-                            metrics=metrics, store=namespaced) as runtime:  # fmt: skip
+                            metrics=metrics, store=namespace) as runtime:  # fmt: skip
         objects = S3Objects(await runtime.s3().for_object(job.bucket))
         listing = _Listing(objects, query, workers, result, with_digests=config.verify_digests,
                            restore=_restoring(job, runtime, stopping, result))  # fmt: skip

@@ -22,7 +22,7 @@ from ._config import Config
 from ._errors import CheckpointError
 from ._observe import Metrics, get_logger
 from ._pipeline.budget import MemoryBudget
-from ._pipeline.engine import FilePipeline
+from ._pipeline.engine import FilePipeline, PipelineSettings
 from ._pipeline.fetch import Fetcher, LocalFetcher, ObjectFetcher
 from ._pipeline.filters import RecordFilter
 from ._pipeline.gaps import GapFiller
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Objects",
     "Runtime",
+    "StoreOptions",
     "build_budget",
     "build_observer",
     "build_pipeline",
@@ -53,6 +54,7 @@ __all__ = [
     "check_store",
     "default_owner",
     "open_runtime",
+    "pipeline_settings",
 ]
 
 log = get_logger("trailproc")
@@ -107,6 +109,20 @@ class Runtime:
         return self.router
 
 
+@dataclass(frozen=True)
+class StoreOptions:
+    """How a road opens its checkpoint store.
+
+    `default`: the store when the config names none (`config.checkpoint`);
+    `wrap`: a wrapper put around the opened store (a namespace, a capability check);
+    `check`: read the store once before any work, so that one it cannot use (a newer
+    schema) stops the run there (see `check_store`)."""
+
+    default: str | None = None
+    wrap: Callable[[CheckpointStore], CheckpointStore] | None = None
+    check: bool = False
+
+
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -147,12 +163,28 @@ def build_observer(
                             digest_wait_seconds=config.digest_wait_hours * 3600)  # fmt: skip
 
 
+def pipeline_settings(config: Config) -> PipelineSettings:
+    """How the pipeline of `config` runs each file (its record filter logged once)."""
+    record_filter = RecordFilter.from_config(config)
+    if record_filter.active:
+        log.info("records filtered", **record_filter.describe())
+    return PipelineSettings(
+        owner=config.worker_id or default_owner(),
+        max_events_per_emit=config.max_events_per_emit,
+        max_decompressed_bytes=config.max_decompressed_bytes,
+        lease_seconds=max(30.0, float(config.visibility_timeout)),
+        handlers_in_thread=config.handlers_in_thread,
+        record_filter=record_filter,
+    )
+
+
 def build_pipeline(
     config: Config,
     processor: EventProcessor,
     store: CheckpointStore,
     fetcher: Fetcher,
     observer: PipelineObserver,
+    *,
     budget: MemoryBudget | None = None,
 ) -> FilePipeline:
     """The file pipeline of `config` (used by `open_runtime`; kept for programs that
@@ -161,27 +193,16 @@ def build_pipeline(
     metrics = observer.metrics
     if not isinstance(fetcher, LocalFetcher):  # local files pass no trust boundary
         log.info("trust settings", **TrustPolicy.of(config).summary())
-    record_filter = RecordFilter.from_config(config)
-    if record_filter.active:
-        log.info("records filtered", **record_filter.describe())
-    if budget is None:
-        budget = build_budget(config, metrics)
-    pipeline = FilePipeline(
+    return FilePipeline(
         processor=processor,
         store=store,
         fetcher=fetcher,
         observer=observer,
-        budget=budget,
-        owner=config.worker_id or default_owner(),
-        max_events_per_emit=config.max_events_per_emit,
-        max_decompressed_bytes=config.max_decompressed_bytes,
-        lease_seconds=max(30.0, float(config.visibility_timeout)),
-        handlers_in_thread=config.handlers_in_thread,
-        record_filter=record_filter,
+        settings=pipeline_settings(config),
+        budget=budget if budget is not None else build_budget(config, metrics),
         quarantine=build_quarantine(config, metrics) if config.quarantine else None,
         fill_gaps=_gap_filler(config, observer),
     )
-    return pipeline
 
 
 def _gap_filler(config: Config, observer: PipelineObserver) -> Callable[[Any], GapFiller] | None:
@@ -286,9 +307,7 @@ async def open_runtime(
     *,
     metrics: Metrics | None = None,
     objects: Objects | Fetcher = "s3",
-    store: Callable[[CheckpointStore], CheckpointStore] | None = None,
-    default_checkpoint: str | None = None,
-    check: bool = False,
+    store: StoreOptions = StoreOptions(),
     built: bool = False,
     before_start: Callable[[], Awaitable[None] | None] | None = None,
 ) -> AsyncIterator[Runtime]:
@@ -296,8 +315,8 @@ async def open_runtime(
 
     Order: the processor is built (handlers, `--output`; not when `built` says
     `processor` came from `build_processor` already) → the trust policy → the memory
-    budget → the checkpoint store (`config.checkpoint`, else `default_checkpoint`),
-    wrapped by `store` if given, and checked when `check` (a newer schema stops here) →
+    budget → the checkpoint store (`config.checkpoint`, else `store.default`), wrapped
+    by `store.wrap` if given, and checked when `store.check` (a newer schema stops here) →
     the AWS clients (none for local files) → `before_start()` → the processor's
     `start()` → the file pipeline. On exit: pipeline, processor, clients, store.
     """
@@ -308,11 +327,11 @@ async def open_runtime(
     trust = Trust(config)
     metrics = metrics if metrics is not None else Metrics()
     budget = build_budget(config, metrics)
-    opened = open_store(config.checkpoint or default_checkpoint, config.state_dir)
+    opened = open_store(config.checkpoint or store.default, config.state_dir)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(opened.close)
-        chosen = store(opened) if store is not None else opened
-        if check:
+        chosen = store.wrap(opened) if store.wrap is not None else opened
+        if store.check:
             await check_store(chosen)
         fetcher, clients, router, port = await _open_objects(stack, objects, config)
         if before_start is not None:
@@ -320,7 +339,7 @@ async def open_runtime(
         await maybe_await(user.start())
         stack.push_async_callback(_close_processor, user)
         observer = build_observer(config, user, chosen, metrics, digests=objects != "local")
-        pipeline = build_pipeline(config, user, chosen, fetcher, observer, budget)
+        pipeline = build_pipeline(config, user, chosen, fetcher, observer, budget=budget)
         stack.push_async_callback(pipeline.close)
         yield Runtime(config, user, chosen, metrics, observer, trust, pipeline, fetcher, clients,
                       router, port)  # fmt: skip

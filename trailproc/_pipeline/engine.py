@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # digest checks: imported only when enabled
     from .gaps import GapFiller
     from .quarantine import RecordQuarantine
 
-__all__ = ["FileOutcome", "FilePipeline"]
+__all__ = ["FileOutcome", "FilePipeline", "PipelineSettings"]
 
 log = get_logger("trailproc.pipeline")
 
@@ -69,6 +69,32 @@ class FileOutcome:
     @property
     def ok(self) -> bool:
         return self.status in ("done", "already_done")
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    """How the pipeline runs each file; the runtime builds them once from the Config."""
+
+    owner: str  # the name this worker's checkpoint leases are taken under
+    max_events_per_emit: int = 100
+    max_decompressed_bytes: int = 1 << 30
+    lease_seconds: float = 60.0
+    handlers_in_thread: bool = True
+    record_filter: RecordFilter | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    """One file being run: its ref, its checkpoint id, the message that named it."""
+
+    ref: FileRef
+    file_id: FileId
+    message_id: str | None
+
+    @property
+    def where(self) -> dict[str, Any]:
+        """How an error names the file: message id, bucket and key."""
+        return {"message_id": self.message_id, "bucket": self.ref.bucket, "key": self.ref.key}
 
 
 class _Interrupted(Exception):
@@ -118,12 +144,7 @@ class FilePipeline:
         store: CheckpointStore,
         fetcher: Fetcher,
         observer: PipelineObserver,
-        owner: str,
-        max_events_per_emit: int = 100,
-        max_decompressed_bytes: int = 1 << 30,
-        lease_seconds: float = 60.0,
-        handlers_in_thread: bool = True,
-        record_filter: RecordFilter | None = None,
+        settings: PipelineSettings,
         budget: MemoryBudget | None = None,
         quarantine: RecordQuarantine | None = None,
         fill_gaps: Callable[[Callable[..., Awaitable[FileOutcome]]], GapFiller] | None = None,
@@ -136,14 +157,16 @@ class FilePipeline:
         self.budget = budget
         self.observer = observer
         # Per record: the configured filter, then the processor's filter_event.
-        self.keep = keep_both(record_filter, processor)
-        self.dispatch = Dispatcher(processor, in_thread=handlers_in_thread)
+        self.keep = keep_both(settings.record_filter, processor)
+        self.dispatch = Dispatcher(processor, in_thread=settings.handlers_in_thread)
         self.store = store
         self.fetcher = fetcher
-        self.owner = owner
-        self.batch_size = max_events_per_emit
-        self.max_bytes = max_decompressed_bytes
-        self.lease_seconds = lease_seconds
+        self.settings = settings
+        # Read on every batch: copied out of `settings` once.
+        self.owner = settings.owner
+        self.batch_size = settings.max_events_per_emit
+        self.max_bytes = settings.max_decompressed_bytes
+        self.lease_seconds = settings.lease_seconds
         # Inline digest verification (None: off; digests are then ordinary objects).
         self.digest_checks = observer.digests
         # With digest checks: hands over, through `run`, the log files a digest lists that
@@ -200,8 +223,8 @@ class FilePipeline:
     ) -> FileOutcome:
         """Hand over records that came inside a message (EventBridge), checkpointed under
         `ref` like a file, so a redelivered message is not handed over twice."""
-        file_id = FileId(ref.bucket, ref.key, ref.etag or "")
-        return await self._measured(ref, self._process(ref, file_id, None, records, message_id))
+        attempt = _Attempt(ref, FileId(ref.bucket, ref.key, ref.etag or ""), message_id)
+        return await self._measured(ref, self._process(attempt, None, records))
 
     async def _measured(self, ref: FileRef, work: Any) -> FileOutcome:
         """Count, time and surface the outcome of `work` (the one place for both)."""
@@ -241,14 +264,12 @@ class FilePipeline:
         self.observer.fetched(len(fetched.data))
 
         ref = replace(ref, etag=fetched.etag or ref.etag, version_id=fetched.version_id)
-        file_id = FileId(ref.bucket, ref.key, ref.etag or "")
+        attempt = _Attempt(ref, FileId(ref.bucket, ref.key, ref.etag or ""), message_id)
         if ref.kind is ObjectKind.DIGEST and self.digest_checks is not None:
-            return await self._digest(ref, file_id, fetched.data, message_id)
-        return await self._process(ref, file_id, fetched.data, None, message_id)
+            return await self._digest(attempt, fetched.data)
+        return await self._process(attempt, fetched.data, None)
 
-    async def _digest(
-        self, ref: FileRef, file_id: FileId, data: bytes, message_id: str | None
-    ) -> FileOutcome:
+    async def _digest(self, attempt: _Attempt, data: bytes) -> FileOutcome:
         """Check the log files a digest lists (or leave their expected hashes waiting).
 
         Checkpointed like a log file, so a redelivered digest is not checked twice. A
@@ -257,8 +278,8 @@ class FilePipeline:
         """
         checker = self.digest_checks
         assert checker is not None
-        where = {"message_id": message_id, "bucket": ref.bucket, "key": ref.key}
-        async with self._exclusive(ref, file_id, where) as claim:
+        ref, file_id, message_id = attempt.ref, attempt.file_id, attempt.message_id
+        async with self._exclusive(attempt) as claim:
             if isinstance(claim, FileOutcome):
                 return claim
             unseen: list[tuple[str, str]] = []
@@ -276,7 +297,7 @@ class FilePipeline:
                 )
             except TrailprocError as exc:
                 await self._release(file_id)
-                return FileOutcome(ref, "failed", error=exc.located(**where))
+                return FileOutcome(ref, "failed", error=exc.located(**attempt.where))
             except BaseException:
                 await asyncio.shield(self._release(file_id))
                 raise
@@ -299,25 +320,18 @@ class FilePipeline:
             ) from exc
 
     async def _process(
-        self,
-        ref: FileRef,
-        file_id: FileId,
-        data: bytes | None,
-        records: list[Any] | None,
-        message_id: str | None,
+        self, attempt: _Attempt, data: bytes | None, records: list[Any] | None
     ) -> FileOutcome:
-        where = {"message_id": message_id, "bucket": ref.bucket, "key": ref.key}
-        async with self._exclusive(ref, file_id, where) as claim:
+        async with self._exclusive(attempt) as claim:
             if isinstance(claim, FileOutcome):
                 return claim
-            return await self._claimed(ref, file_id, data, records, claim.position, message_id)
+            return await self._claimed(attempt, data, records, claim.position)
 
     @contextlib.asynccontextmanager
-    async def _exclusive(
-        self, ref: FileRef, file_id: FileId, where: dict[str, Any]
-    ) -> AsyncIterator[Claim | FileOutcome]:
-        """Claim `file_id` for this worker: yields the Claim, or the outcome to return
-        instead (done before, busy here or elsewhere, store failure)."""
+    async def _exclusive(self, attempt: _Attempt) -> AsyncIterator[Claim | FileOutcome]:
+        """Claim the attempt's file for this worker: yields the Claim, or the outcome to
+        return instead (done before, busy here or elsewhere, store failure)."""
+        ref, file_id, where = attempt.ref, attempt.file_id, attempt.where
         # The store's lease is per owner, and one owner may be handed the same file twice
         # at once (a message redelivered while still being worked on, or two messages
         # naming one object): only one goes on.
@@ -347,19 +361,13 @@ class FilePipeline:
             self._active.discard(file_id)
 
     async def _claimed(
-        self,
-        ref: FileRef,
-        file_id: FileId,
-        data: bytes | None,
-        records: list[Any] | None,
-        position: int,
-        message_id: str | None,
+        self, attempt: _Attempt, data: bytes | None, records: list[Any] | None, position: int
     ) -> FileOutcome:
-        where = {"message_id": message_id, "bucket": ref.bucket, "key": ref.key}
-        info = ProgressInfo(True, message_id, ref.bucket, ref.key)
+        ref, file_id, where = attempt.ref, attempt.file_id, attempt.where
+        info = ProgressInfo(True, attempt.message_id, ref.bucket, ref.key)
         token = self.observer.report_start(ProgressState.PROCESS_LOG, info)
         try:
-            handed = await self._hand_over(ref, file_id, data, records, position, message_id)
+            handed = await self._hand_over(attempt, data, records, position)
         except TrailprocError as exc:
             await self._release(file_id)
             self.observer.report_end(ProgressState.PROCESS_LOG, replace(info, success=False), token)
@@ -386,14 +394,9 @@ class FilePipeline:
             log.warning("could not release checkpoint lease", file=str(file_id))
 
     async def _hand_over(
-        self,
-        ref: FileRef,
-        file_id: FileId,
-        data: bytes | None,
-        records: list[Any] | None,
-        position: int,
-        message_id: str | None,
+        self, attempt: _Attempt, data: bytes | None, records: list[Any] | None, position: int
     ) -> int:
+        ref, file_id = attempt.ref, attempt.file_id
         # The lease was taken just before this call: renewals count from here, not from
         # the end of decoding (a large file's decode may take a good part of the lease).
         renewed = time.monotonic()
@@ -403,7 +406,7 @@ class FilePipeline:
             assert data is not None
             records, one_line, sha256 = await self._decoded(ref, data)
         file_size = len(data) if data is not None else ref.size
-        delivery = Delivery(ref, message_id, one_line=one_line, size=file_size)
+        delivery = Delivery(ref, attempt.message_id, one_line=one_line, size=file_size)
         handed = 0
         yielded = time.monotonic()
         total = len(records)

@@ -418,7 +418,7 @@ async def history_async(
     """Hand every event of `window` (in each region) to the handlers; see module doc."""
     from .._observe import ensure_logging
     from .._progress import Progress
-    from .._runtime import open_runtime
+    from .._runtime import StoreOptions, open_runtime
 
     ensure_logging(config.log_level, config.log_format)
     metrics = metrics or Metrics()
@@ -432,7 +432,7 @@ async def history_async(
 
     started = time.monotonic()
     async with open_runtime(config, processor, metrics=metrics, objects=_NoObjects(),
-                            store=positional) as runtime:  # fmt: skip
+                            store=StoreOptions(wrap=positional)) as runtime:  # fmt: skip
         meter = Progress(metrics, desc="history", bar=progress)
         try:
             store = cast(KeyValueStore, runtime.store)  # checked by `positional`

@@ -323,7 +323,7 @@ class LambdaRuntime:
     async def _ensure_started(self) -> FilePipeline:
         if self._pipeline is not None:
             return self._pipeline
-        from .._runtime import open_runtime
+        from .._runtime import StoreOptions, open_runtime
 
         started = time.monotonic()
         if not self.config.worker_id:  # here, not at init: see _lambda_owner
@@ -331,7 +331,7 @@ class LambdaRuntime:
         parts = contextlib.AsyncExitStack()
         runtime = await parts.enter_async_context(open_runtime(
             self.config, self.processor, metrics=self.metrics, objects="s3-threaded",
-            default_checkpoint="memory", built=True,
+            store=StoreOptions(default="memory"), built=True,
         ))  # fmt: skip
         self._parts, self._pipeline = parts, runtime.pipeline
         _close_at_exit(self)

@@ -128,10 +128,7 @@ class MessageRunner:
             log.info("message needs no processing", message_id=message_id,
                      kind=note.kind.value, skipped=len(note.skipped))  # fmt: skip
             return Verdict("ack", note.kind.value if not note.skipped else "all_skipped")
-
-        digests = tuple(r for r in note.refs if r.kind is ObjectKind.DIGEST)
-        if digests:
-            note = replace(note, refs=tuple(r for r in note.refs if r not in digests))
+        note, digests = _digests_apart(note)
         if note.refs or note.carried_records:
             source = Source(
                 message_id=message_id,
@@ -141,14 +138,31 @@ class MessageRunner:
                 topic_arn=note.topic_arn,
                 attributes=dict(attributes or {}),
             )
-            if not self.processor.filter_source(source):
-                if not digests:
-                    log.info("filter_source declined the message", message_id=message_id)
-                    return Verdict("ack", "filtered")
-                log.info("filter_source declined the message's log files; checking its "
-                         "digests only", message_id=message_id)  # fmt: skip
-                note = replace(note, refs=(), carried_records=())
+            kept = self._filter_source(note, source, with_digests=bool(digests))
+            if kept is None:
+                return Verdict("ack", "filtered")
+            note = kept
+        return _verdict(await self._hand_over(note, digests, message_id))
 
+    def _filter_source(
+        self, note: Notification, source: Source, *, with_digests: bool
+    ) -> Notification | None:
+        """`note` as the user's `filter_source` leaves it: whole when accepted; when
+        declined, nothing (None) or, `with_digests`, only its digests to check."""
+        if self.processor.filter_source(source):
+            return note
+        if not with_digests:
+            log.info("filter_source declined the message", message_id=source.message_id)
+            return None
+        log.info("filter_source declined the message's log files; checking its "
+                 "digests only", message_id=source.message_id)  # fmt: skip
+        return replace(note, refs=(), carried_records=())
+
+    async def _hand_over(
+        self, note: Notification, digests: tuple[FileRef, ...], message_id: str | None
+    ) -> tuple[FileOutcome, ...]:
+        """Run every file, digest and carried record of `note` through the pipeline at
+        once, inside the `PROCESS_SOURCE` progress hooks."""
         pipeline, observer = self.pipeline, self.pipeline.observer
         info = ProgressInfo(True, message_id)
         token = observer.report_start(ProgressState.PROCESS_SOURCE, info)
@@ -157,13 +171,7 @@ class MessageRunner:
         outcomes = tuple(await asyncio.gather(*runs))
         ok = all(o.ok for o in outcomes)
         observer.report_end(ProgressState.PROCESS_SOURCE, ProgressInfo(ok, message_id), token)
-        if ok:
-            return Verdict("ack", "processed", outcomes)
-        if any(o.status == "failed" for o in outcomes):
-            return Verdict("retry", "failed", outcomes)
-        if any(o.status == "interrupted" for o in outcomes):
-            return Verdict("release", "interrupted", outcomes)
-        return Verdict("retry", "busy", outcomes)
+        return outcomes
 
     def _carried(self, raw: bytes, message_id: str | None, account: str | None) -> Any:
         """A record delivered inside the message (EventBridge "via CloudTrail").
@@ -179,6 +187,26 @@ class MessageRunner:
         )
         ref = FileRef(bucket="eventbridge", key=f"cloudtrail-event/{event_key}", info=info)
         return self.pipeline.run_records(ref, [raw], message_id)
+
+
+def _digests_apart(note: Notification) -> tuple[Notification, tuple[FileRef, ...]]:
+    """`note` without its digest objects, and those digests (checked, never handed over)."""
+    digests = tuple(r for r in note.refs if r.kind is ObjectKind.DIGEST)
+    if not digests:
+        return note, ()
+    return replace(note, refs=tuple(r for r in note.refs if r not in digests)), digests
+
+
+def _verdict(outcomes: tuple[FileOutcome, ...]) -> Verdict:
+    """What the outcomes of a message's files make of it: a failure keeps it for retry
+    before a shutdown releases it, and a file busy elsewhere keeps it too."""
+    if all(o.ok for o in outcomes):
+        return Verdict("ack", "processed", outcomes)
+    if any(o.status == "failed" for o in outcomes):
+        return Verdict("retry", "failed", outcomes)
+    if any(o.status == "interrupted" for o in outcomes):
+        return Verdict("release", "interrupted", outcomes)
+    return Verdict("retry", "busy", outcomes)
 
 
 def _probe(raw: bytes) -> Event:

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..._config import Config
 from ..._errors import InternalError, TrailprocError
-from ..._observe import Metrics, get_logger
+from ..._observe import get_logger
 from ..._pipeline.engine import FilePipeline
 from ..._ports.clock import Clock, SystemClock, first_of
 from ..._ports.queue import AwsQueue, QueuePort
@@ -47,7 +47,9 @@ class SqsSource:
     """Polls one queue and acknowledges according to each message's outcome.
 
     `queue`, `dlq` and `clock` default to the AWS queues behind `sqs` and the system
-    clock; tests may pass the in-memory ones instead.
+    clock; tests may pass the in-memory ones instead. Everything it reports goes through
+    the pipeline's observer; its own counts (receives, deletes, visibility) are kept on
+    `observer.metrics`, once per message or receive, never per record.
     """
 
     def __init__(
@@ -55,7 +57,6 @@ class SqsSource:
         config: Config,
         pipeline: FilePipeline,
         sqs: Any,
-        metrics: Metrics,
         *,
         queue: QueuePort | None = None,
         dlq: QueuePort | None = None,
@@ -70,7 +71,7 @@ class SqsSource:
         self.pipeline = pipeline
         self.processor = pipeline.processor
         self.sqs = sqs
-        self.metrics = metrics
+        self.metrics = metrics = pipeline.observer.metrics
         self.clock = clock = clock or SystemClock()
         self.queue = queue = queue or AwsQueue(sqs, config.queue_url)
         if dlq is None and config.dlq_url:
