@@ -332,9 +332,24 @@ class S3Router:
             role = config.assume_role_by_account.get(account_id)
         return role
 
-    async def for_object(self, bucket: str, account_id: str | None = None) -> Any:
+    async def for_object(
+        self, bucket: str, account_id: str | None = None, *, detect: bool = True
+    ) -> Any:
+        """The client for `bucket` (and the account whose logs it holds).
+
+        `detect=False` (reading objects): no HeadBucket ahead of the first read. The
+        default-region client reads a bucket whose region is not known yet; if the
+        bucket is elsewhere, S3 answers with its region (a redirect naming it in
+        `x-amz-bucket-region`, or a signing-region error naming it), and botocore sends
+        the request again there and remembers the bucket, as any SDK client does: a
+        round trip once per foreign bucket instead of a HeadBucket per bucket on every
+        start. Listing (`detect=True`) detects the region first.
+        """
         role = self.role_for(bucket, account_id)
-        region = await self.region_of(bucket, role)
+        if detect:
+            region = await self.region_of(bucket, role)
+        else:
+            region = self.clients.config.s3_region or self._regions.get(bucket)
         default = await self.clients.client("s3", role_arn=role)
         if region is None or region == default.meta.region_name:
             return default

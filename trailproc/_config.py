@@ -52,8 +52,9 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     s3_region: Annotated[
         str | None,
         _doc(
-            "Region of every S3 client; default: each bucket's own region, detected once "
-            "(HeadBucket) and cached."
+            "Region of every S3 client; default: each bucket's own region. Reading "
+            "objects, S3's redirect names it on the first read and it is remembered; "
+            "listing (backfill, watch) asks once (HeadBucket) and caches it."
         ),
     ] = None
     assume_role_by_bucket: Annotated[

@@ -103,8 +103,11 @@ class ObjectError(Exception):
 
 
 class ClientRouter(Protocol):
-    async def for_object(self, bucket: str, account_id: str | None = None) -> Any:
-        """The S3 client to read `bucket` with (its region; the account's role)."""
+    async def for_object(
+        self, bucket: str, account_id: str | None = None, *, detect: bool = True
+    ) -> Any:
+        """The S3 client to read `bucket` with (its region; the account's role); with
+        `detect=False` no request is made to learn the bucket's region first."""
 
 
 def _info(response: Mapping[str, Any]) -> ObjectInfo:
@@ -161,9 +164,14 @@ class S3Objects:
             extra["ExpectedBucketOwner"] = owner
         return extra
 
-    async def client_for(self, bucket: str, account_id: str | None = None) -> Any:
+    async def client_for(
+        self, bucket: str, account_id: str | None = None, *, detect: bool = True
+    ) -> Any:
+        """`detect=False` for object reads: S3's redirect names a foreign bucket's
+        region and botocore follows it, so no HeadBucket goes ahead of the first read
+        (see `S3Router.for_object`)."""
         if self._router is not None:
-            return await self._router.for_object(bucket, account_id)
+            return await self._router.for_object(bucket, account_id, detect=detect)
         if self._pending is not None:
             self._client = await self._pending  # a failure here is the request's failure
             self._pending = None
@@ -181,13 +189,13 @@ class S3Objects:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, **self.access_args(bucket)}
         if version_id:
             kwargs["VersionId"] = version_id
-        client = await self.client_for(bucket, account_id)
+        client = await self.client_for(bucket, account_id, detect=False)
         response = await client.get_object(**kwargs)
         async with response["Body"] as body:
             yield _S3Body(_info(response), body)
 
     async def head(self, bucket: str, key: str, *, account_id: str | None = None) -> ObjectInfo:
-        client = await self.client_for(bucket, account_id)
+        client = await self.client_for(bucket, account_id, detect=False)
         return _info(await client.head_object(Bucket=bucket, Key=key, **self.access_args(bucket)))
 
     async def list_page(

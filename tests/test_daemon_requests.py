@@ -1,0 +1,85 @@
+"""What the daemon asks AWS for, seen on the wire through the loopback proxy: one
+GetObject per file and no HeadBucket ahead of it; a bucket in another region is read
+there after S3's redirect; every request counted in the request metric."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultproxy import NO_FAULTS, FaultProxy
+from helpers import run_in_process
+
+from trailproc._pipeline.processor import EventProcessor
+from trailproc._sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
+
+
+class Collect(EventProcessor):
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def process(self, events: list[Any]) -> None:
+        self.ids.extend(e.event_id for e in events)
+
+
+def _clean_proxy(upstream: str, **extra: Any) -> FaultProxy:
+    return FaultProxy(upstream, faults=NO_FAULTS, **extra)
+
+
+def _deliver(sandbox: TrailSandbox, bucket: str, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        records = make_records(3, seed=i)
+        key = log_key(region="us-east-1", unique=f"{i:016x}")
+        sandbox.client("s3").put_object(Bucket=bucket, Key=key, Body=encode_log(records))
+        sandbox.notify([key], bucket=bucket)
+        ids += [r["eventID"] for r in records]
+    return ids
+
+
+def test_each_file_costs_one_get_object_and_no_head_bucket(
+    sandbox: TrailSandbox, aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ids = _deliver(sandbox, sandbox.bucket, 3)
+    seen = Collect()
+    with _clean_proxy(aws_env.url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        result = run_in_process(sandbox, tmp_path, seen)
+    assert result.files_done == 3 and Counter(seen.ids) == Counter(ids)
+    s3 = [(m, p) for m, p, _h in proxy.headers_seen if sandbox.bucket in p]
+    assert [m for m, _p in s3] == ["GET"] * 3  # no HEAD of the bucket, one GET per file
+
+
+def test_a_bucket_in_another_region_is_read_there_after_the_redirect(
+    sandbox: TrailSandbox, aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    sandbox.client("s3").create_bucket(
+        Bucket="paris-trail", CreateBucketConfiguration={"LocationConstraint": "eu-west-3"}
+    )
+    ids = _deliver(sandbox, "paris-trail", 2)
+
+    def s3_region_check(method: str, path: str, headers: Any) -> Any:
+        # What S3 answers a request for a bucket signed for the wrong region (moto
+        # serves any region's buckets anywhere, so the proxy plays S3's part).
+        signed_for = headers.get("Authorization", "")
+        if "paris-trail" in path and "/eu-west-3/s3/" not in signed_for:
+            body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>PermanentRedirect'
+                    b"</Code><Message>use the bucket's region</Message></Error>")  # fmt: skip
+            return 301, {"Content-Type": "application/xml",
+                         "x-amz-bucket-region": "eu-west-3"}, body  # fmt: skip
+        return None
+
+    seen = Collect()
+    with _clean_proxy(aws_env.url, intercept=s3_region_check) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        result = run_in_process(sandbox, tmp_path, seen)
+    assert result.files_done == 2 and Counter(seen.ids) == Counter(ids)
+    to_bucket = [(m, h["Authorization"]) for m, p, h in proxy.headers_seen if "paris-trail" in p]
+    assert all(method == "GET" for method, _auth in to_bucket)  # no HeadBucket
+    signed_there = [auth for _m, auth in to_bucket if "/eu-west-3/s3/" in auth]
+    assert len(signed_there) == 2  # both files read in the bucket's region
+    # At most one redirected request per file (downloads started together may each
+    # meet it before botocore remembers the bucket's region).
+    assert len(to_bucket) - len(signed_there) <= 2
