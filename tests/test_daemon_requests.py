@@ -1,9 +1,10 @@
 """What the daemon asks AWS for, seen on the wire through the loopback proxy: one
 GetObject per file and no HeadBucket ahead of it; a bucket in another region is read
-there after S3's redirect; every request counted in the request metric."""
+there after S3's redirect; every request counted in trailproc_aws_requests_total."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,11 @@ from typing import Any
 import pytest
 from faultproxy import NO_FAULTS, FaultProxy
 from helpers import run_in_process
+from prometheus_client import generate_latest
 
+import trailproc
+from trailproc._app import run_async
+from trailproc._observe import Metrics
 from trailproc._pipeline.processor import EventProcessor
 from trailproc._sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
 
@@ -83,3 +88,31 @@ def test_a_bucket_in_another_region_is_read_there_after_the_redirect(
     # At most one redirected request per file (downloads started together may each
     # meet it before botocore remembers the bucket's region).
     assert len(to_bucket) - len(signed_there) <= 2
+
+
+def test_every_request_is_counted_by_service_and_operation(
+    sandbox: TrailSandbox, aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _deliver(sandbox, sandbox.bucket, 3)
+    metrics = Metrics()
+    config = trailproc.load_config(env={}, queue_url=sandbox.queue_url, exit_when_idle=True,
+                                   wait_time_seconds=1, state_dir=str(tmp_path / "state"),
+                                   stats_interval=0)  # fmt: skip
+    with _clean_proxy(aws_env.url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        result = asyncio.run(run_async(config, Collect(), metrics=metrics))
+    assert result.files_done == 3
+    on_the_wire: Counter[tuple[str, str]] = Counter()
+    for method, path, headers in proxy.headers_seen:
+        target = headers.get("X-Amz-Target", "")
+        if target.startswith("AmazonSQS."):
+            on_the_wire["sqs", target.partition(".")[2]] += 1
+        elif method == "GET" and sandbox.bucket in path:
+            on_the_wire["s3", "GetObject"] += 1
+        else:
+            on_the_wire["?", f"{method} {path}"] += 1
+    counted = {labels: series.value for labels, series in metrics.aws_requests.series.items()}
+    assert counted == dict(on_the_wire)
+    assert counted["s3", "GetObject"] == 3 and counted["sqs", "ReceiveMessage"] >= 1
+    exposed = generate_latest(metrics.registry).decode()
+    assert 'trailproc_aws_requests_total{operation="GetObject",service="s3"} 3.0' in exposed

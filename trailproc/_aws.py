@@ -26,6 +26,7 @@ __all__ = [
     "aio_session",
     "assumed_role_session",
     "botocore_config",
+    "count_requests",
     "import_aws_stack",
     "queue_region",
 ]
@@ -148,16 +149,39 @@ def _plain_http(endpoint_url: str | None, service: str) -> bool:
     return url.lower().startswith("http://")
 
 
+def count_requests(client: Any, requests: Any) -> None:
+    """Count every HTTP request `client` sends (retries included: each is a billed
+    request) in `requests`, a counter labelled (service, operation).
+
+    botocore emits `before-send.<service>.<Operation>` just before each attempt goes on
+    the wire; the handler finds the series by event name in a dict and increments it,
+    and returns None, which lets the request go.
+    """
+    series: dict[str, Any] = {}
+
+    def counted(event_name: str, **_: Any) -> None:
+        found = series.get(event_name)
+        if found is None:
+            _stage, service, operation = [*event_name.split("."), "?", "?"][:3]
+            found = series[event_name] = requests.labels(service, operation)
+        found.inc()
+
+    client.meta.events.register("before-send", counted)
+
+
 class AwsClients:
     """An async context manager handing out aioboto3 clients that share one session.
 
     Each client is made once per (service, region, role). The SQS client uses the
     queue's region (`sqs_region`, else the one in `queue_url`), the S3 client
     `s3_region`; without either, the session's region (`region`, AWS_REGION, profile).
+    With `metrics`, every request the clients send is counted in
+    `trailproc_aws_requests_total{service,operation}`.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, metrics: Any = None) -> None:
         self.config = config
+        self.metrics = metrics
         self._stack = AsyncExitStack()
         self._clients: dict[tuple[str, str | None, str | None], Any] = {}
         self._session: Any = None
@@ -205,9 +229,10 @@ class AwsClients:
                 # and loading the CA bundle (~50 ms per client), which would go unused.
                 kwargs["verify"] = False
             session = self._role_session(role_arn) if role_arn else self.session
-            self._clients[slot] = await self._stack.enter_async_context(
-                session.client(service, **kwargs)
-            )
+            client = await self._stack.enter_async_context(session.client(service, **kwargs))
+            if self.metrics is not None:
+                count_requests(client, self.metrics.aws_requests)
+            self._clients[slot] = client
         return self._clients[slot]
 
     def _role_session(self, role_arn: str) -> Any:
@@ -254,7 +279,7 @@ class ThreadedS3Client:
         self._client = client
 
     @classmethod
-    def create(cls, config: Config) -> ThreadedS3Client:
+    def create(cls, config: Config, metrics: Any = None) -> ThreadedS3Client:
         from botocore.session import Session
 
         core = Session(profile=config.profile)
@@ -270,7 +295,10 @@ class ThreadedS3Client:
             kwargs["endpoint_url"] = config.endpoint_url
         if _plain_http(config.endpoint_url, "s3"):
             kwargs["verify"] = False
-        return cls(core.create_client("s3", **kwargs))
+        client = core.create_client("s3", **kwargs)
+        if metrics is not None:
+            count_requests(client, metrics.aws_requests)
+        return cls(client)
 
     async def get_object(self, **kwargs: Any) -> dict[str, Any]:
         response = dict(await asyncio.to_thread(lambda: self._client.get_object(**kwargs)))

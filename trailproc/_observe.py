@@ -392,6 +392,11 @@ class Metrics:
         self.last_poll = add(
             "gauge", "trailproc_last_poll_timestamp", "Unix time of the last receive"
         )
+        self.aws_requests = add(
+            "counter", "trailproc_aws_requests",
+            "HTTP requests sent to AWS (retries included), by service and operation",
+            ("service", "operation"),
+        )  # fmt: skip
 
     def _add_file_metrics(self) -> None:
         """Files and records through the stages: counts, bytes, outcomes and time."""

@@ -280,14 +280,16 @@ async def _fetcher(
 
 
 async def _open_objects(
-    stack: contextlib.AsyncExitStack, objects: Objects | Fetcher, config: Config
+    stack: contextlib.AsyncExitStack, objects: Objects | Fetcher, config: Config, metrics: Metrics
 ) -> tuple[Fetcher, AwsClients | None, S3Router | None, S3Objects | None]:
     """The fetcher `objects` asks for, with the AWS clients, S3 router and object port
     behind it (closed with `stack`)."""
     if objects == "s3-threaded":
         from ._aws import ThreadedS3Client
 
-        threaded = S3Objects(await stack.enter_async_context(ThreadedS3Client.create(config)))
+        threaded = S3Objects(
+            await stack.enter_async_context(ThreadedS3Client.create(config, metrics))
+        )
         reader = ObjectFetcher(threaded, concurrency=config.download_concurrency,
                                max_bytes=config.max_decompressed_bytes)  # fmt: skip
         return reader, None, None, threaded
@@ -295,7 +297,7 @@ async def _open_objects(
     if objects != "local":
         from ._aws import AwsClients
 
-        clients = await stack.enter_async_context(AwsClients(config))
+        clients = await stack.enter_async_context(AwsClients(config, metrics))
     fetcher, router, port = await _fetcher(objects, clients, config)
     return fetcher, clients, router, port
 
@@ -333,7 +335,7 @@ async def open_runtime(
         chosen = store.wrap(opened) if store.wrap is not None else opened
         if store.check:
             await check_store(chosen)
-        fetcher, clients, router, port = await _open_objects(stack, objects, config)
+        fetcher, clients, router, port = await _open_objects(stack, objects, config, metrics)
         if before_start is not None:
             await maybe_await(before_start())
         await maybe_await(user.start())
