@@ -70,3 +70,43 @@ def test_clients_work_against_moto(aws_env: MotoServer) -> None:
             return [m["Body"] for m in got["Messages"]]
 
     assert asyncio.run(round_trip()) == ["hello"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Sat, 05 Dec 2026 10:00:00 GMT",
+        "Thu, 01 Jan 1970 00:00:00 GMT",
+        "Sat, 05 Dec 2026 10:00:00 +0000",
+        "not a date GMT",
+        "2026-12-05T10:00:00Z",
+        "2026-12-05T10:00:00.123Z",
+        "2026-12-05T10:00:00.123456Z",
+        "2026-12-05T10:00:00+02:00",
+        "2026-12-05",
+        "1764928800",
+        1764928800,
+        1764928800.5,
+    ],
+)
+def test_fast_timestamp_reads_what_botocore_reads(value: Any) -> None:
+    from botocore.utils import parse_timestamp
+
+    from trailproc._aws import fast_timestamp
+
+    try:
+        theirs = parse_timestamp(value)
+    except ValueError:
+        with pytest.raises(ValueError):
+            fast_timestamp(value)
+        return
+    ours = fast_timestamp(value)
+    assert ours == theirs and ours.utcoffset() == theirs.utcoffset()
+    assert type(ours.tzinfo) is type(theirs.tzinfo)
+
+
+def test_sessions_parse_timestamps_with_it() -> None:
+    from trailproc._aws import fast_timestamp
+
+    factory = aio_session()._session.get_component("response_parser_factory")
+    assert factory._defaults["timestamp_parser"] is fast_timestamp

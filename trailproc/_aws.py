@@ -7,6 +7,7 @@ aioboto3 is imported here, lazily, so `import trailproc` stays fast.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import gzip
 import os
 import re
@@ -27,6 +28,7 @@ __all__ = [
     "assumed_role_session",
     "botocore_config",
     "count_requests",
+    "fast_timestamp",
     "import_aws_stack",
     "queue_region",
 ]
@@ -80,6 +82,35 @@ def _fast_model_loader(search_path: str | None) -> Any:
     return Loader(extra_search_paths=paths, file_loader=MsgspecFileLoader())
 
 
+def fast_timestamp(value: Any) -> Any:
+    """botocore's timestamp parsing, faster for the two shapes AWS answers with.
+
+    Every GetObject answer carries `Last-Modified` (RFC 1123, "Sat, 05 Dec 2026 10:00:00
+    GMT"), which botocore's default parser reads with dateutil's general-purpose parser:
+    ~4 % of the daemon's CPU on small files. Those are read with the standard library
+    into the same value (same instant, same `tzutc` zone botocore gives "GMT");
+    anything else goes to botocore's own parser.
+    """
+    from botocore.utils import parse_timestamp
+    from dateutil.tz import tzutc  # type: ignore[import-untyped]
+
+    if isinstance(value, str) and value.endswith(" GMT"):
+        try:
+            return email.utils.parsedate_to_datetime(value).replace(tzinfo=tzutc())
+        except (TypeError, ValueError):
+            pass
+    return parse_timestamp(value)
+
+
+def _tune(core: Any) -> None:
+    """Model loading and response parsing of a botocore session, made cheaper (the
+    same data and results: `_fast_model_loader`, `fast_timestamp`)."""
+    core.register_component("data_loader", _fast_model_loader(
+        core.get_config_variable("data_path")))  # fmt: skip
+    factory = core.get_component("response_parser_factory")
+    factory.set_parser_defaults(timestamp_parser=fast_timestamp)
+
+
 def without_unused_parameters(ruleset: Any) -> Any:
     """An endpoint ruleset without the parameters none of its rules reads.
 
@@ -109,14 +140,13 @@ def import_aws_stack() -> None:
 
 def aio_session(profile: str | None = None, region: str | None = None) -> Any:
     """An `aioboto3.Session` (standard credential chain, profile, region and endpoint
-    settings) whose clients load their service models faster (see
-    `_fast_model_loader`)."""
+    settings) whose clients load their service models and parse timestamps faster (see
+    `_tune`)."""
     import aioboto3
     from aiobotocore.session import AioSession
 
     core = AioSession(profile=profile)
-    loader = _fast_model_loader(core.get_config_variable("data_path"))
-    core.register_component("data_loader", loader)
+    _tune(core)
     return aioboto3.Session(botocore_session=core, profile_name=profile, region_name=region)
 
 
@@ -283,8 +313,7 @@ class ThreadedS3Client:
         from botocore.session import Session
 
         core = Session(profile=config.profile)
-        core.register_component("data_loader", _fast_model_loader(
-            core.get_config_variable("data_path")))  # fmt: skip
+        _tune(core)
         kwargs: dict[str, Any] = {
             "config": botocore_config(config, pool=config.download_concurrency + 4)
         }
@@ -337,8 +366,7 @@ def assumed_role_session(clients: AwsClients, role_arn: str) -> Any:
         }
 
     core = AioSession(profile=clients.config.profile)
-    loader = _fast_model_loader(core.get_config_variable("data_path"))
-    core.register_component("data_loader", loader)
+    _tune(core)
     # botocore's documented way to give a session its own credential source.
     core._credentials = AioDeferredRefreshableCredentials(assume, "assume-role")
     return aioboto3.Session(botocore_session=core, region_name=clients.config.region)

@@ -18,14 +18,17 @@ The steps, for a file whose download (`len(data)` bytes) is already held:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .._errors import DecompressedTooLarge, OverMemoryBudget
 from .budget import RECORD_COST, Reservation
 from .decode import decompress, gzip_size_hint, inflated_bound, records_of
 
-__all__ = ["Decoded", "decode_within"]
+__all__ = ["INLINE_BYTES", "Decoded", "decode_within"]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,16 +39,31 @@ class Decoded:
     sha256: str | None
 
 
+# Documents up to this size are inflated and split on the event loop: ~0.2-0.5 ms of
+# work, less than a worker-thread round trip costs in CPU (a future, a queue hand-off, a
+# thread woken, the GIL handed over twice, the loop woken through its self-pipe).
+# Larger ones go to a worker thread, so the loop never stalls for long.
+INLINE_BYTES = 256 * 1024
+
+
+async def _run(size: int, func: Callable[..., _T], *args: Any) -> _T:
+    """`func(*args)` here for a small document (`size` bytes), else on a worker thread."""
+    if size <= INLINE_BYTES:
+        return func(*args)
+    return await asyncio.to_thread(func, *args)
+
+
 async def decode_within(
     held: Reservation, data: bytes, *, max_bytes: int, name: str | None, hashed: bool = False
 ) -> Decoded:
     """Decompress and split `data`, reserving each step in `held` first (CPU-bound steps
-    run in a worker thread)."""
+    of a document over INLINE_BYTES run in a worker thread)."""
     document, braces = await _inflated(held, data, max_bytes)
     inflated = len(document) if document is not data else 0
     base = len(data) + inflated
     await held.resize(base + braces * RECORD_COST, why=f"up to {braces:,} records")
-    records, one_line, sha256 = await asyncio.to_thread(_split, document, name, hashed, max_bytes)
+    records, one_line, sha256 = await _run(len(document), _split, document, name, hashed,
+                                           max_bytes)  # fmt: skip
     # Records that are not slices of the document (text decoded from another shape)
     # hold their own bytes.
     own = sum(map(len, records)) if records and isinstance(records[0], (bytes, str)) else 0
@@ -59,13 +77,13 @@ async def _inflated(
     """The decompressed document and its count of "{"; reserved before inflating."""
     hint = gzip_size_hint(data)
     if hint is None:  # not gzip: the document is the download itself
-        return await asyncio.to_thread(_inflate_and_count, data, max_bytes)
+        return await _run(len(data), _inflate_and_count, data, max_bytes)
     compressed = len(data)
     total = held.budget_total
     if hint <= min(max_bytes, total - compressed):
         await held.resize(compressed + hint, why=f"{hint:,} bytes decompressed")
         try:
-            return await asyncio.to_thread(_inflate_and_count, data, hint)
+            return await _run(hint, _inflate_and_count, data, hint)
         except DecompressedTooLarge:
             pass  # more than its trailer says: several members, or a forged trailer
     # Beyond its trailer, a file may hold half the budget: two such files never wait
