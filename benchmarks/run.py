@@ -832,7 +832,8 @@ def bench_small_files(quick: bool, repeats: int) -> list[Row]:
     return [
         Row(f"7. small files at {DELAY_MS:.0f} ms: `run` vs sequential boto3 consumer",
             side(o), side(b), ratio, ">= 10x", ratio >= 10,
-            f"{data} (~40 deep); ratio of median wall times, process start to the last "
+            f"{data} (~40 deep, moto through moto_launcher.py); ratio of median wall "
+            "times, process start to the last "
             f"record written; {repeats} interleaved rounds; up to {peak} ReceiveMessage "
             "in flight at once (ours)"),
         Row("7. CPU per event, same runs (whole processes)",
