@@ -928,7 +928,7 @@ TARGETS: dict[str, Callable[[bool, int], list[Row]]] = {
 def machine() -> dict[str, str]:
     import msgspec
 
-    from trailproc._pipeline.decode import BACKEND
+    from trailproc._pipeline.gunzip import BACKEND
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
     load = load_average()

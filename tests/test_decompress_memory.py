@@ -13,7 +13,8 @@ import pytest
 
 from trailproc._errors import BadLogFile, DecompressedTooLarge
 from trailproc._pipeline import decode
-from trailproc._pipeline.decode import decompress, gzip_size_hint, split_records
+from trailproc._pipeline.decode import split_records
+from trailproc._pipeline.gunzip import decompress, gzip_size_hint
 
 
 def _document(size: int) -> bytes:

@@ -10,14 +10,15 @@ import textwrap
 
 import pytest
 
-from trailproc._pipeline.decode import BACKEND
+from trailproc._pipeline.gunzip import BACKEND
 
 # Run in a fresh interpreter where `import isal` fails, as on a platform without wheels.
 _WITHOUT_ISAL = textwrap.dedent("""
     import gzip, json, sys
     sys.modules["isal"] = None  # makes `import isal` raise ImportError
     from trailproc._errors import TrailprocError
-    from trailproc._pipeline.decode import BACKEND, decode_log
+    from trailproc._pipeline.decode import decode_log
+    from trailproc._pipeline.gunzip import BACKEND
     body = json.dumps({"Records": [{"eventID": str(i)} for i in range(300)]}).encode()
     data = gzip.compress(body) + gzip.compress(b"")  # two members, as some writers do
     records, size = decode_log(data, max_bytes=1 << 20)

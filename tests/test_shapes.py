@@ -20,7 +20,8 @@ import trailproc
 from trailproc._cli import main
 from trailproc._errors import BadLogFile
 from trailproc._pipeline import decode, shapes
-from trailproc._pipeline.decode import DELIVERY_SHAPE, decode_log_lines, decompress, split_document
+from trailproc._pipeline.decode import DELIVERY_SHAPE, decode_log_lines, split_document
+from trailproc._pipeline.gunzip import decompress
 from trailproc._sandbox import TrailSandbox, log_key, make_records
 
 RECORDS = make_records(4, seed=21)

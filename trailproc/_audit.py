@@ -40,7 +40,7 @@ from typing import Any
 from ._config import Config
 from ._errors import error_code, retry_transient
 from ._observe import Metrics, _LogStream, ensure_logging, get_logger
-from ._pipeline.decode import decompress
+from ._pipeline.gunzip import decompress
 from ._pipeline.keys import FileRef, ObjectKind
 from ._pipeline.processor import EventProcessor
 from ._ports.objects import S3Objects

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 from .._errors import DecompressedTooLarge, OverMemoryBudget
 from .budget import RECORD_COST, Reservation
-from .decode import decompress, gzip_size_hint, inflated_bound, records_of
+from .decode import records_of
+from .gunzip import decompress, gzip_size_hint, inflated_bound
 
 __all__ = ["INLINE_BYTES", "Decoded", "decode_within"]
 

@@ -35,7 +35,7 @@ from typing import Literal
 import msgspec
 
 from .._errors import BadLogFile, DecompressedTooLarge
-from .decode import GZIP_MAGIC, decompress
+from .gunzip import GZIP_MAGIC, decompress
 
 __all__ = [
     "CONTROL_MESSAGE",

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from .._errors import retry_transient
 from .._observe import get_logger
 from ..checkpoint import KeyValueStore
-from .decode import decompress
+from .gunzip import decompress
 
 # A digest lists each log file of one hour of one region: far below this, however big
 # the organisation. A larger "digest" is refused rather than inflated.

@@ -36,10 +36,10 @@ from ..checkpoint import CheckpointStore, Claim, ClaimState, FileId, LeaseLost
 from .batches import iter_batches
 from .budget import MemoryBudget, Reservation
 from .budgeted import decode_within
-from .decode import decompress
 from .events import Delivery
 from .fetch import Fetcher
 from .filters import RecordFilter, keep_both
+from .gunzip import decompress
 from .keys import FileRef, ObjectKind
 from .observer import PipelineObserver
 from .processor import Dispatcher, EventProcessor, ProgressInfo, ProgressState

@@ -1,0 +1,132 @@
+"""Capped gunzip: the bytes of a gzip object, never more than `max_bytes` of them.
+
+gzip is detected by its magic bytes (some HTTP stacks decompress transparently, and
+users sometimes store plain JSON). A gzip bomb fails one file with bounded memory:
+`max_length` caps every inflate call, so a bomb stops at `max_bytes + 1` bytes. The
+output is one bytearray preallocated from the trailer's ISIZE (exact for CloudTrail's
+files), filled 8 MB per call: zlib's own growing output buffer ends every call with a
+join of its blocks, so one call for a whole 400 MB member peaked at twice the document.
+isal's zlib-compatible inflater (2-3x faster, a default dependency) is used when
+installed. Bytes after the last member fail the object, except zero padding.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Any, cast
+
+from .._errors import BadLogFile, DecompressedTooLarge
+
+__all__ = ["BACKEND", "GZIP_MAGIC", "decompress", "gzip_size_hint", "inflated_bound"]
+
+GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_MIN = 18  # header (10) + trailer (8)
+_DEFLATE_MAX_RATIO = 1032
+_IN_SLICE = 1 << 20
+_OUT_SLICE = 8 << 20
+
+
+def _make_decompressor() -> tuple[Callable[[], Any], tuple[type[BaseException], ...], str]:
+    # isal's zlib-compatible API is 2-3x faster (a dependency; zlib where it is absent).
+    try:
+        from isal import isal_zlib
+
+        # isal raises its own error class, which is not a zlib.error.
+        errors = (zlib.error, cast(type[BaseException], isal_zlib.error))
+        return lambda: isal_zlib.decompressobj(31), errors, "isal"
+    except ImportError:  # pragma: no cover - tests/test_gunzip_backend.py, in a subprocess
+        return lambda: zlib.decompressobj(31), (zlib.error,), "zlib"
+
+
+_new_decompressor, _ERRORS, BACKEND = _make_decompressor()
+
+
+def _too_large(max_bytes: int) -> DecompressedTooLarge:
+    return DecompressedTooLarge(
+        f"decompressed size exceeds max_decompressed_bytes={max_bytes} "
+        "(gzip bomb or oversized file)"
+    )
+
+
+def gzip_size_hint(data: bytes | bytearray) -> int | None:
+    """The gzip trailer's ISIZE: the last member's decompressed size mod 2**32.
+
+    Only a hint: it is exact for CloudTrail's single-member files under 4 GiB, but a
+    forged file, several members or trailing padding make it anything. None unless
+    `data` is gzip."""
+    if not data.startswith(GZIP_MAGIC) or len(data) < _GZIP_MIN:
+        return None
+    return int.from_bytes(data[-4:], "little")
+
+
+def inflated_bound(data: bytes | bytearray) -> int:
+    """The most `data` can inflate to: deflate's best case is 1032:1 (a 258-byte match in
+    two bits), whatever the trailer says."""
+    return _DEFLATE_MAX_RATIO * len(data) + (1 << 16)
+
+
+def decompress(data: bytes | bytearray, *, max_bytes: int) -> bytes | bytearray:
+    """Gunzip `data` (all members) if it is gzip, else return it; never exceed `max_bytes`.
+
+    The output is inflated into one buffer preallocated from the gzip trailer's size
+    hint, a bounded slice at a time: zlib's own output buffer would hold its blocks
+    and then their join (twice the document) at the end of every call.
+    """
+    if not data.startswith(GZIP_MAGIC):
+        if len(data) > max_bytes:
+            raise DecompressedTooLarge(
+                f"object is {len(data)} bytes, over max_decompressed_bytes={max_bytes}"
+            )
+        return data
+    # A garbage trailer (a damaged file) must not make us zero-fill a huge buffer.
+    out = bytearray(min(gzip_size_hint(data) or 0, max_bytes + 1, inflated_bound(data)))
+    filled = 0
+    remaining = memoryview(data)
+    try:
+        while True:
+            d = _new_decompressor()
+            filled = _inflate_member(d, remaining, out, filled, max_bytes)
+            # Concatenated gzip members are legal. Slice the view instead of keeping
+            # `unused_data` (a copy of the rest).
+            remaining = remaining[len(remaining) - len(d.unused_data) :]
+            if remaining[:2] != GZIP_MAGIC:
+                break
+    except _ERRORS as exc:
+        out.clear()  # the traceback keeps this frame: not its output too
+        raise BadLogFile(f"corrupt gzip data: {exc}") from exc
+    except BaseException:
+        out.clear()
+        raise
+    # Zero padding (some writers pad to a block size) is ignored, as gzip(1) does.
+    if remaining and bytes(remaining).strip(b"\0"):
+        raise BadLogFile(
+            f"{len(remaining)} bytes of trailing data after the last gzip member (starting "
+            f"{bytes(remaining[:8])!r}): a damaged or altered object"
+        )
+    if filled < len(out):
+        del out[filled:]  # the hint was too large (several members, padding)
+    return out
+
+
+def _inflate_member(d: Any, data: memoryview, out: bytearray, filled: int, max_bytes: int) -> int:
+    """Inflate one gzip member of `data` into `out` from `filled` on; the new fill."""
+    for start in range(0, len(data), _IN_SLICE):
+        # Bounded input slices: what zlib keeps as `unconsumed_tail` is a copy.
+        pending: bytes | memoryview = data[start : start + _IN_SLICE]
+        while not d.eof:
+            # max_length caps each call: a bomb stops after max_bytes + 1 bytes.
+            room = min(_OUT_SLICE, max_bytes + 1 - filled)
+            chunk = d.decompress(pending, room)
+            got = len(chunk)
+            out[filled : filled + got] = chunk
+            del chunk  # not alive while the next call builds its own
+            filled += got
+            if filled > max_bytes:
+                raise _too_large(max_bytes)
+            pending = d.unconsumed_tail
+            if not pending and got < room:
+                break  # this slice is used up: zlib needs more input
+        if d.eof:
+            return filled
+    raise BadLogFile("truncated gzip data (unexpected end of stream)")
