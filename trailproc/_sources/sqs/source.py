@@ -2,8 +2,9 @@
 
 The parts, one job each: `receive` (one ReceiveMessage), `idle` (when exit_when_idle
 ends the run, and how to poll meanwhile), `slots` (in-flight accounting), `fifo`
-(message groups in order), `acks` (delete, keep, DLQ), `deletes` (batched deletes) and
-`visibility` (heartbeats and backoffs). This module wires them into the receive loop.
+(message groups in order), `acks` (delete, keep, DLQ), `deletes` (batched deletes),
+`visibility` (heartbeats and backoffs), `worker` (one message) and `drain` (the stop).
+This module wires them into the receive loop.
 
 With `verify_digests`, digest objects named by notifications are no longer skipped: they
 go to the pipeline's digest check (never to user code, `filter_source` included), and a
@@ -15,32 +16,28 @@ that retrying could cure.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from ..._config import Config
-from ..._errors import InternalError, TrailprocError
 from ..._observe import get_logger
 from ..._pipeline.engine import FilePipeline
 from ..._ports.clock import Clock, SystemClock, first_of
 from ..._ports.queue import AwsQueue, QueuePort
-from ..messages import MessageRunner, Verdict
-from .acks import AckPolicy, receive_count
+from ..messages import MessageRunner
+from .acks import AckPolicy
 from .ahead import ReceiveAhead
 from .deletes import DeleteBatcher
+from .drain import Drain
 from .fifo import GroupRunner, units
 from .idle import IdleExit, QueueSettled, ReceivePlan
 from .receive import Receiver
 from .slots import InFlight
-from .visibility import VisibilityKeeper, stop
+from .visibility import VisibilityKeeper
+from .worker import MessageWorker
 
 __all__ = ["SqsSource"]
 
 log = get_logger("trailproc.sqs")
-
-# Seconds cancelled work gets, at the shutdown deadline, to release its files and make
-# its messages visible again.
-_CANCEL_WAIT = 1.5
 
 
 class SqsSource:
@@ -84,10 +81,10 @@ class SqsSource:
                               keeper=self.keeper, dlq=dlq, in_flight=self.in_flight,
                               clock=clock, metrics=metrics)  # fmt: skip
         self._stopping = asyncio.Event()
-        # Messages whose work ignored cancellation at the shutdown deadline (user code
-        # catching CancelledError): left behind, never waited for.
-        self.left_running = 0
-        self._working: dict[int, dict[str, Any]] = {}  # messages in `_handle`, by id()
+        self.drain = Drain(pipeline, self.keeper, config.shutdown_timeout)
+        self.worker = MessageWorker(self.runner, self.acks, self.keeper, self.drain,
+                                    pipeline.observer)  # fmt: skip
+        self._handle = self.worker.handle
         self.groups = GroupRunner(self._handle, in_flight=self.in_flight, keeper=self.keeper,
                                   parked=self.acks.parked, metrics=metrics,
                                   stopping=self._stopping_is_set)  # fmt: skip
@@ -116,6 +113,11 @@ class SqsSource:
     def parked(self) -> dict[str, float]:
         return self.acks.parked
 
+    @property
+    def left_running(self) -> int:
+        """Messages whose work ignored cancellation at the shutdown deadline."""
+        return self.drain.left_running
+
     def _stopping_is_set(self) -> bool:
         return self._stopping.is_set()
 
@@ -134,7 +136,7 @@ class SqsSource:
                 for task in self.ahead.tasks:
                     task.cancel()
             await asyncio.gather(*self.ahead.tasks, return_exceptions=True)
-            await self._drain()
+            await self.drain.run(self.tasks)
 
     async def _turn(self, stopping: asyncio.Event) -> bool:
         """One turn of the loop: wait as the idle policy says, receive, start the work.
@@ -198,106 +200,3 @@ class SqsSource:
                 # The group task gives each message's slot back as it finishes.
                 slots = [len(unit)]
                 self.in_flight.start(self.groups.run(group, unit, received, slots), slots)
-
-    async def _drain(self) -> None:
-        """Let in-flight work finish up to shutdown_timeout, then stop it cleanly.
-
-        Work still running near the end of the timeout is interrupted at its next batch
-        boundary (the batch in the handler finishes and is committed), its messages are
-        made visible again at once; whatever is still running at the timeout is
-        cancelled and released the same way.
-        """
-        if not self.tasks:
-            return
-        timeout = self.config.shutdown_timeout
-        log.info("finishing in-flight messages", count=len(self.tasks), timeout=timeout)
-        grace = min(5.0, timeout * 0.25)
-        _done, pending = await asyncio.wait(set(self.tasks), timeout=timeout - grace)
-        if pending:
-            log.info("shutdown timeout near: stopping files at the next batch",
-                     count=len(pending))  # fmt: skip
-            self.pipeline.interrupt()
-            _done, pending = await asyncio.wait(pending, timeout=grace)
-        if pending:
-            await self._cancel(pending)
-
-    async def _cancel(self, pending: set[asyncio.Task[Any]]) -> None:
-        """The shutdown deadline: cancel what is still running. A handler still busy
-        has its batch abandoned (not committed) and its message made visible again; a
-        synchronous handler's call runs on in its thread, never waited for."""
-        log.warning("shutdown timeout reached: cancelling unfinished work",
-                    count=len(pending))  # fmt: skip
-        for task in pending:
-            task.cancel()
-        # Cancelled work releases its files and messages (a few quick calls); user code
-        # that ignores cancellation is not waited for beyond this.
-        _done, stuck = await asyncio.wait(pending, timeout=_CANCEL_WAIT)
-        self.left_running = len(stuck)
-        if stuck:
-            # Their messages would come back only after the visibility timeout (or never
-            # while a heartbeat goes on): make them visible again now.
-            left = list(self._working.values())
-            log.error("work ignored cancellation at shutdown; leaving it behind, its "
-                      "messages made visible again", count=len(stuck),
-                      message_ids=[m.get("MessageId") for m in left])  # fmt: skip
-            await asyncio.gather(*(self.keeper.hide(m, 0) for m in left),
-                                 return_exceptions=True)  # fmt: skip
-
-    # --- one message ---------------------------------------------------------------------
-    async def _handle(
-        self,
-        message: dict[str, Any],
-        received: float,
-        heartbeat: asyncio.Task[None] | None = None,
-    ) -> bool:
-        """Work on one message and acknowledge it. True if it is finished with (done, or
-        deleted or moved to the DLQ after a failure); False if it stays on the queue."""
-        self.metrics.in_flight_messages.inc()
-        self._working[id(message)] = message
-        try:
-            return await self._work(message, received, heartbeat)
-        except asyncio.CancelledError:
-            # Shutdown timed out while this message was being worked on: make it visible
-            # again now; its checkpoints say where the next receiver resumes.
-            await asyncio.shield(self.keeper.hide(message, 0))
-            raise
-        except Exception as exc:  # a bug must not kill the daemon or lose the message
-            self.pipeline.observer.fail(InternalError.of(exc, message_id=message.get("MessageId")))
-            # Kept like any failure: backoff, then the DLQ, instead of returning every
-            # visibility timeout forever.
-            try:
-                return await self.acks.keep(message, "error", received)
-            except Exception as keep_exc:  # the visibility timeout brings it back anyway
-                log.warning("could not keep the failed message", error=repr(keep_exc),
-                            message_id=message.get("MessageId"))  # fmt: skip
-                return False
-        finally:
-            self._working.pop(id(message), None)
-            if heartbeat is not None:
-                await stop(heartbeat)
-            self.metrics.in_flight_messages.dec()
-
-    async def _work(
-        self, message: dict[str, Any], received: float, heartbeat: asyncio.Task[None] | None
-    ) -> bool:
-        message_id = message.get("MessageId")
-        attributes: dict[str, str] = message.get("Attributes", {})
-        sent_at = int(attributes.get("SentTimestamp", "0")) / 1000 or None
-        if sent_at:
-            self.metrics.queue_lag.observe(max(0.0, time.time() - sent_at))
-
-        note = await self.runner.parse(message.get("Body", ""), message_id)
-        if isinstance(note, TrailprocError):
-            if heartbeat is not None:
-                await stop(heartbeat)
-            return await self.acks.settle(message, Verdict("retry", note.reason), received)
-        if heartbeat is None:
-            heartbeat = self.keeper.start_heartbeat(message, received)
-        try:
-            verdict = await self.runner.run(
-                note, message_id=message_id, receive_count=receive_count(message),
-                sent_at=sent_at, attributes=attributes,
-            )  # fmt: skip
-        finally:
-            await stop(heartbeat)
-        return await self.acks.settle(message, verdict, received)
