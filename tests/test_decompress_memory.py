@@ -12,7 +12,7 @@ import zlib
 import pytest
 
 from trailproc._errors import BadLogFile, DecompressedTooLarge
-from trailproc._pipeline import decode
+from trailproc._pipeline import gunzip
 from trailproc._pipeline.decode import split_records
 from trailproc._pipeline.gunzip import decompress, gzip_size_hint
 
@@ -29,7 +29,7 @@ def test_a_large_document_is_held_once_while_inflating(
     backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if backend == "zlib":  # the inflater of an install without isal
-        monkeypatch.setattr(decode, "_new_decompressor", lambda: zlib.decompressobj(31))
+        monkeypatch.setattr(gunzip, "_new_decompressor", lambda: zlib.decompressobj(31))
     document = _document(64 << 20)
     data = gzip.compress(document, compresslevel=1)
     tracemalloc.start()

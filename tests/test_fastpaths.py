@@ -19,16 +19,11 @@ import msgspec
 import pytest
 
 from trailproc._errors import BadLogFile, DecompressedTooLarge
-from trailproc._pipeline import decode
+from trailproc._pipeline import decode, gunzip
 from trailproc._pipeline.batches import iter_batches
-from trailproc._pipeline.decode import (
-    decode_log,
-    decode_log_lines,
-    decompress,
-    is_one_line,
-    split_records,
-)
+from trailproc._pipeline.decode import decode_log, decode_log_lines, is_one_line, split_records
 from trailproc._pipeline.events import Delivery, Event, json_lines
+from trailproc._pipeline.gunzip import decompress
 from trailproc._pipeline.keys import FileRef, KeyInfo, ObjectKind
 
 # --- an independent scanner ---------------------------------------------------------------
@@ -424,8 +419,8 @@ def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     if request.param == "zlib":
         import zlib
 
-        monkeypatch.setattr(decode, "_new_decompressor", lambda: zlib.decompressobj(31))
-        monkeypatch.setattr(decode, "_ERRORS", (zlib.error,))
+        monkeypatch.setattr(gunzip, "_new_decompressor", lambda: zlib.decompressobj(31))
+        monkeypatch.setattr(gunzip, "_ERRORS", (zlib.error,))
     return str(request.param)
 
 
