@@ -100,3 +100,32 @@ def test_listing_by_prefix_with_folders_and_pages(kind: str) -> None:
     assert top == ["AWSLogs/top.txt"]
     assert folders == ["AWSLogs/111/", "AWSLogs/222/"]
     assert keys == sorted(OBJECTS) and none == []
+
+
+def test_read_chunk_streams_the_body_in_pieces(kind: str) -> None:
+    async def scenario(port: ObjectPort) -> list[bytes]:
+        pieces = []
+        async with port.open(BUCKET, "AWSLogs/111/CloudTrail/a.json.gz") as opened:
+            while chunk := await opened.read_chunk(4):
+                pieces.append(chunk)
+        return pieces
+
+    pieces = on_port(kind, scenario)
+    assert b"".join(pieces) == b"a" * 10
+    assert all(len(p) <= 4 for p in pieces) and len(pieces) >= 3
+
+
+def test_user_metadata_is_told_with_lower_case_names(kind: str) -> None:
+    key = "AWSLogs/111/CloudTrail-Digest/d.json.gz"
+
+    async def scenario(port: ObjectPort) -> Any:
+        if isinstance(port, MemoryObjects):
+            port.put(BUCKET, key, b"d", metadata={"Signature": "ab12"})
+        else:
+            boto3.client("s3", region_name="us-east-1").put_object(
+                Bucket=BUCKET, Key=key, Body=b"d", Metadata={"Signature": "ab12"}
+            )
+        async with port.open(BUCKET, key) as opened:
+            return dict(opened.info.metadata or {})
+
+    assert on_port(kind, scenario) == {"signature": "ab12"}

@@ -290,8 +290,8 @@ class _ThreadedBody:
     async def __aexit__(self, *exc: object) -> None:
         self._stream.close()
 
-    async def read(self) -> bytes:
-        return bytes(await asyncio.to_thread(self._stream.read))
+    async def read(self, size: int | None = None) -> bytes:
+        return bytes(await asyncio.to_thread(self._stream.read, size))
 
 
 class ThreadedS3Client:
@@ -300,9 +300,10 @@ class ThreadedS3Client:
     For a Lambda cold start, which needs one GetObject or a few: the aioboto3 stack
     (aiohttp, aiobotocore, aioboto3, s3transfer) costs about as much CPU to import as
     everything else the invocation does; botocore alone does not bring it in. It offers
-    what `S3Objects` uses to read, `get_object(**kwargs)` answering aiobotocore's way (an async
-    body), with the same credential chain, region, endpoint and retry settings as
-    `AwsClients`. See benchmarks/README.md for the measurement.
+    what `S3Objects` uses, `get_object(**kwargs)` answering aiobotocore's way (an async
+    body), `head_object` and `list_objects_v2`, with the same credential chain, region,
+    endpoint and retry settings as `AwsClients` (`create`), or over a botocore S3
+    client a caller made. See benchmarks/README.md for the measurement.
     """
 
     def __init__(self, client: Any) -> None:
@@ -333,6 +334,12 @@ class ThreadedS3Client:
         response = dict(await asyncio.to_thread(lambda: self._client.get_object(**kwargs)))
         response["Body"] = _ThreadedBody(response["Body"])
         return response
+
+    async def head_object(self, **kwargs: Any) -> dict[str, Any]:
+        return dict(await asyncio.to_thread(lambda: self._client.head_object(**kwargs)))
+
+    async def list_objects_v2(self, **kwargs: Any) -> dict[str, Any]:
+        return dict(await asyncio.to_thread(lambda: self._client.list_objects_v2(**kwargs)))
 
     async def __aenter__(self) -> ThreadedS3Client:
         return self

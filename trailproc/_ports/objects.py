@@ -43,6 +43,9 @@ class ObjectInfo:
     etag: str | None
     version_id: str | None = None
     storage_class: str | None = None
+    # The object's user metadata (`x-amz-meta-*`), names in lower case: a CloudTrail
+    # digest's signature travels there.
+    metadata: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,10 @@ class OpenObject(Protocol):
 
     async def read(self) -> bytes:
         """The whole body."""
+
+    async def read_chunk(self, size: int) -> bytes:
+        """The next at most `size` bytes of the body; b"" at its end (for streaming a
+        large object with bounded memory)."""
 
 
 class ObjectPort(Protocol):
@@ -112,21 +119,28 @@ class ClientRouter(Protocol):
 
 def _info(response: Mapping[str, Any]) -> ObjectInfo:
     size = response.get("ContentLength")
+    metadata = response.get("Metadata") or {}
     return ObjectInfo(
         size=size if isinstance(size, int) else None,
         etag=str(response.get("ETag") or "").strip('"') or None,
         version_id=response.get("VersionId"),
         storage_class=response.get("StorageClass") or response.get("ArchiveStatus"),
+        metadata={str(k).lower(): str(v) for k, v in metadata.items()},
     )
 
 
 @dataclass
 class _S3Body:
     info: ObjectInfo
-    body: Any
+    body: Any  # what entering the SDK's body gave (aiohttp's response: the whole body)
+    stream: Any  # the SDK's body itself (reads a number of bytes, checks the length)
 
     async def read(self) -> bytes:
         data: bytes = await self.body.read()
+        return data
+
+    async def read_chunk(self, size: int) -> bytes:
+        data: bytes = await self.stream.read(size)
         return data
 
 
@@ -192,7 +206,7 @@ class S3Objects:
         client = await self.client_for(bucket, account_id, detect=False)
         response = await client.get_object(**kwargs)
         async with response["Body"] as body:
-            yield _S3Body(_info(response), body)
+            yield _S3Body(_info(response), body, response["Body"])
 
     async def head(self, bucket: str, key: str, *, account_id: str | None = None) -> ObjectInfo:
         client = await self.client_for(bucket, account_id, detect=False)
@@ -233,6 +247,7 @@ class _Stored:
     etag: str
     version_id: str | None = None
     storage_class: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -240,10 +255,18 @@ class _MemoryBody:
     info: ObjectInfo
     data: bytes
     on_read: Callable[[], None]
+    offset: int = 0
 
     async def read(self) -> bytes:
         self.on_read()
         return self.data
+
+    async def read_chunk(self, size: int) -> bytes:
+        if self.offset == 0:
+            self.on_read()
+        chunk = self.data[self.offset : self.offset + max(size, 0)]
+        self.offset += len(chunk)
+        return chunk
 
 
 @dataclass
@@ -271,10 +294,12 @@ class MemoryObjects:
         *,
         version_id: str | None = None,
         storage_class: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> str:
-        """Store `data` under `bucket`/`key`; returns its ETag."""
+        """Store `data` under `bucket`/`key` (with user `metadata`); returns its ETag."""
         etag = f"etag-{next(self._etags)}"
-        self.objects[(bucket, key)] = _Stored(data, etag, version_id, storage_class)
+        user = {k.lower(): v for k, v in (metadata or {}).items()}
+        self.objects[(bucket, key)] = _Stored(data, etag, version_id, storage_class, user)
         return etag
 
     def made(self, operation: str) -> list[Any]:
@@ -294,7 +319,8 @@ class MemoryObjects:
 
     @staticmethod
     def _info(stored: _Stored) -> ObjectInfo:
-        return ObjectInfo(len(stored.data), stored.etag, stored.version_id, stored.storage_class)
+        return ObjectInfo(len(stored.data), stored.etag, stored.version_id,
+                          stored.storage_class, dict(stored.metadata))  # fmt: skip
 
     @contextlib.asynccontextmanager
     async def open(

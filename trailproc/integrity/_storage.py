@@ -1,17 +1,21 @@
-"""Where digests and log files are read from: S3 (boto3) or a local mirror of the bucket."""
+"""Where digests and log files are read from: S3 through the object port, or a local
+mirror of the bucket."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, AsyncExitStack, contextmanager, suppress
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .._errors import error_code
-from ._signing import Readable
+from .._ports.objects import ListPage, ObjectPort, OpenObject
+from ._signing import CHUNK, Readable
 
-__all__ = ["SIGNATURE_SUFFIX", "LocalStore", "NotFound", "ObjectStore", "ReadError", "S3Store"]
+__all__ = ["SIGNATURE_SUFFIX", "LocalStore", "NotFound", "ObjectStore", "PortStore", "ReadError"]
+
+_T = TypeVar("_T")
 
 # Local mirrors keep each digest's S3 `signature` metadata in a sidecar file next to it.
 SIGNATURE_SUFFIX = ".signature"
@@ -43,69 +47,78 @@ class ObjectStore(Protocol):
         ...
 
 
-class S3Store:
-    """Reads from S3 through a boto3 client (thread-safe)."""
+class PortStore:
+    """Reads S3 through the object port (the pipeline's `S3Objects`) from the
+    validator's worker threads: every request runs on the event loop the port's clients
+    belong to, through `run` (which runs a coroutine there and waits for its result)."""
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    def __init__(self, port: ObjectPort, run: Callable[[Awaitable[Any]], Any]) -> None:
+        self.port = port
+        self.run = run
 
-    def _call(self, method: str, **kwargs: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
-
+    def _call(self, step: Awaitable[_T], key: str) -> _T:
         try:
-            return getattr(self.client, method)(**kwargs)
-        except ClientError as exc:
+            result: _T = self.run(step)
+        except Exception as exc:
             code = error_code(exc)
             if code in ("NoSuchKey", "404", "NotFound"):
-                raise NotFound(kwargs.get("Key", "")) from exc
-            raise ReadError(f"{code or 'error'}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise ReadError(str(exc)) from exc
+                raise NotFound(key) from exc
+            raise ReadError(f"{code}: {exc}" if code else str(exc) or type(exc).__name__) from exc
+        return result
 
     def get(self, bucket: str, key: str) -> tuple[bytes, dict[str, str]]:
-        response = self._call("get_object", Bucket=bucket, Key=key)
-        try:
-            body = response["Body"].read()
-        except Exception as exc:  # connection reset mid-body and the like
-            raise ReadError(str(exc)) from exc
-        metadata = {k.lower(): v for k, v in (response.get("Metadata") or {}).items()}
-        return body, metadata
+        async def read() -> tuple[bytes, dict[str, str]]:
+            async with self.port.open(bucket, key) as obj:
+                return await obj.read(), dict(obj.info.metadata or {})
+
+        return self._call(read(), key)
 
     @contextmanager
     def open(self, bucket: str, key: str) -> Iterator[Readable]:
-        response = self._call("get_object", Bucket=bucket, Key=key)
-        body = response["Body"]
+        held = AsyncExitStack()
+        obj = self._call(held.enter_async_context(self.port.open(bucket, key)), key)
         try:
-            yield body
+            yield _PortReader(obj, self.run)
         finally:
-            body.close()
+            # Releasing the connection cannot change what was read; a failure there
+            # must not hide the read's own outcome.
+            with suppress(Exception):
+                self.run(held.aclose())
 
-    def list_keys(self, bucket: str, prefix: str) -> Iterator[str]:
+    def _pages(self, bucket: str, prefix: str, delimiter: str | None) -> Iterator[ListPage]:
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = self._call("list_objects_v2", **kwargs)
-            for item in page.get("Contents", []):
-                yield item["Key"]
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
+            page = self._call(
+                self.port.list_page(bucket, prefix, delimiter=delimiter, token=token), prefix
+            )
+            yield page
+            token = page.next_token
+            if not token:
                 return
 
+    def list_keys(self, bucket: str, prefix: str) -> Iterator[str]:
+        for page in self._pages(bucket, prefix, None):
+            for key, _size, _etag in page.objects:
+                yield key
+
     def list_folders(self, bucket: str, prefix: str) -> list[str]:
-        out: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
-            if token:
-                kwargs["ContinuationToken"] = token
-            page = self._call("list_objects_v2", **kwargs)
-            for item in page.get("CommonPrefixes", []):
-                out.append(item["Prefix"][len(prefix) :].rstrip("/"))
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return out
+        return [
+            folder[len(prefix) :].rstrip("/")
+            for page in self._pages(bucket, prefix, "/")
+            for folder in page.folders
+        ]
+
+
+class _PortReader:
+    """An open object of the port as a blocking stream, read from a worker thread."""
+
+    def __init__(self, obj: OpenObject, run: Callable[[Awaitable[Any]], Any]) -> None:
+        self._obj = obj
+        self._run = run
+
+    def read(self, size: int = CHUNK, /) -> bytes:
+        data: bytes = self._run(self._obj.read_chunk(size))
+        return data
 
 
 class LocalStore:

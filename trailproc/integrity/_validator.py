@@ -16,12 +16,14 @@ from typing import Any, Protocol
 
 import structlog
 
+from .._config import Config
 from .._pipeline.keys import ObjectKind, classify_key
 from .._timeparse import parse_time, parse_time_or_none, to_utc
 from ._keys import CloudTrailPublicKeys, KeyNotUsable, PublicKeyRing, PublicKeySource
 from ._model import FileKind, FileResult, Gap, MissingTail, Status, ValidationReport
+from ._remote import AwsReads
 from ._signing import NotGzipError, gunzip, gunzip_sha256, signing_string, verify_signature
-from ._storage import LocalStore, NotFound, ObjectStore, ReadError, S3Store
+from ._storage import LocalStore, NotFound, ObjectStore, ReadError
 
 __all__ = [
     "ProgressHook",
@@ -646,24 +648,11 @@ def _key_source(
     return ring
 
 
-def _store(
-    session: Any, s3_client: Any, local_dir: str | os.PathLike[str] | None, max_workers: int
-) -> ObjectStore:
-    if local_dir is not None:
-        return LocalStore(local_dir)
-    if s3_client is None:
-        from botocore.config import Config
-
-        s3_client = session.client("s3", config=Config(max_pool_connections=max(10, max_workers)))
-    return S3Store(s3_client)
-
-
-def _ask_delivery(session: Any, trail: TrailArn, trail_arn: str) -> TrailDelivery:
-    from botocore.config import Config
-
-    config = Config(connect_timeout=5, read_timeout=15, retries={"max_attempts": 2})
+def _ask_delivery(
+    client_factory: Callable[[str], Any], trail: TrailArn, trail_arn: str
+) -> TrailDelivery:
     try:
-        client = session.client("cloudtrail", region_name=trail.region, config=config)
+        client = client_factory(trail.region)
     except Exception as exc:  # no region or endpoint configuration usable
         return TrailDelivery(note=f"unavailable ({_one_line(exc, 120)})")
     return trail_delivery(client, trail_arn)
@@ -699,11 +688,12 @@ class _Scope:
 @dataclass(frozen=True)
 class _Sources:
     """Where a validation reads: the objects, the public keys, and what CloudTrail says
-    of the trail's digest deliveries."""
+    of the trail's digest deliveries; `close` releases the AWS clients."""
 
     store: ObjectStore
     keys: PublicKeySource
     delivery: TrailDelivery
+    close: Callable[[], None]
 
 
 def _open_sources(
@@ -716,27 +706,48 @@ def _open_sources(
     max_workers: int,
     trail_status: bool | TrailDelivery | None,
 ) -> _Sources:
-    """The sources `validate` was given, and a boto3 session for those it was not."""
+    """The sources `validate` was given, and AWS clients (`AwsReads`: the object port and
+    aioboto3, as the daemon reads) for those it was not."""
     ask_status = local_dir is None if trail_status is None else trail_status is True
-    needs_session = (s3_client is None and local_dir is None) or public_keys is None
-    if session is None and (needs_session or ask_status):
-        import boto3
+    asks_cloudtrail = public_keys is None or ask_status
+    reads: AwsReads | None = None
+    if local_dir is None or (asks_cloudtrail and session is None):
+        if s3_client is None and session is not None and local_dir is None:
+            s3_client = session.client("s3")
+        reads = AwsReads(Config(download_concurrency=max(1, max_workers)), s3_client=s3_client)
+    try:
+        store = LocalStore(local_dir) if local_dir is not None else _s3_store(reads)
+        cloudtrail = _cloudtrail_clients(session, reads)
+        keys = _key_source(public_keys, cloudtrail, scope.start, scope.end)
+        if isinstance(trail_status, TrailDelivery):
+            delivery = trail_status
+        elif ask_status:
+            delivery = _ask_delivery(cloudtrail, scope.trail, scope.arn)
+        else:
+            delivery = TrailDelivery(note="not asked")
+    except BaseException:
+        if reads is not None:
+            reads.close()
+        raise
+    return _Sources(store, keys, delivery, reads.close if reads is not None else lambda: None)
 
-        session = boto3.session.Session()
-    store = _store(session, s3_client, local_dir, max_workers)
-    keys = _key_source(
-        public_keys,
-        lambda region: session.client("cloudtrail", region_name=region),
-        scope.start,
-        scope.end,
-    )
-    if isinstance(trail_status, TrailDelivery):
-        delivery = trail_status
-    elif ask_status:
-        delivery = _ask_delivery(session, scope.trail, scope.arn)
-    else:
-        delivery = TrailDelivery(note="not asked")
-    return _Sources(store, keys, delivery)
+
+def _s3_store(reads: AwsReads | None) -> ObjectStore:
+    assert reads is not None
+    return reads.store
+
+
+def _cloudtrail_clients(session: Any, reads: AwsReads | None) -> Callable[[str], Any]:
+    """CloudTrail clients by region: the caller's boto3 `session`'s when one was given,
+    else the loop's aioboto3 clients."""
+    if session is not None:
+        return lambda region: session.client("cloudtrail", region_name=region)
+
+    def client(region: str) -> Any:
+        assert reads is not None
+        return reads.client("cloudtrail", region)
+
+    return client
 
 
 def validate(  # noqa: PLR0913 - public API: the options are documented keywords, one per setting
@@ -777,6 +788,9 @@ def validate(  # noqa: PLR0913 - public API: the options are documented keywords
     `local_dir`: read from a local mirror of the bucket instead of S3 (`<dir>/<key>`, with
     each digest's signature in `<dir>/<key>.signature`). The S3 bucket and keys are still
     what is signed and reported.
+
+    S3 and CloudTrail are read with the daemon's clients (object port, credential chain,
+    region, endpoint rules), or a boto3 `s3_client` / `session` (S3 and CloudTrail) given.
     """
     scope = _Scope.parse(trail_arn, s3_bucket, start_time, end_time,
                          prefix=s3_prefix, account_id=account_id, regions=regions)  # fmt: skip
@@ -786,7 +800,12 @@ def validate(  # noqa: PLR0913 - public API: the options are documented keywords
     log.debug("validating digest chain", trail=trail_arn, bucket=s3_bucket,
               start=str(scope.start), end=str(scope.end))  # fmt: skip
     now = to_utc(now or dt.datetime.now(dt.timezone.utc))
-    with ThreadPoolExecutor(max(1, max_workers), thread_name_prefix="trailproc-validate") as pool:
-        report = _Run(scope, sources, pool, progress=progress, now=now).run()
+    try:
+        with ThreadPoolExecutor(
+            max(1, max_workers), thread_name_prefix="trailproc-validate"
+        ) as pool:
+            report = _Run(scope, sources, pool, progress=progress, now=now).run()
+    finally:
+        sources.close()
     report.trail_arn = trail_arn
     return report
