@@ -14,6 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from trailproc._pipeline.gunzip import NotGzipError
+from trailproc._pipeline.gunzip import gunzip_exact as gunzip
 from trailproc._pipeline.keys import ObjectKind, classify_key
 from trailproc.integrity import (
     KeyNotUsable,
@@ -27,7 +29,7 @@ from trailproc.integrity import (
     signing_string,
     verify_signature,
 )
-from trailproc.integrity._signing import NotGzipError, gunzip, gunzip_sha256
+from trailproc.integrity._signing import gunzip_sha256
 from trailproc.integrity._storage import LocalStore, NotFound
 from trailproc.integrity._testing import DigestChainSigner, new_private_key
 

@@ -8,17 +8,30 @@ files), filled 8 MB per call: zlib's own growing output buffer ends every call w
 join of its blocks, so one call for a whole 400 MB member peaked at twice the document.
 isal's zlib-compatible inflater (2-3x faster, a default dependency) is used when
 installed. Bytes after the last member fail the object, except zero padding.
+
+`gunzip_stream` is the exact, streaming form used to hash log files against their
+digests (`trailproc validate`): chunks in, plain chunks out, with bounded memory; gzip
+or nothing (`NotGzipError`), every member, zero padding after the last one ignored.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, cast
 
 from .._errors import BadLogFile, DecompressedTooLarge
 
-__all__ = ["BACKEND", "GZIP_MAGIC", "decompress", "gzip_size_hint", "inflated_bound"]
+__all__ = [
+    "BACKEND",
+    "GZIP_MAGIC",
+    "NotGzipError",
+    "decompress",
+    "gunzip_exact",
+    "gunzip_stream",
+    "gzip_size_hint",
+    "inflated_bound",
+]
 
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_MIN = 18  # header (10) + trailer (8)
@@ -130,3 +143,94 @@ def _inflate_member(d: Any, data: memoryview, out: bytearray, filled: int, max_b
         if d.eof:
             return filled
     raise BadLogFile("truncated gzip data (unexpected end of stream)")
+
+
+# --- exact and streaming -----------------------------------------------------------------
+
+
+class NotGzipError(ValueError):
+    """The bytes are not a (complete, well-formed) gzip stream."""
+
+
+class _Members:
+    """Inflates a stream of gzip members fed in chunks of any size."""
+
+    def __init__(self) -> None:
+        self.member: Any = None  # the current member's decompressor
+        self.members = 0  # members inflated to their end
+        self.held = b""  # the start of a member too short to tell its magic bytes yet
+        self.padding = False  # past the last member, in zero padding
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            if self.member is None:
+                data = self._start(self.held + data)
+                if not data:
+                    return
+            data = yield from self._inflate(data)
+
+    def _start(self, data: bytes) -> bytes:
+        """A new member begins with `data`; returns what to inflate (b"": wait for more)."""
+        self.held = b""
+        if self.padding or (self.members and data[:1] == b"\0"):
+            self.padding = True
+            if data.strip(b"\0"):
+                raise NotGzipError("data after zero padding past the last gzip member")
+            return b""
+        if len(data) < len(GZIP_MAGIC):
+            self.held = data
+            return b""
+        if data[: len(GZIP_MAGIC)] != GZIP_MAGIC:
+            if self.members:
+                raise NotGzipError("trailing data after the last gzip member")
+            raise NotGzipError("no gzip magic bytes")
+        self.member = _new_decompressor()
+        return data
+
+    def _inflate(self, data: bytes) -> Generator[bytes, None, bytes]:
+        """Inflate into the current member, a bounded slice per call (a bomb never sits
+        in memory whole); returns the bytes after the member's end."""
+        while True:
+            out = self.member.decompress(data, _OUT_SLICE)
+            if out:
+                yield out
+            if self.member.eof:
+                rest: bytes = self.member.unused_data
+                self.member = None
+                self.members += 1
+                return rest
+            data = self.member.unconsumed_tail
+            if not data and len(out) < _OUT_SLICE:
+                return b""
+
+    def finish(self) -> Iterator[bytes]:
+        if self.member is not None:
+            tail = self.member.flush()
+            if tail:
+                yield tail
+            if not self.member.eof:
+                raise NotGzipError("truncated gzip stream")
+            self.members += 1
+        if self.held:
+            raise NotGzipError("truncated gzip stream")
+        if self.members == 0:
+            raise NotGzipError("empty object")
+
+
+def gunzip_stream(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The plain bytes of a gzip stream given in chunks, exactly: every member in order,
+    zero padding after the last one ignored (as `decompress` and gzip(1) do).
+    `NotGzipError` for anything else: no gzip magic, corrupt or truncated data, other
+    bytes after the last member, nothing at all."""
+    members = _Members()
+    try:
+        for chunk in chunks:
+            yield from members.feed(bytes(chunk))
+        yield from members.finish()
+    except _ERRORS as exc:
+        raise NotGzipError(str(exc)) from exc
+
+
+def gunzip_exact(data: bytes) -> bytes:
+    """`gunzip_stream` of bytes in hand."""
+    return b"".join(gunzip_stream([data]))

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import zlib
-from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from .._pipeline.gunzip import NotGzipError, gunzip_stream
+from .._pipeline.gunzip import gunzip_exact as gunzip
+
+# `NotGzipError` and `gunzip` live in the gunzip module; the two names stay here for
+# code importing them from the 0.1 path `trailproc.integrity.signing`.
+
 __all__ = [
-    "GZIP_MAGIC",
+    "CHUNK",
     "NotGzipError",
     "Readable",
     "gunzip",
@@ -21,12 +26,7 @@ __all__ = [
     "verify_signature",
 ]
 
-GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 1 << 20
-
-
-class NotGzipError(ValueError):
-    """The object is not a (complete, well-formed) gzip stream."""
 
 
 class Readable(Protocol):
@@ -41,49 +41,11 @@ def _chunks(stream: Readable) -> Iterable[bytes]:
         yield chunk
 
 
-def _inflate(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """Decompress a (possibly multi-member) gzip stream exactly, yielding plain chunks."""
-    d: Any = None  # the current member's decompressor
-    members = 0
-    try:
-        for chunk in chunks:
-            data = chunk
-            while data:
-                if d is None:
-                    if members == 0 and len(data) >= 2 and data[:2] != GZIP_MAGIC:
-                        raise NotGzipError("no gzip magic bytes")
-                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                out = d.decompress(data)
-                if out:
-                    yield out
-                if d.eof:
-                    data = d.unused_data
-                    d = None
-                    members += 1
-                else:
-                    data = b""
-        if d is not None:
-            tail = d.flush()
-            if tail:
-                yield tail
-            if not d.eof:
-                raise NotGzipError("truncated gzip stream")
-            members += 1
-    except zlib.error as exc:
-        raise NotGzipError(str(exc)) from exc
-    if members == 0:
-        raise NotGzipError("empty object")
-
-
-def gunzip(data: bytes) -> bytes:
-    """Decompress gzip bytes exactly; NotGzipError if they are not gzip."""
-    return b"".join(_inflate([data]))
-
-
 def gunzip_sha256(stream: Readable) -> str:
-    """Lowercase hex SHA-256 of the decompressed content of a gzip stream, streamed."""
+    """Lowercase hex SHA-256 of the decompressed content of a gzip stream, streamed
+    (`NotGzipError` when it is not gzip)."""
     h = hashlib.sha256()
-    for chunk in _inflate(_chunks(stream)):
+    for chunk in gunzip_stream(_chunks(stream)):
         h.update(chunk)
     return h.hexdigest()
 

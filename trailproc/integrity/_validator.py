@@ -17,12 +17,13 @@ from typing import Any, Protocol
 import structlog
 
 from .._config import Config
+from .._pipeline.gunzip import NotGzipError, gunzip_exact
 from .._pipeline.keys import ObjectKind, classify_key
 from .._timeparse import parse_time, parse_time_or_none, to_utc
 from ._keys import CloudTrailPublicKeys, KeyNotUsable, PublicKeyRing, PublicKeySource
 from ._model import FileKind, FileResult, Gap, MissingTail, Status, ValidationReport
 from ._remote import AwsReads
-from ._signing import NotGzipError, gunzip, gunzip_sha256, signing_string, verify_signature
+from ._signing import gunzip_sha256, signing_string, verify_signature
 from ._storage import LocalStore, NotFound, ObjectStore, ReadError
 
 __all__ = [
@@ -312,7 +313,7 @@ class _Run:
         except ReadError as exc:
             return problem(Status.ERROR, f"ERROR: {_one_line(exc)}")
         try:
-            d.raw = gunzip(body)
+            d.raw = gunzip_exact(body)
             doc = json.loads(d.raw)
         except (NotGzipError, ValueError, UnicodeDecodeError):
             return problem(Status.INVALID_FORMAT)
