@@ -116,3 +116,17 @@ def test_every_request_is_counted_by_service_and_operation(
     assert counted["s3", "GetObject"] == 3 and counted["sqs", "ReceiveMessage"] >= 1
     exposed = generate_latest(metrics.registry).decode()
     assert 'trailproc_aws_requests_total{operation="GetObject",service="s3"} 3.0' in exposed
+
+
+def test_every_request_names_trailproc_in_a_user_agent_built_once(
+    sandbox: TrailSandbox, aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _deliver(sandbox, sandbox.bucket, 2)
+    with _clean_proxy(aws_env.url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        run_in_process(sandbox, tmp_path, Collect())
+    agents = {headers.get("User-Agent") for _m, _p, headers in proxy.headers_seen}
+    assert len(agents) == 1, agents  # SQS and S3 alike: one string for the whole run
+    (agent,) = agents
+    assert agent.startswith("aiobotocore/") and f"app/trailproc#{trailproc.__version__}" in agent
+    assert " m/" not in agent  # botocore's per-request feature codes are not rebuilt
