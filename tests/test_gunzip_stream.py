@@ -4,13 +4,16 @@ the chunk boundaries, with bounded output per step; on isal and on the stdlib's 
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import random
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from trailproc._errors import DecompressedTooLarge
 from trailproc._pipeline import gunzip
 from trailproc._pipeline.gunzip import NotGzipError, decompress, gunzip_exact, gunzip_stream
 
@@ -93,3 +96,30 @@ def test_a_bomb_comes_out_in_bounded_slices() -> None:
         largest = max(largest, len(chunk))
     assert total == size
     assert largest <= gunzip._OUT_SLICE
+
+
+def test_gunzip_exact_stops_past_its_cap() -> None:
+    assert gunzip_exact(ONE, max_bytes=len(PLAIN)) == PLAIN
+    with pytest.raises(DecompressedTooLarge):
+        gunzip_exact(ONE, max_bytes=len(PLAIN) - 1)
+
+
+def test_a_digest_inflating_past_the_cap_is_invalid_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trailproc.integrity import Status, _validator, validate
+    from trailproc.integrity._testing import DigestChainSigner, new_private_key
+
+    monkeypatch.setattr(_validator, "MAX_DIGEST_BYTES", 1 << 20)
+    start = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    signer = DigestChainSigner(new_private_key(), bucket="b", sink=tmp_path, trail_name="t")
+    digests = signer.run_hours(start, 2)
+    (tmp_path / digests[1].key).write_bytes(gzip.compress(b" " * (2 << 20)))
+    report = validate("arn:aws:cloudtrail:us-east-1:123456789012:trail/t", "b", start,
+                      start + dt.timedelta(hours=2), local_dir=tmp_path,
+                      public_keys=[signer.public_key_pem()])  # fmt: skip
+    statuses = {r.key: (r.status, r.message) for r in report.digests}
+    assert statuses[digests[1].key] == (
+        Status.INVALID_FORMAT,
+        "INVALID: invalid format (over 1 MiB decompressed)",
+    )

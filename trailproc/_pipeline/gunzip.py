@@ -231,6 +231,14 @@ def gunzip_stream(chunks: Iterable[bytes]) -> Iterator[bytes]:
         raise NotGzipError(str(exc)) from exc
 
 
-def gunzip_exact(data: bytes) -> bytes:
-    """`gunzip_stream` of bytes in hand."""
-    return b"".join(gunzip_stream([data]))
+def gunzip_exact(data: bytes, *, max_bytes: int | None = None) -> bytes:
+    """`gunzip_stream` of bytes in hand; `DecompressedTooLarge` past `max_bytes`."""
+    parts: list[bytes] = []
+    total = 0
+    for chunk in gunzip_stream([data]):
+        total += len(chunk)
+        if max_bytes is not None and total > max_bytes:
+            parts.clear()
+            raise _too_large(max_bytes)
+        parts.append(chunk)
+    return b"".join(parts)

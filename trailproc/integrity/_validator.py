@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import structlog
 
 from .._config import Config
+from .._errors import DecompressedTooLarge
 from .._pipeline.gunzip import NotGzipError, gunzip_exact
 from .._pipeline.keys import ObjectKind, classify_key
 from .._timeparse import parse_time, parse_time_or_none, to_utc
@@ -48,6 +49,9 @@ AFTER_END = HOUR + dt.timedelta(minutes=15)
 DRIFT = dt.timedelta(minutes=15)
 # Without GetTrailStatus, how long after its end time a digest may still be on its way.
 DELIVERY_GRACE = HOUR
+# A digest is read whole: one listing ~100,000 log files is ~30 MiB of JSON, so a bigger
+# one is no CloudTrail digest (a gzip bomb planted in the bucket, say).
+MAX_DIGEST_BYTES = 256 << 20
 # How far before the range a region silent inside it is looked at for its last digest.
 LOOKBACK = dt.timedelta(days=1)
 _ARN_RE = re.compile(
@@ -313,8 +317,11 @@ class _Run:
         except ReadError as exc:
             return problem(Status.ERROR, f"ERROR: {_one_line(exc)}")
         try:
-            d.raw = gunzip_exact(body)
+            d.raw = gunzip_exact(body, max_bytes=MAX_DIGEST_BYTES)
             doc = json.loads(d.raw)
+        except DecompressedTooLarge:
+            return problem(Status.INVALID_FORMAT, f"INVALID: invalid format (over "
+                           f"{MAX_DIGEST_BYTES >> 20} MiB decompressed)")  # fmt: skip
         except (NotGzipError, ValueError, UnicodeDecodeError):
             return problem(Status.INVALID_FORMAT)
         if not isinstance(doc, dict) or not all(isinstance(doc.get(f), str) for f in _REQUIRED):
