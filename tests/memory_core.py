@@ -18,9 +18,9 @@ from trailproc._pipeline.fetch import ObjectFetcher
 from trailproc._pipeline.processor import EventProcessor
 from trailproc._ports import ManualClock, MemoryQueue
 from trailproc._ports.objects import MemoryObjects
+from trailproc._roads.sqs import SqsSource
 from trailproc._runtime import build_observer
 from trailproc._sandbox import log_key, make_records
-from trailproc._sources.sqs import SqsSource
 from trailproc.checkpoint._memory import MemoryStore
 
 QUEUE = "https://sqs.us-east-1.amazonaws.com/123456789012/trail"

@@ -13,11 +13,11 @@ from trailproc._observe import Metrics
 from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
 from trailproc._ports import ManualClock, MemoryQueue
-from trailproc._sources.messages import Verdict
-from trailproc._sources.sqs.acks import AckPolicy
-from trailproc._sources.sqs.deletes import DeleteBatcher
-from trailproc._sources.sqs.slots import InFlight
-from trailproc._sources.sqs.visibility import VisibilityKeeper
+from trailproc._roads.messages import Verdict
+from trailproc._roads.sqs.acks import AckPolicy
+from trailproc._roads.sqs.deletes import DeleteBatcher
+from trailproc._roads.sqs.slots import InFlight
+from trailproc._roads.sqs.visibility import VisibilityKeeper
 
 pytestmark = pytest.mark.timeout(20)  # a hang is a failure here, not a wait
 DLQ = "https://sqs.us-east-1.amazonaws.com/1/d"

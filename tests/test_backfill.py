@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from trailproc._backfill import backfill
 from trailproc._backfill_cli import backfill_command
 from trailproc._pipeline.processor import EventProcessor
+from trailproc._roads.s3_listing import ListingQuery, parse_time
 from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
-from trailproc._sources.s3_listing import ListingQuery, parse_time
 
 A, B, C = "111111111111", "222222222222", "333333333333"
 ORG = "o-abcdef1234"

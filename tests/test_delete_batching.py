@@ -15,10 +15,10 @@ from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
 from trailproc._ports import ManualClock, MemoryQueue
 from trailproc._ports.clock import settle
-from trailproc._sources.sqs.acks import AckPolicy
-from trailproc._sources.sqs.deletes import DeleteBatcher
-from trailproc._sources.sqs.slots import InFlight
-from trailproc._sources.sqs.visibility import VisibilityKeeper
+from trailproc._roads.sqs.acks import AckPolicy
+from trailproc._roads.sqs.deletes import DeleteBatcher
+from trailproc._roads.sqs.slots import InFlight
+from trailproc._roads.sqs.visibility import VisibilityKeeper
 
 # A hang is a failure here, not a wait.
 pytestmark = pytest.mark.timeout(20)

@@ -4,7 +4,7 @@ batch mode, nothing after it at all) is started."""
 
 from __future__ import annotations
 
-from trailproc._sources.acking import InOrder
+from trailproc._roads.acking import InOrder
 
 
 def run(order: InOrder, units: list[tuple[str, str]], failing: set[str]) -> list[str]:

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from faultproxy import NO_FAULTS, FaultProxy
 
 from trailproc._history_cli import history_command
+from trailproc._roads.history import TokenBucket, parse_lookup_attribute
 from trailproc._sandbox import MotoServer
-from trailproc._sources.history import TokenBucket, parse_lookup_attribute
 
 PLASO = "log2timeline__plaso/aws_cloudtrail.jsonl"
 JSON_11 = {"Content-Type": "application/x-amz-json-1.1"}

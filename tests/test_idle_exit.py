@@ -17,8 +17,8 @@ from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
 from trailproc._ports import ManualClock, MemoryQueue
 from trailproc._ports.clock import settle
-from trailproc._sources.sqs import SqsSource
-from trailproc._sources.sqs.idle import IdleExit, IdleState, QueueSettled, ReceivePlan
+from trailproc._roads.sqs import SqsSource
+from trailproc._roads.sqs.idle import IdleExit, IdleState, QueueSettled, ReceivePlan
 from trailproc.checkpoint._memory import MemoryStore
 
 # A hang is a failure here, not a wait.

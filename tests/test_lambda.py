@@ -25,8 +25,8 @@ import pytest
 from trailproc import aws_lambda
 from trailproc._pipeline.notifications import BadNotification
 from trailproc._pipeline.processor import EventProcessor
+from trailproc._roads.lambda_ import InvocationFailed, trigger_of
 from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
-from trailproc._sources.lambda_ import InvocationFailed, trigger_of
 
 BUCKET = "trail-bucket"
 

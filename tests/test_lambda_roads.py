@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from trailproc._pipeline.processor import EventProcessor
-from trailproc._sources.lambda_ import InvocationFailed, trigger_of
+from trailproc._roads.lambda_ import InvocationFailed, trigger_of
 
 REAL = "DataDog__datadog-serverless-functions/cloudwatch_log_cloudtrail.json"
 OWNER = "111122223333"

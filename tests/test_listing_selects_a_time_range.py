@@ -10,8 +10,8 @@ import asyncio
 import datetime as dt
 
 from trailproc._ports.objects import MemoryObjects
+from trailproc._roads.s3_listing import ListingQuery, iter_log_refs
 from trailproc._sandbox import log_key
-from trailproc._sources.s3_listing import ListingQuery, iter_log_refs
 
 BUCKET = "trail-bucket"
 A, B = "111111111111", "222222222222"

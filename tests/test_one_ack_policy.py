@@ -9,9 +9,9 @@ import asyncio
 import pytest
 
 from tests.test_ack_policy import settle_one
-from trailproc._sources.acking import Ack, decide
-from trailproc._sources.lambda_ import LambdaAcks, _Unit
-from trailproc._sources.messages import Verdict
+from trailproc._roads.acking import Ack, decide
+from trailproc._roads.lambda_ import LambdaAcks, _Unit
+from trailproc._roads.messages import Verdict
 
 pytestmark = pytest.mark.timeout(20)
 

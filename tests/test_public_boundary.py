@@ -117,3 +117,11 @@ def test_python_dash_m_trailproc_runs_the_command_line() -> None:
     out = subprocess.run([sys.executable, "-m", "trailproc", "--version"],
                          capture_output=True, text=True, check=True)  # fmt: skip
     assert trailproc.__version__ in out.stdout
+
+
+def test_the_old_sources_package_is_the_roads_package_now() -> None:
+    module = importlib.import_module("trailproc.sources.messages")
+    with pytest.warns(
+        DeprecationWarning, match=r"private now \(trailproc\._roads\.messages\.Verdict\)"
+    ):
+        module.Verdict  # noqa: B018

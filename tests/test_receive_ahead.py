@@ -18,7 +18,7 @@ from trailproc._pipeline.observer import PipelineObserver
 from trailproc._pipeline.processor import EventProcessor
 from trailproc._ports import ManualClock, MemoryQueue
 from trailproc._ports.clock import settle
-from trailproc._sources.sqs import SqsSource
+from trailproc._roads.sqs import SqsSource
 from trailproc.checkpoint._memory import MemoryStore
 
 pytestmark = pytest.mark.timeout(20)

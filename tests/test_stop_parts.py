@@ -272,7 +272,7 @@ def _stop_at_deadline(processor: Any) -> tuple[Any, Any]:
     from trailproc._pipeline.fetch import LocalFetcher
     from trailproc._pipeline.observer import PipelineObserver
     from trailproc._ports import MemoryQueue
-    from trailproc._sources.sqs import SqsSource
+    from trailproc._roads.sqs import SqsSource
 
     queue = MemoryQueue()
     queue.put(json.dumps(API_CALL))

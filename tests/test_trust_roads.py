@@ -19,8 +19,8 @@ from sns_signing import CertServer, make_certificate, signed
 from trailproc._app import run_async
 from trailproc._config import load_config
 from trailproc._observe import Metrics
+from trailproc._roads.lambda_ import InvocationFailed
 from trailproc._sandbox import TrailSandbox, encode_log, log_key, make_records
-from trailproc._sources.lambda_ import InvocationFailed
 from trailproc.aws_lambda import make_handler
 
 

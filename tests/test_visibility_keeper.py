@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from trailproc._observe import Metrics
 from trailproc._ports import ManualClock, MemoryQueue
 from trailproc._ports.clock import settle
-from trailproc._sources.sqs.visibility import MAX_VISIBILITY, VISIBILITY_MARGIN, VisibilityKeeper
+from trailproc._roads.sqs.visibility import MAX_VISIBILITY, VISIBILITY_MARGIN, VisibilityKeeper
 
 # A hang is a failure here, not a wait.
 pytestmark = pytest.mark.timeout(20)

@@ -23,8 +23,8 @@ from faultproxy import daemon_env, event_ids
 
 import trailproc
 from trailproc._pipeline.processor import EventProcessor
+from trailproc._roads.watch import WatchOptions
 from trailproc._sandbox import MotoServer, TrailSandbox, encode_log, log_key, make_records
-from trailproc._sources.watch import WatchOptions
 from trailproc._watch_cli import watching
 from trailproc.checkpoint import open_store
 

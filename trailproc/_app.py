@@ -32,6 +32,7 @@ from ._pipeline.processor import (
 )
 from ._pipeline.trust import Trust
 from ._progress import Progress, files_with
+from ._roads.local import SkippedFile, local_refs
 from ._runtime import (
     STORE_PROBE,
     Runtime,
@@ -44,7 +45,6 @@ from ._runtime import (
     open_runtime,
     quarantine_s3_client,
 )
-from ._sources.local import SkippedFile, local_refs
 from .checkpoint import CheckpointStore, StateLost
 
 __all__ = ["EXIT_ABANDONED", "RunResult", "build_processor", "process_paths", "run"]
@@ -178,7 +178,7 @@ async def run_async(
 async def _poll(runtime: Runtime, stopping: asyncio.Event, result: RunResult) -> None:
     """The SQS source on the runtime's clients until `stopping`; what the stop abandoned
     goes into `result`."""
-    from ._sources.sqs import SqsSource
+    from ._roads.sqs import SqsSource
 
     config, pipeline, clients = runtime.config, runtime.pipeline, runtime.aws()
     sqs = await clients.client("sqs")
@@ -474,7 +474,7 @@ async def process_paths_async(
 ) -> RunResult:
     """Run local log files (or folders of them) through the same pipeline.
 
-    Files are read by content (see `trailproc._sources.local`), one at a time in the
+    Files are read by content (see `trailproc._roads.local`), one at a time in the
     order given (a folder's files sorted by path), so handlers and the output see them
     in that order; what a folder holds but is not read is listed in
     `RunResult.skipped_files`. `config.output` is replaced

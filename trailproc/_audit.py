@@ -4,7 +4,7 @@
 
 What should exist comes from two independent sources:
 
-* the bucket listing of the range (`trailproc._sources.s3_listing`: date folders only,
+* the bucket listing of the range (`trailproc._roads.s3_listing`: date folders only,
   never a whole-bucket scan);
 * the ``logFiles`` lists of the range's digest files, where digests exist. A digest
   names every log file CloudTrail delivered in its hour, so a file a digest lists but
@@ -44,7 +44,7 @@ from ._pipeline.gunzip import decompress
 from ._pipeline.keys import FileRef, ObjectKind
 from ._pipeline.processor import EventProcessor
 from ._ports.objects import S3Objects
-from ._sources.s3_listing import FolderCache, ListingQuery, iter_digest_refs, iter_log_refs
+from ._roads.s3_listing import FolderCache, ListingQuery, iter_digest_refs, iter_log_refs
 from .checkpoint import CheckpointStore, FileId, open_store
 
 __all__ = [

@@ -3,7 +3,7 @@
     trailproc backfill --bucket my-trail-bucket --start-time 2024-01-01 --end-time 2024-02-01 \\
         --account-id 111122223333 --region us-east-1 --handler myapp.handlers:handlers
 
-Keys come from `trailproc._sources.s3_listing` (date folders of the range only, never a
+Keys come from `trailproc._roads.s3_listing` (date folders of the range only, never a
 whole-bucket scan). Each file goes through `FilePipeline`, with the daemon's checkpoint
 store by default: files the daemon (or an earlier backfill) completed are skipped, and an
 interrupted backfill resumes where it stopped, inside a file too. `force=True` ignores
@@ -40,7 +40,7 @@ from ._pipeline.processor import EventProcessor
 from ._ports.objects import ObjectPort, S3Objects
 from ._progress import Progress
 from ._restore import RestoreSettings, restored_refs
-from ._sources.s3_listing import (
+from ._roads.s3_listing import (
     DIGEST_LAG,
     FolderCache,
     ListingQuery,

@@ -47,6 +47,9 @@ _TOP = (
     "sandbox", "timeparse", "trust", "watch_cli", "ops", "pipeline", "ports", "sources",
 )  # fmt: skip
 
+# Packages whose private name is not just `_` + the old one.
+_RENAMED = {"sources": "_roads"}
+
 # Names with a public home: where the warning sends the reader.
 _TESTING = ("TrailSandbox", "MotoServer", "moto_server", "make_records", "encode_log",
             "log_key", "DigestChainSigner", "SignedDigest", "SignedLog", "digest_key",
@@ -60,7 +63,7 @@ def _private_path(old: str) -> str | None:
         return MOVED[old]
     parts = old.split(".")
     if len(parts) >= 2 and parts[0] == "trailproc" and parts[1] in _TOP:
-        return ".".join(["trailproc", "_" + parts[1], *parts[2:]])
+        return ".".join(["trailproc", _RENAMED.get(parts[1], "_" + parts[1]), *parts[2:]])
     return None
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ._cli_common import TimeParam, fail_cleanly, load_cli_config, processing_options
-from ._sources.history import (
+from ._roads.history import (
     HistoryResult,
     HistoryWindow,
     history_async,

@@ -42,11 +42,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._allocator import reuse_freed_memory
 from ._config import Config
 from ._memory import per_process_mb
+
+if TYPE_CHECKING:  # the runners import the AWS stack; a child imports it when it runs
+    from ._app import RunResult
 
 __all__ = ["ParallelResult", "process_parallel", "run_workers"]
 
@@ -87,27 +90,27 @@ def _with_specs(config: Config, processor_specs: Sequence[str]) -> Config:
     return config.replace(handlers=[*config.handlers, *processor_specs])
 
 
-def _summary(result: Any, **extra: Any) -> dict[str, Any]:
+def _summary(result: RunResult, **extra: Any) -> dict[str, Any]:
     failed = []
-    for outcome in getattr(result, "failed_files", []):
+    for outcome in result.failed_files:
         error = outcome.error
         failed.append(
             {
                 "bucket": outcome.ref.bucket,
                 "key": outcome.ref.key,
                 "status": outcome.status,
-                "reason": getattr(error, "reason", None),
-                "message": getattr(error, "message", str(error) if error else None),
+                "reason": error.reason if error else None,
+                "message": error.message if error else None,
             }
         )
     return {
         "pid": os.getpid(),
         "records": result.records,
-        "records_filtered": getattr(result, "records_filtered", 0),
+        "records_filtered": result.records_filtered,
         "files_ok": result.files_ok,
         "files_failed": result.files_failed,
-        "abandoned_batches": getattr(result, "abandoned_batches", 0),
-        "handler_stuck": getattr(result, "handler_stuck", False),
+        "abandoned_batches": result.abandoned_batches,
+        "handler_stuck": result.handler_stuck,
         "failed_files": failed,
         **extra,
     }
@@ -296,7 +299,7 @@ def process_parallel(
     written to it.
     """
     from ._pipeline.processor import finish_output, prepare_output
-    from ._sources.local import local_refs
+    from ._roads.local import local_refs
 
     config = _with_specs(config, processor_specs)
     result = ParallelResult()

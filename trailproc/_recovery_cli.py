@@ -99,7 +99,7 @@ def audit_command(  # noqa: PLR0913 - click passes each command-line option as a
 ) -> None:  # fmt: skip
     """Find log files of a time range that were never handed over (exit 1 if any)."""
     from ._audit import audit_async
-    from ._sources.s3_listing import ListingQuery
+    from ._roads.s3_listing import ListingQuery
 
     if enqueue_url and not fix:
         raise click.UsageError("--enqueue goes with --fix")

@@ -27,7 +27,7 @@ from ._cli_common import (
 from ._config import Config
 from ._observe import Metrics, ensure_logging, get_logger
 from ._pipeline.processor import EventProcessor
-from ._sources.watch import DEFAULT_OVERLAP, Watcher, WatchOptions
+from ._roads.watch import DEFAULT_OVERLAP, Watcher, WatchOptions
 
 __all__ = ["WatchResult", "watch_async", "watch_command", "watching"]
 

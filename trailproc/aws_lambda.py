@@ -18,7 +18,7 @@ Every ``TRAILPROC_*`` configuration variable applies (``TRAILPROC_CHECKPOINT``,
 built (arguments given to `make_handler` win). The trigger is recognised from the event:
 SQS, SNS, S3, EventBridge, a CloudWatch Logs subscription (``{"awslogs": ...}``), Kinesis
 Data Streams and Firehose data transformation. What each gets back is described in
-`trailproc._sources.lambda_`; records that CloudWatch Logs payloads carry are refused
+`trailproc._roads.lambda_`; records that CloudWatch Logs payloads carry are refused
 unless ``TRAILPROC_ACCEPT_RECORDS_IN_MESSAGES=true`` (see docs/security.md).
 
 Importing this module is cheap: the pipeline, boto and the user's code are loaded on the
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._config import Config
     from ._pipeline.processor import EventProcessor
-    from ._sources.lambda_ import LambdaRuntime
+    from ._roads.lambda_ import LambdaRuntime
 
 __all__ = ["handler", "make_handler", "reset_handler"]
 
@@ -65,7 +65,7 @@ def make_handler(
     configured handlers/output only. `overrides` are configuration keys, e.g.
     ``checkpoint="dynamodb://TABLE"`` (the default store here is ``memory``).
     `safety_margin`/`abort_margin` (seconds), `fifo_mode` and `concurrency`: see
-    `trailproc._sources.lambda_.LambdaOptions`; the first three default to
+    `trailproc._roads.lambda_.LambdaOptions`; the first three default to
     ``TRAILPROC_LAMBDA_SAFETY_MARGIN``, ``TRAILPROC_LAMBDA_ABORT_MARGIN`` and
     ``TRAILPROC_LAMBDA_FIFO_MODE`` when not given. With `configure_logs`, structlog writes
     one JSON object per line (unless ``log_format`` says otherwise), with the request id.
@@ -74,7 +74,7 @@ def make_handler(
     from ._config import load_config, warn_unknown_env
     from ._observe import configure_logging
     from ._pipeline.processor import EventProcessor, FunctionProcessor
-    from ._sources.lambda_ import LambdaOptions, LambdaRuntime
+    from ._roads.lambda_ import LambdaOptions, LambdaRuntime
 
     config = config.replace(**overrides) if config else load_config(**overrides)
     if configure_logs:

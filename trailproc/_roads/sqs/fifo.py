@@ -1,6 +1,6 @@
 """FIFO message groups: one after the other, in the order SQS gave them.
 
-The rule is the shared `InOrder` (`trailproc._sources.acking`), per group: a message
+The rule is the shared `InOrder` (`trailproc._roads.acking`), per group: a message
 that stays on the queue (failed, busy, released at shutdown) holds back the rest of its
 group: they are not started but made visible again at once, and SQS hands them out again
 only after it, since it gives out no message of a group while an earlier one is in

@@ -1,4 +1,4 @@
-"""The SQS daemon's acknowledgements: the shared rules (`trailproc._sources.acking`)
+"""The SQS daemon's acknowledgements: the shared rules (`trailproc._roads.acking`)
 applied to an SQS queue.
 
 - delete → a DeleteMessageBatch entry (`DeleteBatcher`);
