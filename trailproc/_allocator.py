@@ -12,7 +12,10 @@ faults (twice the page faults of a bare gunzip-and-split loop over the same file
 `reuse_freed_memory` fixes both thresholds so that freed blocks of up to
 `MMAP_THRESHOLD` stay in the heap and are reused: the process keeps up to
 `TRIM_THRESHOLD` of free memory instead of returning it at once. Larger blocks (a
-document over 16 MiB) are still mapped and unmapped on their own. Only on glibc (where
+document over 16 MiB) are still mapped and unmapped on their own. The threads share at
+most `ARENA_MAX` arenas: a thread that finds its arena locked otherwise moves to a new
+one, which happens often on a busy machine, and memory freed in one arena is never
+reused by another (the page faults then doubled now and then). Only on glibc (where
 these settings exist; elsewhere it does nothing), and only for commands that own their
 process: a library must not change its host program's allocator.
 """
@@ -28,6 +31,9 @@ TRIM_THRESHOLD = 32 << 20
 # mallopt(3) parameter numbers (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
+# Arenas the decode threads share (glibc's default allows 8 per core).
+ARENA_MAX = 2
 
 
 def _on_glibc() -> bool:
@@ -53,6 +59,9 @@ def reuse_freed_memory() -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
     # Both, in this order: setting either one turns off the adaptive rule for both.
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+    applied = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
+    # A thread that finds its arena locked moves to a new one; under load that happens
+    # often, and memory freed in one arena is never reused by another.
+    return applied and bool(mallopt(_M_ARENA_MAX, ARENA_MAX))
