@@ -1,10 +1,13 @@
 """Test helpers for code built on trailproc: a local trail on moto, records, a signer.
 
-    from trailproc.testing import TrailSandbox, moto_server, make_records
+    import os
+    import trailproc
+    from trailproc.testing import TrailSandbox, make_records, moto_server
 
-    with moto_server() as server:                      # needs moto: pip install moto[server]
-        box = TrailSandbox(server.url).create()        # bucket, topic, queue, subscription
-        box.deliver(make_records(100))                 # one log file, announced on SNS
+    with moto_server() as server:                  # needs moto: pip install 'moto[server]'
+        os.environ.update(server.env())            # endpoint, region, test credentials
+        box = TrailSandbox(server.url).create()    # bucket, topic, queue, subscription
+        box.deliver(make_records(100))             # one log file, announced on SNS
         trailproc.run(MyProcessor(), queue_url=box.queue_url, exit_when_idle=True)
 
 `DigestChainSigner` writes CloudTrail digest files signed with a key of your own, for
