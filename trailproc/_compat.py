@@ -50,12 +50,8 @@ _TOP = (
 # Packages whose private name is not just `_` + the old one.
 _RENAMED = {"sources": "_roads"}
 
-# Names with a public home: where the warning sends the reader.
-_TESTING = ("TrailSandbox", "MotoServer", "moto_server", "make_records", "encode_log",
-            "log_key", "DigestChainSigner", "SignedDigest", "SignedLog", "digest_key",
-            "new_private_key", "run_on_sample_data")  # fmt: skip
-_CHECKPOINT = ("CheckpointStore", "Claim", "ClaimState", "DynamoDBStore", "MemoryStore",
-               "SqliteStore", "StateLost", "open_store")  # fmt: skip
+# Where the warning sends the reader: the first public module exporting the name.
+_PUBLIC = ("trailproc", "trailproc.testing", "trailproc.checkpoint", "trailproc.integrity")
 
 
 def _private_path(old: str) -> str | None:
@@ -68,17 +64,11 @@ def _private_path(old: str) -> str | None:
 
 
 def public_home(name: str) -> str | None:
-    """The public module a name is exported from, if any."""
-    # The package is loaded (it installs this hook): read it, never import it from here.
-    if name in getattr(sys.modules.get("trailproc"), "__all__", ()):
-        return "trailproc"
-    if name in _TESTING:
-        return "trailproc.testing"
-    if name in _CHECKPOINT:
-        return "trailproc.checkpoint"
-    integrity = sys.modules.get("trailproc.integrity")
-    if integrity is not None and name in getattr(integrity, "__all__", ()):
-        return "trailproc.integrity"
+    """The public module a name is exported from, if any (read from their `__all__`;
+    imported by name only when an old path is used, so this module stays a foundation)."""
+    for module in _PUBLIC:
+        if name in getattr(importlib.import_module(module), "__all__", ()):
+            return module
     return None
 
 
