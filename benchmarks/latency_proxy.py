@@ -47,6 +47,7 @@ class Stats:
         return json.dumps({
             "requests": dict(self.requests),
             "peak_in_flight": dict(self.peak),
+            "in_flight": sum(self.in_flight.values()),
             "connections": self.connections,
         }).encode()  # fmt: skip
 

@@ -28,7 +28,7 @@ from latency import SmallFiles, consumer_cmd, trailproc_cmd  # noqa: E402
 from run import _proc_cpu, log_files  # noqa: E402
 
 
-def spy_on(marker: str, out_file: str) -> threading.Thread:
+def spy_on(marker: str, out_file: str, rate: int) -> threading.Thread:
     """py-spy (`--gil`, raw) of the process whose command line contains `marker`, from
     when it appears until it exits."""
 
@@ -45,8 +45,8 @@ def spy_on(marker: str, out_file: str) -> threading.Thread:
             time.sleep(0.005)
 
     def spy() -> None:
-        cmd = ["py-spy", "record", "--gil", "--nonblocking", "-r", "250", "-f", "raw",
-               "-o", out_file, "-p", str(find())]  # fmt: skip
+        cmd = ["py-spy", "record", "--gil", "--nonblocking", "-r", str(rate), "-f",
+               "raw", "-o", out_file, "-p", str(find())]  # fmt: skip
         subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     thread = threading.Thread(target=spy, daemon=True)
@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("runs", type=int, nargs="?", default=2)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--spy", help="py-spy raw output of our process (last run)")
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--spy-moto", help="py-spy raw output of moto's server (last run)")
     args = parser.parse_args()
     folder = log_files("small", args.files, 100)
@@ -80,7 +81,7 @@ def main() -> None:
             if args.side == "ours":
                 spying = None
                 if args.spy and i == args.runs - 1:
-                    spying = spy_on(f"state-{i}", args.spy)
+                    spying = spy_on(f"state-{i}", args.spy, args.rate)
                 result = bench.run(ours, stop=True)
                 if spying is not None:
                     spying.join()
@@ -94,7 +95,8 @@ def main() -> None:
             proxy = _proc_cpu(bench.proxy.process.pid) - proxy0
             driver = (t1.user + t1.system) - (t0.user + t0.system)
             print(f"{args.side}: wall {result['seconds']:.2f} cpu {result['cpu']:.2f} "
-                  f"({result['cpu'] / bench.expected * 1e6:.1f} us/event) moto {moto:.2f} "
+                  f"({result['cpu'] / bench.expected * 1e6:.1f} us/event; "
+                  f"user {result['user']:.2f} system {result['system']:.2f}) moto {moto:.2f} "
                   f"proxy {proxy:.2f} driver {driver:.2f} requests {result['requests']} "
                   f"peak {result['peak_in_flight']}", flush=True)  # fmt: skip
     finally:
