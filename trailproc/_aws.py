@@ -20,6 +20,7 @@ import msgspec
 
 from ._config import Config
 from ._observe import get_logger
+from ._s3_direct import DirectGetClient
 from ._version import __version__
 
 __all__ = [
@@ -287,6 +288,8 @@ class AwsClients:
             client = await self._stack.enter_async_context(session.client(service, **kwargs))
             if self.metrics is not None:
                 count_requests(client, self.metrics.aws_requests)
+            if service == "s3":
+                client = DirectGetClient(client)
             self._clients[slot] = client
         return self._clients[slot]
 

@@ -1,0 +1,212 @@
+"""GetObject's short path (`trailproc._s3_direct`): after the SDK's first read of a bucket,
+reads are one signed request on the SDK's own session, and they answer, fail and are
+counted exactly as the SDK's reads are."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aioboto3
+import boto3
+import pytest
+from botocore.exceptions import ClientError, FlexibleChecksumError
+from faultproxy import NO_FAULTS, FaultProxy
+from helpers import iam_user
+
+from trailproc._aws import AwsClients
+from trailproc._config import Config
+from trailproc._observe import Metrics
+from trailproc._ports.objects import S3Objects
+from trailproc._s3_direct import DirectGetClient
+from trailproc._sandbox import MotoServer, TrailSandbox
+
+KEYS = [
+    "AWSLogs/123456789012/CloudTrail/us-east-1/2026/12/05/plain.json.gz",
+    "spaces and+plus=equals~tilde.json.gz",
+    "ünïcödé/€ key?#[].json.gz",
+    "a//double//slash.json.gz",
+]
+
+
+def _body(key: str) -> bytes:
+    return (key.encode() + b"\n") * 300
+
+
+def _with_clients(url: str, work: Callable[[Any, Metrics], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        metrics = Metrics()
+        async with AwsClients(Config(endpoint_url=url), metrics=metrics) as clients:
+            client = await clients.client("s3")
+            assert isinstance(client, DirectGetClient)
+            return await work(client, metrics)
+
+    return asyncio.run(main())
+
+
+async def _read_all(client: Any, bucket: str, key: str) -> tuple[bytes, dict[str, Any]]:
+    response = await client.get_object(Bucket=bucket, Key=key)
+    async with response["Body"] as body:
+        return await body.read(), response
+
+
+async def _read_chunked(client: Any, bucket: str, key: str) -> bytes:
+    response = await client.get_object(Bucket=bucket, Key=key)
+    chunks = []
+    while chunk := await response["Body"].read(1000):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_reads_after_the_first_are_direct_and_answer_as_the_sdk_does(
+    sandbox: TrailSandbox, aws_env: MotoServer
+) -> None:
+    for key in KEYS:
+        sandbox.put(key, _body(key))
+
+    async def sdk_answers() -> dict[str, dict[str, Any]]:
+        answers = {}
+        async with aioboto3.Session().client("s3", endpoint_url=aws_env.url) as plain:
+            for key in KEYS:
+                response = await plain.get_object(Bucket=sandbox.bucket, Key=key)
+                async with response["Body"] as body:
+                    await body.read()
+                answers[key] = response
+        return answers
+
+    expected = asyncio.run(sdk_answers())
+
+    async def work(client: Any, metrics: Metrics) -> None:
+        for key in KEYS + KEYS:
+            data, response = await _read_all(client, sandbox.bucket, key)
+            assert data == _body(key)
+            sdk = expected[key]
+            for field in ("ContentLength", "ETag", "ContentType", "ChecksumCRC32", "Metadata"):
+                assert response.get(field) == sdk.get(field), (key, field)
+            assert response["LastModified"] == sdk["LastModified"]
+            assert await _read_chunked(client, sandbox.bucket, key) == _body(key)
+        reads = 4 * len(KEYS)
+        assert client.sdk_reads == 1  # the first read of the bucket only
+        assert client.direct_reads == reads - 1
+        counted = metrics.value("trailproc_aws_requests_total", service="s3", operation="GetObject")
+        assert counted == reads
+
+    _with_clients(aws_env.url, work)
+
+
+def test_a_server_checking_signatures_accepts_direct_reads(enforcing: MotoServer) -> None:
+    iam = boto3.client("iam", endpoint_url=enforcing.url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    admin = iam_user(iam, "admin", ["*"])
+    reader = iam_user(iam, "reader", ["s3:GetObject"])
+    sandbox = TrailSandbox(enforcing.url, access_key=admin).create()
+    for key in KEYS:
+        sandbox.put(key, _body(key))
+
+    async def read_as(secret: tuple[str, str]) -> tuple[list[bytes], DirectGetClient]:
+        session = aioboto3.Session(aws_access_key_id=secret[0], aws_secret_access_key=secret[1],
+                                   region_name="us-east-1")  # fmt: skip
+        async with session.client("s3", endpoint_url=enforcing.url) as sdk_client:
+            client = DirectGetClient(sdk_client)
+            return [(await _read_all(client, sandbox.bucket, key))[0] for key in KEYS], client
+
+    data, client = asyncio.run(read_as(reader))
+    assert data == [_body(key) for key in KEYS]
+    assert client.direct_reads == len(KEYS) - 1
+    # The control: this server refuses a request signed with the wrong secret.
+    with pytest.raises(ClientError) as refused:
+        asyncio.run(read_as((reader[0], "not-the-secret")))
+    assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+
+def test_a_refused_direct_read_is_asked_again_through_the_sdk(
+    sandbox: TrailSandbox, aws_env: MotoServer
+) -> None:
+    slow_down = {"left": 1}
+
+    def throttle_once(method: str, path: str, headers: Any) -> Any:
+        if method == "GET" and path.endswith("second.json.gz") and slow_down["left"]:
+            slow_down["left"] -= 1
+            body = b"<Error><Code>SlowDown</Code><Message>Slow down.</Message></Error>"
+            return 503, {"Content-Type": "application/xml"}, body
+        return None
+
+    sandbox.put("first.json.gz", _body("first"))
+    sandbox.put("second.json.gz", _body("second"))
+
+    async def work(client: Any, metrics: Metrics) -> None:
+        assert (await _read_all(client, sandbox.bucket, "first.json.gz"))[0] == _body("first")
+        assert (await _read_all(client, sandbox.bucket, "second.json.gz"))[0] == _body("second")
+        assert client.direct_reads == 0 and client.sdk_reads == 2
+        # Each attempt is a billed request, the refused one too.
+        counted = metrics.value("trailproc_aws_requests_total", service="s3", operation="GetObject")
+        assert counted == 3
+        with pytest.raises(ClientError) as missing:
+            await client.get_object(Bucket=sandbox.bucket, Key="never-written.json.gz")
+        assert missing.value.response["Error"]["Code"] == "NoSuchKey"
+
+    with FaultProxy(aws_env.url, faults=NO_FAULTS, intercept=throttle_once) as proxy:
+        _with_clients(proxy.url, work)
+    assert slow_down["left"] == 0
+
+
+def test_a_body_that_does_not_match_its_checksum_fails_the_streamed_read(
+    sandbox: TrailSandbox, aws_env: MotoServer
+) -> None:
+    original = _body("tampered")
+    checksum = base64.b64encode(zlib.crc32(original).to_bytes(4, "big")).decode()
+
+    def tamper(method: str, path: str, headers: Any) -> Any:
+        if method == "GET" and path.endswith("tampered.json.gz"):
+            changed = original.replace(b"tampered", b"TAMPERED", 1)
+            return 200, {"Content-Type": "binary/octet-stream",
+                         "x-amz-checksum-crc32": checksum}, changed  # fmt: skip
+        return None
+
+    sandbox.put("learn.json.gz", _body("learn"))
+
+    async def work(client: Any, metrics: Metrics) -> None:
+        await _read_all(client, sandbox.bucket, "learn.json.gz")
+        with pytest.raises(FlexibleChecksumError):
+            await _read_chunked(client, sandbox.bucket, "tampered.json.gz")
+        assert client.direct_reads == 1
+
+    with FaultProxy(aws_env.url, faults=NO_FAULTS, intercept=tamper) as proxy:
+        _with_clients(proxy.url, work)
+
+
+def test_reads_with_other_parameters_go_through_the_sdk(
+    sandbox: TrailSandbox, aws_env: MotoServer
+) -> None:
+    sandbox.put("ranged.json.gz", _body("ranged"))
+
+    async def work(client: Any, metrics: Metrics) -> None:
+        await _read_all(client, sandbox.bucket, "ranged.json.gz")
+        response = await client.get_object(
+            Bucket=sandbox.bucket, Key="ranged.json.gz", Range="bytes=0-5"
+        )
+        async with response["Body"] as body:
+            assert await body.read() == _body("ranged")[:6]
+        assert client.sdk_reads == 2 and client.direct_reads == 0
+
+    _with_clients(aws_env.url, work)
+
+
+def test_the_object_port_reads_through_the_short_path(
+    sandbox: TrailSandbox, aws_env: MotoServer
+) -> None:
+    for key in KEYS:
+        sandbox.put(key, _body(key))
+
+    async def work(client: Any, metrics: Metrics) -> None:
+        port = S3Objects(client, requester_pays=[sandbox.bucket])
+        for key in KEYS:
+            async with port.open(sandbox.bucket, key) as opened:
+                assert await opened.read() == _body(key)
+                assert opened.info.size == len(_body(key))
+        assert client.direct_reads == len(KEYS) - 1
+
+    _with_clients(aws_env.url, work)
