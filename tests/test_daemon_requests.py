@@ -1,6 +1,7 @@
 """What the daemon asks AWS for, seen on the wire through the loopback proxy: one
 GetObject per file and no HeadBucket ahead of it; a bucket in another region is read
-there after S3's redirect; every request counted in trailproc_aws_requests_total."""
+there after S3's redirect; every request counted in trailproc_aws_requests_total, the
+DynamoDB checkpoint store's too."""
 
 from __future__ import annotations
 
@@ -42,6 +43,22 @@ def _deliver(sandbox: TrailSandbox, bucket: str, n: int) -> list[str]:
         sandbox.notify([key], bucket=bucket)
         ids += [r["eventID"] for r in records]
     return ids
+
+
+def _on_the_wire(proxy: FaultProxy, bucket: str) -> Counter[tuple[str, str]]:
+    """The requests the proxy saw, as (service, operation)."""
+    seen: Counter[tuple[str, str]] = Counter()
+    for method, path, headers in proxy.headers_seen:
+        target = headers.get("X-Amz-Target", "")
+        if target.startswith("AmazonSQS."):
+            seen["sqs", target.partition(".")[2]] += 1
+        elif target.startswith("DynamoDB_"):
+            seen["dynamodb", target.partition(".")[2]] += 1
+        elif method == "GET" and bucket in path:
+            seen["s3", "GetObject"] += 1
+        else:
+            seen["?", f"{method} {path}"] += 1
+    return seen
 
 
 def test_each_file_costs_one_get_object_and_no_head_bucket(
@@ -102,20 +119,34 @@ def test_every_request_is_counted_by_service_and_operation(
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         result = asyncio.run(run_async(config, Collect(), metrics=metrics))
     assert result.files_done == 3
-    on_the_wire: Counter[tuple[str, str]] = Counter()
-    for method, path, headers in proxy.headers_seen:
-        target = headers.get("X-Amz-Target", "")
-        if target.startswith("AmazonSQS."):
-            on_the_wire["sqs", target.partition(".")[2]] += 1
-        elif method == "GET" and sandbox.bucket in path:
-            on_the_wire["s3", "GetObject"] += 1
-        else:
-            on_the_wire["?", f"{method} {path}"] += 1
     counted = {labels: series.value for labels, series in metrics.aws_requests.series.items()}
-    assert counted == dict(on_the_wire)
+    assert counted == dict(_on_the_wire(proxy, sandbox.bucket))
     assert counted["s3", "GetObject"] == 3 and counted["sqs", "ReceiveMessage"] >= 1
     exposed = generate_latest(metrics.registry).decode()
     assert 'trailproc_aws_requests_total{operation="GetObject",service="s3"} 3.0' in exposed
+
+
+def test_the_dynamodb_stores_requests_are_counted_too(
+    sandbox: TrailSandbox, aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    files = 3
+    _deliver(sandbox, sandbox.bucket, files)
+    metrics = Metrics()
+    config = trailproc.load_config(env={}, queue_url=sandbox.queue_url, exit_when_idle=True,
+                                   wait_time_seconds=1, state_dir=str(tmp_path / "state"),
+                                   stats_interval=0,
+                                   checkpoint="dynamodb://trailproc-cp?create=true")  # fmt: skip
+    with _clean_proxy(aws_env.url) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        result = asyncio.run(run_async(config, Collect(), metrics=metrics))
+    assert result.files_done == files
+    counted = {labels: series.value for labels, series in metrics.aws_requests.series.items()}
+    assert counted == dict(_on_the_wire(proxy, sandbox.bucket))
+    # Each file: a claim and a done mark at least, both conditional UpdateItem calls.
+    assert counted["dynamodb", "UpdateItem"] >= 2 * files
+    assert counted["dynamodb", "CreateTable"] == 1  # ?create=true, on a fresh moto
+    exposed = generate_latest(metrics.registry).decode()
+    assert 'trailproc_aws_requests_total{operation="UpdateItem",service="dynamodb"}' in exposed
 
 
 def test_every_request_names_trailproc_in_a_user_agent_built_once(

@@ -35,7 +35,9 @@ def test_num_of_parallel_readers_is_accepted_and_checked(tmp_path: Path) -> None
     config = load_config(_properties(tmp_path, "sqsUrl=https://q\nnumOfParallelReaders=15\n"),
                          env={})  # fmt: skip
     assert config.queue_url == "https://q"
-    assert config.max_in_flight_messages == 16  # unchanged: see docs/migration.md
+    # Unchanged (see docs/migration.md): still unset, so derived from the memory budget.
+    assert config.max_in_flight_messages is None
+    assert config.limits(budget=1 << 30).max_in_flight_messages == 16
     with pytest.raises(ConfigError, match="numOfParallelReaders: expected a whole number"):
         load_config(_properties(tmp_path, "numOfParallelReaders=many\n"), env={})
 

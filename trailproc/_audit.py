@@ -307,8 +307,9 @@ async def fix_missing_async(
     async with open_runtime(config, processor, metrics=metrics,
                             objects="s3-default-client") as runtime:  # fmt: skip
         meter = Progress(metrics, desc="audit --fix", bar=progress)
+        downloads = runtime.config.limits().download_concurrency
         try:
-            await run_refs(runtime.pipeline, refs, concurrency=config.download_concurrency,
+            await run_refs(runtime.pipeline, refs, concurrency=downloads,
                            failed=result.failed_files, progress=meter,
                            trust=runtime.trust)  # fmt: skip
         finally:

@@ -273,9 +273,8 @@ class AwsClients:
     async def _make(self, slot: tuple[str, str | None, str | None]) -> Any:
         service, region, role_arn = slot
         if slot not in self._clients:
-            kwargs: dict[str, Any] = {
-                "config": botocore_config(self.config, pool=self.config.download_concurrency + 4)
-            }
+            pool = self.config.limits().download_concurrency + 4
+            kwargs: dict[str, Any] = {"config": botocore_config(self.config, pool=pool)}
             if region:
                 kwargs["region_name"] = region
             if self.config.endpoint_url:
@@ -343,9 +342,8 @@ class ThreadedS3Client:
 
         core = Session(profile=config.profile)
         _tune(core)
-        kwargs: dict[str, Any] = {
-            "config": botocore_config(config, pool=config.download_concurrency + 4, sdk="Botocore")
-        }
+        pool = config.limits().download_concurrency + 4
+        kwargs: dict[str, Any] = {"config": botocore_config(config, pool=pool, sdk="Botocore")}
         region = config.s3_region or config.region
         if region:
             kwargs["region_name"] = region

@@ -310,7 +310,7 @@ async def backfill_async(
 
     With `job.restore`, archived files (Glacier classes) get a RestoreObject request and
     are processed once readable (see `trailproc._restore`). `job.concurrency` files are
-    in flight at once (default `config.download_concurrency`).
+    in flight at once (default: `config.limits().download_concurrency`).
     Setting `stopping` stops starting new files; files in flight finish.
     `progress`: True for a tqdm bar, False for log lines, None: a bar on a terminal.
     With `config.verify_digests` the matching digests follow the log files (see the
@@ -322,7 +322,7 @@ async def backfill_async(
     ensure_logging(config.log_level, config.log_format)
     query = job.query(config)
     ns = _namespace(job.force, job.namespace)
-    workers = max(1, job.concurrency or config.download_concurrency)
+    workers = max(1, job.concurrency or config.limits().download_concurrency)
     metrics = metrics or Metrics()
     stopping = stopping or asyncio.Event()
     result = BackfillResult(metrics, namespace=ns)
@@ -384,7 +384,8 @@ async def enqueue_backfill_async(
         async with AwsClients(config) as clients:
             s3 = await S3Router(clients).for_object(bucket)
             sqs = await clients.client("sqs", region=config.sqs_region or queue_region(queue_url))
-            refs = iter_log_refs(S3Objects(s3), query, concurrency=config.download_concurrency)
+            downloads = config.limits().download_concurrency
+            refs = iter_log_refs(S3Objects(s3), query, concurrency=downloads)
             result = await enqueue_refs(refs, sqs, queue_url, store, progress=bar,
                                         stopping=stopping)  # fmt: skip
     finally:

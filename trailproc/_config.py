@@ -16,6 +16,16 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
+from ._memory import (
+    DOWNLOAD_SHARE,
+    DOWNLOADS_RANGE,
+    MESSAGE_SHARE,
+    MESSAGES_RANGE,
+    InFlightLimits,
+    budget_bytes,
+    limits_for_budget,
+)
+
 __all__ = ["Config", "ConfigError", "load_config", "unknown_env", "warn_unknown_env"]
 
 ENV_PREFIX = "TRAILPROC_"
@@ -102,13 +112,22 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         int, msgspec.Meta(ge=1, le=10, description="Messages asked for per ReceiveMessage.")
     ] = 10
     max_in_flight_messages: Annotated[
-        Positive,
+        Positive | None,
         _doc(
-            "Messages being worked on at once (bounds memory with the file size); one "
-            "waiting only for its delete does not count."
+            "Messages being worked on at once; one waiting only for its delete does not "
+            f"count. Unset: one per {MESSAGE_SHARE >> 20} MiB of the process's memory "
+            f"budget, {MESSAGES_RANGE[0]} to {MESSAGES_RANGE[1]} (16 with the default "
+            "1 GiB budget; docs/memory.md)."
         ),
-    ] = 16
-    download_concurrency: Annotated[Positive, _doc("Concurrent S3 GetObject calls.")] = 8
+    ] = None
+    download_concurrency: Annotated[
+        Positive | None,
+        _doc(
+            f"Concurrent S3 GetObject calls. Unset: one per {DOWNLOAD_SHARE >> 20} MiB of "
+            f"the process's memory budget, {DOWNLOADS_RANGE[0]} to {DOWNLOADS_RANGE[1]} "
+            "(8 with the default 1 GiB budget; docs/memory.md)."
+        ),
+    ] = None
     delete_linger_seconds: Annotated[
         float,
         msgspec.Meta(
@@ -404,6 +423,22 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if since and until and since >= until:
             raise ValueError(f"filter_since ({self.filter_since}) is not before filter_until "
                              f"({self.filter_until}): no record could match")  # fmt: skip
+
+    def limits(self, budget: int | None = None) -> InFlightLimits:
+        """`max_in_flight_messages` and `download_concurrency`: as set, and each unset
+        one derived from the memory budget, `budget` bytes (default: this config's,
+        `memory_budget_mb` or the container's share); see `trailproc._memory`."""
+        messages, downloads = self.max_in_flight_messages, self.download_concurrency
+        if messages is None or downloads is None:
+            total = budget if budget is not None else budget_bytes(self.memory_budget_mb)
+            auto = limits_for_budget(total)
+            messages = auto.max_in_flight_messages if messages is None else messages
+            downloads = auto.download_concurrency if downloads is None else downloads
+        return InFlightLimits(messages, downloads)
+
+    def with_limits(self, budget: int | None = None) -> Config:
+        """A copy with both in-flight limits filled in (see `limits`)."""
+        return self.replace(**self.limits(budget)._asdict())
 
     def replace(self, **changes: Any) -> Config:
         """A validated copy with `changes` applied."""

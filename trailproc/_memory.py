@@ -7,6 +7,9 @@ The budget is per container: the cgroup memory limit when there is one (cgroup v
 the handlers and what the budget does not count. `run --workers N` and `process --jobs N`
 split it evenly between their processes. `memory_budget_mb` overrides the container's
 share (and is split the same way).
+
+The work a process takes on at once follows from its budget too (`limits_for_budget`),
+unless `max_in_flight_messages` or `download_concurrency` is set.
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = [
-    "ASSUMED_CONTAINER", "BUDGET_SHARE", "budget_bytes", "container_memory_limit",
+    "ASSUMED_CONTAINER", "BUDGET_SHARE", "DOWNLOAD_SHARE", "MESSAGE_SHARE", "InFlightLimits",
+    "budget_bytes", "budget_source", "container_memory_limit", "limits_for_budget",
     "per_process_mb",
 ]  # fmt: skip
 
@@ -26,6 +31,27 @@ BUDGET_SHARE = 0.5
 MIN_BUDGET = 64 * _MIB
 # cgroup v1 writes "no limit" as a huge page-rounded number.
 _UNLIMITED = 1 << 60
+
+# The share of the budget each message in work, and each GetObject in flight, stands
+# for when the limits are not set. The default 1 GiB budget gives 16 messages and 8
+# downloads, which keep the pipe full at 20-50 ms round trips (docs/memory.md). A share
+# is room for a large delivery (~55 MB of JSON with its gzip and records); larger files
+# still run, the budget admitting fewer of them at once.
+MESSAGE_SHARE = 64 * _MIB
+DOWNLOAD_SHARE = 128 * _MIB
+# Floors: the smallest budget (64 MiB, a 128 MB Lambda function) still keeps 4 messages
+# and 2 GetObject calls in flight, 80-160 small files/s at 20 ms. Caps: beyond them more
+# in flight only waits at the far end (6 receives at once on a busy queue, a pool of 20
+# connections per client), and memory is better spent on holding larger files.
+MESSAGES_RANGE = (4, 32)
+DOWNLOADS_RANGE = (2, 16)
+
+
+class InFlightLimits(NamedTuple):
+    """How much work one process takes on at once."""
+
+    max_in_flight_messages: int
+    download_concurrency: int
 
 
 def _read_limit(path: Path) -> int | None:
@@ -93,3 +119,27 @@ def budget_bytes(
 def per_process_mb(memory_budget_mb: int | None, processes: int) -> int:
     """The `memory_budget_mb` each of `processes` processes gets (whole MiB)."""
     return budget_bytes(memory_budget_mb, processes) // _MIB
+
+
+def budget_source(memory_budget_mb: int | None) -> str:
+    """Where the budget of `memory_budget_mb` comes from, for the start-up log line."""
+    if memory_budget_mb is not None:
+        return "memory_budget_mb"
+    limit = container_memory_limit()
+    if limit is None:
+        return f"assumed {ASSUMED_CONTAINER // _MIB} MiB container"
+    return f"memory limit {limit // _MIB} MiB (cgroup or Lambda function)"
+
+
+def limits_for_budget(budget: int) -> InFlightLimits:
+    """The in-flight limits a process with `budget` bytes of memory budget uses when they
+    are not set: one message per `MESSAGE_SHARE` and one download per `DOWNLOAD_SHARE`,
+    within `MESSAGES_RANGE` and `DOWNLOADS_RANGE` (docs/memory.md)."""
+
+    def within(count: int, bounds: tuple[int, int]) -> int:
+        return min(max(count, bounds[0]), bounds[1])
+
+    return InFlightLimits(
+        max_in_flight_messages=within(budget // MESSAGE_SHARE, MESSAGES_RANGE),
+        download_concurrency=within(budget // DOWNLOAD_SHARE, DOWNLOADS_RANGE),
+    )

@@ -394,7 +394,8 @@ class Metrics:
         )
         self.aws_requests = add(
             "counter", "trailproc_aws_requests",
-            "HTTP requests sent to AWS (retries included), by service and operation",
+            "HTTP requests sent to AWS (retries included), by service and operation: SQS, "
+            "S3 and, with that checkpoint store, DynamoDB",
             ("service", "operation"),
         )  # fmt: skip
 

@@ -55,6 +55,7 @@ __all__ = [
     "default_owner",
     "open_runtime",
     "pipeline_settings",
+    "resolve_limits",
 ]
 
 log = get_logger("trailproc")
@@ -222,6 +223,24 @@ def build_budget(config: Config, metrics: Metrics) -> MemoryBudget:
     return MemoryBudget(budget_bytes(config.memory_budget_mb), probe=metrics)
 
 
+def resolve_limits(config: Config, budget: int, *, announce: bool = True) -> Config:
+    """`config` with `max_in_flight_messages` and `download_concurrency` filled in: each
+    unset one from `budget` (the process's memory budget, bytes; see docs/memory.md).
+    `announce`: log the limits chosen and why (a run that reads from AWS)."""
+    resolved = config.with_limits(budget)
+    if announce:
+        from ._memory import InFlightLimits, budget_source
+
+        auto = [name for name in InFlightLimits._fields if getattr(config, name) is None]
+        chosen = {0: "set", len(InFlightLimits._fields): "auto from budget"}.get(
+            len(auto), f"{', '.join(auto)} auto from budget, the other set"
+        )
+        log.info("in-flight limits", **resolved.limits()._asdict(), chosen=chosen,
+                 memory_budget_mb=budget >> 20,
+                 budget_from=budget_source(config.memory_budget_mb))  # fmt: skip
+    return resolved
+
+
 def build_quarantine(config: Config, metrics: Metrics) -> RecordQuarantine:
     """The configured quarantine (see trailproc._pipeline.quarantine)."""
     assert config.quarantine
@@ -269,7 +288,7 @@ async def _fetcher(
     assert clients is not None
     if objects == "s3-default-client":
         port = S3Objects(await clients.client("s3"))
-        return ObjectFetcher(port, concurrency=config.download_concurrency,
+        return ObjectFetcher(port, concurrency=config.limits().download_concurrency,
                              max_bytes=config.max_decompressed_bytes), None, port  # fmt: skip
     from ._aws import S3Router
 
@@ -290,7 +309,7 @@ async def _open_objects(
         threaded = S3Objects(
             await stack.enter_async_context(ThreadedS3Client.create(config, metrics))
         )
-        reader = ObjectFetcher(threaded, concurrency=config.download_concurrency,
+        reader = ObjectFetcher(threaded, concurrency=config.limits().download_concurrency,
                                max_bytes=config.max_decompressed_bytes)  # fmt: skip
         return reader, None, None, threaded
     clients = None
@@ -329,7 +348,9 @@ async def open_runtime(
     trust = Trust(config)
     metrics = metrics if metrics is not None else Metrics()
     budget = build_budget(config, metrics)
-    opened = open_store(config.checkpoint or store.default, config.state_dir)
+    config = resolve_limits(config, budget.total, announce=objects != "local")
+    opened = open_store(config.checkpoint or store.default, config.state_dir,
+                        aws_requests=metrics.aws_requests)  # fmt: skip
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(opened.close)
         chosen = store.wrap(opened) if store.wrap is not None else opened

@@ -67,8 +67,9 @@ async def watching(
     ):
         s3 = await runtime.s3().for_object(options.bucket)
         # Each listed file passes the trust boundary (account of its key).
+        downloads = runtime.config.limits().download_concurrency
         hand_over = functools.partial(run_refs, runtime.pipeline, trust=runtime.trust,
-                                      concurrency=config.download_concurrency)  # fmt: skip
+                                      concurrency=downloads)  # fmt: skip
         yield Watcher(options, query, s3, runtime.store, metrics, owner=runtime.owner,
                       hand_over=hand_over)  # fmt: skip
 

@@ -271,6 +271,9 @@ _METRICS_QUERIES_AND_DASHBOARD = [
     "| Messages left for retry, by reason | `increase(trailproc_messages_kept_total[1h])` |",
     '| Handler errors | `increase(trailproc_errors_total{reason="handler_failed"}[15m])` |',
     "| Poll loop stalled | `time() - trailproc_last_poll_timestamp > 300` |",
+    "| AWS requests per 1,000 files, by service | `1000 * sum by (service) "
+    "(rate(trailproc_aws_requests_total[1h])) / ignoring(service) group_left "
+    'sum(rate(trailproc_files_total{outcome="done"}[1h]))` |',
     "| Silent account/region (no delivery for 90 min) | "
     "`time() - trailproc_last_delivery_timestamp > 5400` |",
     "| Event to hand-over lag (p90) | "

@@ -90,7 +90,7 @@ class ObjectFetcher:
     @classmethod
     def for_config(cls, objects: ObjectPort, config: Config) -> ObjectFetcher:
         """A fetcher with the configuration's limits."""
-        return cls(objects, concurrency=config.download_concurrency,
+        return cls(objects, concurrency=config.limits().download_concurrency,
                    max_bytes=config.max_decompressed_bytes,
                    bucket_owners=config.bucket_owners)  # fmt: skip
 

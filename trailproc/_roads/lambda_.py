@@ -104,7 +104,7 @@ class LambdaOptions:
     abort_margin: float | None = None
     fifo_mode: FifoMode = "batch"
     # Messages of a standard queue (or SNS records) worked on at once. None: the config's
-    # max_in_flight_messages.
+    # max_in_flight_messages (set, or from the memory budget).
     concurrency: int | None = None
 
     def __post_init__(self) -> None:
@@ -334,6 +334,7 @@ class LambdaRuntime:
             store=StoreOptions(default="memory"), built=True,
         ))  # fmt: skip
         self._parts, self._pipeline = parts, runtime.pipeline
+        self.config = runtime.config  # its in-flight limits resolved from the memory budget
         _close_at_exit(self)
         log.info("cold start", checkpoint=self.config.checkpoint or "memory",
                  owner=self._pipeline.owner,
@@ -532,7 +533,7 @@ class LambdaRuntime:
         pipeline = self._pipeline
         assert pipeline is not None
         limit = asyncio.Semaphore(max(1, self.options.concurrency
-                                      or self.config.max_in_flight_messages))  # fmt: skip
+                                      or self.config.limits().max_in_flight_messages))  # fmt: skip
 
         async def one(unit: _Unit) -> None:
             async with limit:

@@ -119,7 +119,7 @@ def _options(spec: str, query: str, known: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _open_dynamodb(spec: str) -> DynamoDBStore:
+def _open_dynamodb(spec: str, aws_requests: Any) -> DynamoDBStore:
     from urllib.parse import urlsplit
 
     from ._dynamodb import DynamoDBStore
@@ -131,13 +131,17 @@ def _open_dynamodb(spec: str) -> DynamoDBStore:
     if not _TABLE_NAME.match(table):
         raise _bad(spec, f"{table!r} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)")
     options = _options(spec, parts.query, ("create", "ttl_days"))
-    return DynamoDBStore(
-        table, ttl_days=options.get("ttl_days", 30.0), create_table=options.get("create", False)
-    )
+    return DynamoDBStore(table, ttl_days=options.get("ttl_days", 30.0),
+                         create_table=options.get("create", False),
+                         aws_requests=aws_requests)  # fmt: skip
 
 
-def open_store(spec: str | None, state_dir: str | os.PathLike[str]) -> CheckpointStore:
+def open_store(
+    spec: str | None, state_dir: str | os.PathLike[str], *, aws_requests: Any = None
+) -> CheckpointStore:
     """The checkpoint store a spec string names (see the module docstring for the forms).
+    `aws_requests`: where a store in an AWS service counts its requests (a counter
+    labelled service and operation, as `Metrics.aws_requests`; see `DynamoDBStore`).
 
     Raises ValueError, naming the accepted forms, for anything else.
     """
@@ -159,5 +163,5 @@ def open_store(spec: str | None, state_dir: str | os.PathLike[str]) -> Checkpoin
 
         return MemoryStore()
     if scheme == "dynamodb" and rest.startswith("//"):
-        return _open_dynamodb(text)
+        return _open_dynamodb(text, aws_requests)
     raise _bad(text, "unknown kind of store")

@@ -108,7 +108,9 @@ class DynamoDBStore:
     the region and AWS_ENDPOINT_URL from the environment as the AWS CLI does). With
     `create_table=True` a missing table is created (on-demand billing, `pk` string hash
     key) and TTL is enabled on `expires_at`; completed files then vanish `ttl_days`
-    after completion.
+    after completion. With `aws_requests` (a counter labelled service and operation, as
+    `Metrics.aws_requests`), every request the client sends is counted in it, so a run's
+    `trailproc_aws_requests_total{service="dynamodb"}` shows what its checkpoints cost.
     """
 
     never_suspends = False  # every call is a network round trip
@@ -120,6 +122,7 @@ class DynamoDBStore:
         ttl_days: float = 30,
         session: Any = None,
         create_table: bool = False,
+        aws_requests: Any = None,
     ) -> None:
         if ttl_days <= 0:
             raise ValueError(f"ttl_days must be positive, got {ttl_days!r}")
@@ -127,6 +130,7 @@ class DynamoDBStore:
         self.ttl_days = ttl_days
         self.create_table = create_table
         self._session = session
+        self._aws_requests = aws_requests
         self._client: Any = None
         self._client_cm: Any = None
         self._lock: asyncio.Lock | None = None
@@ -154,6 +158,10 @@ class DynamoDBStore:
                     self._session = aio_session()
                 cm = self._session.client("dynamodb")
                 client = await cm.__aenter__()
+                if self._aws_requests is not None:
+                    from .._aws import count_requests
+
+                    count_requests(client, self._aws_requests)
                 try:
                     if self.create_table:
                         await self._ensure_table(client)

@@ -74,7 +74,8 @@ class SqsSource:
         if dlq is None and config.dlq_url:
             dlq = AwsQueue(sqs, config.dlq_url)
         self.runner = MessageRunner(config, pipeline)
-        self.in_flight = InFlight(config.max_in_flight_messages, clock)
+        in_flight = config.limits().max_in_flight_messages  # set, or from the memory budget
+        self.in_flight = InFlight(in_flight, clock)
         self.deleter = DeleteBatcher(queue, linger=config.delete_linger_seconds, clock=clock)
         self.keeper = VisibilityKeeper(queue, clock, config.visibility_timeout, metrics)
         self.acks = AckPolicy(config, observer=pipeline.observer, deleter=self.deleter,
@@ -94,7 +95,7 @@ class SqsSource:
         self.idle = IdleExit(config.exit_when_idle, config.wait_time_seconds)
         batch = config.max_messages_per_receive
         # As many receives at once as half batches fit in the in-flight limit (16: 3).
-        at_once = max(1, config.max_in_flight_messages // max(1, batch // 2))
+        at_once = max(1, in_flight // max(1, batch // 2))
         self.ahead = ReceiveAhead(self.receiver, self.in_flight, clock, limit=at_once,
                                   batch=batch)  # fmt: skip
         grace = 2 * config.visibility_timeout + config.wait_time_seconds + 10
