@@ -36,3 +36,17 @@ class BrokenFilterSource(trailproc.EventProcessor):
 
     def filter_source(self, source: trailproc.Source) -> bool:
         raise RuntimeError("filter_source exploded")
+
+
+class CollectorState(trailproc.EventProcessor):
+    """Reports whether the garbage collector runs while records are handed over."""
+
+    def process(self, events: list[trailproc.Event]) -> None:
+        import gc
+
+        counts["gc_enabled"] = int(gc.isenabled())
+        counts["gc_frozen"] = gc.get_freeze_count()
+
+    def close(self) -> None:
+        with open(os.environ["PLUGIN_REPORT"], "w") as f:
+            json.dump(counts, f)

@@ -258,6 +258,19 @@ def test_handler_plugins_loaded_by_module_attr(sandbox: TrailSandbox, tmp_path: 
     assert written["counted"] == len(records)
 
 
+def test_the_daemon_collects_garbage_once_started(sandbox: TrailSandbox, tmp_path: Path) -> None:
+    """`trailproc run` starts up with the collector off; it is on again (with start-up's
+    objects frozen out of it) by the time records reach the handlers."""
+    sandbox.deliver(make_records(3, seed=9))
+    report = tmp_path / "gc-report.json"
+    proc = run_cli(sandbox, tmp_path, "--handler", "tests.plugin_handlers:CollectorState",
+                   extra_env={"PLUGIN_REPORT": str(report)})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    written = json.loads(report.read_text())
+    assert written["gc_enabled"] == 1
+    assert written["gc_frozen"] > 100_000
+
+
 def test_eventbridge_cloudtrail_record_over_sqs_takes_the_envelope_account(
     sandbox: TrailSandbox, corpus: Path, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import signal
@@ -175,6 +176,14 @@ async def run_async(
     return result
 
 
+def startup_over() -> None:
+    """Collect garbage again if start-up ran without it (`trailproc run` does): what
+    start-up built stays out of later collections (frozen), so they stay cheap."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 async def _poll(runtime: Runtime, stopping: asyncio.Event, result: RunResult) -> None:
     """The SQS source on the runtime's clients until `stopping`; what the stop abandoned
     goes into `result`."""
@@ -186,6 +195,7 @@ async def _poll(runtime: Runtime, stopping: asyncio.Event, result: RunResult) ->
     # after the first ReceiveMessage went out, it overlaps that round trip instead of
     # delaying it; downloads wait for it.
     s3 = asyncio.ensure_future(_soon(lambda: clients.client("s3")))
+    s3.add_done_callback(lambda _: startup_over())
     source = SqsSource(config, pipeline, sqs)
     log.info("polling", queue_url=config.queue_url, owner=pipeline.owner)
     try:
@@ -370,6 +380,7 @@ def run(
     try:
         return asyncio.run(main())
     finally:  # only now: the loop's own teardown (cancelling what is left) may hang too
+        startup_over()
         for off in disarm:
             off()
 

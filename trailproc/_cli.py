@@ -103,6 +103,11 @@ def run(config_path: str | None, workers: int, **flags: Any) -> None:
         if failed_workers:
             raise click.ClickException(f"{failed_workers} of {workers} workers failed")
     else:
+        # Start-up (the SDK's imports, its service models) allocates about a million
+        # objects that live as long as the process; the collections they trigger find
+        # nothing to free and cost ~25 ms of CPU. The daemon collects again once its
+        # clients exist (`_app.startup_over`).
+        gc.disable()
         from ._app import run as run_daemon
 
         result = run_daemon(config=config)
