@@ -333,8 +333,11 @@ async def backfill_async(
         return NamespacedStore(store, ns) if ns else store
 
     namespace = StoreOptions(wrap=namespaced)
-    async with open_runtime(config.replace(download_concurrency=workers), processor,
-                            metrics=metrics, store=namespace) as runtime:  # fmt: skip
+    # --concurrency sets the downloads too; without it both follow the memory budget.
+    if job.concurrency:
+        config = config.replace(download_concurrency=workers)
+    async with open_runtime(config, processor, metrics=metrics,
+                            store=namespace) as runtime:  # fmt: skip
         objects = S3Objects(await runtime.s3().for_object(job.bucket))
         listing = _Listing(objects, query, workers, result, with_digests=config.verify_digests,
                            restore=_restoring(job, runtime, stopping, result))  # fmt: skip
