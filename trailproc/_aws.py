@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from ._config import Config
+from ._direct import wrap_client
 from ._observe import get_logger
-from ._s3_direct import DirectGetClient
 from ._version import __version__
 
 __all__ = [
@@ -287,8 +287,7 @@ class AwsClients:
             client = await self._stack.enter_async_context(session.client(service, **kwargs))
             if self.metrics is not None:
                 count_requests(client, self.metrics.aws_requests)
-            if service == "s3":
-                client = DirectGetClient(client)
+            client = wrap_client(service, client)
             self._clients[slot] = client
         return self._clients[slot]
 

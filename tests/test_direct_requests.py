@@ -1,6 +1,7 @@
-"""GetObject's short path (`trailproc._s3_direct`): after the SDK's first read of a bucket,
-reads are one signed request on the SDK's own session, and they answer, fail and are
-counted exactly as the SDK's reads are."""
+"""The short path of the daemon's hot requests (`trailproc._direct`): after the SDK's first
+GetObject of a bucket, or ReceiveMessage / DeleteMessageBatch of a queue, the calls are
+one signed request on the SDK's own session, and they answer, fail and are counted
+exactly as the SDK's calls are."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ from helpers import iam_user
 
 from trailproc._aws import AwsClients
 from trailproc._config import Config
+from trailproc._direct import DirectGetClient, DirectQueueClient
 from trailproc._observe import Metrics
 from trailproc._ports.objects import S3Objects
-from trailproc._s3_direct import DirectGetClient
 from trailproc._sandbox import MotoServer, TrailSandbox
 
 KEYS = [
@@ -89,15 +90,15 @@ def test_reads_after_the_first_are_direct_and_answer_as_the_sdk_does(
             assert response["LastModified"] == sdk["LastModified"]
             assert await _read_chunked(client, sandbox.bucket, key) == _body(key)
         reads = 4 * len(KEYS)
-        assert client.sdk_reads == 1  # the first read of the bucket only
-        assert client.direct_reads == reads - 1
+        assert client.sdk_calls == 1  # the first read of the bucket only
+        assert client.direct_calls == reads - 1
         counted = metrics.value("trailproc_aws_requests_total", service="s3", operation="GetObject")
         assert counted == reads
 
     _with_clients(aws_env.url, work)
 
 
-def test_a_server_checking_signatures_accepts_direct_reads(enforcing: MotoServer) -> None:
+def test_a_server_checking_signatures_accepts_direct_calls(enforcing: MotoServer) -> None:
     iam = boto3.client("iam", endpoint_url=enforcing.url, region_name="us-east-1",
                        aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
     admin = iam_user(iam, "admin", ["*"])
@@ -115,7 +116,7 @@ def test_a_server_checking_signatures_accepts_direct_reads(enforcing: MotoServer
 
     data, client = asyncio.run(read_as(reader))
     assert data == [_body(key) for key in KEYS]
-    assert client.direct_reads == len(KEYS) - 1
+    assert client.direct_calls == len(KEYS) - 1
     # The control: this server refuses a request signed with the wrong secret.
     with pytest.raises(ClientError) as refused:
         asyncio.run(read_as((reader[0], "not-the-secret")))
@@ -140,7 +141,7 @@ def test_a_refused_direct_read_is_asked_again_through_the_sdk(
     async def work(client: Any, metrics: Metrics) -> None:
         assert (await _read_all(client, sandbox.bucket, "first.json.gz"))[0] == _body("first")
         assert (await _read_all(client, sandbox.bucket, "second.json.gz"))[0] == _body("second")
-        assert client.direct_reads == 0 and client.sdk_reads == 2
+        assert client.direct_calls == 0 and client.sdk_calls == 2
         # Each attempt is a billed request, the refused one too.
         counted = metrics.value("trailproc_aws_requests_total", service="s3", operation="GetObject")
         assert counted == 3
@@ -172,7 +173,7 @@ def test_a_body_that_does_not_match_its_checksum_fails_the_streamed_read(
         await _read_all(client, sandbox.bucket, "learn.json.gz")
         with pytest.raises(FlexibleChecksumError):
             await _read_chunked(client, sandbox.bucket, "tampered.json.gz")
-        assert client.direct_reads == 1
+        assert client.direct_calls == 1
 
     with FaultProxy(aws_env.url, faults=NO_FAULTS, intercept=tamper) as proxy:
         _with_clients(proxy.url, work)
@@ -190,7 +191,7 @@ def test_reads_with_other_parameters_go_through_the_sdk(
         )
         async with response["Body"] as body:
             assert await body.read() == _body("ranged")[:6]
-        assert client.sdk_reads == 2 and client.direct_reads == 0
+        assert client.sdk_calls == 2 and client.direct_calls == 0
 
     _with_clients(aws_env.url, work)
 
@@ -207,6 +208,117 @@ def test_the_object_port_reads_through_the_short_path(
             async with port.open(sandbox.bucket, key) as opened:
                 assert await opened.read() == _body(key)
                 assert opened.info.size == len(_body(key))
-        assert client.direct_reads == len(KEYS) - 1
+        assert client.direct_calls == len(KEYS) - 1
 
     _with_clients(aws_env.url, work)
+
+
+# --- SQS ---------------------------------------------------------------------------------
+
+
+def _queue_client(url: str, work: Callable[[Any, Metrics], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        metrics = Metrics()
+        async with AwsClients(Config(endpoint_url=url), metrics=metrics) as clients:
+            client = await clients.client("sqs")
+            assert isinstance(client, DirectQueueClient)
+            return await work(client, metrics)
+
+    return asyncio.run(main())
+
+
+def _send(sandbox: TrailSandbox, count: int) -> dict[str, dict[str, Any]]:
+    sent = {}
+    sqs = sandbox.client("sqs")
+    for i in range(count):
+        attributes = {
+            "origin": {"DataType": "String", "StringValue": f"n{i}"},
+            "raw": {"DataType": "Binary", "BinaryValue": bytes([i, 0, 255])},
+        }
+        body = f'{{"n": {i}, "text": "caf\u00e9 \\u00e9"}}'
+        sqs.send_message(QueueUrl=sandbox.queue_url, MessageBody=body,
+                         MessageAttributes=attributes)  # fmt: skip
+        sent[body] = attributes
+    return sent
+
+
+def test_queue_calls_after_the_first_are_direct_and_answer_as_the_sdk_does(
+    sandbox: TrailSandbox, aws_env: MotoServer
+) -> None:
+    sent = _send(sandbox, 6)
+
+    async def work(client: Any, metrics: Metrics) -> None:
+        got: list[dict[str, Any]] = []
+        receives = 0
+        while len(got) < len(sent):
+            receives += 1
+            response = await client.receive_message(
+                QueueUrl=sandbox.queue_url, MaxNumberOfMessages=2, WaitTimeSeconds=1,
+                VisibilityTimeout=60, AttributeNames=["All"], MessageAttributeNames=["All"],
+            )  # fmt: skip
+            got.extend(response.get("Messages", []))
+            assert response["ResponseMetadata"]["HTTPStatusCode"] == 200
+        for message in got:
+            assert message["MessageAttributes"] == {
+                name: {k: v for k, v in value.items()}
+                for name, value in sent[message["Body"]].items()
+            }
+            assert int(message["Attributes"]["ApproximateReceiveCount"]) == 1
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)]
+        first = await client.delete_message_batch(QueueUrl=sandbox.queue_url, Entries=entries[:3])
+        rest = await client.delete_message_batch(QueueUrl=sandbox.queue_url, Entries=entries[3:])
+        assert len(first["Successful"]) == 3 and len(rest["Successful"]) == 3
+        # One SDK call per operation; the rest direct.
+        assert client.sdk_calls == 2 and client.direct_calls == receives - 1 + 1
+        counted = metrics.value("trailproc_aws_requests_total", service="sqs",
+                                operation="ReceiveMessage")  # fmt: skip
+        assert counted == receives
+
+    _queue_client(aws_env.url, work)
+    assert sandbox.queue_depth() == 0
+
+
+def test_a_refused_queue_call_is_the_sdks_error(sandbox: TrailSandbox, aws_env: MotoServer) -> None:
+    _send(sandbox, 1)
+
+    async def work(client: Any, metrics: Metrics) -> None:
+        await client.receive_message(QueueUrl=sandbox.queue_url, WaitTimeSeconds=1)
+        sandbox.client("sqs").delete_queue(QueueUrl=sandbox.queue_url)
+        with pytest.raises(ClientError) as gone:
+            await client.receive_message(QueueUrl=sandbox.queue_url, WaitTimeSeconds=0)
+        assert gone.value.response["Error"]["Code"] in (
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "QueueDoesNotExist",
+        )
+        assert client.direct_calls == 0 and client.sdk_calls == 1
+
+    _queue_client(aws_env.url, work)
+
+
+def test_a_server_checking_signatures_accepts_direct_queue_calls(enforcing: MotoServer) -> None:
+    iam = boto3.client("iam", endpoint_url=enforcing.url, region_name="us-east-1",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    admin = iam_user(iam, "admin", ["*"])
+    # AWS authorises a batch delete as sqs:DeleteMessage; moto asks for the batch's name.
+    worker = iam_user(iam, "worker", ["sqs:ReceiveMessage", "sqs:DeleteMessage",
+                                      "sqs:DeleteMessageBatch"])  # fmt: skip
+    sandbox = TrailSandbox(enforcing.url, access_key=admin).create()
+    _send(sandbox, 4)
+
+    async def drain() -> DirectQueueClient:
+        session = aioboto3.Session(aws_access_key_id=worker[0], aws_secret_access_key=worker[1],
+                                   region_name="us-east-1")  # fmt: skip
+        async with session.client("sqs", endpoint_url=enforcing.url) as sdk_client:
+            client = DirectQueueClient(sdk_client)
+            for _ in range(4):
+                response = await client.receive_message(
+                    QueueUrl=sandbox.queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=1
+                )
+                (message,) = response["Messages"]
+                await client.delete_message_batch(QueueUrl=sandbox.queue_url, Entries=[
+                    {"Id": "0", "ReceiptHandle": message["ReceiptHandle"]}])  # fmt: skip
+            return client
+
+    client = asyncio.run(drain())
+    assert client.direct_calls == 6 and client.sdk_calls == 2
+    assert sandbox.queue_depth() == 0
