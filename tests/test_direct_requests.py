@@ -145,6 +145,11 @@ def test_a_refused_direct_read_is_asked_again_through_the_sdk(
         # Each attempt is a billed request, the refused one too.
         counted = metrics.value("trailproc_aws_requests_total", service="s3", operation="GetObject")
         assert counted == 3
+        # After a refusal the next reads go through the SDK (and its backoff), so a
+        # lasting refusal is not met with an immediate second request every time.
+        for _ in range(3):
+            await _read_all(client, sandbox.bucket, "first.json.gz")
+        assert client.direct_calls == 0 and client.sdk_calls == 5
         with pytest.raises(ClientError) as missing:
             await client.get_object(Bucket=sandbox.bucket, Key="never-written.json.gz")
         assert missing.value.response["Error"]["Code"] == "NoSuchKey"
@@ -322,3 +327,27 @@ def test_a_server_checking_signatures_accepts_direct_queue_calls(enforcing: Moto
     client = asyncio.run(drain())
     assert client.direct_calls == 6 and client.sdk_calls == 2
     assert sandbox.queue_depth() == 0
+
+
+def test_routes_kept_are_bounded(
+    sandbox: TrailSandbox, aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trailproc._direct
+
+    monkeypatch.setattr(trailproc._direct, "_MAX_ROUTES", 2)
+    buckets = [f"{sandbox.bucket}-{i}" for i in range(3)]
+    s3 = sandbox.client("s3")
+    for bucket in buckets:
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="k.json.gz", Body=b"x")
+
+    async def work(client: Any, metrics: Metrics) -> None:
+        for bucket in buckets:  # each learned; the first forgotten for the third
+            await _read_all(client, bucket, "k.json.gz")
+        assert client.sdk_calls == 3
+        await _read_all(client, buckets[2], "k.json.gz")
+        assert client.direct_calls == 1
+        await _read_all(client, buckets[0], "k.json.gz")
+        assert client.sdk_calls == 4 and client.direct_calls == 1
+
+    _with_clients(aws_env.url, work)

@@ -36,6 +36,13 @@ _PER_REQUEST = frozenset({
     "authorization", "x-amz-date", "x-amz-security-token", "x-amz-content-sha256",
     "amz-sdk-invocation-id", "amz-sdk-request", "content-length",
 })  # fmt: skip
+# After a short call fails, this many calls go through the SDK (with its backoff) before
+# the next short one: a lasting refusal (throttling, a skewed clock) costs at most one
+# extra request per this many calls.
+_COOLDOWN = 50
+# Routes kept per client (buckets, queues): notifications naming endless buckets must not
+# grow memory without end; the oldest route is forgotten first.
+_MAX_ROUTES = 256
 # Request context the signer and the checksum reader look at; the rest is per request.
 _CONTEXT = ("auth_type", "signing", "checksum", "client_config", "has_streaming_input",
             "unsigned_payload", "payload_signing_enabled")  # fmt: skip
@@ -110,6 +117,7 @@ class _Direct:
         self._http: Any = getattr(getattr(client, "_endpoint", None), "http_session", None)
         self._usable = self._http is not None
         self._events = client.meta.events
+        self._cooldown = 0
         self.direct_calls = 0
         self.sdk_calls = 0
         if self._usable:
@@ -126,6 +134,21 @@ class _Direct:
             # resource's own region.
             lesson.route = route_from(request, lesson.key, request_signer, self.SERVICE)
 
+    def _route(self, slot: Any) -> _Route | None:
+        """The learned route of `slot`, unless short calls are off or cooling down."""
+        if slot is None or not self._usable:
+            return None
+        if self._cooldown:
+            self._cooldown -= 1
+            return None
+        return self._routes.get(slot)
+
+    def _failed(self, slot: Any) -> None:
+        """A short call was refused or never answered: forget its route (the SDK's next
+        call learns it again) and leave the next calls to the SDK."""
+        self._routes.pop(slot, None)
+        self._cooldown = _COOLDOWN
+
     async def _through_sdk(self, slot: Any, key: str | None, call: Any, **kwargs: Any) -> Any:
         """`call(**kwargs)` through the SDK, learning the route of `slot` from it."""
         lesson = _Lesson(key)
@@ -136,6 +159,8 @@ class _Direct:
             _lesson.reset(token)
         self.sdk_calls += 1
         if slot is not None and lesson.route is not None:
+            if slot not in self._routes and len(self._routes) >= _MAX_ROUTES:
+                del self._routes[next(iter(self._routes))]
             self._routes[slot] = lesson.route
         return response
 
@@ -203,13 +228,14 @@ class DirectGetClient(_Direct):
         super().__init__(client, ("GetObject",))
 
     async def get_object(self, **kwargs: Any) -> Any:
-        slot = _get_slot(kwargs) if self._usable else None
-        route = self._routes.get(slot) if slot is not None else None
+        slot = _get_slot(kwargs)
+        route = self._route(slot)
         if route is not None:
             url = route.head + encoded_key(kwargs["Key"]) + route.tail
             http = await self._send(route, "GetObject", url, None, stream=True)
             if http is not None:
                 return await _parsed_get(http, route.context)
+            self._failed(slot)
         return await self._through_sdk(slot, kwargs.get("Key", ""), self._client.get_object,
                                        **kwargs)  # fmt: skip
 
@@ -295,8 +321,8 @@ class DirectQueueClient(_Direct):
 
     async def _call(self, method: str, kwargs: dict[str, Any]) -> Any:
         operation = _QUEUE_OPERATIONS[method]
-        slot = (operation, kwargs.get("QueueUrl")) if self._usable else None
-        route = self._routes.get(slot) if slot is not None else None
+        slot = (operation, kwargs.get("QueueUrl"))
+        route = self._route(slot)
         if route is not None:
             body = json.dumps(kwargs, separators=(",", ":")).encode()
             http = await self._send(route, operation, route.head, body, stream=False)
@@ -304,6 +330,7 @@ class DirectQueueClient(_Direct):
                 parsed: dict[str, Any] = json.loads(await http.content or b"{}")
                 parsed["ResponseMetadata"] = _metadata(http.headers)
                 return parsed
+            self._failed(slot)
         return await self._through_sdk(slot, None, getattr(self._client, method), **kwargs)
 
 
