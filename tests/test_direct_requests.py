@@ -351,3 +351,14 @@ def test_routes_kept_are_bounded(
         assert client.sdk_calls == 4 and client.direct_calls == 1
 
     _with_clients(aws_env.url, work)
+
+
+def test_direct_requests_can_be_turned_off(sandbox: TrailSandbox, aws_env: MotoServer) -> None:
+    async def main() -> Any:
+        config = Config(endpoint_url=aws_env.url, direct_requests=False)
+        async with AwsClients(config) as clients:
+            s3, sqs = await clients.client("s3"), await clients.client("sqs")
+            return s3, sqs
+
+    s3, sqs = asyncio.run(main())
+    assert not isinstance(s3, DirectGetClient) and not isinstance(sqs, DirectQueueClient)

@@ -287,7 +287,8 @@ class AwsClients:
             client = await self._stack.enter_async_context(session.client(service, **kwargs))
             if self.metrics is not None:
                 count_requests(client, self.metrics.aws_requests)
-            client = wrap_client(service, client)
+            if self.config.direct_requests:
+                client = wrap_client(service, client)
             self._clients[slot] = client
         return self._clients[slot]
 
