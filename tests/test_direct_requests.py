@@ -362,3 +362,25 @@ def test_direct_requests_can_be_turned_off(sandbox: TrailSandbox, aws_env: MotoS
 
     s3, sqs = asyncio.run(main())
     assert not isinstance(s3, DirectGetClient) and not isinstance(sqs, DirectQueueClient)
+
+
+def test_making_clients_loads_no_transfer_helpers(aws_env: MotoServer) -> None:
+    """aioboto3's S3 transfer helpers (s3transfer, multiprocessing's managers, aiofiles)
+    are start-up cost for methods trailproc never calls: making its clients loads none."""
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio, sys\n"
+        "from trailproc._aws import AwsClients\n"
+        "from trailproc._config import Config\n"
+        "async def main():\n"
+        "    async with AwsClients(Config()) as clients:\n"
+        "        await clients.client('s3'); await clients.client('sqs')\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in ('s3transfer', 'aiofiles', 'multiprocessing.managers',"
+        " 'aioboto3') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True)  # fmt: skip
+    assert done.stdout.strip() == "['aioboto3']"

@@ -145,12 +145,28 @@ def aio_session(profile: str | None = None, region: str | None = None) -> Any:
     """An `aioboto3.Session` (standard credential chain, profile, region and endpoint
     settings) whose clients load their service models and parse timestamps faster (see
     `_tune`)."""
-    import aioboto3
     from aiobotocore.session import AioSession
 
     core = AioSession(profile=profile)
     _tune(core)
-    return aioboto3.Session(botocore_session=core, profile_name=profile, region_name=region)
+    return _client_session(botocore_session=core, profile_name=profile, region_name=region)
+
+
+def _client_session(**kwargs: Any) -> Any:
+    """An `aioboto3.Session` for clients only (trailproc makes no resources).
+
+    aioboto3 registers its customisations of resources and S3's transfer helpers
+    (`upload_file` and kin) on every session; the latter is loaded when the first S3
+    client is made, importing s3transfer, multiprocessing's managers and aiofiles (~15 ms
+    of start-up) for methods trailproc never calls. This session registers none of them.
+    """
+    import aioboto3
+
+    class ClientSession(aioboto3.Session):
+        def _register_default_handlers(self) -> None:
+            pass
+
+    return ClientSession(**kwargs)
 
 
 def botocore_config(config: Config, *, pool: int = 10, sdk: str = "aiobotocore") -> Any:
@@ -381,7 +397,6 @@ def assumed_role_session(clients: AwsClients, role_arn: str) -> Any:
     """An aioboto3 session acting as `role_arn`: STS AssumeRole through `clients`' own
     credentials, called again by botocore's refreshable credentials before the
     temporary ones expire (15 minutes ahead), so long runs never use stale keys."""
-    import aioboto3
     from aiobotocore.credentials import AioDeferredRefreshableCredentials
     from aiobotocore.session import AioSession
 
@@ -402,7 +417,7 @@ def assumed_role_session(clients: AwsClients, role_arn: str) -> Any:
     _tune(core)
     # botocore's documented way to give a session its own credential source.
     core._credentials = AioDeferredRefreshableCredentials(assume, "assume-role")
-    return aioboto3.Session(botocore_session=core, region_name=clients.config.region)
+    return _client_session(botocore_session=core, region_name=clients.config.region)
 
 
 class S3Router:

@@ -326,12 +326,20 @@ class DirectQueueClient(_Direct):
         if route is not None:
             body = json.dumps(kwargs, separators=(",", ":")).encode()
             http = await self._send(route, operation, route.head, body, stream=False)
-            if http is not None:
-                parsed: dict[str, Any] = json.loads(await http.content or b"{}")
+            parsed = _json_answer(await http.content) if http is not None else None
+            if parsed is not None:
                 parsed["ResponseMetadata"] = _metadata(http.headers)
                 return parsed
-            self._failed(slot)
+            self._failed(slot)  # refused, or an answer the SDK would not parse either
         return await self._through_sdk(slot, None, getattr(self._client, method), **kwargs)
+
+
+def _json_answer(content: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(content or b"{}")
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def _decode_binary(attributes: dict[str, Any] | None) -> None:
