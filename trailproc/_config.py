@@ -654,8 +654,6 @@ def unknown_env(env: Mapping[str, str] | None = None) -> list[tuple[str, str | N
     """`TRAILPROC_*` variables trailproc does not read (a typo is otherwise silently
     ignored: `TRAILPROC_ALLOWED_BUCKET` would leave the allow-list off), each with the
     closest known name, if one is close."""
-    import difflib
-
     env = os.environ if env is None else env
     # Compared without the shared prefix, which would make every name look close.
     known = sorted({*(f.upper() for f in _FIELDS), *_OTHER_ENV})
@@ -663,6 +661,8 @@ def unknown_env(env: Mapping[str, str] | None = None) -> list[tuple[str, str | N
     for name in sorted(env):
         suffix = name[len(ENV_PREFIX) :]
         if name.startswith(ENV_PREFIX) and suffix not in known:
+            import difflib  # only for a name to suggest
+
             close = difflib.get_close_matches(suffix, known, n=1, cutoff=0.75)
             out.append((name, ENV_PREFIX + close[0] if close else None))
     return out
