@@ -5,14 +5,16 @@ deadlock breaking, cancellation; and its size from cgroup files. No sleeps, no n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
+import tracemalloc
 import zlib
 from pathlib import Path
 
 import pytest
 
-from trailproc._errors import DecompressedTooLarge, MemoryContended, OverMemoryBudget
+from trailproc._errors import BadLogFile, DecompressedTooLarge, MemoryContended, OverMemoryBudget
 from trailproc._memory import ASSUMED_CONTAINER, BUDGET_SHARE, budget_bytes, container_memory_limit
 from trailproc._pipeline.budget import RECORD_COST, MemoryBudget, Reservation
 from trailproc._pipeline.budgeted import decode_within
@@ -276,11 +278,92 @@ def test_a_decoded_file_holds_its_download_document_and_records() -> None:
             decoded = await decode_within(held, data, max_bytes=1 << 30, name="file")
             assert len(decoded.records) == 1000 and decoded.size == len(document)
             assert held.held == len(data) + len(document) + 1000 * RECORD_COST
-            # Before splitting it reserved for every "{" (the envelope's too).
-            assert budget.peak == len(data) + len(document) + 1001 * RECORD_COST
+            # Before splitting, with the budget free: a record per two bytes, uncounted.
+            worst = (len(document) // 2 + 1) * RECORD_COST
+            assert budget.peak == len(data) + len(document) + worst
         assert budget.in_use == 0
 
     run(main())
+
+
+def test_a_tighter_budget_counts_separators_then_objects() -> None:
+    records = [{"eventID": str(i), "eventName": "GetObject"} for i in range(1000)]
+    document = json.dumps({"Records": records}).encode()
+    data = gzip.compress(document)
+    base = len(data) + len(document)
+    separators = document.count(b",") + document.count(b"\n") + 1
+
+    async def decode(total: int) -> tuple[MemoryBudget, int]:
+        budget = MemoryBudget(total)
+        async with budget.reservation("file") as held:
+            decoded = await decode_within(held, data, max_bytes=1 << 30, name="file")
+            return budget, len(decoded.records)
+
+    # The half-size bound does not fit; the separators' does.
+    budget, got = asyncio.run(decode(base + separators * RECORD_COST + 1000))
+    assert got == 1000 and budget.peak == base + separators * RECORD_COST
+    # Neither fits: each "{" is counted, once every record is checked to be an object.
+    budget, got = asyncio.run(decode(base + 1001 * RECORD_COST + 1000))
+    assert got == 1000 and budget.peak == base + 1001 * RECORD_COST
+
+
+HOSTILE_LISTS = {
+    "numbers": b'{"Records":[' + b"1," * 199_999 + b"1]}",
+    "strings": b'{"Records":[' + b'"",' * 199_999 + b'""]}',
+    "objects": b'{"Records":[' + b"{}," * 199_999 + b"{}]}",
+    "object lines": b"{}\n" * 200_000,
+    "array of objects": b"[" + b"{}," * 199_999 + b"{}]",
+    "array of numbers": b"[" + b"1," * 199_999 + b"1]",
+    "lines of arrays": b"[1,1,1,1]\n" * 50_000,
+    "lookup events": b'{"Events":[' + b'{"CloudTrailEvent":"{}"},' * 199_999 + b"{}]}",
+}
+
+
+@pytest.mark.parametrize("shape", list(HOSTILE_LISTS))
+def test_what_splitting_builds_was_reserved_first(shape: str) -> None:
+    """Whatever the file's shape, the memory its split builds (traced) is within what
+    the budget granted before it was built."""
+    document = HOSTILE_LISTS[shape]
+    data = gzip.compress(document, 1)
+
+    async def main() -> MemoryBudget:
+        budget = MemoryBudget(4096 * MB)
+        async with budget.reservation("file") as held:
+            with contextlib.suppress(BadLogFile):
+                await decode_within(held, data, max_bytes=1 << 30, name="file")
+        return budget
+
+    tracemalloc.start()
+    try:
+        budget = asyncio.run(main())
+        _, traced_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert traced_peak <= budget.peak
+
+
+def test_a_list_of_numbers_fails_before_its_records_are_built() -> None:
+    """`1,1,1,...` holds no "{": counting braces alone would reserve nothing for records
+    that cost as much as objects. Under a budget too small for its bounds, the check
+    that every record is an object fails it before any record is built."""
+    count = 2_000_000
+    data = gzip.compress(b'{"Records":[' + b"1," * (count - 1) + b"1]}", 1)
+
+    async def main() -> MemoryBudget:
+        budget = MemoryBudget(64 * MB)
+        async with budget.reservation("file") as held:
+            with pytest.raises(BadLogFile, match="not a JSON object"):
+                await decode_within(held, data, max_bytes=1 << 30, name="file")
+        return budget
+
+    tracemalloc.start()
+    try:
+        asyncio.run(main())
+        _, traced_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The document (4 MB) and the inflating slice; the records would be ~140 MB.
+    assert traced_peak < 20 * MB
 
 
 def test_several_members_inflate_beyond_the_trailer_within_the_ceiling() -> None:

@@ -77,6 +77,11 @@ class Reservation:
         this reservation was chosen to break a deadlock (it then holds nothing)."""
         await self._budget._resize(self, max(0, target), why)
 
+    def try_resize(self, target: int) -> bool:
+        """Hold `target` bytes if that needs no wait (they are free and nobody waits
+        ahead); else change nothing and say so."""
+        return self._budget._try_resize(self, max(0, target))
+
     def release(self) -> None:
         """Give everything back (idempotent)."""
         self._budget._shrink(self, 0)
@@ -147,6 +152,17 @@ class MemoryBudget:
                 _discard(queue, waiter)
                 self._wake()
             raise
+
+    def _try_resize(self, reservation: Reservation, target: int) -> bool:
+        if target <= reservation.held:
+            self._shrink(reservation, target)
+            return True
+        if self._growths or (not reservation.held and self._admissions):
+            return False  # others wait ahead: never overtake them
+        if target - reservation.held > self.free:
+            return False
+        self._grant(reservation, target)
+        return True
 
     def _grant(self, reservation: Reservation, target: int) -> None:
         self.in_use += target - reservation.held

@@ -8,9 +8,15 @@ The steps, for a file whose download (`len(data)` bytes) is already held:
    forged trailer) or whose trailer is over the budget is inflated within half the
    budget (or `max_decompressed_bytes`, if smaller). So a bomb costs that much, once,
    and fails;
-2. its records: `document.count(b"{")` bounds their number (every record is a JSON
-   object) before one exists; `RECORD_COST` each is reserved, so a record bomb fails
-   with the limit to raise instead of building 100 million objects;
+2. its records, `RECORD_COST` each, reserved before one exists (so a record bomb fails
+   with the limit to raise instead of building 100 million objects), from the first
+   bound that the budget can hold:
+   - half the document's size: any JSON value in a list or a line takes a byte and a
+     separator. Taken only if it is free at once: nothing is counted;
+   - its commas and line breaks, plus one (the separators of any list or lines);
+   - its count of "{", once a first pass that holds a few bytes per record has checked
+     that every record of a `{"Records": [...]}` document is a JSON object (a list of
+     `1,1,1,...` has no "{" but costs as much per record as a list of objects);
 3. the real cost (records counted, text of records that are not slices of the
    document) is settled, and held until the file is done.
 """
@@ -24,10 +30,16 @@ from typing import Any, TypeVar
 
 from .._errors import DecompressedTooLarge, OverMemoryBudget
 from .budget import RECORD_COST, Reservation
-from .decode import records_of
+from .decode import OtherShape, delivery_record_count, records_of
 from .gunzip import decompress, gzip_size_hint, inflated_bound
 
-__all__ = ["INLINE_BYTES", "Decoded", "decode_within"]
+__all__ = ["INLINE_BYTES", "ITEM_COST", "LINE_COST", "Decoded", "decode_within"]
+
+# What reading a file of another shape than CloudTrail's delivery may build, at most, per
+# line and per comma-separated item (measured with tracemalloc on NDJSON of `{}` lines
+# and arrays of `{}` and numbers: ~500 and ~180 bytes).
+LINE_COST = 640
+ITEM_COST = 256
 
 _T = TypeVar("_T")
 
@@ -59,12 +71,18 @@ async def decode_within(
 ) -> Decoded:
     """Decompress and split `data`, reserving each step in `held` first (CPU-bound steps
     of a document over INLINE_BYTES run in a worker thread)."""
-    document, braces = await _inflated(held, data, max_bytes)
+    document = await _inflated(held, data, max_bytes)
     inflated = len(document) if document is not data else 0
     base = len(data) + inflated
-    await held.resize(base + braces * RECORD_COST, why=f"up to {braces:,} records")
-    records, one_line, sha256 = await _run(len(document), _split, document, name, hashed,
-                                           max_bytes)  # fmt: skip
+    await _reserve_records(held, base, document)
+    try:
+        records, one_line, sha256 = await _run(len(document), _split, document, name, hashed,
+                                               max_bytes, False)  # fmt: skip
+    except OtherShape:
+        # Other shapes build more per record (lines, probes of each item): reserved anew.
+        await _reserve_other_shape(held, base, document)
+        records, one_line, sha256 = await _run(len(document), _split, document, name, hashed,
+                                               max_bytes, True)  # fmt: skip
     # Records that are not slices of the document (text decoded from another shape)
     # hold their own bytes.
     own = sum(map(len, records)) if records and isinstance(records[0], (bytes, str)) else 0
@@ -72,19 +90,49 @@ async def decode_within(
     return Decoded(list(records), len(document), one_line, sha256)
 
 
-async def _inflated(
-    held: Reservation, data: bytes, max_bytes: int
-) -> tuple[bytes | bytearray, int]:
-    """The decompressed document and its count of "{"; reserved before inflating."""
+async def _reserve_records(held: Reservation, base: int, document: bytes | bytearray) -> None:
+    """Hold `base` bytes and what splitting `document` may build: see the module's notes."""
+    size = len(document)
+    if held.try_resize(base + (size // 2 + 1) * RECORD_COST):
+        return
+    separators = await _run(size, _separators, document)
+    if base + separators * RECORD_COST <= held.budget_total:
+        await held.resize(base + separators * RECORD_COST, why=f"up to {separators:,} records")
+        return
+    braces = await _run(size, document.count, b"{")
+    await held.resize(base + braces * RECORD_COST, why=f"up to {braces:,} records")
+    records = await _run(size, delivery_record_count, document)
+    if records is None:  # another shape: only the separators bound it
+        await held.resize(base + separators * RECORD_COST, why=f"up to {separators:,} records")
+    else:
+        await held.resize(base + records * RECORD_COST, why=f"{records:,} records")
+
+
+async def _reserve_other_shape(held: Reservation, base: int, document: bytes | bytearray) -> None:
+    lines, items = await _run(len(document), _lines_and_items, document)
+    need = lines * LINE_COST + items * ITEM_COST
+    await held.resize(base + need, why=f"up to {lines:,} lines and {items:,} items")
+
+
+def _lines_and_items(document: bytes | bytearray) -> tuple[int, int]:
+    return document.count(b"\n") + 1, document.count(b",") + 1
+
+
+def _separators(document: bytes | bytearray) -> int:
+    return document.count(b",") + document.count(b"\n") + 1
+
+
+async def _inflated(held: Reservation, data: bytes, max_bytes: int) -> bytes | bytearray:
+    """The decompressed document; reserved before inflating."""
     hint = gzip_size_hint(data)
     if hint is None:  # not gzip: the document is the download itself
-        return await _run(len(data), _inflate_and_count, data, max_bytes)
+        return await _run(len(data), _inflate, data, max_bytes)
     compressed = len(data)
     total = held.budget_total
     if hint <= min(max_bytes, total - compressed):
         await held.resize(compressed + hint, why=f"{hint:,} bytes decompressed")
         try:
-            return await _run(hint, _inflate_and_count, data, hint)
+            return await _run(hint, _inflate, data, hint)
         except DecompressedTooLarge:
             pass  # more than its trailer says: several members, or a forged trailer
     # Beyond its trailer, a file may hold half the budget: two such files never wait
@@ -92,7 +140,7 @@ async def _inflated(
     ceiling = min(max_bytes, total // 2, inflated_bound(data))
     await held.resize(compressed + ceiling, why="inflating beyond its gzip trailer")
     try:
-        return await asyncio.to_thread(_inflate_and_count, data, ceiling)
+        return await asyncio.to_thread(_inflate, data, ceiling)
     except DecompressedTooLarge:
         if ceiling == max_bytes:
             raise
@@ -105,15 +153,16 @@ async def _inflated(
         ) from None
 
 
-def _inflate_and_count(data: bytes, limit: int) -> tuple[bytes | bytearray, int]:
-    document = decompress(data, max_bytes=limit)
-    return document, document.count(b"{")
+def _inflate(data: bytes, limit: int) -> bytes | bytearray:
+    return decompress(data, max_bytes=limit)
 
 
 def _split(
-    document: bytes | bytearray, name: str | None, hashed: bool, max_bytes: int
-) -> tuple[list[Any], bool, str | None]:
-    records, one_line = records_of(document, name, max_bytes=max_bytes)
+    document: bytes | bytearray, name: str | None, hashed: bool, max_bytes: int,
+    other_shapes: bool,
+) -> tuple[list[Any], bool, str | None]:  # fmt: skip
+    records, one_line = records_of(document, name, max_bytes=max_bytes,
+                                   other_shapes=other_shapes)  # fmt: skip
     if not hashed:
         return records, one_line, None
     import hashlib  # only with digest checks on

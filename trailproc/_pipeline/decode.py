@@ -41,8 +41,8 @@ from . import shapes
 from .gunzip import GZIP_MAGIC, decompress
 
 __all__ = [
-    "DELIVERY_SHAPE", "decode_log", "decode_log_lines", "is_one_line", "split_document",
-    "split_records",
+    "DELIVERY_SHAPE", "OtherShape", "decode_log", "decode_log_lines", "delivery_record_count",
+    "is_one_line", "split_document", "split_records",
 ]  # fmt: skip
 
 log = get_logger("trailproc.decode")
@@ -56,6 +56,17 @@ class _Envelope(msgspec.Struct):
 
 
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
+
+
+class _AnObject(msgspec.Struct, gc=False):
+    """Any JSON object, its members skipped: a few bytes each."""
+
+
+class _Objects(msgspec.Struct):
+    Records: list[_AnObject]
+
+
+_objects_decoder = msgspec.json.Decoder(_Objects)
 _UTF8_CHUNK = 1 << 20
 
 
@@ -111,14 +122,36 @@ def _split_delivery(document: bytes | bytearray) -> list[msgspec.Raw] | None:
     return records
 
 
+def delivery_record_count(document: bytes | bytearray) -> int | None:
+    """How many records a `{"Records": [...]}` document holds, checking on the way that
+    each is a JSON object, while holding a few bytes per record instead of a record's
+    cost; None for a document of another shape. A record that is not an object fails
+    the file at once: so the records are at most the document's count of "{"."""
+    view = memoryview(document)
+    if document.startswith(UTF8_BOM):
+        view = view[len(UTF8_BOM) :]  # a view: no copy of a large document
+    try:
+        return len(_objects_decoder.decode(view).Records)
+    except msgspec.ValidationError as exc:
+        if "$.Records[" in str(exc):  # msgspec names the offending element's path
+            raise BadLogFile(f"a record is not a JSON object ({exc})") from None
+        return None
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
 def split_document(
-    document: bytes | bytearray, *, max_bytes: int | None = None
+    document: bytes | bytearray, *, max_bytes: int | None = None, other_shapes: bool = True
 ) -> tuple[str, list[Any], bool]:
     """A decompressed file → (its shape's name, its records, whether the records are
     slices of `document`). Raises BadLogFile naming what was seen when no shape fits.
 
     With `max_bytes`, a document that is itself gzip (Firehose compressing CloudWatch
-    Logs' gzip members once more) is decompressed once more, within the same cap."""
+    Logs' gzip members once more) is decompressed once more, within the same cap.
+    Without `other_shapes`, only CloudTrail's delivery is read: anything else raises
+    `OtherShape` before any of its records is built."""
+    if not other_shapes and document.startswith(GZIP_MAGIC):
+        raise OtherShape
     if max_bytes is not None and document.startswith(GZIP_MAGIC):
         document = decompress(document, max_bytes=max_bytes)
     if document.startswith(UTF8_BOM):
@@ -126,6 +159,8 @@ def split_document(
     records = _split_delivery(document)
     if records is not None:
         return DELIVERY_SHAPE, records, True
+    if not other_shapes:
+        raise OtherShape
     try:
         return shapes.split_other(document, _check_utf8)
     except RecursionError:
@@ -137,11 +172,22 @@ def split_records(document: bytes | bytearray) -> list[Any]:
     return split_document(document)[1]
 
 
+class OtherShape(Exception):
+    """The document is not CloudTrail's delivery (`split_document(other_shapes=False)`)."""
+
+
 def records_of(
-    document: bytes | bytearray, name: str | None = None, *, max_bytes: int | None = None
+    document: bytes | bytearray,
+    name: str | None = None,
+    *,
+    max_bytes: int | None = None,
+    other_shapes: bool = True,
 ) -> tuple[list[Any], bool]:
-    """(records, no record spans lines) of a decompressed file; its shape is logged."""
-    shape, records, slices = split_document(document, max_bytes=max_bytes)
+    """(records, no record spans lines) of a decompressed file; its shape is logged.
+    Raises `OtherShape` for a file of another shape without `other_shapes`."""
+    shape, records, slices = split_document(
+        document, max_bytes=max_bytes, other_shapes=other_shapes
+    )
     if shape == DELIVERY_SHAPE:
         log.debug("file shape", shape=shape, file=name, records=len(records))
     else:
