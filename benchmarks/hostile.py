@@ -1,7 +1,8 @@
 """Peak memory of `trailproc run` against hostile deliveries, beside good ones.
 
-    python benchmarks/hostile.py [--only record_bomb,gzip_bombs,many_files,big_file]
-                                 [--repeats N] [--kill-above-mb 8000]
+    python benchmarks/hostile.py [--only CASE,...] [--repeats N] [--kill-above-mb 8000]
+
+    CASE: record_bomb, number_bomb, line_bomb, gzip_bombs, many_files, big_file
 
 Each case starts a fresh moto server on 127.0.0.1, writes its files to the trail bucket,
 announces them on the queue together with a few good deliveries, and runs
@@ -15,6 +16,9 @@ announces them on the queue together with a few good deliveries, and runs
 The cases are the ones a hostile writer to the bucket or the queue can produce:
 
 - record_bomb: ~300 KB of gzip inflating to ~300 MB of `{"Records":[{},{},...]}`;
+- number_bomb: ~200 KB of gzip inflating to ~200 MB of `{"Records":[1,1,...]}` (no `{`
+  to count, a value per two bytes);
+- line_bomb: ~300 KB of gzip inflating to ~300 MB of `{}` lines (NDJSON, another shape);
 - gzip_bombs: six 2 GiB gzip bombs announced at once (six messages);
 - many_files: one message naming 400 log files of 4 MB each (decompressed), with a
   handler slower than the downloads (20 ms a batch);
@@ -85,6 +89,20 @@ def record_bomb() -> bytes:
     # 100 million empty records: 3 bytes each ("{}," ) inflate to ~300 MB.
     path = _cached("record-bomb.json.gz", lambda p: _stream_gzip(
         p, b'{"Records":[', b"{}," * 1_000_000, 100, b"{}]}"))  # fmt: skip
+    return path.read_bytes()
+
+
+def number_bomb() -> bytes:
+    # 100 million numbers: 2 bytes each ("1,") inflate to ~200 MB.
+    path = _cached("number-bomb.json.gz", lambda p: _stream_gzip(
+        p, b'{"Records":[', b"1," * 1_000_000, 100, b"1]}"))  # fmt: skip
+    return path.read_bytes()
+
+
+def line_bomb() -> bytes:
+    # 100 million empty objects, one per line: 3 bytes each inflate to ~300 MB.
+    path = _cached("line-bomb.json.gz", lambda p: _stream_gzip(
+        p, b"", b"{}\n" * 1_000_000, 100, b""))  # fmt: skip
     return path.read_bytes()
 
 
@@ -205,6 +223,11 @@ def stage(name: str, box: TrailSandbox) -> int:
         box.put(key, record_bomb())
         box.notify([key])
         return 1
+    if name in ("number_bomb", "line_bomb"):
+        key = log_key(unique=f"{name.replace('_', '')}0001")
+        box.put(key, number_bomb() if name == "number_bomb" else line_bomb())
+        box.notify([key])
+        return 1
     if name == "gzip_bombs":
         body = gzip_bomb()
         for n in range(6):
@@ -231,7 +254,7 @@ def stage(name: str, box: TrailSandbox) -> int:
 
 MOTO_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}  # fmt: skip
-CASES = ["record_bomb", "gzip_bombs", "many_files", "big_file"]
+CASES = ["record_bomb", "number_bomb", "line_bomb", "gzip_bombs", "many_files", "big_file"]
 
 
 def main() -> int:
