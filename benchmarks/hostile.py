@@ -18,7 +18,8 @@ The cases are the ones a hostile writer to the bucket or the queue can produce:
 - record_bomb: ~300 KB of gzip inflating to ~300 MB of `{"Records":[{},{},...]}`;
 - number_bomb: ~200 KB of gzip inflating to ~200 MB of `{"Records":[1,1,...]}` (no `{`
   to count, a value per two bytes);
-- line_bomb: ~300 KB of gzip inflating to ~300 MB of `{}` lines (NDJSON, another shape);
+- line_bomb: ~200 KB of gzip inflating to ~200 MB of lines holding `1` (NDJSON, another
+  shape, no `{` either);
 - gzip_bombs: six 2 GiB gzip bombs announced at once (six messages);
 - many_files: one message naming 400 log files of 4 MB each (decompressed), with a
   handler slower than the downloads (20 ms a batch);
@@ -100,9 +101,9 @@ def number_bomb() -> bytes:
 
 
 def line_bomb() -> bytes:
-    # 100 million empty objects, one per line: 3 bytes each inflate to ~300 MB.
-    path = _cached("line-bomb.json.gz", lambda p: _stream_gzip(
-        p, b"", b"{}\n" * 1_000_000, 100, b""))  # fmt: skip
+    # 100 million lines holding a number: 2 bytes each inflate to ~200 MB.
+    path = _cached("line-bomb-numbers.json.gz", lambda p: _stream_gzip(
+        p, b"", b"1\n" * 1_000_000, 100, b""))  # fmt: skip
     return path.read_bytes()
 
 
