@@ -37,12 +37,17 @@ def _body(key: str) -> bytes:
     return (key.encode() + b"\n") * 300
 
 
-def _with_clients(url: str, work: Callable[[Any, Metrics], Awaitable[Any]]) -> Any:
+def _with_client(
+    url: str, work: Callable[[Any, Metrics], Awaitable[Any]], service: str = "s3"
+) -> Any:
+    """`work(client, metrics)` with the `service` client trailproc makes for `url`."""
+    wrapper = {"s3": DirectGetClient, "sqs": DirectQueueClient}[service]
+
     async def main() -> Any:
         metrics = Metrics()
         async with AwsClients(Config(endpoint_url=url), metrics=metrics) as clients:
-            client = await clients.client("s3")
-            assert isinstance(client, DirectGetClient)
+            client = await clients.client(service)
+            assert isinstance(client, wrapper)
             return await work(client, metrics)
 
     return asyncio.run(main())
@@ -95,7 +100,7 @@ def test_reads_after_the_first_are_direct_and_answer_as_the_sdk_does(
         counted = metrics.value("trailproc_aws_requests_total", service="s3", operation="GetObject")
         assert counted == reads
 
-    _with_clients(aws_env.url, work)
+    _with_client(aws_env.url, work)
 
 
 def test_a_server_checking_signatures_accepts_direct_calls(enforcing: MotoServer) -> None:
@@ -155,7 +160,7 @@ def test_a_refused_direct_read_is_asked_again_through_the_sdk(
         assert missing.value.response["Error"]["Code"] == "NoSuchKey"
 
     with FaultProxy(aws_env.url, faults=NO_FAULTS, intercept=throttle_once) as proxy:
-        _with_clients(proxy.url, work)
+        _with_client(proxy.url, work)
     assert slow_down["left"] == 0
 
 
@@ -181,7 +186,7 @@ def test_a_body_that_does_not_match_its_checksum_fails_the_streamed_read(
         assert client.direct_calls == 1
 
     with FaultProxy(aws_env.url, faults=NO_FAULTS, intercept=tamper) as proxy:
-        _with_clients(proxy.url, work)
+        _with_client(proxy.url, work)
 
 
 def test_reads_with_other_parameters_go_through_the_sdk(
@@ -198,7 +203,7 @@ def test_reads_with_other_parameters_go_through_the_sdk(
             assert await body.read() == _body("ranged")[:6]
         assert client.sdk_calls == 2 and client.direct_calls == 0
 
-    _with_clients(aws_env.url, work)
+    _with_client(aws_env.url, work)
 
 
 def test_the_object_port_reads_through_the_short_path(
@@ -215,21 +220,10 @@ def test_the_object_port_reads_through_the_short_path(
                 assert opened.info.size == len(_body(key))
         assert client.direct_calls == len(KEYS) - 1
 
-    _with_clients(aws_env.url, work)
+    _with_client(aws_env.url, work)
 
 
 # --- SQS ---------------------------------------------------------------------------------
-
-
-def _queue_client(url: str, work: Callable[[Any, Metrics], Awaitable[Any]]) -> Any:
-    async def main() -> Any:
-        metrics = Metrics()
-        async with AwsClients(Config(endpoint_url=url), metrics=metrics) as clients:
-            client = await clients.client("sqs")
-            assert isinstance(client, DirectQueueClient)
-            return await work(client, metrics)
-
-    return asyncio.run(main())
 
 
 def _send(sandbox: TrailSandbox, count: int) -> dict[str, dict[str, Any]]:
@@ -279,7 +273,7 @@ def test_queue_calls_after_the_first_are_direct_and_answer_as_the_sdk_does(
                                 operation="ReceiveMessage")  # fmt: skip
         assert counted == receives
 
-    _queue_client(aws_env.url, work)
+    _with_client(aws_env.url, work, "sqs")
     assert sandbox.queue_depth() == 0
 
 
@@ -297,7 +291,7 @@ def test_a_refused_queue_call_is_the_sdks_error(sandbox: TrailSandbox, aws_env: 
         )
         assert client.direct_calls == 0 and client.sdk_calls == 1
 
-    _queue_client(aws_env.url, work)
+    _with_client(aws_env.url, work, "sqs")
 
 
 def test_a_server_checking_signatures_accepts_direct_queue_calls(enforcing: MotoServer) -> None:
@@ -350,7 +344,7 @@ def test_routes_kept_are_bounded(
         await _read_all(client, buckets[0], "k.json.gz")
         assert client.sdk_calls == 4 and client.direct_calls == 1
 
-    _with_clients(aws_env.url, work)
+    _with_client(aws_env.url, work)
 
 
 def test_direct_requests_can_be_turned_off(sandbox: TrailSandbox, aws_env: MotoServer) -> None:
