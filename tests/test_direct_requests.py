@@ -378,3 +378,30 @@ def test_making_clients_loads_no_transfer_helpers(aws_env: MotoServer) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)  # fmt: skip
     assert done.stdout.strip() == "['aioboto3']"
+
+
+def test_direct_reads_carry_the_bucket_owner_and_payer_headers(
+    sandbox: TrailSandbox, aws_env: MotoServer
+) -> None:
+    """The owner check (S3 refuses a look-alike bucket) and requester-pays travel on
+    every read, the short ones too: they are part of what a route is learned for."""
+    for key in KEYS[:3]:
+        sandbox.put(key, _body(key))
+
+    async def work(client: Any, metrics: Metrics) -> None:
+        port = S3Objects(client, requester_pays=[sandbox.bucket],
+                         bucket_owners={sandbox.bucket: "123456789012"})  # fmt: skip
+        for key in KEYS[:3]:
+            async with port.open(sandbox.bucket, key) as opened:
+                assert await opened.read() == _body(key)
+        assert client.direct_calls == 2
+
+    with FaultProxy(aws_env.url, faults=NO_FAULTS) as proxy:
+        _with_client(proxy.url, work)
+    gets = [headers for method, _path, headers in proxy.headers_seen if method == "GET"]
+    assert len(gets) == 3
+    for headers in gets:
+        lowered = {name.lower(): value for name, value in headers.items()}
+        assert lowered["x-amz-expected-bucket-owner"] == "123456789012"
+        assert lowered["x-amz-request-payer"] == "requester"
+        assert "x-amz-expected-bucket-owner" in lowered["authorization"]  # signed
