@@ -17,6 +17,7 @@ from ._cli_common import (
     filter_options,
     load_cli_config,
     processing_options,
+    trail_options,
     trust_options,
 )
 from ._config import Config
@@ -27,23 +28,7 @@ __all__ = ["backfill_command"]
 
 
 @click.command("backfill")
-@click.option("--bucket", required=True, help="The trail's S3 bucket.")
-@click.option("--prefix", help="The trail's S3 key prefix (the part before AWSLogs/).")
-@click.option(
-    "--account-id",
-    "account_ids",
-    multiple=True,
-    metavar="ACCOUNT",
-    help="Only this account (repeatable); default: every account in the bucket, "
-    "organization trails included.",
-)
-@click.option(
-    "--region",
-    "regions",
-    multiple=True,
-    metavar="REGION",
-    help="Only this region (repeatable); default: every region found.",
-)
+@trail_options("every account in the bucket, organization trails included.")
 @click.option(
     "--start-time",
     type=TimeParam(),

@@ -136,6 +136,26 @@ def processing_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def trail_options(accounts: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--bucket, --prefix, --account-id and --region: where the commands that list a
+    trail's bucket look; `accounts` ends the help of --account-id (its default)."""
+    options = [
+        click.option("--bucket", required=True, help="The trail's S3 bucket."),
+        click.option("--prefix", help="The trail's S3 key prefix (the part before AWSLogs/)."),
+        click.option("--account-id", "account_ids", multiple=True, metavar="ACCOUNT",
+                     help=f"Only this account (repeatable); default: {accounts}"),
+        click.option("--region", "regions", multiple=True, metavar="REGION",
+                     help="Only this region (repeatable); default: every region found."),
+    ]  # fmt: skip
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
 def trust_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The allow-list flags of the commands that read buckets or queues (repeatable; an
     empty value is an error, never "allow any")."""

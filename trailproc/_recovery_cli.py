@@ -16,6 +16,7 @@ from ._cli_common import (
     fail_cleanly,
     load_cli_config,
     processing_options,
+    trail_options,
     trust_options,
 )
 from ._config import Config
@@ -40,22 +41,7 @@ def _report(result: Any) -> None:
 
 
 @click.command("audit")
-@click.option("--bucket", required=True, help="The trail's S3 bucket.")
-@click.option("--prefix", help="The trail's S3 key prefix (the part before AWSLogs/).")
-@click.option(
-    "--account-id",
-    "account_ids",
-    multiple=True,
-    metavar="ACCOUNT",
-    help="Only this account (repeatable); default: every account in the bucket.",
-)
-@click.option(
-    "--region",
-    "regions",
-    multiple=True,
-    metavar="REGION",
-    help="Only this region (repeatable); default: every region found.",
-)
+@trail_options("every account in the bucket.")
 @click.option(
     "--start-time",
     type=TimeParam(),

@@ -22,6 +22,7 @@ from ._cli_common import (
     fail_cleanly,
     load_cli_config,
     processing_options,
+    trail_options,
     trust_options,
 )
 from ._config import Config
@@ -100,12 +101,7 @@ async def watch_async(
 
 
 @click.command("watch")
-@click.option("--bucket", required=True, help="The trail's S3 bucket.")
-@click.option("--prefix", help="The trail's S3 key prefix (the part before AWSLogs/).")
-@click.option("--account-id", "account_ids", multiple=True, metavar="ACCOUNT",
-              help="Only this account (repeatable); default: every account found.")  # fmt: skip
-@click.option("--region", "regions", multiple=True, metavar="REGION",
-              help="Only this region (repeatable); default: every region found.")  # fmt: skip
+@trail_options("every account found.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
               help="Seconds between listing rounds.")  # fmt: skip
 @click.option("--overlap-minutes", type=click.FloatRange(min=1), show_default=True,
