@@ -205,3 +205,29 @@ def test_dynamodb_forget_hands_the_value_over_when_its_reply_is_lost(
         await direct.close()
 
     asyncio.run(body())
+
+
+# --- the store reaches AWS as the run's other clients do ----------------------------------
+
+
+def test_the_store_uses_the_configs_endpoint_and_region(
+    aws_env: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`endpoint_url` and `region` set in the configuration (not the environment) apply
+    to the DynamoDB store as to the SQS and S3 clients: before, its client read the
+    environment alone and went elsewhere."""
+    from trailproc._config import Config
+    from trailproc._runtime import open_config_store
+
+    # The environment points at a closed loopback port, and at another region.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    config = Config(checkpoint=f"dynamodb://{TABLE}?create=true", endpoint_url=aws_env.url,
+                    region="eu-west-1")  # fmt: skip
+    store = open_config_store(config)
+    assert isinstance(store, DynamoDBStore)
+    asyncio.run(_claim_commit_complete(store))
+    tables = boto3.client("dynamodb", endpoint_url=aws_env.url, region_name="eu-west-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    assert TABLE in tables.list_tables()["TableNames"]

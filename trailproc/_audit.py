@@ -45,7 +45,8 @@ from ._pipeline.keys import FileRef, ObjectKind
 from ._pipeline.processor import EventProcessor
 from ._ports.objects import S3Objects
 from ._roads.s3_listing import FolderCache, ListingQuery, iter_digest_refs, iter_log_refs
-from .checkpoint import CheckpointStore, FileId, open_store
+from ._runtime import open_config_store
+from .checkpoint import CheckpointStore, FileId
 
 __all__ = [
     "AuditResult",
@@ -258,7 +259,7 @@ async def audit_async(
     ensure_logging(config.log_level, config.log_format)
     bucket = query.bucket
     result = AuditResult(bucket)
-    store = open_store(config.checkpoint, config.state_dir)
+    store = open_config_store(config)
     meter = _Meter(progress)
     try:
         async with AwsClients(config) as clients:

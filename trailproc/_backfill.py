@@ -47,7 +47,8 @@ from ._roads.s3_listing import (
     iter_digest_refs,
     iter_log_refs,
 )
-from .checkpoint import CheckpointStore, Claim, FileId, KeyValueStore, open_store
+from ._runtime import open_config_store
+from .checkpoint import CheckpointStore, Claim, FileId, KeyValueStore
 
 __all__ = [
     "DIGEST_LAG",
@@ -377,7 +378,7 @@ async def enqueue_backfill_async(
     ensure_logging(config.log_level, config.log_format)
     query = job.query(config)
     bucket, force = job.bucket, job.force
-    store = None if force else open_store(config.checkpoint, config.state_dir)
+    store = None if force else open_config_store(config)
     bar = tqdm(total=0, unit="file", desc="enqueue", file=sys.stderr, dynamic_ncols=True,
                disable=not (sys.stderr.isatty() if progress is None else progress))  # fmt: skip
     log.info("enqueue starting", bucket=bucket, queue_url=queue_url, force=force,

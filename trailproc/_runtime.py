@@ -53,6 +53,7 @@ __all__ = [
     "build_quarantine",
     "check_store",
     "default_owner",
+    "open_config_store",
     "open_runtime",
     "pipeline_settings",
     "resolve_limits",
@@ -263,6 +264,17 @@ def quarantine_s3_client(config: Config) -> Any:
     return session.client("s3", **kwargs)
 
 
+def open_config_store(
+    config: Config, default: str | None = None, *, aws_requests: Any = None
+) -> CheckpointStore:
+    """The checkpoint store `config` names (else `default`), a store in an AWS service
+    reaching AWS with the config's profile, region and endpoint, as the run's other
+    clients do."""
+    return open_store(config.checkpoint or default, config.state_dir,
+                      aws_requests=aws_requests, profile=config.profile,
+                      region=config.region, endpoint_url=config.endpoint_url)  # fmt: skip
+
+
 async def check_store(store: CheckpointStore) -> None:
     """Open `store` and read from it once, so that a store that cannot be used (a newer
     schema: `SchemaTooNew`; a file that cannot be opened) stops a run before it takes
@@ -349,8 +361,7 @@ async def open_runtime(
     metrics = metrics if metrics is not None else Metrics()
     budget = build_budget(config, metrics)
     config = resolve_limits(config, budget.total, announce=objects != "local")
-    opened = open_store(config.checkpoint or store.default, config.state_dir,
-                        aws_requests=metrics.aws_requests)  # fmt: skip
+    opened = open_config_store(config, store.default, aws_requests=metrics.aws_requests)
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(opened.close)
         chosen = store.wrap(opened) if store.wrap is not None else opened

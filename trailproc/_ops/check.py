@@ -474,7 +474,8 @@ class Checker:
         self.add(probe.kms_label, "skip", "GetObject failed")
 
     def _check_checkpoint(self) -> None:
-        from ..checkpoint import FileId, open_store
+        from .._runtime import open_config_store
+        from ..checkpoint import FileId
 
         cfg = self.config
         label = f"checkpoint store {cfg.checkpoint or 'sqlite'}"
@@ -482,7 +483,7 @@ class Checker:
         probe = FileId(PROBE_BUCKET, "probe", "probe")
 
         async def attempt() -> str:
-            store = open_store(cfg.checkpoint, cfg.state_dir)
+            store = open_config_store(cfg)
             try:
                 claim = await store.claim(probe, owner, 5.0)
                 await store.release(probe, owner)

@@ -119,7 +119,7 @@ def _options(spec: str, query: str, known: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _open_dynamodb(spec: str, aws_requests: Any) -> DynamoDBStore:
+def _open_dynamodb(spec: str, aws_requests: Any, client_options: dict[str, str]) -> DynamoDBStore:
     from urllib.parse import urlsplit
 
     from ._dynamodb import DynamoDBStore
@@ -133,15 +133,23 @@ def _open_dynamodb(spec: str, aws_requests: Any) -> DynamoDBStore:
     options = _options(spec, parts.query, ("create", "ttl_days"))
     return DynamoDBStore(table, ttl_days=options.get("ttl_days", 30.0),
                          create_table=options.get("create", False),
-                         aws_requests=aws_requests)  # fmt: skip
+                         aws_requests=aws_requests, **client_options)  # fmt: skip
 
 
 def open_store(
-    spec: str | None, state_dir: str | os.PathLike[str], *, aws_requests: Any = None
+    spec: str | None,
+    state_dir: str | os.PathLike[str],
+    *,
+    aws_requests: Any = None,
+    profile: str | None = None,
+    region: str | None = None,
+    endpoint_url: str | None = None,
 ) -> CheckpointStore:
     """The checkpoint store a spec string names (see the module docstring for the forms).
     `aws_requests`: where a store in an AWS service counts its requests (a counter
     labelled service and operation, as `Metrics.aws_requests`; see `DynamoDBStore`).
+    `profile`, `region`, `endpoint_url`: the AWS settings of a store in an AWS service
+    (as the run's other clients use them; unset: the environment's).
 
     Raises ValueError, naming the accepted forms, for anything else.
     """
@@ -163,5 +171,7 @@ def open_store(
 
         return MemoryStore()
     if scheme == "dynamodb" and rest.startswith("//"):
-        return _open_dynamodb(text, aws_requests)
+        client_options = {"profile": profile, "region": region, "endpoint_url": endpoint_url}
+        chosen = {name: value for name, value in client_options.items() if value}
+        return _open_dynamodb(text, aws_requests, chosen)
     raise _bad(text, "unknown kind of store")

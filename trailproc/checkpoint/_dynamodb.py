@@ -104,8 +104,9 @@ class DynamoDBStore:
     """`CheckpointStore` in DynamoDB through aioboto3.
 
     The client is created on first use, inside the running event loop, from `session`
-    (default: `trailproc._aws.aio_session()`, an aioboto3 session that reads AWS_PROFILE,
-    the region and AWS_ENDPOINT_URL from the environment as the AWS CLI does). With
+    (default: `trailproc._aws.aio_session(profile, region)`, an aioboto3 session that
+    reads AWS_PROFILE, the region and AWS_ENDPOINT_URL from the environment as the AWS
+    CLI does, unless `profile`, `region` or `endpoint_url` say otherwise). With
     `create_table=True` a missing table is created (on-demand billing, `pk` string hash
     key) and TTL is enabled on `expires_at`; completed files then vanish `ttl_days`
     after completion. With `aws_requests` (a counter labelled service and operation, as
@@ -123,6 +124,9 @@ class DynamoDBStore:
         session: Any = None,
         create_table: bool = False,
         aws_requests: Any = None,
+        profile: str | None = None,
+        region: str | None = None,
+        endpoint_url: str | None = None,
     ) -> None:
         if ttl_days <= 0:
             raise ValueError(f"ttl_days must be positive, got {ttl_days!r}")
@@ -131,6 +135,7 @@ class DynamoDBStore:
         self.create_table = create_table
         self._session = session
         self._aws_requests = aws_requests
+        self._place = (profile, region, endpoint_url)
         self._client: Any = None
         self._client_cm: Any = None
         self._lock: asyncio.Lock | None = None
@@ -152,11 +157,14 @@ class DynamoDBStore:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._client is None:
+                profile, region, endpoint_url = self._place
                 if self._session is None:
                     from .._aws import aio_session
 
-                    self._session = aio_session()
-                cm = self._session.client("dynamodb")
+                    self._session = aio_session(profile, region)
+                cm = self._session.client(
+                    "dynamodb", **({"endpoint_url": endpoint_url} if endpoint_url else {})
+                )
                 client = await cm.__aenter__()
                 if self._aws_requests is not None:
                     from .._aws import count_requests
