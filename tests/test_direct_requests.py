@@ -405,3 +405,38 @@ def test_direct_reads_carry_the_bucket_owner_and_payer_headers(
         assert lowered["x-amz-expected-bucket-owner"] == "123456789012"
         assert lowered["x-amz-request-payer"] == "requester"
         assert "x-amz-expected-bucket-owner" in lowered["authorization"]  # signed
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_the_daemon_hands_every_record_over_either_way(
+    sandbox: TrailSandbox, aws_env: MotoServer, tmp_path: Any, direct: bool
+) -> None:
+    """A whole run, with the short path and with `direct_requests = false`: the same
+    records, each once, every message deleted."""
+    from collections import Counter
+
+    from helpers import run_in_process
+
+    import trailproc
+    from trailproc._sandbox import make_records
+
+    expected: list[str] = []
+    for seed in range(6):
+        records = make_records(20, seed=seed)
+        sandbox.deliver(records)
+        expected += [r["eventID"] for r in records]
+
+    class Collect(trailproc.EventProcessor):
+        def __init__(self) -> None:
+            self.ids: list[str] = []
+
+        def process(self, events: list[trailproc.Event]) -> None:
+            self.ids.extend(e.event_id for e in events)
+
+    seen = Collect()
+    result = run_in_process(sandbox, tmp_path, seen, direct_requests=direct)
+    assert Counter(seen.ids) == Counter(expected)
+    assert result.files_done == 6 and sandbox.queue_depth() == 0
+    gets = result.metrics.value("trailproc_aws_requests_total", service="s3",
+                                operation="GetObject")  # fmt: skip
+    assert gets == 6
