@@ -55,5 +55,7 @@ def test_freed_memory_is_reused_for_the_next_files(tmp_path: Path) -> None:
     adaptive = _second_pass_faults("adaptive", folder, out)
     reused = _second_pass_faults("reuse", folder, out)
     pages = out.stat().st_size // 4096  # the pass's documents and output, in pages
-    assert adaptive > pages  # each file's buffers faulted in afresh (more than once)
-    assert reused < pages and reused * 2 < adaptive, (reused, adaptive, pages)
+    # Untuned, each file's document buffer is faulted in afresh (with 1 MB inflate
+    # slices, ~1,300 faults for 4,170 pages; ~9,000 with the 8 MB slices of before).
+    assert adaptive > pages // 8, (adaptive, pages)
+    assert reused < pages and reused * 10 < adaptive, (reused, adaptive, pages)

@@ -39,7 +39,7 @@ def test_a_large_document_is_held_once_while_inflating(
     finally:
         tracemalloc.stop()
     assert out == document
-    # One document plus one 8 MB output slice and its join; zlib's single call used
+    # One document plus one 1 MB output slice and its join; zlib's single call used
     # to hold its output blocks and their join: twice the document.
     assert peak < len(document) * 1.45, f"peak {peak / 2**20:.0f} MB for a 64 MB document"
 

@@ -4,7 +4,7 @@ gzip is detected by its magic bytes (some HTTP stacks decompress transparently, 
 users sometimes store plain JSON). A gzip bomb fails one file with bounded memory:
 `max_length` caps every inflate call, so a bomb stops at `max_bytes + 1` bytes. The
 output is one bytearray preallocated from the trailer's ISIZE (exact for CloudTrail's
-files), filled 8 MB per call: zlib's own growing output buffer ends every call with a
+files), filled 1 MB per call: zlib's own growing output buffer ends every call with a
 join of its blocks, so one call for a whole 400 MB member peaked at twice the document.
 isal's zlib-compatible inflater (2-3x faster, a default dependency) is used when
 installed. Bytes after the last member fail the object, except zero padding.
@@ -37,7 +37,10 @@ GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_MIN = 18  # header (10) + trailer (8)
 _DEFLATE_MAX_RATIO = 1032
 _IN_SLICE = 1 << 20
-_OUT_SLICE = 8 << 20
+# 1 MB of output per call: a larger slice is a fresh allocation the size of the slice
+# on every call (mmapped and page-faulted when glibc's thresholds are not raised): 8 MB
+# slices took 9.6 ms for a 6.7 MB document where 1 MB slices take 3.4 ms.
+_OUT_SLICE = 1 << 20
 
 
 def _make_decompressor() -> tuple[Callable[[], Any], tuple[type[BaseException], ...], str]:
