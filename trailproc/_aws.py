@@ -160,13 +160,18 @@ def _client_session(**kwargs: Any) -> Any:
     client is made, importing s3transfer, multiprocessing's managers and aiofiles (~15 ms
     of start-up) for methods trailproc never calls. This session registers none of them.
     """
+    return _client_session_class()(**kwargs)
+
+
+@functools.cache
+def _client_session_class() -> type:
     import aioboto3
 
     class ClientSession(aioboto3.Session):
         def _register_default_handlers(self) -> None:
             pass
 
-    return ClientSession(**kwargs)
+    return ClientSession
 
 
 def botocore_config(config: Config, *, pool: int = 10, sdk: str = "aiobotocore") -> Any:

@@ -74,13 +74,13 @@ async def decode_within(
     document = await _inflated(held, data, max_bytes)
     inflated = len(document) if document is not data else 0
     base = len(data) + inflated
-    await _reserve_records(held, base, document)
+    counted = await _reserve_records(held, base, document)
     try:
         records, one_line, sha256 = await _run(len(document), _split, document, name, hashed,
                                                max_bytes, False)  # fmt: skip
     except OtherShape:
         # Other shapes build more per record (lines, probes of each item): reserved anew.
-        await _reserve_other_shape(held, base, document)
+        await _reserve_other_shape(held, base, document, counted)
         records, one_line, sha256 = await _run(len(document), _split, document, name, hashed,
                                                max_bytes, True)  # fmt: skip
     # Records that are not slices of the document (text decoded from another shape)
@@ -90,15 +90,19 @@ async def decode_within(
     return Decoded(list(records), len(document), one_line, sha256)
 
 
-async def _reserve_records(held: Reservation, base: int, document: bytes | bytearray) -> None:
-    """Hold `base` bytes and what splitting `document` may build: see the module's notes."""
+async def _reserve_records(
+    held: Reservation, base: int, document: bytes | bytearray
+) -> tuple[int, int] | None:
+    """Hold `base` bytes and what splitting `document` may build (see the module's
+    notes); the document's (lines, items) if they had to be counted."""
     size = len(document)
     if held.try_resize(base + (size // 2 + 1) * RECORD_COST):
-        return
-    separators = await _run(size, _separators, document)
+        return None
+    lines, items = await _run(size, _lines_and_items, document)
+    separators = lines + items - 1  # every line break and comma, plus one
     if base + separators * RECORD_COST <= held.budget_total:
         await held.resize(base + separators * RECORD_COST, why=f"up to {separators:,} records")
-        return
+        return lines, items
     braces = await _run(size, document.count, b"{")
     await held.resize(base + braces * RECORD_COST, why=f"up to {braces:,} records")
     records = await _run(size, delivery_record_count, document)
@@ -106,20 +110,23 @@ async def _reserve_records(held: Reservation, base: int, document: bytes | bytea
         await held.resize(base + separators * RECORD_COST, why=f"up to {separators:,} records")
     else:
         await held.resize(base + records * RECORD_COST, why=f"{records:,} records")
+    return lines, items
 
 
-async def _reserve_other_shape(held: Reservation, base: int, document: bytes | bytearray) -> None:
-    lines, items = await _run(len(document), _lines_and_items, document)
+async def _reserve_other_shape(
+    held: Reservation, base: int, document: bytes | bytearray, counted: tuple[int, int] | None
+) -> None:
+    if counted is None:
+        counted = await _run(len(document), _lines_and_items, document)
+    lines, items = counted
     need = lines * LINE_COST + items * ITEM_COST
     await held.resize(base + need, why=f"up to {lines:,} lines and {items:,} items")
 
 
 def _lines_and_items(document: bytes | bytearray) -> tuple[int, int]:
+    """Line breaks and commas, each plus one: what separates a document's lines and
+    the items of its lists."""
     return document.count(b"\n") + 1, document.count(b",") + 1
-
-
-def _separators(document: bytes | bytearray) -> int:
-    return document.count(b",") + document.count(b"\n") + 1
 
 
 async def _inflated(held: Reservation, data: bytes, max_bytes: int) -> bytes | bytearray:
